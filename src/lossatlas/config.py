@@ -1,0 +1,137 @@
+"""Load and validate the workflow config against its JSON Schema, with defaults filled in."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config field is wrong; the message names the field and the fix."""
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def load_schema(path: str | Path | None = None) -> dict:
+    with open(path or SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def _field(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    field = _field(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        where = _field(list(error.absolute_path) + [extra[0]]) if extra else field
+        return f"{where}: unknown key; allowed keys here are {', '.join(allowed)}"
+    desc = error.schema.get("description") if isinstance(error.schema, dict) else None
+    hint = f" ({desc.strip()})" if desc else ""
+    return f"{field}: {error.message}{hint}"
+
+
+def validate(config: dict | None, schema: dict | str | Path | None = None) -> dict:
+    """Return a validated deep copy of ``config`` with defaults filled in.
+
+    Raises ConfigError with one line naming the first bad field.
+    """
+    if not isinstance(schema, dict):
+        schema = load_schema(schema)
+    cfg = copy.deepcopy(config or {})
+    errors = sorted(
+        _Validator(schema).iter_errors(cfg), key=lambda e: (len(e.absolute_path), e.path)
+    )
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        raise ConfigError(f"invalid config: {_describe(best)}; see config/README.md")
+    _check_semantics(cfg)
+    return cfg
+
+
+def _check_semantics(cfg: dict) -> None:
+    """Rules JSON Schema cannot express."""
+    ds = cfg["dataset"]
+    if ds["low"] >= ds["high"]:
+        raise ConfigError(
+            f"invalid config: dataset.low ({ds['low']}) must be below dataset.high ({ds['high']})"
+        )
+    if "rotate" in cfg["experiments"]["sweep"] and ds["n_features"] != 2:
+        raise ConfigError(
+            "invalid config: experiments.sweep.rotate needs dataset.n_features = 2 "
+            f"(got {ds['n_features']}); drop the rotation or use 2-D inputs"
+        )
+    names = list(experiments(cfg))
+    ref = cfg["experiments"]["reference"]
+    if ref is not None and ref not in names:
+        raise ConfigError(
+            f"invalid config: experiments.reference: {ref!r} is not one of {', '.join(names)}"
+        )
+    dask = cfg["dask"]
+    for placement in ("address", "scheduler_file"):
+        if dask["placement"] == placement and not dask[placement]:
+            raise ConfigError(
+                f"invalid config: dask.{placement} must be set when dask.placement is {placement}"
+            )
+
+
+def load(path: str | Path, schema: dict | str | Path | None = None) -> dict:
+    """Read a YAML config file and validate it."""
+    with open(path) as fh:
+        raw = yaml.safe_load(fh)
+    return validate(raw, schema)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One point of the sweep: a name and the ordered dataset transforms."""
+
+    name: str
+    index: int
+    transforms: tuple[tuple[str, Any], ...]
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def experiments(cfg: dict) -> dict[str, Experiment]:
+    """Expand the sweep into experiments, named like ``rotate-120``, in a stable order."""
+    sweep = cfg["experiments"]["sweep"]
+    keys = list(sweep)
+    out = {}
+    for i, values in enumerate(itertools.product(*(sweep[k] for k in keys))):
+        transforms = tuple(zip(keys, values, strict=True))
+        name = "_".join(f"{k}-{_fmt(v)}" for k, v in transforms)
+        out[name] = Experiment(name=name, index=i, transforms=transforms)
+    return out
+
+
+def reference(cfg: dict) -> str:
+    return cfg["experiments"]["reference"] or next(iter(experiments(cfg)))
