@@ -1,0 +1,245 @@
+"""Small MLPs with a flat parameter vector, and the energy U(theta) sampled by MCMC.
+
+Everything is batched over chains: ``theta`` has shape ``(n_chains, p)`` and the work is done
+with array operations over the chain axis. The dtype of ``theta`` (float64 or float32) is the
+dtype of the computation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+ACTIVATIONS = ("tanh", "relu", "sigmoid", "linear", "quadratic")
+LOSSES = ("cross_entropy", "squared")
+ENERGIES = ("sum", "mean")
+
+
+def _act(name: str, z: np.ndarray) -> np.ndarray:
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "relu":
+        return np.maximum(z, 0)
+    if name == "sigmoid":
+        # tanh form: no overflow warning for large |z|
+        return 0.5 * (1 + np.tanh(0.5 * z))
+    if name == "linear":
+        return z
+    if name == "quadratic":
+        return z * z
+    raise ValueError(f"unknown activation {name!r}; use one of {', '.join(ACTIVATIONS)}")
+
+
+def _act_grad(name: str, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """d act / dz, from the pre-activation ``z`` and the activation ``a``."""
+    if name == "tanh":
+        return 1 - a * a
+    if name == "relu":
+        return (z > 0).astype(z.dtype)
+    if name == "sigmoid":
+        return a * (1 - a)
+    if name == "linear":
+        return np.ones_like(z)
+    if name == "quadratic":
+        return 2 * z
+    raise ValueError(f"unknown activation {name!r}")
+
+
+class MLP:
+    """Fully connected network ``sizes = (d, *hidden, k)``; hidden layers use ``activation``,
+    the output layer is linear (logits).
+
+    Flat parameter layout, layer by layer: ``W_l`` (out x in, row-major) then ``b_l`` (out).
+    ``loss``: ``cross_entropy`` (softmax, computed with log-sum-exp) or ``squared``
+    (``sum_k (f_k - onehot_k)^2`` on the raw outputs).
+    """
+
+    def __init__(self, sizes: Sequence[int], activation: str = "tanh", loss: str = "cross_entropy"):
+        sizes = tuple(int(s) for s in sizes)
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ValueError(f"sizes must be (d, *hidden, k) with positive widths, got {sizes}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; use one of {ACTIVATIONS}")
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; use one of {LOSSES}")
+        self.sizes = sizes
+        self.activation = activation
+        self.loss = loss
+        # (W slice, b slice, out, in) per layer
+        self._layers = []
+        off = 0
+        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+            w = slice(off, off + n_out * n_in)
+            off += n_out * n_in
+            b = slice(off, off + n_out)
+            off += n_out
+            self._layers.append((w, b, n_out, n_in))
+        self.p = off
+
+    @property
+    def n_layers(self) -> int:
+        return len(self._layers)
+
+    def param_names(self) -> list[str]:
+        """Names in flat order: ``W1[i,j]`` (row i = output unit, column j = input), ``b1[i]``."""
+        names = []
+        for layer, (_, _, n_out, n_in) in enumerate(self._layers, start=1):
+            names += [f"W{layer}[{i},{j}]" for i in range(n_out) for j in range(n_in)]
+            names += [f"b{layer}[{i}]" for i in range(n_out)]
+        return names
+
+    def unflatten(self, theta: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Views ``[(W (C, out, in), b (C, out)), ...]`` of ``theta (C, p)``."""
+        c = theta.shape[0]
+        return [
+            (theta[:, w].reshape(c, n_out, n_in), theta[:, b]) for w, b, n_out, n_in in self._layers
+        ]
+
+    def forward(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """Outputs ``(C, n, k)`` for inputs ``X (n, d)``."""
+        return self._forward(theta, X)[0]
+
+    def _forward(self, theta, X):
+        params = self.unflatten(theta)
+        h = np.broadcast_to(X.astype(theta.dtype, copy=False), (theta.shape[0], *X.shape))
+        cache = []
+        for layer, (W, b) in enumerate(params):
+            z = h @ W.transpose(0, 2, 1) + b[:, None, :]
+            if layer < len(params) - 1:
+                a = _act(self.activation, z)
+            else:
+                a = z
+            cache.append((h, z, a))
+            h = a
+        return h, cache, params
+
+    def point_losses(self, out: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Per-point loss ``(C, n)`` of outputs ``(C, n, k)`` against labels ``y (n,)``."""
+        return self._loss_and_dout(out, y, need_grad=False)[0]
+
+    def _loss_and_dout(self, out, y, need_grad):
+        n, k = out.shape[1], out.shape[2]
+        idx = np.arange(n)
+        if self.loss == "cross_entropy":
+            m = out.max(axis=2, keepdims=True)
+            e = np.exp(out - m)
+            s = e.sum(axis=2, keepdims=True)
+            lse = m[..., 0] + np.log(s[..., 0])
+            loss = lse - out[:, idx, y]
+            if not need_grad:
+                return loss, None
+            dout = e / s
+            dout[:, idx, y] -= 1
+            return loss, dout
+        onehot = np.zeros((n, k), dtype=out.dtype)
+        onehot[idx, y] = 1
+        r = out - onehot
+        loss = (r * r).sum(axis=2)
+        return loss, (2 * r if need_grad else None)
+
+    def loss_and_grad(self, theta: np.ndarray, X: np.ndarray, y: np.ndarray, weights=None):
+        """Summed loss ``(C,)`` over the points (each weighted by ``weights (n,)`` if given)
+        and its gradient ``(C, p)`` by backpropagation."""
+        out, cache, params = self._forward(theta, X)
+        loss, dout = self._loss_and_dout(out, y, need_grad=True)
+        if weights is not None:
+            w = np.asarray(weights, dtype=theta.dtype)
+            loss = loss * w
+            dout = dout * w[None, :, None]
+        grad = np.empty_like(theta)
+        dz = dout
+        for layer in range(len(params) - 1, -1, -1):
+            wsl, bsl, n_out, n_in = self._layers[layer]
+            h, z, a = cache[layer]
+            if layer < len(params) - 1:
+                dz = dz * _act_grad(self.activation, z, a)
+            grad[:, wsl] = (dz.transpose(0, 2, 1) @ h).reshape(theta.shape[0], -1)
+            grad[:, bsl] = dz.sum(axis=1)
+            if layer > 0:
+                dz = dz @ params[layer][0]
+        return loss.sum(axis=1), grad
+
+
+class Target:
+    """The density ``exp(-beta * U(theta))`` on the box ``[-box, box]^p``.
+
+    ``U`` is the per-point loss summed over the data (``energy="sum"``) or averaged
+    (``energy="mean"``).
+    """
+
+    def __init__(
+        self,
+        mlp: MLP,
+        X: np.ndarray,
+        y: np.ndarray,
+        box: float = 10.0,
+        beta: float = 1.0,
+        energy: str = "sum",
+    ):
+        if energy not in ENERGIES:
+            raise ValueError(f"unknown energy {energy!r}; use one of {ENERGIES}")
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.int64)
+        if X.ndim != 2 or X.shape[1] != mlp.sizes[0]:
+            raise ValueError(f"X must be (n, {mlp.sizes[0]}), got {X.shape}")
+        if y.shape != (X.shape[0],) or y.min() < 0 or y.max() >= mlp.sizes[-1]:
+            raise ValueError(f"y must be (n,) labels in [0, {mlp.sizes[-1]})")
+        self.mlp = mlp
+        self.X = X
+        self.y = y
+        self.box = float(box)
+        self.beta = float(beta)
+        self.energy = energy
+        self._X = {np.dtype(np.float64): X, np.dtype(np.float32): X.astype(np.float32)}
+
+    @property
+    def p(self) -> int:
+        return self.mlp.p
+
+    @property
+    def n_points(self) -> int:
+        return self.X.shape[0]
+
+    def _inputs(self, theta):
+        theta = np.asarray(theta)
+        if theta.ndim != 2 or theta.shape[1] != self.p:
+            raise ValueError(f"theta must be (n_chains, {self.p}), got {theta.shape}")
+        if theta.dtype not in self._X:
+            theta = theta.astype(np.float64)
+        return theta, self._X[theta.dtype]
+
+    def U(self, theta: np.ndarray) -> np.ndarray:
+        """Energy ``(n_chains,)`` of ``theta (n_chains, p)``."""
+        theta, X = self._inputs(theta)
+        u = self.mlp.point_losses(self.mlp.forward(theta, X), self.y).sum(axis=1)
+        return u / self.n_points if self.energy == "mean" else u
+
+    def U_and_grad(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Energy ``(n_chains,)`` and its gradient ``(n_chains, p)``."""
+        theta, X = self._inputs(theta)
+        u, g = self.mlp.loss_and_grad(theta, X, self.y)
+        if self.energy == "mean":
+            u, g = u / self.n_points, g / self.n_points
+        return u, g
+
+    def mean_loss(self, U: np.ndarray) -> np.ndarray:
+        """Mean per-point loss of energies ``U`` (the "good" threshold applies to it)."""
+        return np.asarray(U) / self.n_points if self.energy == "sum" else np.asarray(U)
+
+    def in_box(self, theta: np.ndarray) -> np.ndarray:
+        return np.all(np.abs(theta) <= self.box, axis=-1)
+
+    def log_density(self, theta: np.ndarray) -> np.ndarray:
+        """``-beta * U`` inside the box, ``-inf`` outside (unnormalised)."""
+        u = self.U(theta)
+        return np.where(self.in_box(theta), -self.beta * u, -np.inf)
+
+
+def from_config(cfg: dict, dataset) -> Target:
+    """The target of a validated config for ``dataset`` (a :class:`lossatlas.data.Dataset`)."""
+    m = cfg["model"]
+    sizes = (dataset.n_features, *m["hidden"], dataset.n_classes)
+    mlp = MLP(sizes, activation=m["activation"], loss=m["loss"])
+    t = cfg["target"]
+    return Target(mlp, dataset.X, dataset.y, box=t["box"], beta=t["beta"], energy=t["energy"])
