@@ -1,0 +1,336 @@
+"""Convergence diagnostics of the chains, streamed over parameter blocks.
+
+The primary criteria are the rank-normalised split R-hat and the bulk and tail effective sample
+sizes of Vehtari et al. (2021), computed by arviz-stats' ``array_stats`` (nothing here
+reimplements them). The report's own check, "the chain means look Gaussian", is kept as an
+informative extra: see :func:`normality`.
+
+Inputs are array-likes sliceable like numpy: ``theta`` (chain, draw, param), for example the
+h5py dataset of ``store.SampleStore.theta``, and ``energy`` (chain, draw). ``theta`` is only
+ever read as ``theta[:, :, j0:j1]``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from arviz_stats.base import array_stats
+from scipy import stats
+
+RHAT_MAX = 1.01
+ESS_MIN = 400.0
+ALPHA = 0.05
+# Tail ESS is min(ESS of the 5% quantile, ESS of the 95% quantile), as in Vehtari et al. (2021).
+TAIL_PROB = (0.05, 0.95)
+ENERGY_NAME = "U"
+
+SUMMARY_COLUMNS = ["name", "kind", "mean", "sd", "mcse_mean", "ess_bulk", "ess_tail", "r_hat"]
+NORMALITY_COLUMNS = [
+    "name",
+    "kind",
+    "chain_means_n",
+    "chain_means_W",
+    "chain_means_p",
+    "chain_means_reject",
+    "batch_means_n",
+    "batch_means_W",
+    "batch_means_p",
+    "batch_means_reject",
+    "verdict",
+]
+
+
+def _blocks(theta, energy, param_names, block):
+    """Yield (names, kind, x) with x a float64 (chain, draw, k) array: U first, then params."""
+    energy = np.asarray(energy[...], dtype=np.float64)
+    if energy.ndim != 2:
+        raise ValueError(f"energy must be (chain, draw), got shape {energy.shape}")
+    yield [ENERGY_NAME], "energy", energy[:, :, None]
+    n_chains, n_draws, p = theta.shape
+    if (n_chains, n_draws) != energy.shape:
+        raise ValueError(f"theta {theta.shape} and energy {energy.shape} disagree on chain/draw")
+    names = list(param_names) if param_names is not None else [f"theta[{j}]" for j in range(p)]
+    if len(names) != p:
+        raise ValueError(f"{len(names)} parameter names for {p} parameters")
+    block = int(block)
+    if block < 1:
+        raise ValueError("block must be >= 1")
+    for j0 in range(0, p, block):
+        j1 = min(j0 + block, p)
+        yield names[j0:j1], "param", np.asarray(theta[:, :, j0:j1], dtype=np.float64)
+
+
+def _summary_rows(names, kind, x) -> list[dict]:
+    # A quantity that never moved has zero within-chain variance; NaN is the honest answer.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _summary_rows_inner(names, kind, x)
+
+
+def _summary_rows_inner(names, kind, x) -> list[dict]:
+    rhat = np.atleast_1d(array_stats.rhat(x, chain_axis=0, draw_axis=1, method="rank"))
+    ess_bulk = np.atleast_1d(array_stats.ess(x, chain_axis=0, draw_axis=1, method="bulk"))
+    ess_tail = np.atleast_1d(
+        array_stats.ess(x, chain_axis=0, draw_axis=1, method="tail", prob=TAIL_PROB)
+    )
+    mcse = np.atleast_1d(array_stats.mcse(x, chain_axis=0, draw_axis=1, method="mean"))
+    mean = x.mean(axis=(0, 1))
+    sd = (
+        x.reshape(-1, x.shape[2]).std(axis=0, ddof=1)
+        if x.shape[0] * x.shape[1] > 1
+        else mean * np.nan
+    )
+    return [
+        {
+            "name": n,
+            "kind": kind,
+            "mean": float(mean[i]),
+            "sd": float(sd[i]),
+            "mcse_mean": float(mcse[i]),
+            "ess_bulk": float(ess_bulk[i]),
+            "ess_tail": float(ess_tail[i]),
+            "r_hat": float(rhat[i]),
+        }
+        for i, n in enumerate(names)
+    ]
+
+
+def summarize(theta, energy, param_names=None, block: int = 256) -> pd.DataFrame:
+    """Per-quantity table for U and every parameter, streamed over parameter blocks.
+
+    Columns: name, kind ("energy" or "param"), mean, sd (ddof=1, pooled draws), mcse_mean,
+    ess_bulk, ess_tail (quantiles 0.05/0.95), r_hat (rank-normalised split R-hat). The first
+    row is U (named "U"). Write it with ``table.to_csv(path, index=False)``.
+    """
+    rows = []
+    for names, kind, x in _blocks(theta, energy, param_names, block):
+        rows.extend(_summary_rows(names, kind, x))
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def default_n_batches(n_draws: int) -> int:
+    """floor(sqrt(n_draws)) batches of about sqrt(n_draws) draws: the usual batch-means choice."""
+    return max(2, math.isqrt(max(int(n_draws), 1)))
+
+
+def _shapiro(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shapiro-Wilk along axis 0 of (n, k); NaN where n < 3 or the values are all equal."""
+    n, k = values.shape
+    W = np.full(k, np.nan)
+    pv = np.full(k, np.nan)
+    if n < 3:
+        return W, pv
+    ok = np.ptp(values, axis=0) > 0
+    if ok.any():
+        with warnings.catch_warnings():
+            # scipy warns that p-values may be inaccurate for n > 5000; they are still usable.
+            warnings.simplefilter("ignore", UserWarning)
+            res = stats.shapiro(values[:, ok], axis=0)
+        W[ok] = res.statistic
+        pv[ok] = res.pvalue
+    return W, pv
+
+
+def _normality_rows(names, kind, x, n_batches, alpha) -> list[dict]:
+    n_chains, n_draws, _ = x.shape
+    chain_means = x.mean(axis=1)  # (chain, k)
+    Wc, pc = _shapiro(chain_means)
+    # Contiguous, non-overlapping batches of equal length b inside each chain; the first
+    # n_draws - n_batches*b draws are dropped so that the batches end at the last draw.
+    b = n_draws // n_batches if n_batches else 0
+    if b >= 1:
+        tail = x[:, n_draws - n_batches * b :, :]
+        batch_means = tail.reshape(n_chains, n_batches, b, -1).mean(axis=2)
+        batch_means = batch_means.reshape(n_chains * n_batches, -1)
+        Wb, pb = _shapiro(batch_means)
+        nb = n_chains * n_batches
+    else:
+        Wb = pb = np.full(x.shape[2], np.nan)
+        nb = 0
+    rows = []
+    for i, n in enumerate(names):
+        rc = bool(pc[i] < alpha) if np.isfinite(pc[i]) else None
+        rb = bool(pb[i] < alpha) if np.isfinite(pb[i]) else None
+        tested = [r for r in (rc, rb) if r is not None]
+        verdict = "untestable" if not tested else ("non-gaussian" if any(tested) else "gaussian")
+        rows.append(
+            {
+                "name": n,
+                "kind": kind,
+                "chain_means_n": n_chains,
+                "chain_means_W": float(Wc[i]),
+                "chain_means_p": float(pc[i]),
+                "chain_means_reject": rc,
+                "batch_means_n": nb,
+                "batch_means_W": float(Wb[i]),
+                "batch_means_p": float(pb[i]),
+                "batch_means_reject": rb,
+                "verdict": verdict,
+            }
+        )
+    return rows
+
+
+def normality(
+    theta,
+    energy,
+    param_names=None,
+    block: int = 256,
+    alpha: float = ALPHA,
+    n_batches: int | None = None,
+) -> pd.DataFrame:
+    """The report's check, "convergence by Gaussianity of chain means", made explicit.
+
+    For U and each parameter, two Shapiro-Wilk tests of normality at level ``alpha``:
+
+    - chain means: the ``n_chains`` per-chain means (needs >= 3 chains, otherwise NaN);
+    - batch means: each chain cut into ``n_batches`` contiguous equal batches (default
+      floor(sqrt(draws)); leading remainder dropped), the ``n_chains * n_batches`` batch means
+      pooled. With few chains the chain-means test has almost no power (W from 4 values cannot
+      reject much), so batch means supply more values: if the batches are longer than the
+      autocorrelation time, the CLT makes them near-Gaussian with one common mean, whereas
+      chains stuck in different modes give a multimodal pool.
+
+    ``verdict`` is "non-gaussian" when any available test rejects, "gaussian" when none does,
+    "untestable" when neither could run. This is weak evidence: Gaussian chain means are
+    necessary-ish but far from sufficient (chains that all miss the same mode pass), the tests
+    have little power with few chains, and with many quantities about ``alpha`` of them reject by
+    chance. R-hat and ESS from :func:`summarize` are the primary convergence criteria.
+    """
+    n_draws = theta.shape[1]
+    nb = default_n_batches(n_draws) if n_batches is None else int(n_batches)
+    rows = []
+    for names, kind, x in _blocks(theta, energy, param_names, block):
+        rows.extend(_normality_rows(names, kind, x, nb, alpha))
+    return pd.DataFrame(rows, columns=NORMALITY_COLUMNS)
+
+
+def diagnose(
+    theta,
+    energy,
+    param_names=None,
+    block: int = 256,
+    rhat_max: float = RHAT_MAX,
+    ess_min: float = ESS_MIN,
+    alpha: float = ALPHA,
+    n_batches: int | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """One pass over ``theta``: (summary table, normality table, verdict dict)."""
+    n_draws = theta.shape[1]
+    nb = default_n_batches(n_draws) if n_batches is None else int(n_batches)
+    srows, nrows = [], []
+    for names, kind, x in _blocks(theta, energy, param_names, block):
+        srows.extend(_summary_rows(names, kind, x))
+        nrows.extend(_normality_rows(names, kind, x, nb, alpha))
+    table = pd.DataFrame(srows, columns=SUMMARY_COLUMNS)
+    norm = pd.DataFrame(nrows, columns=NORMALITY_COLUMNS)
+    info = {"n_chains": int(theta.shape[0]), "n_draws": int(n_draws), "n_batches": nb}
+    return table, norm, verdict(table, norm, rhat_max, ess_min, alpha, info)
+
+
+def _group(t: pd.DataFrame, rhat_max: float, ess_min: float) -> dict:
+    if len(t) == 0:
+        return {"n": 0, "pass": True}
+    r = t["r_hat"].to_numpy()
+    eb = t["ess_bulk"].to_numpy()
+    et = t["ess_tail"].to_numpy()
+    # NaN (e.g. a parameter that never moved) counts as a failure: nothing shows it mixed.
+    bad = ~(np.isfinite(r) & (r < rhat_max) & (eb > ess_min) & (et > ess_min))
+    i_r = int(np.nanargmax(r)) if np.isfinite(r).any() else 0
+    return {
+        "n": len(t),
+        "max_r_hat": _num(np.nanmax(r) if np.isfinite(r).any() else np.nan),
+        "max_r_hat_name": str(t["name"].iloc[i_r]),
+        "min_ess_bulk": _num(np.nanmin(eb) if np.isfinite(eb).any() else np.nan),
+        "min_ess_tail": _num(np.nanmin(et) if np.isfinite(et).any() else np.nan),
+        "n_nonfinite": int((~np.isfinite(r) | ~np.isfinite(eb) | ~np.isfinite(et)).sum()),
+        "n_fail": int(bad.sum()),
+        "pass": bool(not bad.any()),
+    }
+
+
+def _num(v) -> float | None:
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def verdict(
+    table: pd.DataFrame,
+    norm: pd.DataFrame | None = None,
+    rhat_max: float = RHAT_MAX,
+    ess_min: float = ESS_MIN,
+    alpha: float = ALPHA,
+    info: dict | None = None,
+) -> dict:
+    """JSON-able convergence summary; ``pass`` uses R-hat and ESS only.
+
+    A quantity passes when R-hat < rhat_max and bulk and tail ESS > ess_min (defaults 1.01 and
+    400, Vehtari et al. 2021). The Gaussianity block reports, per test, how many quantities were
+    rejected at ``alpha`` (about alpha * n expected by chance) and a Bonferroni verdict
+    (min p >= alpha / n); it does not enter ``pass``.
+    """
+    out = {
+        "thresholds": {
+            "r_hat_max": rhat_max,
+            "ess_min": ess_min,
+            "tail_ess_quantiles": list(TAIL_PROB),
+            "normality_alpha": alpha,
+            "source": "Vehtari et al. 2021, rank-normalised split R-hat and bulk/tail ESS",
+        },
+        **(info or {}),
+        "energy": _group(table[table["kind"] == "energy"], rhat_max, ess_min),
+        "params": _group(table[table["kind"] == "param"], rhat_max, ess_min),
+    }
+    out["pass"] = bool(out["energy"]["pass"] and out["params"]["pass"])
+    out["primary_criteria"] = "r_hat and ess (bulk, tail); gaussianity is informative only"
+    if norm is not None:
+        g = {}
+        for test in ("chain_means", "batch_means"):
+            pv = norm[f"{test}_p"].to_numpy(dtype=float)
+            fin = np.isfinite(pv)
+            m = int(fin.sum())
+            g[test] = {
+                "n_tested": m,
+                "n_rejected": int((pv[fin] < alpha).sum()),
+                "expected_by_chance": alpha * m,
+                "min_p": _num(pv[fin].min()) if m else None,
+                "bonferroni_pass": bool(pv[fin].min() >= alpha / m) if m else None,
+            }
+        u = norm[norm["kind"] == "energy"]
+        g["energy_verdict"] = str(u["verdict"].iloc[0]) if len(u) else None
+        out["gaussianity"] = g
+    return out
+
+
+def from_config(theta, energy, param_names, cfg: dict):
+    """:func:`diagnose` with the settings of ``cfg['diagnose']`` (a validated config)."""
+    c = cfg["diagnose"]
+    return diagnose(
+        theta,
+        energy,
+        param_names,
+        block=c["param_block"],
+        rhat_max=c["rhat_max"],
+        ess_min=c["ess_min"],
+        alpha=c["normality_alpha"],
+        n_batches=c["n_batches"],
+    )
+
+
+def write(out_dir, table: pd.DataFrame, norm: pd.DataFrame, summary: dict) -> dict:
+    """Write summary.csv, normality.csv and convergence.json into ``out_dir``; return paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "summary": out / "summary.csv",
+        "normality": out / "normality.csv",
+        "convergence": out / "convergence.json",
+    }
+    table.to_csv(paths["summary"], index=False)
+    norm.to_csv(paths["normality"], index=False)
+    paths["convergence"].write_text(json.dumps(summary, indent=2) + "\n")
+    return paths

@@ -1,0 +1,130 @@
+"""Streaming diagnostics against arviz-stats in memory, and the convergence checks' power."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from arviz_stats.base import array_stats
+
+from lossatlas import diagnostics as dg
+
+N_CHAINS, N_DRAWS, P = 4, 200, 7
+
+
+def _ar1(rng, shape, phi=0.5):
+    """AR(1) chains along axis 1: autocorrelated, so ESS differs from the draw count."""
+    e = rng.normal(size=shape)
+    x = np.empty(shape)
+    x[:, 0] = e[:, 0]
+    for t in range(1, shape[1]):
+        x[:, t] = phi * x[:, t - 1] + e[:, t]
+    return x
+
+
+@pytest.fixture(scope="module")
+def draws():
+    rng = np.random.default_rng(11)
+    theta = _ar1(rng, (N_CHAINS, N_DRAWS, P)) * np.arange(1, P + 1) + np.arange(P)
+    energy = _ar1(rng, (N_CHAINS, N_DRAWS)) ** 2
+    return theta, energy
+
+
+def _reference(x):
+    """In-memory arviz-stats on the whole (chain, draw, k) array."""
+    return {
+        "r_hat": array_stats.rhat(x, chain_axis=0, draw_axis=1, method="rank"),
+        "ess_bulk": array_stats.ess(x, chain_axis=0, draw_axis=1, method="bulk"),
+        "ess_tail": array_stats.ess(x, chain_axis=0, draw_axis=1, method="tail", prob=0.05),
+        "mcse_mean": array_stats.mcse(x, chain_axis=0, draw_axis=1, method="mean"),
+        "mean": x.mean(axis=(0, 1)),
+        "sd": x.reshape(-1, x.shape[2]).std(axis=0, ddof=1),
+    }
+
+
+@pytest.mark.parametrize("block", [1, 3, 7, 256])  # 3 does not divide p = 7
+@pytest.mark.parametrize("backend", ["numpy", "h5py"])
+def test_streaming_matches_in_memory(draws, tmp_path, block, backend):
+    theta, energy = draws
+    if backend == "h5py":
+        f = h5py.File(tmp_path / "s.h5", "w")
+        src = f.create_dataset("theta", data=theta, chunks=(N_CHAINS, 50, 2))
+        e_src = f.create_dataset("energy", data=energy)
+    else:
+        f, src, e_src = None, theta, energy
+    try:
+        table = dg.summarize(src, e_src, [f"p{j}" for j in range(P)], block=block)
+    finally:
+        if f is not None:
+            f.close()
+    assert list(table["name"]) == ["U"] + [f"p{j}" for j in range(P)]
+    ref_p = _reference(theta)
+    ref_u = _reference(energy[:, :, None])
+    for col, ref in ref_p.items():
+        np.testing.assert_allclose(table[col].to_numpy()[1:], ref, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(table[col].to_numpy()[:1], ref_u[col], rtol=1e-12, atol=1e-12)
+
+
+def test_rhat_flags_shifted_chains_and_passes_iid():
+    rng = np.random.default_rng(3)
+    iid = rng.normal(size=(4, 2000, 3))
+    shifted = iid.copy()
+    shifted[0] += 2.0  # one chain two sd away
+    t_iid = dg.summarize(iid, iid[:, :, 0])
+    t_bad = dg.summarize(shifted, shifted[:, :, 0])
+    assert (t_iid["r_hat"] < 1.01).all()
+    assert (t_bad["r_hat"] > 1.1).all()
+    v_ok = dg.verdict(t_iid)
+    v_bad = dg.verdict(t_bad)
+    assert v_ok["pass"] and not v_bad["pass"]
+    assert v_bad["params"]["max_r_hat"] > 1.1 and v_bad["params"]["n_fail"] == 3
+    json.dumps(v_ok)
+
+
+def test_low_ess_fails_verdict():
+    rng = np.random.default_rng(4)
+    sticky = _ar1(rng, (4, 500, 2), phi=0.99)  # ESS far below 400
+    table = dg.summarize(sticky, sticky[:, :, 0])
+    v = dg.verdict(table)
+    assert v["params"]["min_ess_bulk"] < 400 and not v["pass"]
+
+
+def test_gaussianity_rejects_bimodal_chain_means_accepts_gaussian():
+    rng = np.random.default_rng(5)
+    n_chains = 40
+    gauss = rng.normal(size=(n_chains, 400, 1))
+    bimodal = gauss + np.where(np.arange(n_chains) % 2 == 0, -3.0, 3.0)[:, None, None]
+    ok = dg.normality(gauss, gauss[:, :, 0])
+    bad = dg.normality(bimodal, bimodal[:, :, 0])
+    assert (ok["chain_means_p"] > 0.05).all() and (ok["verdict"] == "gaussian").all()
+    assert (bad["chain_means_p"] < 1e-3).all() and (bad["verdict"] == "non-gaussian").all()
+
+
+def test_batch_means_give_power_with_few_chains():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(4, 400, 1)) + np.array([-3.0, -3.0, 3.0, 3.0])[:, None, None]
+    table = dg.normality(x, x[:, :, 0], n_batches=20)
+    assert (table["batch_means_n"] == 80).all()
+    assert (table["batch_means_p"] < 1e-3).all()
+    # Two chains cannot be tested at all by Shapiro-Wilk on chain means.
+    two = dg.normality(x[:2], x[:2, :, 0])
+    assert two["chain_means_p"].isna().all() and two["chain_means_reject"].isna().all()
+
+
+def test_constant_quantity_is_untestable_and_fails(tmp_path):
+    rng = np.random.default_rng(7)
+    theta = rng.normal(size=(4, 100, 2))
+    theta[:, :, 1] = 0.5  # a parameter that never moved
+    table, norm, v = dg.diagnose(theta, theta[:, :, 0], ["a", "b"])
+    assert norm.loc[norm["name"] == "b", "verdict"].item() == "untestable"
+    assert not v["params"]["pass"] and v["params"]["n_nonfinite"] >= 1
+    paths = dg.write(tmp_path, table, norm, v)
+    assert json.loads(paths["convergence"].read_text())["pass"] is False
+    assert paths["summary"].read_text().startswith("name,kind,mean")
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="disagree"):
+        dg.summarize(np.zeros((2, 10, 3)), np.zeros((2, 9)))
+    with pytest.raises(ValueError, match="names"):
+        dg.summarize(np.zeros((2, 10, 3)), np.zeros((2, 10)), ["a"])
