@@ -1,0 +1,333 @@
+"""Where the sampling tasks run: a Dask client for the placement chosen in ``cfg["dask"]``.
+
+``connect(cfg["dask"], threads, log)`` is a context manager yielding a ``distributed.Client``:
+
+- ``local``: a LocalCluster of single-threaded worker processes inside the job, on loopback.
+- ``slurm``: Dask workers as SLURM jobs (dask-jobqueue's SLURMCluster), over TLS.
+- ``address`` / ``scheduler_file``: join a running cluster, over TLS unless explicitly allowed.
+
+docs/cluster.md describes the placements and the config fields.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from distributed import Client, LocalCluster
+from distributed.security import Security
+
+__all__ = ["ClusterError", "connect", "security_for_join", "THREAD_ENV"]
+
+logger = logging.getLogger(__name__)
+
+# One BLAS/OpenMP thread per worker process: workers are already one per core, and nested
+# thread pools would oversubscribe the job's CPUs.
+THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "NUMBA_NUM_THREADS": "1",
+}
+
+
+class ClusterError(RuntimeError):
+    """The Dask cluster could not be reached or did not come up; the message says what to check."""
+
+
+def _say(log) -> Callable[[str], None]:
+    if log is None:
+        return logger.info
+    if hasattr(log, "info"):
+        return log.info
+    return log
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block.
+
+    The nanny reads the pre-spawn environment (OMP_NUM_THREADS, ...) from ``os.environ`` when it
+    is created, taking the OS value over its config, so the values must be in place then.
+    """
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _dashboard_line(client: Client) -> str:
+    try:
+        link = client.dashboard_link
+    except KeyError:  # the scheduler runs no dashboard
+        return "Dask dashboard: none (the scheduler serves no dashboard)"
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return f"Dask dashboard: {link} (install bokeh to see its plots)"
+    return f"Dask dashboard: {link}"
+
+
+@contextlib.contextmanager
+def connect(dask_cfg: dict, threads: int, log=None) -> Iterator[Client]:
+    """Yield a Client for ``dask_cfg["placement"]``; close what was started on exit.
+
+    ``threads`` sizes the local cluster when ``n_workers`` is null. ``log`` is a logger or a
+    callable taking one string; the dashboard address and cluster size are reported through it.
+    """
+    say = _say(log)
+    placement = dask_cfg.get("placement", "local")
+    if placement == "local":
+        cm = _local(dask_cfg, threads, say)
+    elif placement == "slurm":
+        cm = _slurm(dask_cfg, say)
+    elif placement in ("address", "scheduler_file"):
+        cm = _join(dask_cfg, placement, say)
+    else:
+        raise ClusterError(f"dask.placement: unknown placement {placement!r}")
+    with cm as client:
+        yield client
+
+
+@contextlib.contextmanager
+def _local(dask_cfg: dict, threads: int, say) -> Iterator[Client]:
+    n_workers = int(dask_cfg.get("n_workers") or threads or 1)
+    dashboard = bool(dask_cfg.get("dashboard", True))
+    with _environ(THREAD_ENV):
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            # Processes, not threads: the samplers are Python/numpy loops that hold the GIL.
+            processes=True,
+            host="127.0.0.1",
+            scheduler_port=0,
+            # The scheduler's HTTP server (health, metrics, and the dashboard when on) always
+            # starts; without an address it would take the fixed port 8787.
+            dashboard_address="127.0.0.1:0",
+            scheduler_kwargs={"dashboard": dashboard},
+            worker_dashboard_address=None,
+            env=dict(THREAD_ENV),
+        )
+    try:
+        with Client(cluster) as client:
+            say(
+                f"Dask: local cluster of {n_workers} worker processes x 1 thread "
+                f"at {cluster.scheduler_address}"
+            )
+            if dashboard:
+                say(_dashboard_line(client))
+            yield client
+    finally:
+        cluster.close()
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+@contextlib.contextmanager
+def _slurm(dask_cfg: dict, say) -> Iterator[Client]:
+    from dask_jobqueue import SLURMCluster
+
+    s = dask_cfg.get("slurm", {})
+    timeout = float(dask_cfg.get("timeout", 300))
+    n_jobs = int(s.get("n_jobs", 2))
+    processes = int(s.get("processes", 1))
+    cores = int(s.get("cores", 1))
+    interface = s.get("interface")
+    host = s.get("host") or "127.0.0.1"
+    log_dir = Path(s.get("log_directory") or "logs/dask-workers").resolve()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    security = _security_for_slurm(dask_cfg.get("tls", {}))
+
+    scheduler_options: dict[str, Any] = {"dashboard": bool(dask_cfg.get("dashboard", True))}
+    # Bind the scheduler (and its dashboard) to one address: the configured interface, or
+    # host (loopback by default), never every interface unless host says 0.0.0.0.
+    if interface:
+        scheduler_options["interface"] = interface
+        scheduler_options["dashboard_address"] = ":0"
+    else:
+        scheduler_options["host"] = host
+        scheduler_options["dashboard_address"] = f"{host}:0"
+    # Worker dashboards are not needed (the scheduler's shows the workers) and would listen on
+    # every interface of the compute node.
+    worker_args = ["--no-dashboard"]
+    if not interface:
+        if _is_loopback(host):
+            worker_args += ["--host", host]
+        else:
+            say(
+                f"Dask: dask.slurm.host is {host} and no interface is set; worker processes "
+                "listen on every interface of their node (TLS still authenticates peers). "
+                "Set dask.slurm.interface to bind them to one."
+            )
+    if interface:
+        # The dashboard does not take an interface; resolve it to that interface's address.
+        from distributed.utils import get_ip_interface
+
+        scheduler_options["dashboard_address"] = f"{get_ip_interface(interface)}:0"
+
+    prologue = [f"export {k}={v}" for k, v in THREAD_ENV.items()] + list(
+        s.get("job_script_prologue", [])
+    )
+    kwargs: dict[str, Any] = dict(
+        cores=cores,
+        processes=processes,
+        memory=s.get("memory", "2GB"),
+        walltime=s.get("walltime", "04:00:00"),
+        queue=s.get("queue"),
+        account=s.get("account"),
+        job_extra_directives=list(s.get("job_extra_directives", [])),
+        job_script_prologue=prologue,
+        log_directory=str(log_dir),
+        python=s.get("python") or sys.executable,
+        worker_extra_args=worker_args,
+        interface=interface,
+        scheduler_options=scheduler_options,
+        security=security,
+        protocol="tls://",
+        # Temporary worker credentials are written here (mode 600, removed on close); the
+        # log directory sits in the working directory, which the compute nodes share.
+        shared_temp_directory=str(log_dir),
+        name="lossatlas",
+    )
+    n_workers = n_jobs * processes
+    want = min(int(s.get("min_workers") or n_workers), n_workers)
+    cluster = SLURMCluster(**kwargs)
+    try:
+        say(f"Dask: SLURM cluster, scheduler {cluster.scheduler_address}; worker logs in {log_dir}")
+        say("Dask: worker job script:\n" + cluster.job_script())
+        cluster.scale(jobs=n_jobs)
+        with Client(cluster, security=security) as client:
+            if scheduler_options.get("dashboard"):
+                say(_dashboard_line(client))
+            t0 = time.monotonic()
+            try:
+                client.wait_for_workers(want, timeout=timeout)
+            except TimeoutError as err:
+                got = len(client.scheduler_info(n_workers=-1)["workers"])
+                raise ClusterError(
+                    f"only {got} of {want} Dask workers joined within {timeout:g} s "
+                    f"({n_jobs} SLURM jobs submitted); check `squeue --me` for pending jobs "
+                    f"and the worker logs in {log_dir}; raise dask.timeout if the queue is slow"
+                ) from err
+            say(
+                f"Dask: {len(client.scheduler_info(n_workers=-1)['workers'])} workers joined "
+                f"in {time.monotonic() - t0:.1f} s ({n_jobs} SLURM jobs x {processes} processes)"
+            )
+            yield client
+    finally:
+        # Closing the cluster scancels the worker jobs.
+        cluster.close()
+
+
+def _security_for_slurm(tls: dict) -> Security:
+    if any(tls.get(k) for k in ("ca_file", "cert", "key")):
+        return _security_from_files(tls)
+    # The scheduler and workers are ours: a fresh self-signed CA shared only with our own
+    # worker jobs both encrypts and authenticates every connection.
+    return Security.temporary()
+
+
+def _security_from_files(tls: dict) -> Security:
+    ca, cert, key = tls.get("ca_file"), tls.get("cert"), tls.get("key")
+    if not ca or not cert:
+        raise ClusterError(
+            "dask.tls: ca_file and cert are both required for TLS (key too unless it is in cert)"
+        )
+    for name, path in (("ca_file", ca), ("cert", cert), ("key", key)):
+        if path and not Path(path).is_file():
+            raise ClusterError(f"dask.tls.{name}: no such file {path}")
+    roles = {}
+    for role in ("client", "scheduler", "worker"):
+        roles[f"tls_{role}_cert"] = str(cert)
+        roles[f"tls_{role}_key"] = str(key) if key else None
+    return Security(tls_ca_file=str(ca), require_encryption=True, **roles)
+
+
+def security_for_join(dask_cfg: dict, address: str) -> Security | None:
+    """Security for joining ``address``: TLS from ``dask.tls``, or None for an allowed tcp://.
+
+    A tls:// scheduler needs ``dask.tls.ca_file`` and ``cert`` (and ``key`` unless in ``cert``).
+    A scheduler without TLS is refused unless ``dask.tls.allow_plain`` is true.
+    """
+    tls = dask_cfg.get("tls", {}) or {}
+    has_files = any(tls.get(k) for k in ("ca_file", "cert", "key"))
+    if address.startswith("tls://"):
+        if not has_files:
+            raise ClusterError(
+                f"the scheduler at {address} uses TLS: set dask.tls.ca_file, dask.tls.cert and "
+                "dask.tls.key to the CA and a client certificate signed by it"
+            )
+        return _security_from_files(tls)
+    if tls.get("allow_plain"):
+        return None
+    raise ClusterError(
+        f"the scheduler at {address} does not use TLS, so its traffic is neither encrypted nor "
+        "authenticated; start it with --tls-ca-file/--tls-cert/--tls-key (docs/cluster.md), "
+        "or set dask.tls.allow_plain: true to accept it"
+    )
+
+
+def _scheduler_file_address(path: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(path) as fh:
+                return json.load(fh)["address"]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError) as err:
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"dask.scheduler_file: {path} does not hold a scheduler address after "
+                    f"{timeout:g} s ({type(err).__name__}); is the scheduler running?"
+                ) from err
+            time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def _join(dask_cfg: dict, placement: str, say) -> Iterator[Client]:
+    timeout = float(dask_cfg.get("timeout", 300))
+    if placement == "address":
+        address = dask_cfg["address"]
+        where = address
+    else:
+        where = dask_cfg["scheduler_file"]
+        address = _scheduler_file_address(where, timeout)
+    if "://" not in address:
+        address = "tcp://" + address
+    security = security_for_join(dask_cfg, address)
+    try:
+        client = Client(address, security=security, timeout=timeout)
+    except (OSError, TimeoutError) as err:
+        raise ClusterError(
+            f"could not connect to the Dask scheduler at {address} (from dask.{placement} = "
+            f"{where}) within {timeout:g} s: {err}"
+        ) from err
+    with client:
+        try:
+            client.wait_for_workers(1, timeout=timeout)
+        except TimeoutError as err:
+            raise ClusterError(
+                f"the Dask scheduler at {address} has no workers after {timeout:g} s"
+            ) from err
+        n = len(client.scheduler_info(n_workers=-1)["workers"])
+        say(f"Dask: joined {address} ({n} workers{', TLS' if security else ', no TLS'})")
+        say(_dashboard_line(client))
+        yield client

@@ -1,0 +1,213 @@
+"""cluster.connect: local, address and scheduler_file placements against real Dask processes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from distributed.security import Security
+
+from lossatlas import cluster, config
+
+DASK = str(Path(sys.executable).with_name("dask"))
+
+
+def _dask_cfg(**kw) -> dict:
+    cfg = config.validate({"dask": kw})
+    return cfg["dask"]
+
+
+def _listening_ports(pid: int) -> set[tuple[str, int]]:
+    import psutil
+
+    out = set()
+    for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        for conn in proc.net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN:
+                out.add((conn.laddr.ip, conn.laddr.port))
+    return out
+
+
+def test_local_cluster_sizes_binds_and_pins_threads(monkeypatch, caplog):
+    # A caller's OMP_NUM_THREADS must not leak into the workers: nested BLAS pools would
+    # oversubscribe the job's cores.
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    caplog.set_level(logging.INFO, logger="lossatlas.cluster")
+    with cluster.connect(_dask_cfg(n_workers=2), threads=8) as client:
+        info = client.scheduler_info(n_workers=-1)
+        workers = info["workers"]
+        assert len(workers) == 2
+        assert all(w["nthreads"] == 1 for w in workers.values())
+        assert all(a.startswith("tcp://127.0.0.1:") for a in workers)
+        assert info["address"].startswith("tcp://127.0.0.1:")
+        envs = client.run(lambda: {k: os.environ.get(k) for k in cluster.THREAD_ENV})
+        assert all(e == cluster.THREAD_ENV for e in envs.values())
+        pids = set(client.run(os.getpid).values())
+        assert len(pids) == 2 and os.getpid() not in pids  # processes, not threads
+        bound = _listening_ports(os.getpid())
+        assert bound and all(ip == "127.0.0.1" for ip, _ in bound), bound
+        assert client.submit(sum, [1, 2, 3]).result() == 6
+    assert os.environ["OMP_NUM_THREADS"] == "4"
+    assert "Dask dashboard: http://127.0.0.1:" in caplog.text
+
+
+def test_local_cluster_defaults_to_threads_and_no_dashboard():
+    lines = []
+    with cluster.connect(_dask_cfg(dashboard=False), threads=1, log=lines.append) as client:
+        assert len(client.scheduler_info(n_workers=-1)["workers"]) == 1
+        # The scheduler's HTTP server (health, metrics) still runs, on loopback only.
+        bound = _listening_ports(os.getpid())
+        assert bound and all(ip == "127.0.0.1" for ip, _ in bound), bound
+    assert not any("dashboard" in line for line in lines)
+
+
+def test_local_dashboard_is_served_on_loopback():
+    with cluster.connect(_dask_cfg(n_workers=1), threads=1) as client:
+        link = client.dashboard_link
+        assert link.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(link, timeout=10) as resp:
+            assert resp.status == 200
+
+
+def _write_tls(tmp: Path) -> dict[str, str]:
+    """Write a self-signed CA/cert/key triple; the same pair serves every role."""
+    sec = Security.temporary()
+    files = {"ca_file": tmp / "ca.pem", "cert": tmp / "cert.pem", "key": tmp / "key.pem"}
+    files["ca_file"].write_text(sec.tls_ca_file)
+    files["cert"].write_text(sec.tls_client_cert)
+    files["key"].write_text(sec.tls_client_key)
+    for p in files.values():
+        p.chmod(0o600)
+    return {k: str(v) for k, v in files.items()}
+
+
+def _wait_for(predicate, timeout: float, what: str, procs=()):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        for p in procs:
+            if p.poll() is not None:
+                raise AssertionError(f"{what}: process {p.args[:2]} exited {p.returncode}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _stop(procs):
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture(scope="module")
+def tls_scheduler(tmp_path_factory):
+    """A real `dask scheduler` + `dask worker` over TLS on loopback, via a scheduler file."""
+    tmp = tmp_path_factory.mktemp("dask-tls")
+    tls = _write_tls(tmp)
+    sfile = tmp / "scheduler.json"
+    tls_args = ["--tls-ca-file", tls["ca_file"], "--tls-cert", tls["cert"]]
+    tls_args += ["--tls-key", tls["key"]]
+    logs = open(tmp / "dask.log", "w")
+    sched = subprocess.Popen(
+        [DASK, "scheduler", "--protocol", "tls", "--host", "127.0.0.1", "--port", "0"]
+        + ["--no-dashboard", "--scheduler-file", str(sfile), *tls_args],
+        stdout=logs,
+        stderr=subprocess.STDOUT,
+    )
+    procs = [sched]
+    try:
+        _wait_for(sfile.exists, 60, "the scheduler file", procs)
+        worker = subprocess.Popen(
+            [DASK, "worker", "--scheduler-file", str(sfile), "--host", "127.0.0.1"]
+            + ["--nthreads", "1", "--no-dashboard", *tls_args],
+            stdout=logs,
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(worker)
+        address = json.loads(sfile.read_text())["address"]
+        yield {"tls": tls, "scheduler_file": str(sfile), "address": address, "procs": procs}
+    finally:
+        _stop(procs[::-1])
+        logs.close()
+
+
+def test_scheduler_file_over_tls(tls_scheduler):
+    assert tls_scheduler["address"].startswith("tls://127.0.0.1:")
+    lines = []
+    cfg = _dask_cfg(
+        placement="scheduler_file",
+        scheduler_file=tls_scheduler["scheduler_file"],
+        tls=tls_scheduler["tls"],
+        timeout=60,
+    )
+    with cluster.connect(cfg, threads=1, log=lines.append) as client:
+        assert client.scheduler.address == tls_scheduler["address"]
+        assert client.submit(pow, 2, 10).result() == 1024
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        assert workers and all(a.startswith("tls://127.0.0.1:") for a in workers)
+    assert any("joined tls://127.0.0.1:" in line and "TLS" in line for line in lines)
+    assert any(line.startswith("Dask dashboard:") for line in lines)
+
+
+def test_address_over_tls(tls_scheduler):
+    cfg = _dask_cfg(placement="address", address=tls_scheduler["address"], timeout=60)
+    cfg["tls"] = dict(tls_scheduler["tls"])
+    with cluster.connect(cfg, threads=1) as client:
+        assert client.submit(lambda: "ok").result() == "ok"
+
+
+def test_tls_scheduler_without_credentials_is_refused(tls_scheduler):
+    cfg = _dask_cfg(placement="address", address=tls_scheduler["address"], timeout=10)
+    with pytest.raises(cluster.ClusterError, match=r"dask\.tls\.ca_file"):
+        with cluster.connect(cfg, threads=1):
+            pass
+
+
+def test_wrong_ca_is_refused(tls_scheduler, tmp_path):
+    # A client holding another CA's certificate must not get in: TLS authenticates, too.
+    cfg = _dask_cfg(placement="address", address=tls_scheduler["address"], timeout=5)
+    cfg["tls"].update(_write_tls(tmp_path))
+    with pytest.raises(cluster.ClusterError, match="could not connect"):
+        with cluster.connect(cfg, threads=1):
+            pass
+
+
+def test_plain_tcp_needs_explicit_consent(tmp_path):
+    cfg = _dask_cfg(placement="address", address="tcp://127.0.0.1:9", timeout=2)
+    with pytest.raises(cluster.ClusterError, match="allow_plain"):
+        with cluster.connect(cfg, threads=1):
+            pass
+    cfg["tls"]["allow_plain"] = True
+    # Consent given, the error is now about reaching the (absent) scheduler.
+    with pytest.raises(cluster.ClusterError, match="could not connect"):
+        with cluster.connect(cfg, threads=1):
+            pass
+
+
+def test_missing_scheduler_file_is_a_clear_error(tmp_path):
+    cfg = _dask_cfg(placement="scheduler_file", scheduler_file=str(tmp_path / "no.json"))
+    cfg["timeout"] = 0.5
+    with pytest.raises(cluster.ClusterError, match="is the scheduler running"):
+        with cluster.connect(cfg, threads=1):
+            pass
+
+
+def test_tls_files_must_exist(tmp_path):
+    cfg = _dask_cfg(placement="address", address="tls://127.0.0.1:9")
+    cfg["tls"].update(ca_file=str(tmp_path / "ca.pem"), cert=str(tmp_path / "c.pem"))
+    with pytest.raises(cluster.ClusterError, match="no such file"):
+        with cluster.connect(cfg, threads=1):
+            pass
