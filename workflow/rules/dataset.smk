@@ -1,0 +1,14 @@
+rule dataset:
+    """The base dataset with this experiment's transforms (e.g. a rotation) applied."""
+    output:
+        f"{RESULTS}/{{exp}}/dataset.npz",
+    log:
+        "logs/{exp}/dataset.log",
+    localrule: True
+    conda:
+        "../../envs/lossatlas.yaml"
+    params:
+        dataset=CFG["dataset"],
+        experiment=experiment_params,
+    script:
+        "../scripts/dataset.py"

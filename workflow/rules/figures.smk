@@ -1,0 +1,33 @@
+rule figures:
+    """The report's Figure 1 (datasets per theta) and Figure 2 (good minima per theta)."""
+    input:
+        datasets=expand(f"{RESULTS}/{{exp}}/dataset.npz", exp=list(EXPERIMENTS)),
+        reductions=expand(
+            f"{RESULTS}/{{exp}}/reduce/reduction.h5", exp=list(EXPERIMENTS)
+        ),
+    output:
+        fig1=report(
+            f"{RESULTS}/figures/fig1_datasets.png",
+            caption="../report/fig1.rst",
+            category="Figures",
+            labels={"figure": "1", "shows": "datasets"},
+        ),
+        fig2=report(
+            f"{RESULTS}/figures/fig2_good_minima.png",
+            caption="../report/fig2.rst",
+            category="Figures",
+            labels={"figure": "2", "shows": "good minima"},
+        ),
+    log:
+        "logs/figures.log",
+    conda:
+        "../../envs/lossatlas.yaml"
+    resources:
+        mem_mb=2048,
+        runtime=30,
+    params:
+        experiments=list(EXPERIMENTS),
+        figures=CFG["figures"],
+        good_threshold=CFG["target"]["good_threshold"],
+    script:
+        "../scripts/figures.py"

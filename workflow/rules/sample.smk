@@ -1,0 +1,28 @@
+rule sample:
+    """Run every chain of one experiment as Dask tasks; samples.h5 is a virtual view of them.
+
+    The batch files under chains/ are the resume state. They are deliberately not outputs:
+    Snakemake deletes a job's outputs before rerunning it, which would throw the checkpoints
+    away. The sampling settings are params, so changing one reruns this job, and the store
+    moves aside any batch file whose settings hash no longer matches.
+    """
+    input:
+        dataset=f"{RESULTS}/{{exp}}/dataset.npz",
+    output:
+        samples=f"{RESULTS}/{{exp}}/samples.h5",
+    log:
+        "logs/{exp}/sample.log",
+    benchmark:
+        "logs/{exp}/sample.benchmark.tsv"
+    conda:
+        "../../envs/lossatlas.yaml"
+    # One Dask worker per thread; more workers than batches would sit idle.
+    threads: max(1, min(workflow.cores, n_batches()))
+    resources:
+        mem_mb=lambda wildcards, threads: 1024 + 512 * threads,
+        runtime=120,
+    params:
+        settings=sampling_settings(),
+        experiment=experiment_params,
+    script:
+        "../scripts/sample.py"
