@@ -1,0 +1,83 @@
+"""Shared glue for the rule scripts: logging to the rule's log file and the experiment lookup."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import warnings
+
+from lossatlas import config as lacfg
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(snakemake, name: str) -> logging.Logger:
+    """Send logging, warnings and uncaught exceptions to the rule's log file."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if snakemake.log:
+        handlers = [logging.FileHandler(snakemake.log[0], mode="w")]
+    logging.basicConfig(level=logging.INFO, format=FORMAT, handlers=handlers, force=True)
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")
+    log = logging.getLogger(f"lossatlas.{name}")
+
+    def excepthook(kind, value, tb):
+        log.critical("failed", exc_info=(kind, value, tb))
+        sys.__excepthook__(kind, value, tb)
+
+    sys.excepthook = excepthook
+    return log
+
+
+def experiment(cfg: dict, name: str) -> lacfg.Experiment:
+    return lacfg.experiments(cfg)[name]
+
+
+def _snakemake_ancestor():
+    """The nearest ancestor process running snakemake, else the parent."""
+    import psutil
+
+    me = psutil.Process()
+    for proc in me.parents():
+        try:
+            if any("snakemake" in part for part in proc.cmdline()):
+                return proc
+        except psutil.Error:
+            continue
+    return me.parent()
+
+
+def exit_with_snakemake(log: logging.Logger, interval: float = 0.2) -> None:
+    """Stop this job, and its Dask workers, as soon as the snakemake that started it is gone.
+
+    A SIGKILLed snakemake cannot stop its jobs: the job (under its `bash -c`) would be adopted
+    by init and keep writing the batch files while the rerun starts on them. The direct parent
+    is that bash, which survives, so the watch is on the snakemake ancestor itself. Dask worker
+    processes exit when this process does (their parent-alive pipe closes), but they are
+    killed first so that none writes on after the watch fires.
+    """
+    import psutil
+
+    watched = _snakemake_ancestor()
+    if watched is None:
+        return
+    log.info("exiting if snakemake (pid %d) exits", watched.pid)
+
+    def watch():
+        while True:
+            # is_running() also compares the start time, so a reused pid does not fool it.
+            if not watched.is_running() or watched.status() == psutil.STATUS_ZOMBIE:
+                break
+            threading.Event().wait(interval)
+        log.error("snakemake (pid %d) is gone; stopping this job and its workers", watched.pid)
+        for child in psutil.Process().children(recursive=True):
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-snakemake", daemon=True).start()

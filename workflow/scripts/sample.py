@@ -1,0 +1,25 @@
+"""Rule sample: run one experiment's chains on Dask; resumes from the batch checkpoints."""
+
+from pathlib import Path
+
+from _common import exit_with_snakemake, experiment, setup_logging
+
+from lossatlas import cluster, engine
+from lossatlas.data import Dataset
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+log = setup_logging(sm, "sample")
+exit_with_snakemake(log)
+
+cfg = sm.config
+exp = experiment(cfg, sm.wildcards.exp)
+dataset = Dataset.load(sm.input.dataset)
+out = Path(sm.output.samples)
+
+# connect() logs the cluster size and the dashboard address.
+with cluster.connect(cfg["dask"], threads=sm.threads, log=log) as client:
+    summary = engine.run_experiment(cfg, exp, dataset, out.parent, client, log)
+log.info("resume summary: %s", summary)
+
+if not out.exists():
+    raise FileNotFoundError(f"engine.run_experiment did not write {out}")
