@@ -1,10 +1,20 @@
-"""Datasets: base generators and the per-experiment transforms applied to them."""
+"""Datasets: base generators, the per-experiment transforms, and their parameter-space maps.
+
+Every input transform is affine, ``x' = A x + t``. A network with first layer ``(W1, b1)`` on
+``x`` computes exactly what the network with ``W1' = W1 A^{-1}``, ``b1' = b1 - W1 A^{-1} t`` (all
+other layers unchanged) computes on ``x'`` (:func:`to_transformed`); :func:`to_reference` is the
+inverse, ``W1 = W1' A``, ``b1 = b1' + W1' t``. ``label_noise`` changes labels, not inputs: it has
+no parameter map.
+"""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn import datasets as skd
 
 
 @dataclass(frozen=True)
@@ -32,14 +42,56 @@ class Dataset:
             return cls(X=f["X"], y=f["y"], n_classes=int(f["n_classes"]))
 
 
+GENERATORS = ("uniform", "xor", "moons", "circles", "blobs")
+TWO_D_TWO_CLASS = ("xor", "moons", "circles")
+
+
 def generate(cfg: dict) -> Dataset:
-    """The base dataset of ``cfg['dataset']``, fixed by its seed."""
-    rng = np.random.default_rng(cfg["seed"])
-    if cfg["generator"] == "uniform":
-        X = rng.uniform(cfg["low"], cfg["high"], size=(cfg["n_points"], cfg["n_features"]))
-        y = rng.integers(0, cfg["n_classes"], size=cfg["n_points"])
-        return Dataset(X=X, y=y.astype(np.int64), n_classes=cfg["n_classes"])
-    raise ValueError(f"unknown dataset generator {cfg['generator']!r}")
+    """The base dataset of ``cfg['dataset']``, fixed by its seed.
+
+    - ``uniform``: points uniform in ``[low, high]^n_features``, labels uniform at random;
+    - ``xor``: points uniform in ``[low, high]^2``, label 1 where the two coordinates (relative
+      to the square's centre) have the same sign;
+    - ``moons`` / ``circles``: scikit-learn's, with Gaussian ``noise`` (circles: inner radius
+      ``factor``);
+    - ``blobs``: ``n_classes`` isotropic Gaussian blobs (std ``noise``) in ``n_features``
+      dimensions, centres uniform in ``[low, high]``.
+    xor, moons and circles are 2-D, 2-class.
+    """
+    gen, n, d, k = cfg["generator"], cfg["n_points"], cfg["n_features"], cfg["n_classes"]
+    seed = cfg["seed"]
+    noise = cfg.get("noise", 0.1)
+    if gen in TWO_D_TWO_CLASS and (d != 2 or k != 2):
+        raise ValueError(f"dataset.generator {gen} needs n_features = 2 and n_classes = 2")
+    if gen == "uniform":
+        rng = np.random.default_rng(seed)
+        X = rng.uniform(cfg["low"], cfg["high"], size=(n, d))
+        y = rng.integers(0, k, size=n)
+    elif gen == "xor":
+        rng = np.random.default_rng(seed)
+        X = rng.uniform(cfg["low"], cfg["high"], size=(n, 2))
+        c = X - (cfg["low"] + cfg["high"]) / 2
+        y = (c[:, 0] * c[:, 1] > 0).astype(np.int64)
+    elif gen == "moons":
+        X, y = skd.make_moons(n_samples=n, noise=noise, random_state=seed)
+    elif gen == "circles":
+        factor = cfg.get("factor", 0.5)
+        X, y = skd.make_circles(n_samples=n, noise=noise, factor=factor, random_state=seed)
+    elif gen == "blobs":
+        X, y = skd.make_blobs(
+            n_samples=n,
+            n_features=d,
+            centers=k,
+            cluster_std=noise,
+            center_box=(cfg["low"], cfg["high"]),
+            random_state=seed,
+        )
+    else:
+        raise ValueError(f"unknown dataset generator {gen!r}; use one of {', '.join(GENERATORS)}")
+    return Dataset(X=np.asarray(X, dtype=np.float64), y=np.asarray(y, dtype=np.int64), n_classes=k)
+
+
+# --- input transforms: each is x' = A x + t ------------------------------------------------
 
 
 def rotation_matrix(degrees: float) -> np.ndarray:
@@ -47,20 +99,150 @@ def rotation_matrix(degrees: float) -> np.ndarray:
     return np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
 
 
-def rotate(ds: Dataset, degrees: float) -> Dataset:
-    """Rotate 2-D inputs counter-clockwise about the origin."""
-    return Dataset(X=ds.X @ rotation_matrix(degrees).T, y=ds.y, n_classes=ds.n_classes)
+def _embed2(M: np.ndarray, d: int) -> np.ndarray:
+    """A 2 x 2 map acting on the first two coordinates of R^d."""
+    if d < 2:
+        raise ValueError("this transform needs at least 2 input features")
+    A = np.eye(d)
+    A[:2, :2] = M
+    return A
 
 
-TRANSFORMS = {"rotate": rotate}
+def affine(name: str, value: float, d: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(A (d, d), t (d,))`` of the input transform ``name`` with parameter ``value``; None for
+    ``label_noise`` (not an input transform).
+
+    - ``rotate``: counter-clockwise by ``value`` degrees (2-D inputs);
+    - ``scale``: ``x' = value * x``;
+    - ``reflect``: mirror across the line through the origin at ``value`` degrees from the
+      first axis (first two coordinates);
+    - ``shear``: ``x'_0 = x_0 + value * x_1`` (first two coordinates);
+    - ``translate``: ``x' = x + value`` in every coordinate.
+    """
+    if name == "rotate":
+        if d != 2:
+            raise ValueError("rotate needs 2-D inputs")
+        return rotation_matrix(value), np.zeros(d)
+    if name == "scale":
+        if value == 0:
+            raise ValueError("scale 0 is not invertible")
+        return value * np.eye(d), np.zeros(d)
+    if name == "reflect":
+        a = np.deg2rad(2 * value)
+        return _embed2(np.array([[np.cos(a), np.sin(a)], [np.sin(a), -np.cos(a)]]), d), np.zeros(d)
+    if name == "shear":
+        return _embed2(np.array([[1.0, value], [0.0, 1.0]]), d), np.zeros(d)
+    if name == "translate":
+        return np.eye(d), np.full(d, float(value))
+    if name == "label_noise":
+        return None
+    raise ValueError(f"unknown transform {name!r}; use one of {', '.join(TRANSFORMS)}")
 
 
-def apply(ds: Dataset, transforms) -> Dataset:
-    """Apply ``(name, value)`` transforms in order."""
+def _affine_transform(name):
+    def transform(ds: Dataset, value: float) -> Dataset:
+        A, t = affine(name, value, ds.n_features)
+        return Dataset(X=ds.X @ A.T + t, y=ds.y, n_classes=ds.n_classes)
+
+    transform.__name__ = name
+    transform.__doc__ = f"Apply the input transform {name!r} (see :func:`affine`)."
+    return transform
+
+
+rotate = _affine_transform("rotate")
+scale = _affine_transform("scale")
+reflect = _affine_transform("reflect")
+shear = _affine_transform("shear")
+translate = _affine_transform("translate")
+
+
+def label_noise(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
+    """Give ``round(fraction * n)`` points, chosen at random, a different label (uniform over
+    the other classes). Seeded: the same call flips the same points."""
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"label_noise fraction must be in [0, 1], got {fraction}")
+    rng = np.random.default_rng([seed, int(round(fraction * 1e9))])
+    n_flip = int(round(fraction * ds.n_points))
+    idx = rng.choice(ds.n_points, size=n_flip, replace=False)
+    y = ds.y.copy()
+    y[idx] = (y[idx] + rng.integers(1, ds.n_classes, size=n_flip)) % ds.n_classes
+    return Dataset(X=ds.X, y=y, n_classes=ds.n_classes)
+
+
+TRANSFORMS = {
+    "rotate": rotate,
+    "scale": scale,
+    "reflect": reflect,
+    "shear": shear,
+    "translate": translate,
+    "label_noise": label_noise,
+}
+
+
+def apply(ds: Dataset, transforms, seed: int = 0) -> Dataset:
+    """Apply ``(name, value)`` transforms in order; ``seed`` goes to the random ones."""
     for name, value in transforms:
-        ds = TRANSFORMS[name](ds, value)
+        fn = TRANSFORMS[name]
+        if "seed" in inspect.signature(fn).parameters:
+            ds = fn(ds, value, seed=seed)
+        else:
+            ds = fn(ds, value)
     return ds
 
 
 def for_experiment(cfg: dict, experiment) -> Dataset:
-    return apply(generate(cfg["dataset"]), experiment.transforms)
+    return apply(generate(cfg["dataset"]), experiment.transforms, seed=cfg["dataset"]["seed"])
+
+
+def experiment_affine(transforms, d: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The composed input map ``(A, t, exact)`` of ``(name, value)`` transforms applied in order:
+    ``x' = A x + t``. ``exact`` is False when a label transform is present: then no parameter
+    map makes the two experiments the same problem, and only the input part is returned."""
+    A, t, exact = np.eye(d), np.zeros(d), True
+    for name, value in transforms:
+        step = affine(name, value, d)
+        if step is None:
+            exact = False
+            continue
+        Ai, ti = step
+        A, t = Ai @ A, Ai @ t + ti
+    return A, t, exact
+
+
+# --- parameter-space maps --------------------------------------------------------------------
+
+
+def _first_layer(theta: np.ndarray, sizes: Sequence[int]):
+    theta = np.array(theta, dtype=np.float64)  # a copy: the maps return new arrays
+    d, h = int(sizes[0]), int(sizes[1])
+    if theta.ndim != 2:
+        raise ValueError(f"theta must be (n, p), got shape {theta.shape}")
+    n = theta.shape[0]
+    W1 = theta[:, : h * d].reshape(n, h, d).copy()
+    return theta, W1, theta[:, h * d : h * d + h].copy(), h * d
+
+
+def to_transformed(
+    theta: np.ndarray, sizes: Sequence[int], A: np.ndarray, t: np.ndarray | None = None
+) -> np.ndarray:
+    """Draws ``theta (n, p)`` for data ``x`` -> the same networks for data ``x' = A x + t``:
+    ``W1' = W1 A^{-1}``, ``b1' = b1 - W1 A^{-1} t``."""
+    theta, W1, b1, nw = _first_layer(theta, sizes)
+    A = np.asarray(A, dtype=np.float64)
+    W1n = np.linalg.solve(A.T, W1.transpose(0, 2, 1)).transpose(0, 2, 1)  # W1 A^{-1}
+    theta[:, :nw] = W1n.reshape(theta.shape[0], -1)
+    if t is not None:
+        theta[:, nw : nw + b1.shape[1]] = b1 - W1n @ np.asarray(t, dtype=np.float64)
+    return theta
+
+
+def to_reference(
+    theta: np.ndarray, sizes: Sequence[int], A: np.ndarray, t: np.ndarray | None = None
+) -> np.ndarray:
+    """Inverse of :func:`to_transformed`: draws for ``x' = A x + t`` -> the same networks on
+    ``x``: ``W1 = W1' A``, ``b1 = b1' + W1' t``."""
+    theta, W1, b1, nw = _first_layer(theta, sizes)
+    theta[:, :nw] = (W1 @ np.asarray(A, dtype=np.float64)).reshape(theta.shape[0], -1)
+    if t is not None:
+        theta[:, nw : nw + b1.shape[1]] = b1 + W1 @ np.asarray(t, dtype=np.float64)
+    return theta

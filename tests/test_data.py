@@ -1,0 +1,147 @@
+import numpy as np
+import pytest
+
+from lossatlas import config, data
+from lossatlas.model import MLP, Target
+
+
+def _ds_cfg(**kw):
+    cfg = config.validate({"dataset": kw, "experiments": {"sweep": {"scale": [1.0]}}})
+    return cfg["dataset"]
+
+
+def test_defaults_unchanged():
+    cfg = config.validate({})
+    assert cfg["dataset"]["generator"] == "uniform"
+    assert cfg["dataset"]["n_points"] == 10
+    assert cfg["experiments"]["sweep"] == {"rotate": [0, 120, 240]}
+    assert list(config.experiments(cfg)) == ["rotate-0", "rotate-120", "rotate-240"]
+    ds = data.generate(cfg["dataset"])
+    assert ds.X.shape == (10, 2) and ds.X.min() >= -1 and ds.X.max() <= 1
+
+
+@pytest.mark.parametrize("gen", data.GENERATORS)
+def test_generators_seeded(gen):
+    cfg = _ds_cfg(generator=gen, n_points=60)
+    a, b = data.generate(cfg), data.generate(cfg)
+    np.testing.assert_array_equal(a.X, b.X)
+    np.testing.assert_array_equal(a.y, b.y)
+    assert a.X.shape == (60, 2) and a.X.dtype == np.float64 and a.y.dtype == np.int64
+    assert set(np.unique(a.y)) == {0, 1}
+    c = data.generate({**cfg, "seed": cfg["seed"] + 1})
+    assert not np.array_equal(a.X, c.X)
+
+
+def test_xor_labels_and_blobs_classes():
+    ds = data.generate(_ds_cfg(generator="xor", n_points=200))
+    np.testing.assert_array_equal(ds.y, (ds.X[:, 0] * ds.X[:, 1] > 0).astype(int))
+    ds = data.generate(_ds_cfg(generator="blobs", n_points=90, n_classes=3, n_features=4))
+    assert ds.X.shape == (90, 4) and ds.n_classes == 3 and set(ds.y) == {0, 1, 2}
+    with pytest.raises(ValueError, match="n_classes = 2"):
+        data.generate(_ds_cfg(generator="moons", n_classes=3))
+
+
+def test_schema_accepts_new_sweeps():
+    cfg = config.validate(
+        {"experiments": {"sweep": {"shear": [0, 0.5], "label_noise": [0.0, 0.2]}}}
+    )
+    names = list(config.experiments(cfg))
+    assert names == [
+        "shear-0_label_noise-0",
+        "shear-0_label_noise-0.2",
+        "shear-0.5_label_noise-0",
+        "shear-0.5_label_noise-0.2",
+    ]
+    with pytest.raises(config.ConfigError, match="label_noise"):
+        config.validate({"experiments": {"sweep": {"label_noise": [1.5]}}})
+    with pytest.raises(config.ConfigError, match="generator"):
+        config.validate({"dataset": {"generator": "spirals"}})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "A", "t"),
+    [
+        ("rotate", 90, [[0, -1], [1, 0]], [0, 0]),
+        ("scale", 2.0, [[2, 0], [0, 2]], [0, 0]),
+        ("reflect", 0, [[1, 0], [0, -1]], [0, 0]),
+        ("reflect", 45, [[0, 1], [1, 0]], [0, 0]),
+        ("shear", 0.5, [[1, 0.5], [0, 1]], [0, 0]),
+        ("translate", 0.25, [[1, 0], [0, 1]], [0.25, 0.25]),
+    ],
+)
+def test_affine_transforms(name, value, A, t):
+    ds = data.generate(_ds_cfg())
+    got_A, got_t = data.affine(name, value, 2)
+    np.testing.assert_allclose(got_A, A, atol=1e-15)
+    np.testing.assert_allclose(got_t, t, atol=1e-15)
+    out = data.apply(ds, [(name, value)])
+    np.testing.assert_allclose(out.X, ds.X @ np.asarray(A, float).T + t, atol=1e-15)
+    np.testing.assert_array_equal(out.y, ds.y)
+
+
+def test_label_noise():
+    ds = data.generate(_ds_cfg(n_points=50, n_classes=3))
+    noisy = data.label_noise(ds, 0.2, seed=7)
+    assert (noisy.y != ds.y).sum() == 10
+    np.testing.assert_array_equal(noisy.X, ds.X)
+    np.testing.assert_array_equal(data.label_noise(ds, 0.2, seed=7).y, noisy.y)
+    assert not np.array_equal(data.label_noise(ds, 0.2, seed=8).y, noisy.y)
+    assert np.array_equal(data.label_noise(ds, 0.0, seed=7).y, ds.y)
+    # routed through apply with the dataset seed
+    cfg = config.validate({"experiments": {"sweep": {"label_noise": [0.2]}}})
+    exp = next(iter(config.experiments(cfg).values()))
+    out = data.for_experiment(cfg, exp)
+    base = data.generate(cfg["dataset"])
+    assert (out.y != base.y).sum() == 2
+
+
+def test_experiment_affine_composes_in_order():
+    ds = data.generate(_ds_cfg())
+    steps = [("shear", 0.3), ("rotate", 30), ("translate", -0.5), ("scale", 1.5)]
+    A, t, exact = data.experiment_affine(steps, 2)
+    assert exact
+    np.testing.assert_allclose(data.apply(ds, steps).X, ds.X @ A.T + t, atol=1e-14)
+    _, _, exact = data.experiment_affine([("rotate", 30), ("label_noise", 0.1)], 2)
+    assert not exact
+
+
+def _first_preact(theta, sizes, X):
+    d, h = sizes[0], sizes[1]
+    W1 = theta[:, : h * d].reshape(-1, h, d)
+    b1 = theta[:, h * d : h * d + h]
+    return X @ W1.transpose(0, 2, 1) + b1[:, None, :]
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [[("rotate", 120)], [("shear", -0.7), ("translate", 0.4)], [("reflect", 10), ("scale", 3.0)]],
+)
+def test_parameter_map_algebra(steps):
+    sizes = (2, 2, 2, 2)
+    rng = np.random.default_rng(0)
+    theta = rng.uniform(-10, 10, size=(32, 18))
+    ds = data.generate(_ds_cfg())
+    moved = data.apply(ds, steps)
+    A, t, _ = data.experiment_affine(steps, 2)
+    theta_t = data.to_transformed(theta, sizes, A, t)
+    # only the first layer changes, and it maps back exactly
+    np.testing.assert_array_equal(theta_t[:, 6:], theta[:, 6:])
+    np.testing.assert_allclose(data.to_reference(theta_t, sizes, A, t), theta, atol=1e-12)
+    # the first layer's pre-activations agree, so every later quantity does
+    np.testing.assert_allclose(
+        _first_preact(theta_t, sizes, moved.X), _first_preact(theta, sizes, ds.X), atol=1e-12
+    )
+    # and so does the energy of the full model
+    ref = Target(MLP(sizes, "tanh", "cross_entropy"), ds.X, ds.y)
+    new = Target(MLP(sizes, "tanh", "cross_entropy"), moved.X, moved.y)
+    np.testing.assert_allclose(new.U(theta_t), ref.U(theta), rtol=1e-12)
+
+
+def test_rotation_map_is_w1_r():
+    sizes = (2, 3, 2)
+    R = data.rotation_matrix(240)
+    theta = np.random.default_rng(1).normal(size=(5, 17))
+    back = data.to_reference(theta, sizes, R)
+    np.testing.assert_allclose(
+        back[:, :6].reshape(5, 3, 2), theta[:, :6].reshape(5, 3, 2) @ R, atol=1e-15
+    )
