@@ -211,3 +211,31 @@ def test_tls_files_must_exist(tmp_path):
     with pytest.raises(cluster.ClusterError, match="no such file"):
         with cluster.connect(cfg, threads=1):
             pass
+
+
+UNGUARDED = """
+import os, signal, sys
+from lossatlas import cluster
+print("top level", flush=True)
+with cluster.connect({"placement": "local", "n_workers": 2, "dashboard": False}, 2) as c:
+    victim = sorted(c.scheduler_info(n_workers=-1)["workers"])[0]
+    try:
+        c.run(lambda: os.kill(os.getpid(), signal.SIGKILL), workers=[victim])
+    except Exception:
+        pass  # the worker died mid-call, as intended
+    c.wait_for_workers(2, timeout=60)
+    print("result", c.submit(lambda x: 2 * x, 21).result(), flush=True)
+"""
+
+
+def test_unguarded_script_is_not_rerun_by_workers(tmp_path):
+    # Snakemake runs rule scripts at module level, without an `if __name__ == "__main__"`
+    # guard; spawned workers (and the one respawned after a kill) must not rerun it.
+    script = tmp_path / "rule_script.py"
+    script.write_text(UNGUARDED)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("top level") == 1, out.stdout
+    assert "result 42" in out.stdout

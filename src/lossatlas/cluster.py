@@ -70,6 +70,29 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+@contextlib.contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """Keep spawned worker processes from re-running the ``__main__`` script.
+
+    multiprocessing's spawn re-executes the parent's main file in every child. Snakemake's
+    ``script:`` rules run their code at module level with no ``__name__`` guard, so each
+    worker would rerun the rule (and fail while bootstrapping). Without ``__file__`` the
+    children leave ``__main__`` alone, as for an interactive session; functions defined in
+    the script still reach the workers, pickled by value. Held for the cluster's whole life
+    because the nanny respawns a worker that dies.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or path is None or getattr(main.__spec__, "name", None):
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
+
 def _dashboard_line(client: Client) -> str:
     try:
         link = client.dashboard_link
@@ -107,32 +130,33 @@ def connect(dask_cfg: dict, threads: int, log=None) -> Iterator[Client]:
 def _local(dask_cfg: dict, threads: int, say) -> Iterator[Client]:
     n_workers = int(dask_cfg.get("n_workers") or threads or 1)
     dashboard = bool(dask_cfg.get("dashboard", True))
-    with _environ(THREAD_ENV):
-        cluster = LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=1,
-            # Processes, not threads: the samplers are Python/numpy loops that hold the GIL.
-            processes=True,
-            host="127.0.0.1",
-            scheduler_port=0,
-            # The scheduler's HTTP server (health, metrics, and the dashboard when on) always
-            # starts; without an address it would take the fixed port 8787.
-            dashboard_address="127.0.0.1:0",
-            scheduler_kwargs={"dashboard": dashboard},
-            worker_dashboard_address=None,
-            env=dict(THREAD_ENV),
-        )
-    try:
-        with Client(cluster) as client:
-            say(
-                f"Dask: local cluster of {n_workers} worker processes x 1 thread "
-                f"at {cluster.scheduler_address}"
+    with _main_not_reimported():
+        with _environ(THREAD_ENV):
+            cluster = LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=1,
+                # Processes, not threads: the samplers are Python/numpy loops holding the GIL.
+                processes=True,
+                host="127.0.0.1",
+                scheduler_port=0,
+                # The scheduler's HTTP server (health, metrics, and the dashboard when on)
+                # always starts; without an address it would take the fixed port 8787.
+                dashboard_address="127.0.0.1:0",
+                scheduler_kwargs={"dashboard": dashboard},
+                worker_dashboard_address=None,
+                env=dict(THREAD_ENV),
             )
-            if dashboard:
-                say(_dashboard_line(client))
-            yield client
-    finally:
-        cluster.close()
+        try:
+            with Client(cluster) as client:
+                say(
+                    f"Dask: local cluster of {n_workers} worker processes x 1 thread "
+                    f"at {cluster.scheduler_address}"
+                )
+                if dashboard:
+                    say(_dashboard_line(client))
+                yield client
+        finally:
+            cluster.close()
 
 
 def _is_loopback(host: str) -> bool:
