@@ -1,0 +1,515 @@
+"""Dimension reduction of the draws: kernel PCA of all draws, linear PCA of the good ones.
+
+The report's pipeline (Sec. 3-4): RBF kernel PCA of all draws to 3-D, keep the "good" draws
+(mean per-point loss below a threshold), then linear PCA of those to 2-D. Both the report's
+variant (PCA of the good draws' kernel-PCA coordinates) and PCA of the good draws' raw
+parameters are computed and named apart: ``pca_kpca`` and ``pca_param``.
+
+``theta`` is an array-like (chain, draw, param) sliceable like numpy (an h5py dataset or an
+ndarray); it is read in blocks ``theta[:, d0:d1, :]`` of at most ``draw_block`` rows and
+``max_block_mb`` MiB. Rows are flattened chain-major: row ``c * n_draws + d`` is draw ``d`` of
+chain ``c``. Per-draw outputs come back shaped (chain, draw, ...).
+
+Memory: the exact kernel is n x n (n = chains x draws <= max_exact); the approximations hold
+their reference rows (subsample or landmarks, plus the held-out rows) in memory, i.e.
+(max_exact or n_landmarks + n_heldout) x p float64, and the Nystroem path an
+n_landmarks x n_landmarks covariance. Nothing else grows with the number of draws except the
+(chain, draw, n_components) embedding.
+
+Approximation error (``kpca.approximation_error``): the fraction of feature-space variance the
+components leave out,
+
+    1 - sum(top-k eigenvalues of the centred kernel Kc) / trace(Kc),
+    trace(Kc) = trace(K) - sum(K) / n  (trace(K) = n for the RBF kernel),
+
+on all n draws (exact), on the fitted subsample (subsample), or on the covariance of the
+Nystroem features of all n draws (nystroem; its eigenvalues are those of the approximate Kc).
+For Nystroem the kernel approximation itself is also reported:
+||K_H - F_H F_H^T||_F / ||K_H||_F on held-out draws H that are not landmarks. No input-space
+pre-image error is reported: sklearn's pre-image is a kernel ridge fit whose error depends on
+its own regularisation (``alpha``) and needs an n x p dual matrix, so it is neither free nor a
+property of the embedding.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from sklearn.decomposition import PCA, IncrementalPCA, KernelPCA
+from sklearn.kernel_approximation import Nystroem
+from sklearn.metrics.pairwise import rbf_kernel
+
+MiB = 2**20
+
+ERROR_DEFINITION = (
+    "1 - sum(top-k eigenvalues of centred kernel) / trace(centred kernel); "
+    "trace(Kc) = trace(K) - sum(K)/n"
+)
+NYSTROEM_ERROR_DEFINITION = "||K_H - F_H F_H^T||_F / ||K_H||_F on held-out non-landmark draws H"
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming helpers
+
+
+def _theta_of(store_like):
+    return getattr(store_like, "theta", store_like)
+
+
+def draws_per_block(shape, draw_block: int = 4096, max_block_mb: float = 256) -> int:
+    """Draws per read so that one block has <= draw_block rows and <= max_block_mb MiB."""
+    n_chains, _, p = shape
+    rows = min(int(draw_block), int(max_block_mb * MiB // (8 * max(p, 1))))
+    return max(1, rows // n_chains)
+
+
+def iter_draw_blocks(theta, dpb: int):
+    """Yield (d0, d1, x) with x = theta[:, d0:d1, :] as float64 rows (chain-major in block)."""
+    n_chains, n_draws, p = theta.shape
+    for d0 in range(0, n_draws, dpb):
+        d1 = min(d0 + dpb, n_draws)
+        yield d0, d1, np.asarray(theta[:, d0:d1, :], dtype=np.float64).reshape(-1, p)
+
+
+def _block_flat(n_draws, d0, d1, n_chains):
+    """Global flat indices (c * n_draws + d) of a block's rows, in block order."""
+    c = np.repeat(np.arange(n_chains), d1 - d0)
+    d = np.tile(np.arange(d0, d1), n_chains)
+    return c * n_draws + d
+
+
+def _gather(theta, flat_sets, dpb, on_block=None):
+    """Rows of theta at each sorted flat-index array in ``flat_sets``, in one pass.
+
+    ``on_block(x)`` is called on every block too, so a statistic can share the pass.
+    """
+    n_chains, n_draws, p = theta.shape
+    out = [np.empty((len(s), p)) for s in flat_sets]
+    for d0, d1, x in iter_draw_blocks(theta, dpb):
+        if on_block is not None:
+            on_block(x)
+        for k, s in enumerate(flat_sets):
+            c, d = np.divmod(s, n_draws)
+            sel = (d >= d0) & (d < d1)
+            if sel.any():
+                rows = c[sel] * (d1 - d0) + (d[sel] - d0)
+                # Sorted flat indices are chain-major; place them where they belong.
+                where = np.flatnonzero(sel)
+                out[k][where] = x[rows]
+    return out
+
+
+class _Moments:
+    """Per-coordinate mean and M2 merged over blocks (Chan et al.), for the default gamma."""
+
+    def __init__(self):
+        self.n, self.mean, self.m2 = 0, None, None
+
+    def __call__(self, x):
+        nb = x.shape[0]
+        mb = x.mean(axis=0)
+        m2b = ((x - mb) ** 2).sum(axis=0)
+        if self.n == 0:
+            self.n, self.mean, self.m2 = nb, mb, m2b
+            return
+        n = self.n + nb
+        delta = mb - self.mean
+        self.mean = self.mean + delta * nb / n
+        self.m2 = self.m2 + m2b + delta**2 * self.n * nb / n
+        self.n = n
+
+    def mean_variance(self) -> float:
+        return float(np.mean(self.m2 / self.n))
+
+
+class _Scatter:
+    """Mean and scatter matrix of feature rows merged over blocks."""
+
+    def __init__(self):
+        self.n, self.mean, self.s = 0, None, None
+
+    def __call__(self, f):
+        nb = f.shape[0]
+        mb = f.mean(axis=0)
+        fc = f - mb
+        sb = fc.T @ fc
+        if self.n == 0:
+            self.n, self.mean, self.s = nb, mb, sb
+            return
+        n = self.n + nb
+        delta = mb - self.mean
+        self.mean = self.mean + delta * nb / n
+        self.s = self.s + sb + np.outer(delta, delta) * self.n * nb / n
+        self.n = n
+
+
+def _variance_gamma(mean_var: float, p: int) -> float:
+    # All-constant draws would give an infinite width; fall back to gamma = 1 / p.
+    return 1.0 / (p * mean_var) if mean_var > 0 else 1.0 / p
+
+
+def _explained_error(top: np.ndarray, trace_c: float) -> float:
+    if trace_c <= 0:
+        return 0.0
+    return float(np.clip(1.0 - np.sum(top) / trace_c, 0.0, 1.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernel PCA
+
+
+def kernel_pca(
+    theta,
+    n_components: int = 3,
+    gamma: float | None = None,
+    max_exact: int = 4000,
+    approximation: str = "nystroem",
+    n_landmarks: int = 2000,
+    n_heldout: int = 500,
+    draw_block: int = 4096,
+    max_block_mb: float = 256,
+    seed: int = 0,
+) -> tuple[np.ndarray, dict]:
+    """RBF kernel PCA of all draws; returns (embedding (chain, draw, k), info dict).
+
+    n = chains x draws <= max_exact: exact kernel PCA (sklearn ``KernelPCA`` on the kernel
+    computed block by block). Above: ``approximation`` = "nystroem" (``Nystroem`` features from
+    ``n_landmarks`` uniformly drawn draws, then exact PCA of the streamed feature covariance) or
+    "subsample" (exact ``KernelPCA`` on ``max_exact`` uniformly drawn draws, all draws projected
+    with ``transform`` block by block). ``gamma=None`` uses 1 / (p * mean per-coordinate
+    variance), the variance taken over all draws. ``info`` says which method and sizes ran and
+    holds the approximation errors defined in the module docstring.
+    """
+    n_chains, n_draws, p = theta.shape
+    n = n_chains * n_draws
+    if n < 2:
+        raise ValueError("kernel PCA needs at least two draws")
+    k = int(n_components)
+    dpb = draws_per_block(theta.shape, draw_block, max_block_mb)
+    rng = np.random.default_rng(seed)
+    method = "exact" if n <= max_exact else approximation
+    if method not in ("exact", "nystroem", "subsample"):
+        raise ValueError(f"unknown approximation {approximation!r}")
+
+    # Pass 1: moments for gamma, and the reference rows the approximations need.
+    mom = _Moments()
+    if method == "exact":
+        refs = []
+    elif method == "subsample":
+        refs = [np.sort(rng.choice(n, size=max_exact, replace=False))]
+    else:
+        m = min(int(n_landmarks), n - 2)
+        perm = rng.permutation(n)
+        h = min(int(n_heldout), n - m)
+        refs = [np.sort(perm[:m]), np.sort(perm[m : m + h])]
+    ref_rows = _gather(theta, refs, dpb, on_block=mom)
+    gamma_source = "config"
+    if gamma is None:
+        gamma = _variance_gamma(mom.mean_variance(), p)
+        gamma_source = "1/(p * mean per-coordinate variance)"
+    info = {
+        "method": method,
+        "n_components": k,
+        "n_draws_total": n,
+        "n_params": p,
+        "gamma": float(gamma),
+        "gamma_source": gamma_source,
+        "max_exact": int(max_exact),
+        "draws_per_block": dpb,
+        "seed": int(seed),
+    }
+    emb = np.empty((n_chains, n_draws, k))
+    flat_emb = emb.reshape(n, k)
+
+    if method == "exact":
+        K = _kernel_blockwise(theta, gamma, dpb)
+        kp = KernelPCA(n_components=k, kernel="precomputed", random_state=seed)
+        flat_emb[:] = kp.fit_transform(K)
+        lam = kp.eigenvalues_
+        trace_c = n - K.sum() / n
+        info.update(n_fit=n, approximation_error_on="all draws")
+    elif method == "subsample":
+        (xs,) = ref_rows
+        kp = KernelPCA(n_components=k, kernel="rbf", gamma=gamma, random_state=seed).fit(xs)
+        for d0, d1, x in iter_draw_blocks(theta, dpb):
+            flat_emb[_block_flat(n_draws, d0, d1, n_chains)] = kp.transform(x)
+        lam = kp.eigenvalues_
+        m = xs.shape[0]
+        trace_c = m - rbf_kernel(xs, gamma=gamma).sum() / m
+        info.update(n_fit=m, approximation_error_on=f"the fitted subsample of {m} draws")
+    else:
+        xl, xh = ref_rows
+        ny = Nystroem(kernel="rbf", gamma=gamma, n_components=xl.shape[0], random_state=seed)
+        ny.fit(xl)
+        sc = _Scatter()
+        for _, _, x in iter_draw_blocks(theta, dpb):  # pass 2: feature covariance
+            sc(ny.transform(x))
+        evals, evecs = np.linalg.eigh(sc.s / sc.n)
+        order = np.argsort(evals)[::-1]
+        evals, evecs = np.clip(evals[order], 0, None), evecs[:, order[:k]]
+        # Fix the sign so the largest loading of each component is positive (reproducible).
+        evecs *= np.sign(evecs[np.abs(evecs).argmax(axis=0), np.arange(evecs.shape[1])])
+        for d0, d1, x in iter_draw_blocks(theta, dpb):  # pass 3: project
+            f = ny.transform(x) - sc.mean
+            flat_emb[_block_flat(n_draws, d0, d1, n_chains)] = f @ evecs
+        lam = evals[:k] * sc.n  # eigenvalues of the approximate centred kernel F_c F_c^T
+        trace_c = float(evals.sum()) * sc.n
+        kh = rbf_kernel(xh, gamma=gamma)
+        fh = ny.transform(xh)
+        ny_err = float(np.linalg.norm(kh - fh @ fh.T) / np.linalg.norm(kh)) if len(xh) else None
+        info.update(
+            n_fit=n,
+            n_landmarks=int(xl.shape[0]),
+            approximation_error_on=f"Nystroem feature covariance of all {n} draws",
+            nystroem_kernel_error={
+                "definition": NYSTROEM_ERROR_DEFINITION,
+                "value": ny_err,
+                "n_heldout": int(xh.shape[0]),
+            },
+        )
+    lam = np.asarray(lam, dtype=float)[:k]
+    info["eigenvalues"] = [float(v) for v in lam]
+    info["component_fraction"] = [float(v / trace_c) if trace_c > 0 else 0.0 for v in lam]
+    info["approximation_error"] = {
+        "definition": ERROR_DEFINITION,
+        "value": _explained_error(lam, float(trace_c)),
+        "on": info.pop("approximation_error_on"),
+    }
+    return emb, info
+
+
+def _kernel_blockwise(theta, gamma, dpb) -> np.ndarray:
+    """The full n x n RBF kernel in flat (chain-major) order, reading block pairs."""
+    n_chains, n_draws, _ = theta.shape
+    n = n_chains * n_draws
+    K = np.empty((n, n))
+    starts = list(range(0, n_draws, dpb))
+    bounds = [(d0, min(d0 + dpb, n_draws)) for d0 in starts]
+
+    def read(d0, d1):
+        x = np.asarray(theta[:, d0:d1, :], dtype=np.float64).reshape(n_chains * (d1 - d0), -1)
+        return x, _block_flat(n_draws, d0, d1, n_chains)
+
+    for i, (a0, a1) in enumerate(bounds):
+        xi, fi = read(a0, a1)
+        K[np.ix_(fi, fi)] = rbf_kernel(xi, gamma=gamma)
+        for b0, b1 in bounds[i + 1 :]:
+            xj, fj = read(b0, b1)
+            kij = rbf_kernel(xi, xj, gamma=gamma)
+            K[np.ix_(fi, fj)] = kij
+            K[np.ix_(fj, fi)] = kij.T
+    return K
+
+
+# ---------------------------------------------------------------------------------------------
+# Good draws and their linear PCA
+
+
+def _pca_result(status, message, coords, ratio, method, n_components):
+    return {
+        "status": status,
+        "message": message,
+        "method": method,
+        "n_components": n_components,
+        "explained_variance_ratio": [float(r) for r in ratio],
+        "explained_variance_ratio_sum": float(np.sum(ratio)) if len(ratio) else None,
+    }, coords
+
+
+def _pad(coords, ratio, n_components):
+    """Pad to n_components columns with NaN when fewer components exist."""
+    n, k = coords.shape
+    if k < n_components:
+        coords = np.hstack([coords, np.full((n, n_components - k), np.nan)])
+    return coords, list(ratio)
+
+
+def pca_in_memory(x: np.ndarray, n_components: int = 2, label: str = "") -> tuple[dict, np.ndarray]:
+    """Linear PCA of rows ``x``; (info, coords (n, n_components)); fewer than 2 rows is skipped."""
+    n = x.shape[0]
+    if n < 2:
+        msg = f"{n} good draw(s){label}: linear PCA needs at least 2; skipped"
+        return _pca_result(
+            "skipped", msg, np.full((n, n_components), np.nan), [], None, n_components
+        )
+    k = min(n_components, n, x.shape[1])
+    pca = PCA(n_components=k, svd_solver="full")
+    coords, ratio = _pad(pca.fit_transform(x), pca.explained_variance_ratio_, n_components)
+    msg = "ok" if k == n_components else f"only {k} component(s) exist; the rest are NaN"
+    return _pca_result("ok", msg, coords, ratio, "PCA (in memory)", n_components)
+
+
+def pca_of_rows(
+    theta,
+    good: np.ndarray,
+    n_components: int = 2,
+    draw_block: int = 4096,
+    max_block_mb: float = 256,
+    max_gather_mb: float = 1024,
+) -> tuple[dict, np.ndarray]:
+    """Linear PCA of the parameters of the draws where ``good`` (chain, draw) is True.
+
+    Good rows are gathered block by block when they fit in ``max_gather_mb`` MiB (then exact
+    ``PCA``); otherwise ``IncrementalPCA`` is fitted over the good rows of each block and a
+    second pass projects them. Coordinates follow the flat chain-major order of the good draws.
+    """
+    n_chains, n_draws, p = theta.shape
+    flat = np.flatnonzero(np.asarray(good).reshape(-1))
+    n_good = len(flat)
+    dpb = draws_per_block(theta.shape, draw_block, max_block_mb)
+    if n_good < 2 or n_good * p * 8 <= max_gather_mb * MiB:
+        if n_good < 2:
+            return pca_in_memory(np.empty((n_good, p)), n_components)
+        (x,) = _gather(theta, [flat], dpb)
+        return pca_in_memory(x, n_components)
+    k = min(n_components, p)
+    ipca = IncrementalPCA(n_components=k)
+    buf = []
+
+    def good_rows():
+        c, d = np.divmod(flat, n_draws)
+        for d0, d1, x in iter_draw_blocks(theta, dpb):
+            sel = (d >= d0) & (d < d1)
+            if sel.any():
+                yield np.flatnonzero(sel), x[c[sel] * (d1 - d0) + (d[sel] - d0)]
+
+    # partial_fit needs at least k rows per call: carry small pieces over to the next one.
+    for _, rows in good_rows():
+        buf.append(rows)
+        if sum(len(b) for b in buf) >= max(k, 2):
+            ipca.partial_fit(np.vstack(buf))
+            buf = []
+    if buf:
+        rest = np.vstack(buf)
+        if len(rest) >= k:
+            ipca.partial_fit(rest)
+    coords = np.empty((n_good, k))
+    for where, rows in good_rows():
+        coords[where] = ipca.transform(rows)
+    coords, ratio = _pad(coords, ipca.explained_variance_ratio_, n_components)
+    return _pca_result("ok", "ok", coords, ratio, "IncrementalPCA (streamed)", n_components)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point and persistence
+
+
+@dataclass
+class Reduction:
+    """Result of :func:`reduce`; arrays per draw are (chain, draw, ...)."""
+
+    embedding: np.ndarray  # (chain, draw, k) kernel-PCA coordinates of every draw
+    energy: np.ndarray  # (chain, draw) U, to colour the embedding
+    mean_loss: np.ndarray  # (chain, draw)
+    good: np.ndarray  # (chain, draw) bool, mean_loss < threshold
+    good_index: np.ndarray  # (n_good, 2) int64 (chain, draw), chain-major order
+    pca_kpca: np.ndarray  # (n_good, 2) linear PCA of the good draws' kernel-PCA coordinates
+    pca_param: np.ndarray  # (n_good, 2) linear PCA of the good draws' parameters
+    summary: dict = field(default_factory=dict)
+
+    ARRAYS = ("embedding", "energy", "mean_loss", "good", "good_index", "pca_kpca", "pca_param")
+
+    def save(self, path) -> None:
+        """HDF5 (.h5/.hdf5: datasets + JSON attribute ``summary``) or .npz (no pickle)."""
+        path = Path(path)
+        text = json.dumps(self.summary)
+        if path.suffix == ".npz":
+            arrays = {a: getattr(self, a) for a in self.ARRAYS}
+            np.savez(path, summary=np.array(text), **arrays)
+            return
+        with h5py.File(path, "w") as f:
+            for a in self.ARRAYS:
+                f.create_dataset(a, data=getattr(self, a))
+            f.attrs["summary"] = text
+
+    @classmethod
+    def load(cls, path) -> Reduction:
+        path = Path(path)
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {a: f[a] for a in cls.ARRAYS}
+                text = str(f["summary"])
+        else:
+            with h5py.File(path, "r") as f:
+                arrays = {a: f[a][...] for a in cls.ARRAYS}
+                text = f.attrs["summary"]
+        return cls(**arrays, summary=json.loads(text))
+
+
+def reduce(store_like, energy, mean_loss, cfg: dict | None = None) -> Reduction:
+    """Kernel PCA of all draws, good-draw selection and both 2-D PCAs.
+
+    ``store_like`` is a ``SampleStore`` (its ``.theta`` is used) or a theta array-like;
+    ``energy`` and ``mean_loss`` are (chain, draw). ``cfg`` is a config dict (validated here,
+    so a partial one gets the schema defaults); it uses ``reduce``, ``target.good_threshold``
+    and ``seed``. ``summary`` (JSON-able) holds ``kpca`` (method, sizes, gamma, errors),
+    ``good`` (threshold, count) and ``pca_kpca`` / ``pca_param`` (status, message, ratios).
+    """
+    from lossatlas import config
+
+    cfg = config.validate(cfg or {})
+    rc, kc = cfg["reduce"], cfg["reduce"]["kpca"]
+    theta = _theta_of(store_like)
+    n_chains, n_draws, p = theta.shape
+    energy = np.asarray(energy[...], dtype=np.float64)
+    mean_loss = np.asarray(mean_loss[...], dtype=np.float64)
+    for name, a in (("energy", energy), ("mean_loss", mean_loss)):
+        if a.shape != (n_chains, n_draws):
+            raise ValueError(f"{name} has shape {a.shape}, expected {(n_chains, n_draws)}")
+    emb, kinfo = kernel_pca(
+        theta,
+        n_components=kc["n_components"],
+        gamma=kc["gamma"],
+        max_exact=kc["max_exact"],
+        approximation=kc["approximation"],
+        n_landmarks=kc["n_landmarks"],
+        n_heldout=kc["n_heldout"],
+        draw_block=rc["draw_block"],
+        max_block_mb=rc["max_block_mb"],
+        seed=cfg["seed"],
+    )
+    thr = float(cfg["target"]["good_threshold"])
+    good = mean_loss < thr
+    good_index = np.argwhere(good).astype(np.int64)
+    n_good = len(good_index)
+    n_pca = cfg["reduce"]["pca"]["n_components"]
+    info_k, pca_k = pca_in_memory(emb[good], n_pca)
+    info_k["space"] = "kernel-PCA coordinates of the good draws (the report's pipeline)"
+    info_p, pca_p = pca_of_rows(
+        theta,
+        good,
+        n_pca,
+        draw_block=rc["draw_block"],
+        max_block_mb=rc["max_block_mb"],
+        max_gather_mb=rc["pca"]["max_gather_mb"],
+    )
+    info_p["space"] = "full parameter space of the good draws"
+    summary = {
+        "n_chains": n_chains,
+        "n_draws": n_draws,
+        "n_params": p,
+        "kpca": kinfo,
+        "good": {
+            "criterion": "mean per-point loss < threshold",
+            "threshold": thr,
+            "n_good": n_good,
+            "fraction": n_good / (n_chains * n_draws),
+            "message": "ok" if n_good >= 2 else f"only {n_good} good draw(s): no 2-D PCA",
+        },
+        "pca_kpca": info_k,
+        "pca_param": info_p,
+    }
+    return Reduction(
+        embedding=emb,
+        energy=energy,
+        mean_loss=mean_loss,
+        good=good,
+        good_index=good_index,
+        pca_kpca=pca_k,
+        pca_param=pca_p,
+        summary=summary,
+    )

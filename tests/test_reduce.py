@@ -1,0 +1,169 @@
+"""Kernel PCA (exact and approximate), good-draw selection and the streamed linear PCA."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA, KernelPCA
+
+from lossatlas import reduce as rd
+
+C, D, P = 4, 75, 18  # 300 draws
+
+
+def _basis(rng):
+    return np.linalg.qr(rng.normal(size=(P, P)))[0]
+
+
+def _curved(seed=0):
+    """A noisy 2-D curved sheet in 18-D with distinct variances, so components are identifiable."""
+    rng = np.random.default_rng(seed)
+    u = rng.normal(size=(C, D, 2)) * np.array([2.0, 1.0])
+    core = np.concatenate([u, np.sin(u[..., :1]), np.zeros((C, D, P - 3))], axis=-1)
+    return core @ _basis(rng).T + 0.05 * rng.normal(size=(C, D, P))
+
+
+def _cancorr(a, b):
+    """Canonical correlations of two embeddings: 1 when they span the same subspace."""
+    qa = np.linalg.qr(a - a.mean(0))[0]
+    qb = np.linalg.qr(b - b.mean(0))[0]
+    return np.linalg.svd(qa.T @ qb, compute_uv=False)
+
+
+@pytest.mark.parametrize("draw_block", [1000, 40])  # one block; several blocks, 40 % 4 chains
+def test_exact_matches_sklearn_kernel_pca(draw_block):
+    x = _curved()
+    emb, info = rd.kernel_pca(x, gamma=0.05, draw_block=draw_block)
+    ref = KernelPCA(n_components=3, kernel="rbf", gamma=0.05, random_state=0)
+    ref = ref.fit_transform(x.reshape(-1, P))
+    got = emb.reshape(-1, 3)
+    signs = np.sign(np.sum(got * ref, axis=0))
+    np.testing.assert_allclose(got * signs, ref, atol=1e-8)
+    assert info["method"] == "exact" and info["n_fit"] == C * D
+    assert info["gamma_source"] == "config"
+
+
+def test_default_gamma_is_inverse_p_times_mean_variance():
+    x = _curved(1)
+    _, info = rd.kernel_pca(x, draw_block=13)
+    expected = 1.0 / (P * x.reshape(-1, P).var(axis=0).mean())
+    assert info["gamma"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_approximation_error_low_on_a_line_high_on_noise():
+    rng = np.random.default_rng(2)
+    t = rng.uniform(-1, 1, size=(C, D, 1))
+    line = t * _basis(rng)[:, 0] + 0.01 * rng.normal(size=(C, D, P))
+    noise = rng.normal(size=(C, D, P))
+    # A kernel wide compared with the line (gamma * var(t) = 0.2) is nearly polynomial on it.
+    _, i_line = rd.kernel_pca(line, gamma=0.2 / t.var())
+    _, i_noise = rd.kernel_pca(noise)
+    e_line = i_line["approximation_error"]["value"]
+    e_noise = i_noise["approximation_error"]["value"]
+    assert 0.0 <= e_line < 0.02
+    assert 0.8 < e_noise <= 1.0
+
+
+@pytest.mark.parametrize("method", ["nystroem", "subsample"])
+def test_approximation_used_above_max_exact_and_agrees(method):
+    x = _curved(3)
+    exact, _ = rd.kernel_pca(x)
+    approx, info = rd.kernel_pca(
+        x, max_exact=200, approximation=method, n_landmarks=200, n_heldout=100, draw_block=48
+    )
+    assert info["method"] == method
+    assert info["n_fit"] == (C * D if method == "nystroem" else 200)
+    assert 0.0 <= info["approximation_error"]["value"] <= 1.0
+    # Same 3-D subspace of draws: every canonical correlation above 0.99.
+    assert _cancorr(exact.reshape(-1, 3), approx.reshape(-1, 3)).min() > 0.99
+    if method == "nystroem":
+        assert info["n_landmarks"] == 200
+        assert 0.0 <= info["nystroem_kernel_error"]["value"] < 0.05
+
+
+def test_streaming_from_h5py_equals_numpy(tmp_path):
+    x = _curved(4)
+    with h5py.File(tmp_path / "t.h5", "w") as f:
+        ds = f.create_dataset("theta", data=x, chunks=(C, 10, P))
+        a, _ = rd.kernel_pca(ds, max_exact=100, n_landmarks=150, draw_block=36)
+    b, _ = rd.kernel_pca(x, max_exact=100, n_landmarks=150, draw_block=1000)
+    np.testing.assert_allclose(a, b, atol=1e-10)
+
+
+def _plane(seed, n_chains=4, n_draws=100, noise=0.02):
+    rng = np.random.default_rng(seed)
+    basis = _basis(rng)[:, :2]
+    coef = rng.normal(size=(n_chains, n_draws, 2)) * np.array([3.0, 1.5])
+    return coef @ basis.T + noise * rng.normal(size=(n_chains, n_draws, P)) + 0.7
+
+
+def test_plane_pca_streamed_equals_in_memory():
+    x = _plane(5)
+    good = np.random.default_rng(6).random((4, 100)) < 0.6
+    info, coords = rd.pca_of_rows(x, good, 2, draw_block=12)
+    ref = PCA(2, svd_solver="full").fit(x[good])
+    assert info["method"] == "PCA (in memory)"
+    assert info["explained_variance_ratio_sum"] > 0.95
+    np.testing.assert_allclose(info["explained_variance_ratio"], ref.explained_variance_ratio_)
+    np.testing.assert_allclose(coords, ref.transform(x[good]), atol=1e-10)
+
+
+def test_plane_incremental_pca_close_to_exact():
+    x = _plane(7)
+    good = np.ones((4, 100), bool)
+    info, coords = rd.pca_of_rows(x, good, 2, draw_block=20, max_gather_mb=1e-4)
+    assert info["method"] == "IncrementalPCA (streamed)"
+    ref = PCA(2, svd_solver="full").fit(x.reshape(-1, P))
+    np.testing.assert_allclose(
+        info["explained_variance_ratio"], ref.explained_variance_ratio_, atol=1e-4
+    )
+    signs = np.sign(np.sum(coords * ref.transform(x.reshape(-1, P)), axis=0))
+    np.testing.assert_allclose(coords * signs, ref.transform(x.reshape(-1, P)), atol=1e-3)
+
+
+def _cfg(**reduce):
+    return {"seed": 1, "target": {"good_threshold": 0.1}, "reduce": reduce}
+
+
+def test_reduce_entry_point_and_round_trip(tmp_path):
+    x = _plane(8)
+    mean_loss = np.random.default_rng(9).uniform(0, 0.3, size=(4, 100))
+    res = rd.reduce(x, mean_loss * 10, mean_loss, _cfg(draw_block=64))
+    s = res.summary
+    n_good = int((mean_loss < 0.1).sum())
+    assert s["kpca"]["method"] == "exact" and s["good"]["n_good"] == n_good
+    assert res.embedding.shape == (4, 100, 3)
+    assert res.pca_kpca.shape == res.pca_param.shape == (n_good, 2)
+    np.testing.assert_array_equal(res.good_index, np.argwhere(mean_loss < 0.1))
+    assert s["pca_param"]["explained_variance_ratio_sum"] > 0.95
+    assert "report" in s["pca_kpca"]["space"] and "parameter" in s["pca_param"]["space"]
+    json.dumps(s)
+    for name in ("r.h5", "r.npz"):
+        res.save(tmp_path / name)
+        back = rd.Reduction.load(tmp_path / name)
+        assert back.summary == json.loads(json.dumps(s))
+        for a in rd.Reduction.ARRAYS:
+            np.testing.assert_array_equal(getattr(back, a), getattr(res, a))
+
+
+def test_reduce_states_the_approximation():
+    x = _curved(10)
+    loss = np.full((C, D), 1.0)
+    cfg = _cfg(kpca={"max_exact": 100, "approximation": "subsample"})
+    res = rd.reduce(x, loss, loss, cfg)
+    assert res.summary["kpca"]["method"] == "subsample"
+    assert res.summary["kpca"]["n_fit"] == 100
+
+
+@pytest.mark.parametrize("n_good", [0, 1])
+def test_zero_or_one_good_draw_is_reported_not_raised(n_good):
+    x = _plane(11)
+    loss = np.ones((4, 100))
+    loss.flat[:n_good] = 0.0
+    res = rd.reduce(x, loss, loss, _cfg())
+    for key in ("pca_kpca", "pca_param"):
+        assert res.summary[key]["status"] == "skipped"
+        assert "at least 2" in res.summary[key]["message"]
+    assert res.pca_param.shape == (n_good, 2)
+    assert res.summary["good"]["n_good"] == n_good
