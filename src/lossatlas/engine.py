@@ -1,0 +1,367 @@
+"""Run the chains of an experiment as Dask tasks, one per fixed batch of chains.
+
+A batch is the unit of work, of randomness and of storage: batch ``b`` of experiment ``e``
+draws from ``SeedSequence([seed, e.index, b])`` and writes ``chains/batch-000b.h5``, so the
+numbers depend on the config only, never on how many workers ran them. A task resumes from
+its batch file's checkpoint, so a retried task (e.g. after its worker was killed) continues
+where the checkpoint left off and produces the same numbers as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import model, samplers, store
+from .data import Dataset
+
+__all__ = ["PROGRESS_TOPIC", "batch_specs", "run_batch", "run_experiment", "settings_for"]
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_TOPIC = "lossatlas-progress"
+RETRIES = 3
+# Sampler settings that do not change the numbers of a batch: more draws extend a finished
+# run, and the checkpoint interval and the total chain count only change where the run stops
+# or how many batches there are.
+_NOT_HASHED = ("draws", "checkpoint_every", "n_chains")
+
+
+def settings_for(spec: dict) -> dict:
+    """Everything that determines a batch's numbers (hashed into its checkpoint)."""
+    return {
+        "format": store.FORMAT,
+        "dataset": spec["dataset"],
+        "model": spec["model"],
+        "target": {k: spec["target"][k] for k in ("box", "beta", "energy")},
+        "sampler": {k: v for k, v in spec["sampler"].items() if k not in _NOT_HASHED},
+        "seed": spec["seed"],
+        "experiment_index": spec["experiment_index"],
+        "batch": spec["batch"],
+        "chains": list(spec["chains"]),
+    }
+
+
+def batch_specs(cfg: dict, experiment, dataset: Dataset, out_dir) -> list[dict]:
+    """The plain-data task arguments of every batch of ``experiment``."""
+    s = cfg["sampler"]
+    n, per = s["n_chains"], s["chains_per_batch"]
+    chains_dir = Path(out_dir) / "chains"
+    specs = []
+    for b in range(math.ceil(n / per)):
+        specs.append(
+            {
+                "path": str(chains_dir / f"batch-{b:04d}.h5"),
+                "experiment": experiment.name,
+                "experiment_index": int(experiment.index),
+                "batch": b,
+                "chains": [b * per, min((b + 1) * per, n)],
+                "seed": int(cfg["seed"]),
+                "dataset": {
+                    "X": np.asarray(dataset.X),
+                    "y": np.asarray(dataset.y),
+                    "n_classes": int(dataset.n_classes),
+                },
+                "model": dict(cfg["model"]),
+                "target": dict(cfg["target"]),
+                "sampler": dict(s),
+                "stop_after_blocks": None,
+            }
+        )
+    return specs
+
+
+def _worker():
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except (ImportError, ValueError):  # ValueError: not inside a worker task
+        return None
+
+
+class _Progress:
+    """Reports a batch's progress as Dask events when running inside a worker."""
+
+    def __init__(self, spec: dict, n: int, total_steps: int):
+        self.worker = _worker()
+        self.base = {
+            "experiment": spec["experiment"],
+            "batch": spec["batch"],
+            "n_chains": n,
+            "draws_total": spec["sampler"]["draws"],
+            "steps_total": total_steps,
+        }
+
+    def __call__(self, **msg) -> None:
+        if self.worker is not None:
+            self.worker.log_event(PROGRESS_TOPIC, {**self.base, **msg, "time": time.time()})
+
+
+def _stat_dtypes(info) -> dict[str, np.dtype]:
+    """Per-draw stats: the retained state's energy, mean loss and step size, and every
+    per-chain info field averaged over the ``thin`` transitions behind the draw."""
+    out = dict.fromkeys(("energy", "mean_loss", "step_size"), np.dtype(np.float64))
+    for name in _info_stats(info):
+        out[_STAT_NAMES.get(name, name)] = np.dtype(np.float64)
+    return out
+
+
+_STAT_NAMES = {"accept_prob": "acceptance_rate"}
+
+
+def _info_stats(info) -> list[str]:
+    """Info fields stored as stats: per-chain ones not named like a state-derived stat."""
+    return [
+        name
+        for name, value in zip(type(info)._fields, info, strict=True)
+        if np.ndim(value) == 1 and name not in ("energy", "mean_loss", "step_size")
+    ]
+
+
+def run_batch(spec: dict) -> dict:
+    """Run (or resume) one batch of chains to completion; returns a summary dict.
+
+    ``spec`` comes from :func:`batch_specs`. ``spec["stop_after_blocks"]`` (tests) stops after
+    that many checkpoints, leaving a resumable file, as an interrupted run would.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - comes with scikit-learn
+        limits = contextlib.nullcontext()
+    else:
+        # one BLAS thread: the workers already use one core each
+        limits = threadpool_limits(1)
+    with limits:
+        return _run_batch(spec)
+
+
+def _run_batch(spec: dict) -> dict:
+    t0 = time.perf_counter()
+    s = spec["sampler"]
+    ds = Dataset(
+        X=np.asarray(spec["dataset"]["X"]),
+        y=np.asarray(spec["dataset"]["y"]),
+        n_classes=int(spec["dataset"]["n_classes"]),
+    )
+    target = model.from_config({"model": spec["model"], "target": spec["target"]}, ds)
+    sampler = samplers.build(s, target)
+    c0, c1 = spec["chains"]
+    n, p = c1 - c0, target.p
+    dtype = np.dtype(s["dtype"])
+    warmup, draws_total, thin, block = s["warmup"], s["draws"], s["thin"], s["checkpoint_every"]
+    steps_total = warmup + draws_total * thin
+
+    seq = np.random.SeedSequence([spec["seed"], spec["experiment_index"], spec["batch"]])
+    rng = np.random.default_rng(seq)
+    position = rng.uniform(-target.box, target.box, size=(n, p)).astype(dtype)
+    state = sampler.init(position, rng)
+    # A step is a pure function of (state, rng): one on a throwaway generator shows the info
+    # fields, which fix the file layout before any real step.
+    _, probe = sampler.step(state, np.random.default_rng(0), adapt=False)
+    stat_dtypes = _stat_dtypes(probe)
+    info_names = _info_stats(probe)
+
+    bf, ck = store.open_batch(
+        spec["path"], settings_for(spec), state=state, stats=stat_dtypes, block=block, log=logger
+    )
+    steps, draws, phase = 0, 0, "warmup"
+    if ck is not None:
+        state = type(state)(**ck.fields)
+        rng = ck.rng
+        steps, draws, phase = ck.steps_done, ck.draws_done, ck.phase
+    resumed_draws, resumed_steps = draws, steps
+    progress = _Progress(spec, n, steps_total)
+    progress(draws_done=draws, steps_done=steps, resumed_draws=draws, resumed_steps=steps)
+    blocks, stop = 0, spec.get("stop_after_blocks")
+
+    def commit(draws_done: int) -> bool:
+        nonlocal blocks
+        bf.checkpoint(state, rng, draws_done, steps, phase)
+        blocks += 1
+        progress(draws_done=draws_done, steps_done=steps)
+        return stop is not None and blocks >= stop
+
+    stopped = False
+    with bf:
+        if phase == "warmup":
+            every = block * thin  # a warm-up checkpoint costs as much sampling as a draw block
+            while steps < warmup and not stopped:
+                k = min(every - steps % every, warmup - steps)
+                for _ in range(k):
+                    state, _ = sampler.step(state, rng, adapt=True)
+                steps += k
+                if steps < warmup:
+                    stopped = commit(0)
+            if not stopped:
+                state = sampler.end_warmup(state)
+                phase = "sampling"
+                stopped = commit(0)
+        while draws < draws_total and not stopped:
+            # blocks end at multiples of `block`, so they fill whole chunks
+            k = min(block - draws % block, draws_total - draws)
+            theta = np.empty((n, k, p), dtype=dtype)
+            stats = {name: np.empty((n, k), dtype=dt) for name, dt in stat_dtypes.items()}
+            for j in range(k):
+                sums = {}
+                for _ in range(thin):
+                    state, info = sampler.step(state, rng, adapt=False)
+                    for name in info_names:
+                        value = np.asarray(getattr(info, name), dtype=np.float64)
+                        sums[name] = sums.get(name, 0.0) + value
+                theta[:, j] = state.position
+                stats["energy"][:, j] = state.U
+                stats["mean_loss"][:, j] = target.mean_loss(state.U)
+                stats["step_size"][:, j] = np.exp(state.log_step_size)
+                for name, total in sums.items():
+                    stats[_STAT_NAMES.get(name, name)][:, j] = total / thin
+            steps += k * thin
+            draws += k
+            bf.append(theta, stats)
+            stopped = commit(draws)
+    return {
+        "experiment": spec["experiment"],
+        "batch": spec["batch"],
+        "path": spec["path"],
+        "n_chains": n,
+        "draws_done": min(draws, draws_total),
+        "draws_resumed": min(resumed_draws, draws_total),
+        "draws_computed": max(0, min(draws, draws_total) - resumed_draws),
+        "steps_resumed": resumed_steps,
+        "steps_computed": steps - resumed_steps,
+        "stopped": stopped,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _fmt_eta(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def run_experiment(
+    cfg: dict,
+    experiment,
+    dataset: Dataset,
+    out_dir,
+    client,
+    log: logging.Logger | None = None,
+) -> dict[str, Any]:
+    """Sample every batch of ``experiment`` on ``client``, then write ``out_dir/samples.h5``.
+
+    Logs draws done / total, draws/s and an ETA every ``cfg["dask"]["progress_interval"]``
+    seconds. Returns a summary with the draws resumed from checkpoints and those computed.
+    """
+    from distributed import wait
+
+    log = log or logger
+    out_dir = Path(out_dir)
+    s = cfg["sampler"]
+    specs = batch_specs(cfg, experiment, dataset, out_dir)
+    n_chains = s["n_chains"]
+    draws_total = n_chains * s["draws"]
+    steps_total = n_chains * (s["warmup"] + s["draws"] * s["thin"])
+    interval = float(cfg["dask"]["progress_interval"])
+    latest: dict[int, dict] = {}
+    baseline: dict[int, int] = {}
+
+    def on_event(event) -> None:
+        _, msg = event
+        if msg.get("experiment") != experiment.name:
+            return
+        b = msg["batch"]
+        # the first event of a batch says how far its checkpoint had got: not work done now
+        baseline.setdefault(b, msg.get("resumed_steps", 0) * msg["n_chains"])
+        latest[b] = msg
+
+    client.subscribe_topic(PROGRESS_TOPIC, on_event)
+    log.info(
+        "%s: %d chains in %d batches, %d draws each; dashboard %s",
+        experiment.name,
+        n_chains,
+        len(specs),
+        s["draws"],
+        getattr(client, "dashboard_link", None),
+    )
+    token = uuid.uuid4().hex[:8]
+    t0 = time.monotonic()
+    futures = [
+        client.submit(
+            run_batch,
+            spec,
+            pure=False,
+            retries=RETRIES,
+            key=f"sample-{experiment.name}-batch-{spec['batch']:04d}-{token}",
+        )
+        for spec in specs
+    ]
+
+    def report() -> None:
+        snap = list(latest.values())
+        done = sum(m["draws_done"] * m["n_chains"] for m in snap)
+        steps = sum(m["steps_done"] * m["n_chains"] for m in snap)
+        elapsed = max(time.monotonic() - t0, 1e-9)
+        rate_steps = (steps - sum(baseline.values())) / elapsed
+        eta = (steps_total - steps) / rate_steps if rate_steps > 0 else math.inf
+        resumed = sum(m.get("resumed_draws", 0) * m["n_chains"] for m in snap)
+        log.info(
+            "%s: %d/%d draws (%.0f%% of transitions), %.1f draws/s, ETA %s",
+            experiment.name,
+            done,
+            draws_total,
+            100.0 * steps / steps_total if steps_total else 100.0,
+            max(done - resumed, 0) / elapsed,
+            _fmt_eta(eta),
+        )
+
+    try:
+        while True:
+            try:
+                wait(futures, timeout=interval)
+                break
+            except TimeoutError:
+                report()
+        summaries = client.gather(futures)
+    finally:
+        client.unsubscribe_topic(PROGRESS_TOPIC)
+    seconds = time.monotonic() - t0
+
+    names = model.from_config(cfg, dataset).mlp.param_names()
+    out = store.build(
+        [spec["path"] for spec in specs],
+        out_dir / "samples.h5",
+        names,
+        n_draws=s["draws"],
+        attrs={"experiment": experiment.name},
+    )
+    resumed = sum(x["draws_resumed"] * x["n_chains"] for x in summaries)
+    computed = sum(x["draws_computed"] * x["n_chains"] for x in summaries)
+    log.info(
+        "%s: %d draws in %.1fs (%d resumed from checkpoints, %d computed); wrote %s",
+        experiment.name,
+        draws_total,
+        seconds,
+        resumed,
+        computed,
+        out,
+    )
+    return {
+        "experiment": experiment.name,
+        "samples": str(out),
+        "n_batches": len(specs),
+        "draws_total": draws_total,
+        "draws_resumed": resumed,
+        "draws_computed": computed,
+        "seconds": seconds,
+        "batches": summaries,
+    }

@@ -1,0 +1,670 @@
+"""Chunked HDF5 storage of the draws: one resumable file per batch of chains, and a virtual view.
+
+Batch file ``results/<exp>/chains/batch-0003.h5`` (written by one process, see :func:`open_batch`)::
+
+    /posterior/theta            (chain, draw, param)  chunks (chain, d, min(p, PARAM_CHUNK))
+    /sample_stats/<name>        (chain, draw)         chunks (chain, d)
+    /checkpoint                 attrs: settings_hash, settings (canonical JSON), format
+    /checkpoint/active          ()            slot holding the last complete checkpoint, -1 none
+    /checkpoint/<state field>   (2, chain, ...) one row per slot
+    /checkpoint/rng_state       (2, RNG_BYTES) uint8: JSON of bit_generator.state, space padded
+    /checkpoint/draws_done      (2,)  int64
+    /checkpoint/steps_done      (2,)  int64
+    /checkpoint/phase           (2,)  int64  index into PHASES
+
+Crash consistency. The writer runs in HDF5 SWMR mode: the library orders its metadata writes
+so that the file on disk is a valid HDF5 file at every flush, and a process killed between
+flushes leaves the last flushed state readable (an ordinary writer killed mid-write can leave
+metadata that points into half-written space). A killed SWMR writer leaves the superblock marked
+"open for write", which only ``h5clear`` resets; instead, :func:`open_batch` reads such a file in
+SWMR-read mode and copies its committed part into a fresh file that atomically replaces it.
+SWMR forbids creating objects or attributes once it starts, so the whole layout, the checkpoint
+included, is created up front.
+
+A checkpoint spans several datasets, so it is double-buffered: each is written to the inactive
+slot, flushed, and only then does the single scalar ``active`` flip, so a kill leaves either the
+old or the new checkpoint, never a mix. The data of draws past ``draws_done`` is dropped on
+resume. The draw extent of a chunk divides the write block, so a block only ever writes whole
+new chunks and never touches committed ones.
+
+One writer per file: an exclusive ``flock`` on ``batch-0003.h5.lock`` is held while the file is
+open for writing; a second writer (another process, or another thread) fails at once with
+:class:`BatchLocked`. The kernel drops the lock when its holder dies, so a killed writer never
+blocks the resume. (HDF5's own lock is released once SWMR writing starts, and its "open for
+write" mark cannot tell a live writer from a dead one.)
+
+``samples.h5`` (see :func:`build`) holds virtual datasets over the batch files with relative
+source paths, ``posterior/theta`` and ``sample_stats/<name>``, and netCDF-4 dimension scales
+``chain``, ``draw``, ``param`` in each group.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+__all__ = [
+    "BatchFile",
+    "BatchLocked",
+    "Checkpoint",
+    "PHASES",
+    "SampleStore",
+    "build",
+    "chunk_draws",
+    "open_batch",
+    "settings_hash",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "lossatlas-batch-1"
+PHASES = ("warmup", "sampling")
+PARAM_CHUNK = 256  # the default diagnose.param_block: a parameter block reads whole chunks
+CHUNK_BYTES = 1 << 20  # near the default chunk cache, large enough for few index entries
+RNG_BYTES = 4096  # PCG64 state JSON is ~200 bytes
+# libver v110 is the oldest format with SWMR; pinning the upper bound too keeps the files
+# readable by any HDF5 >= 1.10.
+LIBVER = ("v110", "v110")
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
+
+
+class BatchLocked(RuntimeError):
+    """Another writer holds the batch file."""
+
+
+@dataclass
+class Checkpoint:
+    """A restored checkpoint: state fields, RNG and counters."""
+
+    fields: dict[str, np.ndarray]
+    rng: np.random.Generator
+    draws_done: int
+    steps_done: int
+    phase: str
+
+
+# --------------------------------------------------------------------------- settings hash
+
+
+def _canonical(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        a = np.ascontiguousarray(obj)
+        return {
+            "array_sha256": hashlib.sha256(a.tobytes()).hexdigest(),
+            "dtype": a.dtype.str,
+            "shape": list(a.shape),
+        }
+    if isinstance(obj, Mapping):
+        return {str(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def canonical_json(settings: Mapping) -> str:
+    """Key-sorted compact JSON; arrays enter by dtype, shape and the sha256 of their bytes."""
+    return json.dumps(_canonical(settings), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def settings_hash(settings: Mapping) -> str:
+    """sha256 of :func:`canonical_json`."""
+    return hashlib.sha256(canonical_json(settings).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- layout helpers
+
+
+def chunk_draws(block: int, bytes_per_draw: int, target: int = CHUNK_BYTES) -> int:
+    """Largest divisor of ``block`` whose chunk stays within ``target`` bytes (at least 1)."""
+    best = 1
+    for d in range(1, block + 1):
+        if block % d == 0 and d * bytes_per_draw <= target:
+            best = d
+    return best
+
+
+def _rng_json(rng: np.random.Generator) -> bytes:
+    return json.dumps(rng.bit_generator.state, sort_keys=True).encode()
+
+
+def _rng_from_json(raw: bytes) -> np.random.Generator:
+    state = json.loads(raw.decode())
+    name = state.get("bit_generator")
+    if name not in _BIT_GENERATORS:
+        raise ValueError(f"unknown bit generator {name!r} in checkpoint")
+    bg = getattr(np.random, name)()
+    bg.state = state
+    return np.random.Generator(bg)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    n_chains: int
+    n_params: int
+    dtype: np.dtype
+    draw_chunk: int
+    stats: dict[str, np.dtype]
+    fields: dict[str, tuple[tuple[int, ...], np.dtype]]  # per-field shape (chain first), dtype
+
+    @classmethod
+    def of(cls, state, stats: Mapping[str, Any], block: int) -> _Layout:
+        pos = np.asarray(state.position)
+        n, p = pos.shape
+        fields = {}
+        for name, value in zip(type(state)._fields, state, strict=True):
+            a = np.asarray(value)
+            if a.ndim == 0 or a.shape[0] != n:
+                raise ValueError(f"state field {name} must have the chain as leading axis")
+            fields[name] = (a.shape, a.dtype)
+        pc = min(p, PARAM_CHUNK)
+        return cls(
+            n_chains=n,
+            n_params=p,
+            dtype=pos.dtype,
+            draw_chunk=chunk_draws(block, n * pc * pos.dtype.itemsize),
+            stats={k: np.dtype(v) for k, v in stats.items()},
+            fields=fields,
+        )
+
+    def create(self, f: h5py.File, shash: str, settings_json: str) -> None:
+        n, p, d = self.n_chains, self.n_params, self.draw_chunk
+        f.attrs["format"] = FORMAT
+        post = f.create_group("posterior")
+        post.create_dataset(
+            "theta",
+            shape=(n, 0, p),
+            maxshape=(n, None, p),
+            chunks=(n, d, min(p, PARAM_CHUNK)),
+            dtype=self.dtype,
+        )
+        ss = f.create_group("sample_stats")
+        for name, dt in self.stats.items():
+            ss.create_dataset(name, shape=(n, 0), maxshape=(n, None), chunks=(n, d), dtype=dt)
+        ck = f.create_group("checkpoint")
+        ck.attrs["settings_hash"] = shash
+        ck.attrs["settings"] = settings_json
+        ck.attrs["phases"] = json.dumps(PHASES)
+        ck.create_dataset("active", data=np.int64(-1))
+        for name, (shape, dt) in self.fields.items():
+            ck.create_dataset(name, shape=(2, *shape), dtype=dt)
+        ck.create_dataset("rng_state", shape=(2, RNG_BYTES), dtype=np.uint8)
+        for name in ("draws_done", "steps_done", "phase"):
+            ck.create_dataset(name, data=np.zeros(2, dtype=np.int64))
+
+    def matches(self, f: h5py.File) -> str | None:
+        """None if ``f`` has this layout, else what differs."""
+        try:
+            th = f["posterior/theta"]
+            if th.shape[0] != self.n_chains or th.shape[2] != self.n_params:
+                return f"theta has shape {th.shape}"
+            if th.dtype != self.dtype:
+                return f"theta dtype {th.dtype}"
+            if set(f["sample_stats"]) != set(self.stats):
+                return f"sample_stats {sorted(f['sample_stats'])}"
+            ck = f["checkpoint"]
+            for name, (shape, dt) in self.fields.items():
+                if name not in ck or ck[name].shape != (2, *shape) or ck[name].dtype != dt:
+                    return f"checkpoint field {name}"
+        except KeyError as e:
+            return f"missing {e}"
+        return None
+
+
+def _read_checkpoint(f: h5py.File, layout: _Layout) -> Checkpoint | None:
+    ck = f["checkpoint"]
+    slot = int(ck["active"][()])
+    if slot < 0:
+        return None
+    return Checkpoint(
+        fields={name: ck[name][slot] for name in layout.fields},
+        rng=_rng_from_json(ck["rng_state"][slot].tobytes()),
+        draws_done=int(ck["draws_done"][slot]),
+        steps_done=int(ck["steps_done"][slot]),
+        phase=PHASES[int(ck["phase"][slot])],
+    )
+
+
+# --------------------------------------------------------------------------- batch writer
+
+
+class BatchFile:
+    """A batch file open for SWMR writing; create or resume it with :func:`open_batch`."""
+
+    def __init__(self, path: Path, f: h5py.File, layout: _Layout, lock_fd: int):
+        self.path = path
+        self._f = f
+        self._layout = layout
+        self._lock_fd = lock_fd
+        self._theta = f["posterior/theta"]
+        self._stats = {k: f["sample_stats"][k] for k in layout.stats}
+        ck = f["checkpoint"]
+        self._ck = ck
+        self._active = int(ck["active"][()])
+        self.draws_stored = self._theta.shape[1]
+
+    @property
+    def draw_chunk(self) -> int:
+        return self._layout.draw_chunk
+
+    def append(self, theta: np.ndarray, stats: Mapping[str, np.ndarray]) -> None:
+        """Append draws ``theta (chain, k, param)`` and ``stats[name] (chain, k)``."""
+        k = theta.shape[1]
+        a, b = self.draws_stored, self.draws_stored + k
+        if set(stats) != set(self._stats):
+            raise ValueError(f"stats {sorted(stats)} differ from {sorted(self._stats)}")
+        self._theta.resize(b, axis=1)
+        self._theta[:, a:b, :] = theta
+        for name, ds in self._stats.items():
+            ds.resize(b, axis=1)
+            ds[:, a:b] = stats[name]
+        self.draws_stored = b
+        self._f.flush()
+
+    def checkpoint(
+        self, state, rng: np.random.Generator, draws_done: int, steps_done: int, phase: str
+    ) -> None:
+        """Write a complete checkpoint to the inactive slot, then make it the active one."""
+        if draws_done > self.draws_stored:
+            raise ValueError(f"draws_done {draws_done} > draws stored {self.draws_stored}")
+        raw = _rng_json(rng)
+        if len(raw) > RNG_BYTES:
+            raise ValueError(f"RNG state needs {len(raw)} bytes > {RNG_BYTES}")
+        slot = 1 - self._active if self._active >= 0 else 0
+        ck = self._ck
+        for name, value in zip(type(state)._fields, state, strict=True):
+            ck[name][slot] = np.asarray(value)
+        # JSON ignores trailing whitespace, so a space-padded buffer decodes as is
+        ck["rng_state"][slot] = np.frombuffer(raw.ljust(RNG_BYTES, b" "), dtype=np.uint8)
+        ck["draws_done"][slot] = draws_done
+        ck["steps_done"][slot] = steps_done
+        ck["phase"][slot] = PHASES.index(phase)
+        self._f.flush()
+        ck["active"][()] = slot
+        self._f.flush()
+        self._active = slot
+
+    def close(self) -> None:
+        if self._f.id.valid:
+            self._f.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
+
+    def __enter__(self) -> BatchFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _lock(path: Path) -> int:
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            raise BatchLocked(
+                f"{path} is being written by another process (lock {path}.lock is held); "
+                "two writers on one batch file would corrupt it"
+            ) from None
+        raise
+    return fd
+
+
+def _move_aside(path: Path, tag: str) -> Path:
+    dest = path.with_name(f"{path.name}.{tag}")
+    k = 1
+    while dest.exists():
+        dest = path.with_name(f"{path.name}.{tag}.{k}")
+        k += 1
+    os.replace(path, dest)
+    return dest
+
+
+def _create(path: Path, layout: _Layout, shash: str, settings_json: str) -> None:
+    """Create the full layout beside ``path`` and rename it in, so ``path`` is always valid."""
+    tmp = path.with_name(path.name + ".new")
+    with h5py.File(tmp, "w", libver=LIBVER) as f:
+        layout.create(f, shash, settings_json)
+    os.replace(tmp, path)
+
+
+def _recover(path: Path, layout: _Layout, shash: str, log: logging.Logger) -> str:
+    """Copy the committed part of a file left by a killed SWMR writer into a clean file.
+
+    Returns ``"recovered"``, ``"stale"`` (other settings or layout: left for the caller to move
+    aside) or ``"unreadable"`` (not readable even in SWMR-read mode).
+    """
+    try:
+        src = h5py.File(path, "r", swmr=True)
+    except OSError:
+        return "unreadable"
+    tmp = path.with_name(path.name + ".recover")
+    with src:
+        try:
+            ck_src = src["checkpoint"]
+            old = str(ck_src.attrs["settings_hash"])
+        except KeyError:
+            return "unreadable"
+        if old != shash or layout.matches(src) is not None:
+            return "stale"
+        slot = int(ck_src["active"][()])
+        done = int(ck_src["draws_done"][slot]) if slot >= 0 else 0
+        with h5py.File(tmp, "w", libver=LIBVER) as dst:
+            layout.create(dst, shash, str(ck_src.attrs["settings"]))
+            step = layout.draw_chunk
+            pairs = [(src["posterior/theta"], dst["posterior/theta"])]
+            pairs += [(src["sample_stats"][k], dst["sample_stats"][k]) for k in layout.stats]
+            for s, d in pairs:
+                d.resize(done, axis=1)
+                for a in range(0, done, step):  # one chunk at a time: memory stays bounded
+                    d[:, a : a + step] = s[:, a : a + step]
+            if slot >= 0:
+                ck = dst["checkpoint"]
+                for name in [*layout.fields, "rng_state", "draws_done", "steps_done", "phase"]:
+                    ck[name][0] = ck_src[name][slot]
+                ck["active"][()] = 0
+    os.replace(tmp, path)
+    log.warning(
+        "%s: recovered after an unclean shutdown of its writer; kept %d committed draws",
+        path,
+        done,
+    )
+    return "recovered"
+
+
+def _stale(path: Path, old: str, new: str, why: str | None, log: logging.Logger) -> None:
+    dest = _move_aside(path, f"stale-{old[:8] or 'nohash'}")
+    log.warning(
+        "%s was written under other settings (settings_hash %s, now %s%s); "
+        "moved to %s and starting fresh",
+        path,
+        old[:8] or "none",
+        new[:8],
+        f"; {why}" if why else "",
+        dest,
+    )
+
+
+def open_batch(
+    path: str | os.PathLike,
+    settings: Mapping,
+    *,
+    state,
+    stats: Mapping[str, Any],
+    block: int,
+    log: logging.Logger | None = None,
+) -> tuple[BatchFile, Checkpoint | None]:
+    """Open the batch file at ``path`` for writing, resuming it when it matches ``settings``.
+
+    ``state`` is a template sampler state (field shapes and dtypes), ``stats`` maps
+    sample-stat names to dtypes, ``block`` is the number of draws per append. Returns the
+    writer and the restored checkpoint (None when starting fresh). The data is truncated to
+    the checkpoint's ``draws_done``. A file written under other settings, or one that cannot
+    be read, is moved aside (``.stale-<hash8>`` / ``.unreadable``) with a log line, never reused.
+    """
+    log = log or logger
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    layout = _Layout.of(state, stats, block)
+    shash = settings_hash(settings)
+    sjson = canonical_json(settings)
+    lock_fd = _lock(path)
+    try:
+        ckpt = None
+        for _attempt in range(3):
+            if not path.exists():
+                _create(path, layout, shash, sjson)
+                break
+            try:
+                f = h5py.File(path, "r+", libver=LIBVER)
+            except OSError:
+                status = _recover(path, layout, shash, log)
+                if status == "stale":
+                    _stale(path, _peek_hash(path), shash, None, log)
+                elif status == "unreadable":
+                    dest = _move_aside(path, "unreadable")
+                    log.warning(
+                        "%s cannot be opened (killed mid-write?); moved to %s and starting fresh",
+                        path,
+                        dest,
+                    )
+                continue
+            with f:
+                ck = f.get("checkpoint")
+                old = str(ck.attrs.get("settings_hash", "")) if ck is not None else ""
+                why = layout.matches(f)
+            if old != shash or why is not None:
+                _stale(path, old, shash, why, log)
+                continue
+            break
+        else:
+            raise RuntimeError(f"{path}: could not be opened or recreated")
+        f = h5py.File(path, "r+", libver=LIBVER)
+        try:
+            ckpt = _read_checkpoint(f, layout)
+            done = ckpt.draws_done if ckpt else 0
+            if f["posterior/theta"].shape[1] > done:  # draws past the checkpoint: drop them
+                f["posterior/theta"].resize(done, axis=1)
+                for k in layout.stats:
+                    f["sample_stats"][k].resize(done, axis=1)
+            f.swmr_mode = True
+        except BaseException:
+            f.close()
+            raise
+        return BatchFile(path, f, layout, lock_fd), ckpt
+    except BaseException:
+        os.close(lock_fd)
+        raise
+
+
+def _peek_hash(path: Path) -> str:
+    try:
+        with h5py.File(path, "r", swmr=True) as f:
+            return str(f["checkpoint"].attrs["settings_hash"])
+    except (OSError, KeyError):
+        return ""
+
+
+def read_progress(path: str | os.PathLike) -> tuple[int, int, str] | None:
+    """``(draws_done, steps_done, phase)`` of a batch file's last checkpoint, also while it is
+    being written (SWMR read); None if there is none yet or it cannot be read."""
+    for kw in ({"swmr": True}, {}):
+        try:
+            with h5py.File(path, "r", **kw) as f:
+                ck = f["checkpoint"]
+                slot = int(ck["active"][()])
+                if slot < 0:
+                    return None
+                return (
+                    int(ck["draws_done"][slot]),
+                    int(ck["steps_done"][slot]),
+                    PHASES[int(ck["phase"][slot])],
+                )
+        except (OSError, KeyError):
+            continue
+    return None
+
+
+# --------------------------------------------------------------------------- virtual view
+
+
+def _scale(group: h5py.Group, name: str, data) -> h5py.Dataset:
+    ds = group.create_dataset(name, data=data)
+    ds.make_scale(name)
+    return ds
+
+
+def build(
+    batch_paths: Sequence[str | os.PathLike],
+    out_path: str | os.PathLike,
+    param_names: Sequence[str],
+    n_draws: int | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``samples.h5``: virtual datasets over the batch files, in batch order.
+
+    ``posterior/theta (chain, draw, param)`` and ``sample_stats/<name> (chain, draw)`` with
+    dimension scales ``chain``, ``draw``, ``param`` (names as strings) in each group, so xarray
+    (h5netcdf) and arviz read it. ``n_draws`` (default: the fewest committed in any batch) is
+    the number of leading draws shown. Source paths are stored relative to the directory of
+    ``out_path``; HDF5 resolves them against that directory first, so the results directory can
+    be moved as a whole. The file is written beside ``out_path`` and renamed in.
+    """
+    out_path = Path(out_path)
+    base = out_path.parent.resolve()
+    infos = []
+    for bp in batch_paths:
+        with h5py.File(bp, "r") as f:
+            th = f["posterior/theta"]
+            ck = f["checkpoint"]
+            slot = int(ck["active"][()])
+            done = int(ck["draws_done"][slot]) if slot >= 0 else 0
+            stats = {k: (v.dtype, v.shape) for k, v in f["sample_stats"].items()}
+            infos.append((bp, th.shape, th.dtype, done, stats))
+    if not infos:
+        raise ValueError("build needs at least one batch file")
+    p = infos[0][1][2]
+    if len(param_names) != p:
+        raise ValueError(f"{len(param_names)} param names for {p} parameters")
+    stat_names = list(infos[0][4])
+    for bp, shape, dtype, _, stats in infos:
+        if shape[2] != p or dtype != infos[0][2] or list(stats) != stat_names:
+            raise ValueError(f"{bp}: layout differs from {infos[0][0]}")
+    if n_draws is None:
+        n_draws = min(i[3] for i in infos)
+    short = [str(i[0]) for i in infos if i[3] < n_draws]
+    if short:
+        raise ValueError(f"fewer than {n_draws} committed draws in {', '.join(short)}")
+    n_chains = sum(i[1][0] for i in infos)
+    dtype = infos[0][2]
+
+    theta_l = h5py.VirtualLayout(shape=(n_chains, n_draws, p), dtype=dtype)
+    stat_l = {
+        k: h5py.VirtualLayout(shape=(n_chains, n_draws), dtype=infos[0][4][k][0])
+        for k in stat_names
+    }
+    c0 = 0
+    for bp, shape, _, _, stats in infos:
+        rel = os.path.relpath(Path(bp).resolve(), base)
+        nb = shape[0]
+        src = h5py.VirtualSource(rel, "posterior/theta", shape=shape)
+        theta_l[c0 : c0 + nb, :, :] = src[:, :n_draws, :]
+        for k in stat_names:
+            s = h5py.VirtualSource(rel, f"sample_stats/{k}", shape=stats[k][1])
+            stat_l[k][c0 : c0 + nb, :] = s[:, :n_draws]
+        c0 += nb
+
+    def fill(dt):
+        # a missing source reads as NaN rather than as plausible zeros
+        return np.nan if np.issubdtype(dt, np.floating) else 0
+
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    with h5py.File(tmp, "w", libver=LIBVER) as f:
+        for k, v in (attrs or {}).items():
+            f.attrs[k] = v
+        post = f.create_group("posterior")
+        chain = _scale(post, "chain", np.arange(n_chains, dtype=np.int64))
+        draw = _scale(post, "draw", np.arange(n_draws, dtype=np.int64))
+        param = _scale(post, "param", np.array(list(param_names), dtype=h5py.string_dtype()))
+        th = post.create_virtual_dataset("theta", theta_l, fillvalue=fill(dtype))
+        for i, sc in enumerate((chain, draw, param)):
+            th.dims[i].attach_scale(sc)
+        ss = f.create_group("sample_stats")
+        chain = _scale(ss, "chain", np.arange(n_chains, dtype=np.int64))
+        draw = _scale(ss, "draw", np.arange(n_draws, dtype=np.int64))
+        for k in stat_names:
+            ds = ss.create_virtual_dataset(k, stat_l[k], fillvalue=fill(stat_l[k].dtype))
+            ds.dims[0].attach_scale(chain)
+            ds.dims[1].attach_scale(draw)
+    os.replace(tmp, out_path)
+    return out_path
+
+
+# --------------------------------------------------------------------------- reader
+
+
+class SampleStore:
+    """Lazy reader of ``samples.h5``; nothing here reads all of ``theta`` at once."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._f = h5py.File(self.path, "r")
+        self.theta = self._f["posterior/theta"]
+        self._check_sources()
+        self.n_chains, self.n_draws, self.n_params = self.theta.shape
+        self.param_names = [
+            s.decode() if isinstance(s, bytes) else str(s) for s in self._f["posterior/param"][()]
+        ]
+
+    def _check_sources(self) -> None:
+        # HDF5 fills unreadable virtual sources silently; say which file is missing instead
+        base = self.path.resolve().parent
+        missing = sorted(
+            {m.file_name for m in self.theta.virtual_sources() if not (base / m.file_name).exists()}
+        )
+        if missing:
+            self.close()
+            raise FileNotFoundError(
+                f"{self.path}: batch files missing (relative to {base}): {', '.join(missing)}"
+            )
+
+    @property
+    def stat_names(self) -> list[str]:
+        return [k for k in self._f["sample_stats"] if k not in ("chain", "draw")]
+
+    def stat(self, name: str) -> np.ndarray:
+        """Sample stat ``name`` as a ``(chain, draw)`` array."""
+        return self._f["sample_stats"][name][()]
+
+    def iter_param_blocks(self, size: int) -> Iterator[tuple[slice, np.ndarray]]:
+        """``(slice, theta[:, :, slice])`` for consecutive blocks of ``size`` parameters."""
+        for a in range(0, self.n_params, size):
+            sl = slice(a, min(a + size, self.n_params))
+            yield sl, self.theta[:, :, sl]
+
+    def iter_draw_blocks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``(chain (n,), draw (n,), rows (n, p))`` covering every (chain, draw) once.
+
+        A block holds at most ``size`` rows: all chains over a range of draws (chain-major
+        within the block), or, when ``size`` is below the chain count, a range of chains at one
+        draw. Reads follow the chunking, which spans all chains of a batch.
+        """
+        n, d = self.n_chains, self.n_draws
+        if size >= n:
+            k = size // n
+            for a in range(0, d, k):
+                b = min(a + k, d)
+                rows = self.theta[:, a:b, :].reshape(n * (b - a), self.n_params)
+                chain = np.repeat(np.arange(n), b - a)
+                draw = np.tile(np.arange(a, b), n)
+                yield chain, draw, rows
+        else:
+            for t in range(d):
+                for a in range(0, n, size):
+                    b = min(a + size, n)
+                    yield np.arange(a, b), np.full(b - a, t), self.theta[a:b, t, :]
+
+    def close(self) -> None:
+        if self._f.id.valid:
+            self._f.close()
+
+    def __enter__(self) -> SampleStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
