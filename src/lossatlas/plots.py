@@ -1,0 +1,245 @@
+"""Figures: every function draws one PNG at ``path`` and leaves no figure open.
+
+Figures are built as ``matplotlib.figure.Figure`` objects on an Agg canvas, not through
+``pyplot``, so nothing is registered globally and nothing depends on the session's backend.
+No computation happens here beyond layout (ranks for the rank plot, a uniform subsample of
+points when there are too many to draw).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from scipy.stats import rankdata
+
+RHAT_LINE = 1.01
+
+
+def _figure(width, height) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path, dpi: int) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, format="png")
+    fig.clear()
+    return path
+
+
+def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
+    cols = min(n, max_cols)
+    return math.ceil(n / cols), cols
+
+
+def experiment_title(name: str, transforms=None) -> str:
+    """ "rotate-120: θ = 120°" for a rotation; otherwise the experiment name."""
+    for key, value in transforms or ():
+        if key == "rotate":
+            return f"{name}: θ = {value:g}°"
+    return name
+
+
+# ---------------------------------------------------------------------------------------------
+# The report's figures
+
+
+def plot_datasets(datasets: Mapping, path, titles: Mapping | None = None, dpi: int = 120) -> Path:
+    """Figure 1: one panel per experiment, points coloured by class, equal aspect.
+
+    ``datasets`` maps experiment name -> object with ``X`` (n, 2) and ``y`` (n,) (a
+    ``data.Dataset``); ``titles`` maps name -> panel title (default: the name).
+    """
+    names = list(datasets)
+    rows, cols = _grid(len(names))
+    fig = _figure(3.6 * cols, 3.4 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    lim = max(float(np.max(np.abs(np.asarray(datasets[n].X)))) for n in names) * 1.1
+    for ax, name in zip(axes, names, strict=False):
+        X, y = np.asarray(datasets[name].X), np.asarray(datasets[name].y)
+        for c in np.unique(y):
+            ax.scatter(X[y == c, 0], X[y == c, 1], s=36, label=f"class {c}", edgecolor="k")
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_xlabel("$x_1$")
+        ax.set_ylabel("$x_2$")
+        ax.set_title((titles or {}).get(name, name))
+        ax.legend(fontsize="small", loc="best")
+    for ax in axes[len(names) :]:
+        ax.set_axis_off()
+    fig.suptitle("Dataset per experiment")
+    return _save(fig, path, dpi)
+
+
+def _good_panel(item, which: str):
+    """(coords (n, 2), ratios, message, colour) from a Reduction or a plain dict."""
+    if hasattr(item, "summary"):
+        info = item.summary[which]
+        coords = getattr(item, which)
+        gi = item.good_index
+        colour = item.mean_loss[gi[:, 0], gi[:, 1]] if len(gi) else None
+    else:
+        info = item
+        coords = np.asarray(item["coords"])
+        colour = item.get("colour")
+    ratios = info.get("explained_variance_ratio") or []
+    return coords, ratios, info.get("message", ""), info.get("status", "ok"), colour
+
+
+def plot_good_minima(
+    results: Mapping, path, which: str = "pca_kpca", titles: Mapping | None = None, dpi: int = 120
+) -> Path:
+    """Figure 2: 2-D linear PCA of the good draws, one panel per experiment.
+
+    ``results`` maps name -> ``reduce.Reduction`` (or a dict with ``coords``,
+    ``explained_variance_ratio``, ``message``, ``status``); ``which`` is "pca_kpca" (PCA of the
+    kernel-PCA coordinates, the report's pipeline) or "pca_param" (PCA in parameter space).
+    Axes name the component and its explained-variance ratio; points are coloured by mean loss.
+    """
+    space = {"pca_kpca": "kernel-PCA space", "pca_param": "parameter space"}.get(which, which)
+    names = list(results)
+    rows, cols = _grid(len(names))
+    fig = _figure(3.8 * cols, 3.4 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, name in zip(axes, names, strict=False):
+        coords, ratios, message, status, colour = _good_panel(results[name], which)
+        ax.set_title((titles or {}).get(name, name))
+        if status != "ok" or len(coords) < 2:
+            ax.text(0.5, 0.5, message or "no good draws", ha="center", va="center", wrap=True)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        sc = ax.scatter(coords[:, 0], coords[:, 1], s=4, c=colour, cmap="viridis", alpha=0.7)
+        if colour is not None:
+            fig.colorbar(sc, ax=ax, label="mean loss")
+        for i, setter in enumerate((ax.set_xlabel, ax.set_ylabel)):
+            r = f" ({ratios[i]:.1%} var.)" if i < len(ratios) else ""
+            setter(f"PC{i + 1}{r}")
+        ax.set_aspect("equal", adjustable="datalim")
+    for ax in axes[len(names) :]:
+        ax.set_axis_off()
+    fig.suptitle(f"Good draws: linear PCA in {space}")
+    return _save(fig, path, dpi)
+
+
+# ---------------------------------------------------------------------------------------------
+# Diagnostics
+
+
+def plot_trace(energy, path, dpi: int = 120) -> Path:
+    """Trace of U per chain (one line per chain)."""
+    e = np.asarray(energy, dtype=float)
+    fig = _figure(8, 3.2)
+    ax = fig.subplots()
+    alpha = max(0.15, min(0.9, 4.0 / e.shape[0]))
+    for c in range(e.shape[0]):
+        ax.plot(e[c], lw=0.6, alpha=alpha)
+    ax.set_xlabel("draw")
+    ax.set_ylabel("U")
+    ax.set_title(f"Trace of U ({e.shape[0]} chains)")
+    return _save(fig, path, dpi)
+
+
+def plot_rank(energy, path, bins: int | None = None, dpi: int = 120) -> Path:
+    """Rank plot of U: histogram of the pooled ranks in each chain (Vehtari et al. 2021).
+
+    Converged chains give near-uniform histograms; the dashed line is the uniform count.
+    """
+    e = np.asarray(energy, dtype=float)
+    n_chains, n_draws = e.shape
+    ranks = rankdata(e.ravel()).reshape(e.shape)
+    bins = bins or int(np.clip(n_draws // 10, 5, 30))
+    edges = np.linspace(0.5, e.size + 0.5, bins + 1)
+    rows, cols = _grid(n_chains, max_cols=8)
+    fig = _figure(1.6 * cols + 1, 1.3 * rows + 0.8)
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True).ravel()
+    for c, ax in enumerate(axes[:n_chains]):
+        ax.hist(ranks[c], bins=edges, color="C0")
+        ax.axhline(n_draws / bins, color="k", ls="--", lw=0.8)
+        ax.set_title(f"chain {c}", fontsize="small")
+        ax.set_yticks([])
+    for ax in axes[n_chains:]:
+        ax.set_axis_off()
+    fig.supxlabel("rank of U among all draws")
+    fig.suptitle("Rank plot of U")
+    return _save(fig, path, dpi)
+
+
+def plot_rhat(names, rhat, path, threshold: float = RHAT_LINE, dpi: int = 120) -> Path:
+    """R-hat per quantity, with the threshold line; names on the axis when there are few."""
+    r = np.asarray(rhat, dtype=float)
+    names = list(names)
+    fig = _figure(min(12, 3 + 0.25 * len(r)) if len(r) <= 40 else 10, 3.4)
+    ax = fig.subplots()
+    x = np.arange(len(r))
+    bad = ~(r < threshold)
+    ax.scatter(x[~bad], r[~bad], s=14, color="C0", label=f"< {threshold}")
+    ax.scatter(
+        x[bad],
+        np.where(np.isfinite(r[bad]), r[bad], threshold),
+        s=18,
+        color="C3",
+        marker="x",
+        label=f">= {threshold} or NaN",
+    )
+    ax.axhline(threshold, color="k", ls="--", lw=0.8)
+    ax.axhline(1.0, color="0.6", lw=0.5)
+    if len(r) <= 40:
+        ax.set_xticks(x, names, rotation=90, fontsize="small")
+    else:
+        ax.set_xlabel("quantity index")
+    ax.set_ylabel("rank-normalised split R-hat")
+    ax.set_title(f"R-hat ({int(bad.sum())} of {len(r)} at or above {threshold})")
+    ax.legend(fontsize="small")
+    return _save(fig, path, dpi)
+
+
+def plot_energy_hist(energy, path, bins: int = 60, dpi: int = 120) -> Path:
+    """Histogram of U over all draws."""
+    e = np.asarray(energy, dtype=float).ravel()
+    fig = _figure(5, 3.4)
+    ax = fig.subplots()
+    ax.hist(e[np.isfinite(e)], bins=bins, color="C0")
+    ax.set_xlabel("U")
+    ax.set_ylabel("draws")
+    ax.set_title(f"Energy histogram ({e.size} draws)")
+    return _save(fig, path, dpi)
+
+
+def plot_kpca_3d(
+    embedding, colour, path, max_points: int = 20000, seed: int = 0, dpi: int = 120
+) -> Path:
+    """3-D scatter of the kernel-PCA coordinates coloured by U (2-D if fewer components).
+
+    ``embedding`` is (chain, draw, k) or (n, k) and ``colour`` has the matching leading shape.
+    Above ``max_points`` a uniform subsample is drawn, only to keep the file readable.
+    """
+    emb = np.asarray(embedding, dtype=float)
+    emb = emb.reshape(-1, emb.shape[-1])
+    col = np.asarray(colour, dtype=float).ravel()
+    if len(emb) > max_points:
+        idx = np.sort(np.random.default_rng(seed).choice(len(emb), max_points, replace=False))
+        emb, col = emb[idx], col[idx]
+    fig = _figure(6, 5)
+    k = emb.shape[1]
+    if k >= 3:
+        ax = fig.add_subplot(projection="3d")
+        sc = ax.scatter(emb[:, 0], emb[:, 1], emb[:, 2], c=col, s=2, cmap="viridis")
+        ax.set_zlabel("KPC3")
+    else:
+        ax = fig.add_subplot()
+        y = emb[:, 1] if k == 2 else np.zeros(len(emb))
+        sc = ax.scatter(emb[:, 0], y, c=col, s=2, cmap="viridis")
+    ax.set_xlabel("KPC1")
+    ax.set_ylabel("KPC2" if k >= 2 else "")
+    fig.colorbar(sc, ax=ax, label="U", shrink=0.7, pad=0.12)
+    ax.set_title(f"Kernel PCA of {len(emb)} draws")
+    return _save(fig, path, dpi)
