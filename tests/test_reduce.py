@@ -167,3 +167,14 @@ def test_zero_or_one_good_draw_is_reported_not_raised(n_good):
         assert "at least 2" in res.summary[key]["message"]
     assert res.pca_param.shape == (n_good, 2)
     assert res.summary["good"]["n_good"] == n_good
+
+
+def test_identical_good_draws_are_reported_and_store_like_accepted():
+    class StoreLike:  # what reduce needs of store.SampleStore
+        theta = np.tile(np.arange(P, dtype=float), (2, 30, 1))
+
+    loss = np.zeros((2, 30))
+    res = rd.reduce(StoreLike(), loss, loss, _cfg())
+    assert res.summary["pca_param"]["status"] == "skipped"
+    assert "coincide" in res.summary["pca_param"]["message"]
+    json.loads(json.dumps(res.summary, allow_nan=False))

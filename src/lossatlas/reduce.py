@@ -336,6 +336,11 @@ def pca_in_memory(x: np.ndarray, n_components: int = 2, label: str = "") -> tupl
         return _pca_result(
             "skipped", msg, np.full((n, n_components), np.nan), [], None, n_components
         )
+    if not np.ptp(x, axis=0).any():
+        msg = f"all {n} good draws{label} coincide: no direction to find; skipped"
+        return _pca_result(
+            "skipped", msg, np.full((n, n_components), np.nan), [], None, n_components
+        )
     k = min(n_components, n, x.shape[1])
     pca = PCA(n_components=k, svd_solver="full")
     coords, ratio = _pad(pca.fit_transform(x), pca.explained_variance_ratio_, n_components)
