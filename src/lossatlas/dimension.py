@@ -1,0 +1,317 @@
+"""Dimension of a point cloud of draws, measured against null models of the same size.
+
+Statistics (of the good draws unless stated):
+- ``pca_ev{k}``: fraction of variance in the top ``k`` principal components, full space;
+- ``twonn``: TwoNN intrinsic dimension (Facco et al. 2017, Sci. Rep. 7:12140): the ratios
+  ``mu = r2 / r1`` of second to first neighbour distances follow ``F(mu) = 1 - mu^-d``; ``d`` is
+  the slope through the origin of ``-log(1 - F)`` against ``log mu``, the largest
+  ``discard`` fraction of ``mu`` left out;
+- ``mle``: Levina-Bickel (2004) maximum likelihood over ``k1..k2`` neighbours, with the
+  MacKay-Ghahramani correction (average the per-point *inverse* estimates, then invert);
+- ``pipeline_ev{n_pca}``: the report's pipeline on all draws: RBF kernel PCA to ``n_kpca``,
+  keep the good draws, linear PCA to ``n_pca``, summed explained-variance ratio.
+
+Intervals are bootstrap percentiles (fixed seed). Nulls: ``uniform`` = draws uniform in the box
+(for the pipeline: as many uniform points as draws, with a random good set of the same size);
+``shuffled`` = the chain's own draws with energies shuffled, so the good set is a random subset
+of the same size.
+
+Exact duplicate draws (repeated positions after rejected proposals) have zero neighbour
+distance and are dropped before neighbour-based estimates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.decomposition import PCA, IncrementalPCA, KernelPCA
+from sklearn.neighbors import NearestNeighbors
+
+QUANTILES = (0.025, 0.975)
+
+
+def _rng(seed):
+    return np.random.default_rng(seed)
+
+
+def _rows(X, idx) -> np.ndarray:
+    """Rows ``idx`` of an array-like (h5py wants increasing indices), as float64."""
+    return np.asarray(X[np.sort(np.asarray(idx, dtype=np.int64))], dtype=np.float64)
+
+
+def _unique(X) -> np.ndarray:
+    return np.unique(np.asarray(X, dtype=np.float64), axis=0)
+
+
+def pca_spectrum(
+    X, n_components: int | None = None, block: int = 4096, max_exact: int = 50_000_000
+) -> dict:
+    """Full-space PCA of ``X (n, p)``: ``explained_variance`` and ``explained_variance_ratio``
+    (ratios of the *total* variance, so they need not sum to 1 when truncated).
+
+    Exact (scikit-learn PCA) when ``n * p <= max_exact``; otherwise IncrementalPCA over draw
+    blocks of ``block`` rows with ``n_components <= block`` (default ``min(p, block)``), and the
+    total variance summed exactly while streaming.
+    """
+    n, p = X.shape
+    if n * p <= max_exact:
+        A = np.asarray(X, dtype=np.float64)
+        pca = PCA(n_components=n_components, svd_solver="full").fit(A)
+        total = A.var(axis=0, ddof=1).sum()
+        ev = pca.explained_variance_
+    else:
+        k = min(n_components or p, block, p)
+        ipca = IncrementalPCA(n_components=k)
+        s1, s2 = np.zeros(p), np.zeros(p)
+        bounds = list(range(0, n, block)) + [n]
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] < k:
+            del bounds[-2]  # IncrementalPCA needs every batch >= n_components: merge the tail
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            A = np.asarray(X[lo:hi], dtype=np.float64)
+            ipca.partial_fit(A)
+            s1 += A.sum(axis=0)
+            s2 += (A * A).sum(axis=0)
+        total = ((s2 - s1 * s1 / n) / (n - 1)).sum()
+        ev = ipca.explained_variance_
+    return {"explained_variance": ev, "explained_variance_ratio": ev / total, "total": total}
+
+
+def _top_k_ratio(X, k):
+    return float(pca_spectrum(X, n_components=min(k, *X.shape))["explained_variance_ratio"].sum())
+
+
+# --- TwoNN ------------------------------------------------------------------------------------
+
+
+def _twonn_fit(mu: np.ndarray, discard: float) -> np.ndarray:
+    """Slope through the origin, for each row of ``mu (b, N)``."""
+    mu = np.sort(mu, axis=-1)
+    N = mu.shape[-1]
+    keep = int(np.floor(N * (1 - discard)))
+    F = np.arange(1, N + 1) / N
+    x = np.log(mu[..., :keep])
+    y = -np.log(1 - F[:keep])
+    return (x * y).sum(-1) / (x * x).sum(-1)
+
+
+def twonn(X, discard: float = 0.1, n_boot: int = 200, seed: int = 0) -> dict:
+    """TwoNN estimate ``{"value", "lo", "hi", "n"}``; bootstrap over points (their ratios)."""
+    U = _unique(X)
+    dist, _ = NearestNeighbors(n_neighbors=3).fit(U).kneighbors(U)
+    mu = dist[:, 2] / dist[:, 1]
+    value = float(_twonn_fit(mu[None], discard)[0])
+    idx = _rng(seed).integers(0, len(mu), size=(n_boot, len(mu)))
+    boot = _twonn_fit(mu[idx], discard)
+    lo, hi = np.quantile(boot, QUANTILES)
+    return {"value": value, "lo": float(lo), "hi": float(hi), "n": len(mu)}
+
+
+# --- Levina-Bickel MLE -----------------------------------------------------------------------
+
+
+def mle(X, k1: int = 10, k2: int = 20, n_boot: int = 200, seed: int = 0) -> dict:
+    """Levina-Bickel MLE with the MacKay-Ghahramani correction ``{"value", "lo", "hi", "n"}``.
+
+    Per point and ``k``: ``1/m_k(x) = 1/(k-1) sum_{j<k} log(T_k / T_j)`` (an unbiased estimate
+    of ``1/d`` for a locally uniform density); ``d_k = 1 / mean_x(1/m_k(x))``; the value is the
+    mean of ``d_k`` over ``k = k1..k2``. Bootstrap: points resampled with replacement.
+    """
+    U = _unique(X)
+    n = len(U)
+    if n <= k2:
+        raise ValueError(f"mle needs more than k2 = {k2} distinct points, got {n}")
+    dist, _ = NearestNeighbors(n_neighbors=k2 + 1).fit(U).kneighbors(U)
+    logT = np.log(dist[:, 1:])  # (n, k2): T_1 .. T_k2
+    ks = np.arange(k1, k2 + 1)
+    csum = np.cumsum(logT, axis=1)
+    # sum_{j<k} log(T_k/T_j) = (k-1) log T_k - sum_{j<=k-1} log T_j
+    inv = ((ks - 1) * logT[:, ks - 1] - csum[:, ks - 2]) / (ks - 1)  # (n, K)
+    value = float(np.mean(1 / inv.mean(axis=0)))
+    counts = _rng(seed).multinomial(n, np.full(n, 1 / n), size=n_boot)  # (b, n)
+    boot = np.mean(1 / ((counts @ inv) / n), axis=1)
+    lo, hi = np.quantile(boot, QUANTILES)
+    return {"value": value, "lo": float(lo), "hi": float(hi), "n": n}
+
+
+# --- the report's pipeline ---------------------------------------------------------------------
+
+
+def pipeline_ev(
+    theta,
+    good: np.ndarray,
+    n_kpca: int = 3,
+    n_pca: int = 2,
+    gamma: float | None = None,
+    max_exact: int = 2000,
+    seed: int = 0,
+) -> float:
+    """Report's statistic: RBF kernel PCA of all draws to ``n_kpca``, then linear PCA of the
+    good ones to ``n_pca``; summed explained-variance ratio. ``gamma`` None = 1 / (p * mean
+    variance). Above ``max_exact`` draws a random subset (fixed seed) of that size is used.
+    NaN when fewer than ``n_pca + 1`` good draws remain."""
+    theta = np.asarray(theta, dtype=np.float64)
+    good = np.asarray(good, dtype=bool)
+    if len(theta) > max_exact:
+        keep = _rng(seed).choice(len(theta), size=max_exact, replace=False)
+        theta, good = theta[keep], good[keep]
+    if good.sum() < n_pca + 1:
+        return float("nan")
+    if gamma is None:
+        gamma = 1.0 / (theta.shape[1] * theta.var(axis=0).mean())
+    Z = KernelPCA(n_components=n_kpca, kernel="rbf", gamma=gamma, random_state=seed)
+    Z = Z.fit_transform(theta)
+    return float(PCA(n_components=n_pca).fit(Z[good]).explained_variance_ratio_.sum())
+
+
+# --- nulls --------------------------------------------------------------------------------------
+
+
+def null_uniform(n: int, p: int, box: float, rng) -> np.ndarray:
+    """``n`` draws uniform in ``[-box, box]^p``."""
+    return _rng(rng).uniform(-box, box, size=(n, p))
+
+
+def null_shuffled(mean_loss: np.ndarray, rng) -> np.ndarray:
+    """The energies permuted across draws: the good set becomes a random subset of equal size."""
+    return _rng(rng).permutation(np.asarray(mean_loss))
+
+
+# --- table --------------------------------------------------------------------------------------
+
+
+def _interval(values):
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return float("nan"), float("nan"), float("nan")
+    lo, hi = np.quantile(v, QUANTILES)
+    return float(np.median(v)), float(lo), float(hi)
+
+
+def _p_null(value, null_values):
+    """Two-sided rank p-value of ``value`` among null replicates (``+1`` so it is never 0)."""
+    v = np.asarray(null_values, dtype=float)
+    v = v[np.isfinite(v)]
+    if not np.isfinite(value) or len(v) == 0:
+        return float("nan")
+    lower, upper = (v <= value).sum() + 1, (v >= value).sum() + 1
+    return float(min(1.0, 2 * min(lower, upper) / (len(v) + 1)))
+
+
+def _verdict(value, null, nv, nlo, nhi, p, alpha):
+    if not np.isfinite(p):
+        return "not computed (too few good draws)"
+    if p > alpha:
+        return (
+            f"explained by construction: {value:.3g} is within the {null} null "
+            f"({nv:.3g} [{nlo:.3g}, {nhi:.3g}], p = {p:.2g})"
+        )
+    side = "above" if value > nv else "below"
+    return f"{side} the {null} null ({value:.3g} vs {nv:.3g} [{nlo:.3g}, {nhi:.3g}], p = {p:.2g})"
+
+
+def dimension_table(
+    theta,
+    mean_loss,
+    threshold: float,
+    box: float,
+    *,
+    seed: int = 0,
+    n_boot: int = 200,
+    n_null: int = 50,
+    alpha: float = 0.05,
+    k_pca: int = 2,
+    discard: float = 0.1,
+    k1: int = 10,
+    k2: int = 20,
+    kpca: dict | None = None,
+    max_points: int = 5000,
+) -> list[dict]:
+    """Rows ``{statistic, value, lo, hi, null, null_value, null_lo, null_hi, p_null, verdict,
+    n_good}`` for draws ``theta (n, p)`` with per-draw ``mean_loss (n,)``; good = ``mean_loss <
+    threshold``.
+
+    Data intervals: bootstrap percentiles (``n_boot`` for twonn/mle, ``n_null`` refits for
+    ``pca_ev``; none for the pipeline, NaN). Null value and interval: median and 2.5-97.5%
+    range over ``n_null`` null replicates. ``p_null``: two-sided rank p-value of the value
+    among the null replicates; verdict "explained by construction" when ``p_null > alpha``
+    (so ``n_null >= 2 / alpha - 1`` is needed to ever reject). ``kpca``: keyword arguments of
+    :func:`pipeline_ev`. At most ``max_points`` good draws (random subset, fixed seed) enter the
+    good-draw statistics.
+    """
+    rng = _rng(seed)
+    mean_loss = np.asarray(mean_loss, dtype=np.float64)
+    n, p = theta.shape
+    kpca = {"seed": seed, **(kpca or {})}
+    good = mean_loss < threshold
+    n_good = int(good.sum())
+    # read only subsets of theta: it may be an on-disk array with p up to 1e5
+    idx = np.flatnonzero(good)
+    if len(idx) > max_points:
+        idx = rng.choice(idx, size=max_points, replace=False)
+    G = _rows(theta, idx)
+    m = len(G)
+    n_pipe = min(n, kpca.get("max_exact", 2000))
+    pipe_idx = np.arange(n) if n_pipe == n else rng.choice(n, size=n_pipe, replace=False)
+    T, T_loss = _rows(theta, pipe_idx), mean_loss[np.sort(pipe_idx)]
+    T_good = T_loss < threshold
+
+    real = {}
+    if m > k2 + 1:
+        r1 = twonn(G, discard=discard, n_boot=n_boot, seed=seed)
+        r2 = mle(G, k1=k1, k2=k2, n_boot=n_boot, seed=seed)
+        real = {k: (r["value"], r["lo"], r["hi"]) for k, r in (("twonn", r1), ("mle", r2))}
+        ev = _top_k_ratio(G, k_pca)
+        br = _rng(seed)
+        boots = [_top_k_ratio(G[br.integers(0, m, m)], k_pca) for _ in range(n_null)]
+        real[f"pca_ev{k_pca}"] = (ev, *_interval(boots)[1:])
+    pipe_name = f"pipeline_ev{kpca.get('n_pca', 2)}"
+    # no bootstrap here: duplicated draws bias kernel PCA; the null spread carries the noise
+    real[pipe_name] = (pipeline_ev(T, T_good, **kpca), float("nan"), float("nan"))
+
+    # null replicates
+    nulls = {"uniform": {}, "shuffled": {}}
+    for r in range(n_null):
+        rs = _rng([seed, r])
+        U = null_uniform(m, p, box, rs)
+        S = _rows(theta, rs.choice(n, size=m, replace=False))
+        for name, cloud in (("uniform", U), ("shuffled", S)):
+            if m > k2 + 1:
+                nulls[name].setdefault("twonn", []).append(
+                    twonn(cloud, discard=discard, n_boot=1)["value"]
+                )
+                nulls[name].setdefault("mle", []).append(
+                    mle(cloud, k1=k1, k2=k2, n_boot=1)["value"]
+                )
+                nulls[name].setdefault(f"pca_ev{k_pca}", []).append(_top_k_ratio(cloud, k_pca))
+        # pipeline nulls, on as many draws as the real pipeline: a uniform cloud with a random
+        # good set of the same size; the real draws with their energies shuffled
+        mask = np.zeros(n_pipe, dtype=bool)
+        mask[rs.choice(n_pipe, size=int(T_good.sum()), replace=False)] = True
+        nulls["uniform"].setdefault(pipe_name, []).append(
+            pipeline_ev(null_uniform(n_pipe, p, box, rs), mask, **kpca)
+        )
+        nulls["shuffled"].setdefault(pipe_name, []).append(
+            pipeline_ev(T, null_shuffled(T_loss, rs) < threshold, **kpca)
+        )
+
+    rows = []
+    for stat, (value, lo, hi) in real.items():
+        for null in ("uniform", "shuffled"):
+            nv, nlo, nhi = _interval(nulls[null].get(stat, []))
+            pn = _p_null(value, nulls[null].get(stat, []))
+            rows.append(
+                {
+                    "statistic": stat,
+                    "value": value,
+                    "lo": lo,
+                    "hi": hi,
+                    "null": null,
+                    "null_value": nv,
+                    "null_lo": nlo,
+                    "null_hi": nhi,
+                    "p_null": pn,
+                    "verdict": _verdict(value, null, nv, nlo, nhi, pn, alpha),
+                    "n_good": n_good,
+                }
+            )
+    return rows

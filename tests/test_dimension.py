@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+from sklearn.datasets import make_swiss_roll
+
+from lossatlas import dimension
+
+N = 2000
+
+
+def _embed(Z, p=10, seed=0):
+    Q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(p, p)))
+    return Z @ Q[: Z.shape[1]] + 0.5
+
+
+# Tolerance: |estimate - d| <= 0.1 d + 0.1 on 2000 points (both estimators are biased low in
+# a few percent at d = 5 from finite samples and edges); estimates for d and d + 1 never overlap.
+def _tol(d):
+    return 0.1 * d + 0.1
+
+
+@pytest.mark.parametrize("d", [2, 3, 5])
+@pytest.mark.parametrize("est", [dimension.twonn, dimension.mle])
+def test_linear_manifold(est, d):
+    X = _embed(np.random.default_rng(d).normal(size=(N, d)))
+    r = est(X, n_boot=50)
+    assert abs(r["value"] - d) <= _tol(d)
+    assert r["lo"] <= r["value"] <= r["hi"]
+    assert r["hi"] - r["lo"] < 0.6
+
+
+@pytest.mark.parametrize("est", [dimension.twonn, dimension.mle])
+def test_curved_manifolds(est):
+    roll, _ = make_swiss_roll(N, random_state=0)  # a 2-D sheet rolled up in R^3
+    assert abs(est(_embed(roll), n_boot=20)["value"] - 2) <= _tol(2)
+    v = np.random.default_rng(1).normal(size=(N, 4))
+    sphere = v / np.linalg.norm(v, axis=1, keepdims=True)  # S^3, 3-D, in R^4
+    assert abs(est(_embed(sphere), n_boot=20)["value"] - 3) <= _tol(3)
+
+
+def test_duplicates_are_dropped():
+    X = _embed(np.random.default_rng(2).normal(size=(500, 2)))
+    a = dimension.twonn(X, n_boot=10)
+    b = dimension.twonn(np.repeat(X, 3, axis=0), n_boot=10)  # rejected RWM moves repeat rows
+    assert a["value"] == b["value"] and b["n"] == 500
+    assert np.isfinite(dimension.mle(np.repeat(X, 3, axis=0), n_boot=10)["value"])
+
+
+def test_pca_spectrum_streamed_matches_exact():
+    X = np.random.default_rng(3).normal(size=(3000, 12)) * np.arange(1, 13)
+    exact = dimension.pca_spectrum(X)
+    streamed = dimension.pca_spectrum(X, n_components=12, block=700, max_exact=1000)
+    np.testing.assert_allclose(
+        streamed["explained_variance_ratio"], exact["explained_variance_ratio"], atol=1e-12
+    )
+    np.testing.assert_allclose(exact["explained_variance_ratio"].sum(), 1.0, atol=1e-12)
+    assert exact["explained_variance_ratio"][0] > 0.2  # the largest scale comes first
+
+
+def test_pipeline_ev_is_high_by_construction():
+    # kernel PCA to 3 then PCA to 2 keeps >= 2/3 of the variance whatever the input
+    rng = np.random.default_rng(4)
+    theta = rng.uniform(-10, 10, size=(300, 18))
+    good = rng.random(300) < 0.3
+    ev = dimension.pipeline_ev(theta, good)
+    assert 2 / 3 <= ev <= 1
+    assert np.isnan(dimension.pipeline_ev(theta, np.zeros(300, bool)))
+
+
+def _table(theta, loss, **kw):
+    rows = dimension.dimension_table(theta, loss, 0.5, 10.0, seed=0, n_boot=50, n_null=40, **kw)
+    return {(r["statistic"], r["null"]): r for r in rows}
+
+
+def test_table_uniform_data_is_explained_by_construction():
+    rng = np.random.default_rng(5)
+    theta = rng.uniform(-10, 10, size=(300, 5))
+    loss = rng.random(300)
+    table = _table(theta, loss)
+    assert {s for s, _ in table} == {"twonn", "mle", "pca_ev2", "pipeline_ev2"}
+    for key, row in table.items():
+        assert row["verdict"].startswith("explained by construction"), (key, row["verdict"])
+        assert row["p_null"] > 0.05
+        assert row["n_good"] == (loss < 0.5).sum()
+
+
+def test_table_flags_a_real_plane():
+    rng = np.random.default_rng(6)
+    Q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    good = rng.uniform(-3, 3, size=(150, 2)) @ Q[:2]
+    theta = np.vstack([good, rng.uniform(-10, 10, size=(150, 5))])
+    loss = np.r_[np.full(150, 0.01), np.ones(150)]
+    table = _table(theta, loss)
+    for stat in ("twonn", "mle"):
+        for null in ("uniform", "shuffled"):
+            row = table[(stat, null)]
+            assert row["verdict"].startswith("below"), row["verdict"]
+            assert abs(row["value"] - 2) < 0.5
+    assert table[("pca_ev2", "uniform")]["value"] > 0.999
+    assert table[("pipeline_ev2", "shuffled")]["verdict"].startswith("above")
