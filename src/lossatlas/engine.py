@@ -285,13 +285,17 @@ def run_experiment(
         latest[b] = msg
 
     client.subscribe_topic(PROGRESS_TOPIC, on_event)
+    try:
+        dashboard = client.dashboard_link
+    except Exception:  # no dashboard on this scheduler
+        dashboard = None
     log.info(
         "%s: %d chains in %d batches, %d draws each; dashboard %s",
         experiment.name,
         n_chains,
         len(specs),
         s["draws"],
-        getattr(client, "dashboard_link", None),
+        dashboard or "off",
     )
     token = uuid.uuid4().hex[:8]
     t0 = time.monotonic()

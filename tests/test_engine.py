@@ -1,0 +1,251 @@
+"""Batches resume to the same bytes; experiments give the same samples whatever the workers."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import tracemalloc
+
+import h5py
+import pytest
+
+from lossatlas import config, data, engine, store
+
+WAIT_S = 120  # bound on every poll below
+
+
+def make_cfg(**sampler):
+    s = {
+        "n_chains": 4,
+        "chains_per_batch": 2,
+        "warmup": 40,
+        "draws": 30,
+        "thin": 2,
+        "checkpoint_every": 10,
+    }
+    s.update(sampler)
+    return config.validate({"sampler": s, "dask": {"progress_interval": 0.01}})
+
+
+def setup(cfg, out_dir):
+    exp = next(iter(config.experiments(cfg).values()))
+    ds = data.for_experiment(cfg, exp)
+    return exp, ds, engine.batch_specs(cfg, exp, ds, out_dir)
+
+
+def contents(path) -> dict[str, bytes]:
+    """Every draw dataset of a batch file, as bytes."""
+    with h5py.File(path, "r") as f:
+        out = {"theta": f["posterior/theta"][()].tobytes()}
+        out.update({k: v[()].tobytes() for k, v in f["sample_stats"].items()})
+    return out
+
+
+def poll(predicate, what: str):
+    deadline = time.monotonic() + WAIT_S
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {WAIT_S}s waiting for {what}")
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("stop", [1, 3, 5], ids=["mid-warmup", "end-warmup", "mid-sampling"])
+def test_resume_is_byte_identical(tmp_path, stop):
+    cfg = make_cfg(warmup=50)  # warm-up checkpoints after 20 and 40 transitions
+    spec = setup(cfg, tmp_path / "ref")[2][0]
+    ref = engine.run_batch(spec)
+    assert ref["draws_computed"] == 30 and not ref["stopped"]
+
+    spec = setup(cfg, tmp_path / "cut")[2][0]
+    first = engine.run_batch({**spec, "stop_after_blocks": stop})
+    assert first["stopped"]
+    progress = store.read_progress(spec["path"])
+    assert progress[2] == ("warmup" if stop < 3 else "sampling")
+    second = engine.run_batch(spec)
+    assert second["draws_resumed"] == first["draws_done"]
+    assert second["draws_resumed"] + second["draws_computed"] == 30
+    assert contents(spec["path"]) == contents(ref["path"])
+
+
+def test_more_draws_extend_a_finished_batch(tmp_path):
+    spec = setup(make_cfg(draws=25), tmp_path / "a")[2][0]
+    engine.run_batch(spec)
+    longer = {**spec, "sampler": {**spec["sampler"], "draws": 40}}
+    summary = engine.run_batch(longer)
+    assert (summary["draws_resumed"], summary["draws_computed"]) == (25, 15)
+    ref = setup(make_cfg(draws=40), tmp_path / "b")[2][0]
+    engine.run_batch(ref)
+    assert contents(spec["path"]) == contents(ref["path"])
+
+
+def test_other_settings_start_fresh(tmp_path, caplog):
+    spec = setup(make_cfg(), tmp_path / "a")[2][0]
+    engine.run_batch({**spec, "stop_after_blocks": 3})
+    hotter = {**spec, "target": {**spec["target"], "beta": 0.5}}
+    with caplog.at_level(logging.WARNING, logger="lossatlas"):
+        summary = engine.run_batch(hotter)
+    assert "written under other settings" in caplog.text
+    assert summary["draws_resumed"] == 0
+    assert list(tmp_path.glob("a/chains/batch-0000.h5.stale-*"))
+    ref = setup(make_cfg(), tmp_path / "b")[2][0]
+    engine.run_batch({**ref, "target": {**ref["target"], "beta": 0.5}})
+    assert contents(spec["path"]) == contents(ref["path"])
+
+
+KILLED_RUN = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {testdir!r})
+    from test_engine import make_cfg, setup
+    from lossatlas import engine
+    spec = setup(make_cfg(draws=10**6), {out!r})[2][0]
+    engine.run_batch(spec)
+    """
+)
+
+
+def test_resume_after_sigkill(tmp_path, caplog):
+    """A batch SIGKILLed mid-run (more draws than it could finish) resumes to the same bytes."""
+    out = tmp_path / "cut"
+    code = KILLED_RUN.format(testdir=os.path.dirname(__file__), out=str(out))
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    path = out / "chains" / "batch-0000.h5"
+    try:
+        poll(lambda: (store.read_progress(path) or (0,))[0] >= 20, "20 committed draws")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=WAIT_S)
+    assert proc.returncode == -signal.SIGKILL
+    # draws are not part of the settings, so a run asking for fewer reuses the file
+    cfg = make_cfg(draws=200)
+    spec = setup(cfg, out)[2][0]
+    with caplog.at_level(logging.WARNING, logger="lossatlas"):
+        summary = engine.run_batch(spec)
+    assert "unclean shutdown" in caplog.text
+    assert summary["draws_resumed"] >= 20
+    ref = setup(cfg, tmp_path / "ref")[2][0]
+    engine.run_batch(ref)
+    # the killed run may have committed more than 200 draws: compare the first 200
+    with h5py.File(spec["path"], "r") as f, h5py.File(ref["path"], "r") as g:
+        a, b = f["posterior/theta"][:, :200], g["posterior/theta"][()]
+        assert a.tobytes() == b.tobytes()
+        for k in g["sample_stats"]:
+            assert f["sample_stats"][k][:, :200].tobytes() == g["sample_stats"][k][()].tobytes()
+
+
+def test_peak_memory_does_not_grow_with_draws(tmp_path):
+    peaks = {}
+    for draws in (200, 2000):
+        cfg = make_cfg(
+            n_chains=8, chains_per_batch=8, warmup=0, draws=draws, thin=1, checkpoint_every=50
+        )
+        spec = setup(cfg, tmp_path / str(draws))[2][0]
+        tracemalloc.start()
+        engine.run_batch(spec)
+        peaks[draws] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    # all 2000 draws of theta alone would take 2000 * 8 * 18 * 8 B = 2.3 MB
+    assert peaks[2000] <= peaks[200] + 64 * 1024, peaks
+
+
+# --------------------------------------------------------------------------- on Dask
+
+
+@pytest.fixture(scope="module")
+def exp_cfg():
+    # 4 single-chain batches, long enough that a worker can be killed mid-task
+    return make_cfg(n_chains=4, chains_per_batch=1, warmup=100, draws=150, thin=10)
+
+
+def run_on(cluster_workers, cfg, out_dir, log, during=None):
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=cluster_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            host="127.0.0.1",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        exp = next(iter(config.experiments(cfg).values()))
+        ds = data.for_experiment(cfg, exp)
+        if during is None:
+            summary = engine.run_experiment(cfg, exp, ds, out_dir, client, log)
+        else:
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                fut = pool.submit(engine.run_experiment, cfg, exp, ds, out_dir, client, log)
+                during(client, out_dir)
+                summary = fut.result(timeout=WAIT_S)
+        events = client.get_events(engine.PROGRESS_TOPIC)
+    return summary, events
+
+
+def samples(out_dir) -> dict[str, bytes]:
+    with store.SampleStore(out_dir / "samples.h5") as s:
+        out = {"theta": s.theta[()].tobytes()}
+        out.update({k: s.stat(k).tobytes() for k in s.stat_names})
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_worker(exp_cfg, tmp_path_factory):
+    out = tmp_path_factory.mktemp("one") / "rotate-0"
+    summary, events = run_on(1, exp_cfg, out, logging.getLogger("test.one"))
+    return out, summary, events
+
+
+def test_one_worker_run(one_worker, caplog):
+    out, summary, events = one_worker
+    assert summary["draws_total"] == 4 * 150 and summary["draws_computed"] == 600
+    assert summary["draws_resumed"] == 0
+    final = {m["batch"]: m["draws_done"] for _, m in events}
+    assert final == {b: 150 for b in range(4)}
+    with store.SampleStore(out / "samples.h5") as s:
+        assert (s.n_chains, s.n_draws, s.n_params) == (4, 150, 18)
+        assert {"energy", "mean_loss", "acceptance_rate", "step_size"} <= set(s.stat_names)
+
+
+def test_progress_is_logged(exp_cfg, tmp_path, caplog):
+    cfg = make_cfg(n_chains=2, chains_per_batch=1, warmup=20, draws=20)
+    with caplog.at_level(logging.INFO, logger="test.progress"):
+        summary, _ = run_on(1, cfg, tmp_path / "e", logging.getLogger("test.progress"))
+    assert "dashboard http" in caplog.text
+    assert "draws/s, ETA" in caplog.text  # the first task outlasts one 10 ms interval
+    assert "40 draws in" in caplog.text and summary["draws_computed"] == 40
+
+
+def test_two_workers_same_samples(one_worker, exp_cfg, tmp_path):
+    out = tmp_path / "rotate-0"
+    run_on(2, exp_cfg, out, logging.getLogger("test.two"))
+    assert samples(out) == samples(one_worker[0])
+
+
+def test_killed_worker_same_samples(one_worker, exp_cfg, tmp_path):
+    out = tmp_path / "rotate-0"
+    killed = {}
+
+    def kill_a_busy_worker(client, out_dir):
+        path = out_dir / "chains" / "batch-0000.h5"
+        poll(lambda: (store.read_progress(path) or (0,))[0] >= 1, "a committed draw")
+        busy = [
+            w for w, keys in client.processing().items() if any("batch-0000" in k for k in keys)
+        ]
+        assert busy, "batch 0 finished before its worker could be killed"
+        ((addr, pid),) = client.run(os.getpid, workers=busy).items()
+        os.kill(pid, signal.SIGKILL)
+        killed[addr] = pid
+
+    summary, _ = run_on(2, exp_cfg, out, logging.getLogger("test.kill"), during=kill_a_busy_worker)
+    assert killed
+    assert samples(out) == samples(one_worker[0])
+    assert summary["draws_resumed"] + summary["draws_computed"] == 600
+    assert summary["batches"][0]["draws_resumed"] >= 1  # batch 0 went on from its checkpoint
