@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+from arviz_stats.base import array_stats
 from scipy import integrate, stats
 
 from lossatlas import samplers
@@ -76,6 +77,42 @@ class Flat:
         return self.U(x), np.zeros_like(x)
 
 
+class Bimodal2D:
+    """``U = h (a^2 - 1)^2 + c a + 2 (b - a / 2)^2`` on ``[-box, box]^2``: two tilted wells in
+    ``a`` (barrier ``h``), ``b`` coupled to ``a``. Marginals by 2-D quadrature."""
+
+    def __init__(self, h, c=0.5, box=2.5, beta=1.0):
+        self.h, self.c, self.box, self.beta = h, c, float(box), float(beta)
+
+    def U(self, x):
+        a, b = x[:, 0], x[:, 1]
+        return self.h * (a * a - 1) ** 2 + self.c * a + 2 * (b - 0.5 * a) ** 2
+
+    def U_and_grad(self, x):
+        a, b = x[:, 0], x[:, 1]
+        r = b - 0.5 * a
+        ga = 4 * self.h * a * (a * a - 1) + self.c - 2 * r
+        return self.U(x), np.stack([ga, 4 * r], axis=1)
+
+    def moments(self, n=1201):
+        """Mean and variance of (a, b) and P(a > 0), by the midpoint rule on an n x n grid."""
+        g = np.linspace(-self.box, self.box, n + 1)
+        g = 0.5 * (g[1:] + g[:-1])
+        A, B = np.meshgrid(g, g, indexing="ij")
+        w = np.exp(-self.beta * self.U(np.stack([A.ravel(), B.ravel()], axis=1)))
+        w = (w / w.sum()).reshape(A.shape)
+        mean = np.array([(w * A).sum(), (w * B).sum()])
+        var = np.array([(w * (A - mean[0]) ** 2).sum(), (w * (B - mean[1]) ** 2).sum()])
+        return mean, var, w[g > 0].sum()
+
+
+def rhat_ess(draws):
+    """Rank-normalised split R-hat and bulk ESS per coordinate of draws (C, T, p)."""
+    rhat = array_stats.rhat(draws, chain_axis=0, draw_axis=1, method="rank")
+    ess = array_stats.ess(draws, chain_axis=0, draw_axis=1, method="bulk")
+    return np.atleast_1d(rhat), np.atleast_1d(ess)
+
+
 def run(sampler, x0, seed, warmup, draws):
     """Warm up, freeze, and return draws (C, T, p) and the final state."""
     rng = np.random.default_rng(seed)
@@ -103,20 +140,92 @@ def check_moments(draws, mean, var, max_se=0.03):
 
 
 def _build(kind, target, **kw):
-    cfg = {"kind": kind, "step_size": 0.3, "target_accept": kw.pop("target_accept", 0.234)}
-    cfg.update(kw)
+    cfg = {"step_size": 0.3, **SAMPLERS[kind], **kw}
     return samplers.build(cfg, target)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_rwm_truncated_gaussian(dtype):
+SAMPLERS = {
+    "rwm": {"kind": "rwm"},
+    "mala": {"kind": "mala"},
+    "hmc": {"kind": "hmc", "hmc": {"n_leapfrog": 5, "mass_window": 10}},
+    "pt-rwm": {"kind": "rwm", "tempering": {"n_temps": 4, "beta_min": 0.05}},
+    "pt-hmc": {
+        "kind": "hmc",
+        "hmc": {"n_leapfrog": 5, "mass_window": 10},
+        "tempering": {"n_temps": 3, "beta_min": 0.1, "adapt_swap_rate": True},
+    },
+}
+KINDS = list(SAMPLERS)
+
+
+@pytest.mark.parametrize(
+    ("kind", "dtype"),
+    [(k, "float64") for k in KINDS] + [("rwm", "float32"), ("hmc", "float32")],
+)
+def test_truncated_gaussian(kind, dtype):
+    # mass piles against the wall at 2 in the second coordinate: walls must be exact
     target = GaussianBox(mu=[0.0, 1.5, -1.0], sigma=[1.0, 1.0, 0.5], box=2.0)
-    sampler = _build("rwm", target, dtype=dtype)
-    x0 = np.random.default_rng(0).uniform(-2, 2, (256, 3))
+    sampler = _build(kind, target, dtype=dtype)
+    x0 = np.random.default_rng(0).uniform(-2, 2, (128, 3))
     draws, state = run(sampler, x0, seed=1, warmup=500, draws=1000)
     assert state.position.dtype == np.dtype(dtype)
     tn = target.truncnorm()
     check_moments(draws, tn.mean(), tn.var())
+    rhat, ess = rhat_ess(draws)
+    print(f"{kind} {dtype}: R-hat {np.round(rhat, 4)}, bulk ESS {np.round(ess)}")
+    assert np.all(rhat < 1.02) and np.all(ess > 2000)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_low_barrier_bimodal_marginals(kind):
+    # barrier of 1.5 nats: every kernel crosses it; marginals against 2-D quadrature
+    target = Bimodal2D(h=1.5)
+    mean, var, p_right = target.moments()
+    x0 = np.random.default_rng(10).uniform(-2.5, 2.5, (128, 2))
+    draws, _ = run(_build(kind, target), x0, seed=11, warmup=500, draws=1000)
+    check_moments(draws, mean, var)
+    right = (draws[:, :, 0] > 0).mean(axis=1)
+    assert abs(right.mean() - p_right) < Z * right.std(ddof=1) / np.sqrt(len(right))
+    rhat, ess = rhat_ess(draws)
+    print(f"{kind}: R-hat {np.round(rhat, 4)}, bulk ESS {np.round(ess)}")
+    # MALA's small steps cross the barrier least often; 1.05 still flags a stuck chain
+    assert np.all(rhat < 1.05)
+
+
+def test_tempering_finds_both_modes_where_rwm_does_not():
+    # a 15-nat barrier; half the chains start in each well. Same budget of energy evaluations:
+    # 4 replicas x 1500 transitions against 6000 RWM transitions.
+    target = Bimodal2D(h=15.0)
+    mean, var, p_right = target.moments()
+    assert 0.2 < p_right < 0.35  # the tilt makes the wells unequal
+    rng = np.random.default_rng(12)
+    x0 = np.where(np.arange(128)[:, None] < 64, [-1.0, -0.5], [1.0, 0.5])
+    x0 = x0 + 0.1 * rng.standard_normal((128, 2))
+
+    def per_chain_right(draws):
+        right = (draws[:, :, 0] > 0).mean(axis=1)
+        both = np.mean((right > 0.05) & (right < 0.95))  # chains that visit both wells
+        stuck = np.mean((right < 0.01) | (right > 0.99))  # chains that never leave one
+        return right, both, stuck
+
+    pt, _ = run(_build("pt-rwm", target), x0, seed=13, warmup=500, draws=1000)
+    right, both, _ = per_chain_right(pt)
+    se = right.std(ddof=1) / np.sqrt(len(right))
+    rhat, ess = rhat_ess(pt)
+    print(f"tempered RWM: P(a>0) {right.mean():.4f} +- {se:.4f} (exact {p_right:.4f}), ")
+    print(f"  chains visiting both wells {both:.2f}, R-hat {rhat}, bulk ESS {ess}")
+    assert both > 0.95
+    assert abs(right.mean() - p_right) < Z * se and se < 0.01
+    check_moments(pt, mean, var)
+    assert np.all(rhat < 1.03)
+
+    rw, _ = run(_build("rwm", target), x0, seed=13, warmup=2000, draws=4000)
+    right, both, stuck = per_chain_right(rw)
+    rhat, ess = rhat_ess(rw)
+    print(f"plain RWM: P(a>0) {right.mean():.4f}, stuck chains {stuck:.2f}, R-hat {rhat}")
+    # each chain keeps the well it reached in warm-up, and R-hat flags it
+    assert stuck > 0.8
+    assert rhat[0] > 1.2
 
 
 def test_rwm_double_well_ks():
@@ -165,7 +274,45 @@ def _assert_states_equal(a, b):
         np.testing.assert_array_equal(fa, fb, err_msg=name)
 
 
-KINDS = ["rwm"]
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kernel_stays_in_box_with_huge_steps(kind):
+    target = GaussianBox(mu=[0.9, -0.9], sigma=[0.1, 3.0], box=1.0)
+    sampler = _build(kind, target, step_size=30.0)
+    rng = np.random.default_rng(14)
+    state = sampler.init(np.full((64, 2), 0.99), rng)
+    for _ in range(5):
+        state, _ = sampler.step(state, rng, adapt=False)
+        assert np.all(np.abs(state.position) <= 1.0)
+        for name in state._fields:
+            if name.startswith("rep_position"):
+                assert np.all(np.abs(getattr(state, name)) <= 1.0)
+
+
+def test_hmc_reflections_on_flat_target():
+    # zero gradient: trajectories are straight lines folded at the walls; the energy error is
+    # exactly zero, every trajectory is accepted, and the folded flow keeps the uniform density
+    target = Flat(p=2, box=1.0)
+    sampler = samplers.build({"kind": "hmc", "step_size": 0.7, "hmc": {"n_leapfrog": 7}}, target)
+    rng = np.random.default_rng(15)
+    state = sampler.init(np.full((4000, 2), 0.999), rng)
+    for _ in range(10):
+        state, info = sampler.step(state, rng, adapt=False)
+        assert np.all(info.accepted) and not np.any(info.divergent)
+        assert np.all(np.abs(state.position) <= 1.0)
+    assert info.n_reflections.mean() > 1
+    for j in range(2):
+        assert stats.kstest(state.position[:, j], stats.uniform(-1, 2).cdf).pvalue > 1e-3
+
+
+def test_hmc_adapts_mass_matrix():
+    # per-coordinate scales 0.05 and 1 (far from the walls): the adapted inverse mass is the
+    # variance, to the sampling error of a 200-draw window (about 20%)
+    target = GaussianBox(mu=[0.0, 0.0], sigma=[0.05, 1.0], box=10.0)
+    sampler = samplers.build({"kind": "hmc", "hmc": {"mass_window": 50}}, target)
+    x0 = np.random.default_rng(16).normal(0, 0.5, (32, 2))
+    _, state = run(sampler, x0, seed=17, warmup=350, draws=10)
+    ratio = state.inv_mass / np.array([0.05**2, 1.0])
+    assert np.all(np.abs(np.median(ratio, axis=0) - 1) < 0.2), ratio
 
 
 @pytest.mark.parametrize("kind", KINDS)

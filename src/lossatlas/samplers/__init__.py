@@ -8,35 +8,82 @@
 
 ``state`` and ``info`` are NamedTuples of numpy arrays with the chain as leading axis; ``state``
 holds everything needed to continue, so a checkpoint is its fields plus
-``rng.bit_generator.state`` and a resumed run is bit-identical.
+``rng.bit_generator.state`` and a resumed run is bit-identical. Every state has ``position``
+``(C, p)``, ``U`` ``(C,)`` and ``log_step_size`` ``(C,)`` of the sample; every info has
+``accept_prob`` and ``accepted`` ``(C,)``.
 
 The target is duck-typed: any object with
 
 - ``U(theta (C, p)) -> (C,)``: the energy; the density is ``exp(-beta * U)`` on the box
-- ``U_and_grad(theta) -> (U (C,), dU (C, p))`` (gradient kernels only)
+- ``U_and_grad(theta) -> (U (C,), dU (C, p))`` (MALA and HMC only)
 - ``box``: the half-width ``L`` of ``[-L, L]^p``
-- ``beta``: the inverse temperature
+- ``beta``: the inverse temperature (a float)
 
 :class:`lossatlas.model.Target` is one; the tests use small analytic ones.
+
+Base kernels also offer ``step_at(state, rng, adapt, beta)`` (``beta`` scalar or per chain),
+which parallel tempering (:mod:`.tempering`) uses to run all replicas in one batch.
 """
 
 from __future__ import annotations
 
+from .hmc import HMC, HMCInfo, HMCState
+from .mala import MALA, MALAInfo, MALAState
 from .rwm import RWM, RWMInfo, RWMState
+from .tempering import Tempered
 
-KINDS = {"rwm": RWM}
+KINDS = {"rwm": RWM, "mala": MALA, "hmc": HMC}
 
-__all__ = ["KINDS", "RWM", "RWMInfo", "RWMState", "build"]
+__all__ = [
+    "HMC",
+    "KINDS",
+    "MALA",
+    "RWM",
+    "HMCInfo",
+    "HMCState",
+    "MALAInfo",
+    "MALAState",
+    "RWMInfo",
+    "RWMState",
+    "Tempered",
+    "build",
+]
 
 
 def build(sampler_cfg: dict, target):
-    """The kernel named by ``sampler_cfg["kind"]`` for ``target``."""
-    kind = sampler_cfg.get("kind", "rwm")
-    if kind not in KINDS:
+    """The kernel described by a (validated) ``sampler`` config section, for ``target``.
+
+    Missing keys take the schema's defaults. ``tempering.n_temps > 1`` wraps the kernel in
+    parallel tempering.
+    """
+    cfg = sampler_cfg
+    kind = cfg.get("kind", "rwm")
+    common = dict(step_size=cfg.get("step_size", 0.1), dtype=cfg.get("dtype", "float64"))
+    if kind == "rwm":
+        base = RWM(target, target_accept=cfg.get("target_accept", 0.234), **common)
+    elif kind == "mala":
+        m = cfg.get("mala", {})
+        base = MALA(target, target_accept=m.get("target_accept", 0.574), **common)
+    elif kind == "hmc":
+        h = cfg.get("hmc", {})
+        base = HMC(
+            target,
+            target_accept=h.get("target_accept", 0.8),
+            n_leapfrog=h.get("n_leapfrog", 10),
+            mass_window=h.get("mass_window", 50),
+            adapt_mass=h.get("adapt_mass", True),
+            **common,
+        )
+    else:
         raise ValueError(f"unknown sampler kind {kind!r}; use one of {', '.join(KINDS)}")
-    return KINDS[kind](
-        target,
-        step_size=sampler_cfg.get("step_size", 0.1),
-        target_accept=sampler_cfg.get("target_accept", 0.234),
-        dtype=sampler_cfg.get("dtype", "float64"),
+    t = cfg.get("tempering", {})
+    if t.get("n_temps", 1) <= 1:
+        return base
+    return Tempered(
+        base,
+        n_temps=t["n_temps"],
+        beta_min=t.get("beta_min", 0.1),
+        ladder=t.get("ladder", "geometric"),
+        adapt_swap_rate=t.get("adapt_swap_rate", False),
+        target_swap_rate=t.get("target_swap_rate", 0.3),
     )

@@ -34,13 +34,20 @@ def da_init(step_size, n: int) -> dict[str, np.ndarray]:
     )
 
 
-def da_update(state, accept_prob: np.ndarray, target_accept: float) -> dict[str, np.ndarray]:
-    """One dual-averaging update of the log step size per chain (Hoffman & Gelman 2014)."""
+def da_update(
+    state, accept_prob: np.ndarray, target_accept: float, max_step: float = np.inf
+) -> dict[str, np.ndarray]:
+    """One dual-averaging update of the log step size per chain (Hoffman & Gelman 2014).
+
+    ``max_step`` caps the step size: on (nearly) flat targets in a box every step is accepted
+    and the step would grow without bound, to sizes where folding into the box loses all
+    floating-point precision.
+    """
     a = np.nan_to_num(np.asarray(accept_prob, dtype=np.float64), nan=0.0)
     t = state.da_count + 1
     eta = 1.0 / (t + DA_T0)
     h_bar = (1 - eta) * state.da_h_bar + eta * (target_accept - a)
-    log_eps = state.da_mu - np.sqrt(t) / DA_GAMMA * h_bar
+    log_eps = np.minimum(state.da_mu - np.sqrt(t) / DA_GAMMA * h_bar, np.log(max_step))
     w = t ** (-DA_KAPPA)
     avg = w * log_eps + (1 - w) * state.da_log_step_avg
     return dict(log_step_size=log_eps, da_log_step_avg=avg, da_h_bar=h_bar, da_count=t)
@@ -58,3 +65,9 @@ def metropolis(log_ratio: np.ndarray, rng: np.random.Generator):
     u = rng.random(log_ratio.shape[0])
     accepted = np.log(u) < log_ratio
     return accept_prob, accepted
+
+
+def beta_column(beta, ndim: int = 2):
+    """A scalar beta, or a per-chain (C,) beta shaped to broadcast against (C, p) arrays."""
+    b = np.asarray(beta, dtype=np.float64)
+    return b.reshape(-1, *([1] * (ndim - 1))) if b.ndim else b

@@ -49,20 +49,30 @@ class RWM:
             raise ValueError(f"position must be (n_chains, p), got {x.shape}")
         return RWMState(position=x, U=self.target.U(x), **da_init(self.step_size, x.shape[0]))
 
+    # fields that move with the configuration when parallel tempering swaps replicas
+    state_cls = RWMState
+    info_cls = RWMInfo
+    config_fields = ("position", "U")
+
     def step(self, state: RWMState, rng: np.random.Generator, adapt: bool = False):
+        """One transition of every chain; dual averaging of the step size when ``adapt``."""
+        return self.step_at(state, rng, adapt, self.target.beta)
+
+    def step_at(self, state: RWMState, rng: np.random.Generator, adapt: bool, beta):
+        """:meth:`step` at inverse temperature ``beta`` (scalar or per chain)."""
         x = state.position
         eps = np.exp(state.log_step_size).astype(x.dtype)[:, None]
         z = rng.standard_normal(x.shape, dtype=x.dtype)
         y = reflect(x + eps * z, self.target.box)
         u_y = self.target.U(y)
-        log_ratio = -self.target.beta * (u_y.astype(np.float64) - state.U)
+        log_ratio = -np.asarray(beta) * (u_y.astype(np.float64) - state.U)
         accept_prob, accepted = metropolis(log_ratio, rng)
         new = dict(
             position=np.where(accepted[:, None], y, x),
             U=np.where(accepted, u_y, state.U),
         )
         if adapt:
-            new.update(da_update(state, accept_prob, self.target_accept))
+            new.update(da_update(state, accept_prob, self.target_accept, 100 * self.target.box))
         return state._replace(**new), RWMInfo(accept_prob, accepted)
 
     def end_warmup(self, state: RWMState) -> RWMState:
