@@ -63,3 +63,26 @@ def test_diagnostic_plots(tmp_path, reduction):
     )
     for name in ("trace", "rank", "hist", "rhat", "rhat100", "kpca", "k2"):
         _check_png(tmp_path / f"{name}.png")
+
+
+def test_names_the_workflow_scripts_call(tmp_path, reduction):
+    """The calls of workflow/scripts/diagnose.py and figures.py, as written there."""
+    from lossatlas import diagnostics
+
+    rng = np.random.default_rng(3)
+    theta = rng.normal(size=(4, 60, 3))
+    energy = rng.normal(size=(4, 60))
+    table = diagnostics.summarize(theta, energy)
+    plots.trace(energy, tmp_path / "t.png", name="U", title="rotate-0", dpi=50)
+    plots.rank(energy, tmp_path / "r.png", name="U", title="rotate-0", dpi=50)
+    plots.rhat(table, tmp_path / "h.png", rhat_max=1.01, title="rotate-0", dpi=50)
+    X = rng.uniform(-1, 1, (10, 2))
+    ds = {"rotate-0": Dataset(X, np.arange(10) % 2, 2), "rotate--30": Dataset(X, np.zeros(10), 2)}
+    plots.datasets_figure(ds, tmp_path / "f1.png", dpi=50)
+    reduction.save(tmp_path / "red.h5")
+    reductions = {"rotate-0": rd.load(tmp_path / "red.h5")}
+    plots.good_minima_figure(reductions, tmp_path / "f2.png", threshold=0.1, dpi=50)
+    for name in ("t", "r", "h", "f1", "f2"):
+        _check_png(tmp_path / f"{name}.png")
+    assert plots.experiment_title("rotate--30") == "rotate--30: θ = -30°"
+    assert plots.experiment_title("scale-2") == "scale-2"

@@ -39,11 +39,27 @@ def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
+def _parse_name(name: str):
+    """Transforms from a sweep name like "rotate-120" or "rotate--30_scale-2" (config.py)."""
+    out = []
+    for part in name.split("_"):
+        key, sep, value = part.partition("-")
+        try:
+            out.append((key, float(value)))
+        except ValueError:
+            if sep:
+                out.append((key, value))
+    return out
+
+
 def experiment_title(name: str, transforms=None) -> str:
-    """ "rotate-120: θ = 120°" for a rotation; otherwise the experiment name."""
-    for key, value in transforms or ():
+    """Panel title: "rotate-120: θ = 120°" for a rotation; otherwise the experiment name.
+
+    Without ``transforms`` they are read back from the name.
+    """
+    for key, value in transforms if transforms is not None else _parse_name(name):
         if key == "rotate":
-            return f"{name}: θ = {value:g}°"
+            return f"{name}: θ = {float(value):g}°"
     return name
 
 
@@ -71,7 +87,7 @@ def plot_datasets(datasets: Mapping, path, titles: Mapping | None = None, dpi: i
         ax.set_aspect("equal")
         ax.set_xlabel("$x_1$")
         ax.set_ylabel("$x_2$")
-        ax.set_title((titles or {}).get(name, name))
+        ax.set_title((titles or {}).get(name) or experiment_title(name))
         ax.legend(fontsize="small", loc="best")
     for ax in axes[len(names) :]:
         ax.set_axis_off()
@@ -95,7 +111,12 @@ def _good_panel(item, which: str):
 
 
 def plot_good_minima(
-    results: Mapping, path, which: str = "pca_kpca", titles: Mapping | None = None, dpi: int = 120
+    results: Mapping,
+    path,
+    which: str = "pca_kpca",
+    titles: Mapping | None = None,
+    threshold: float | None = None,
+    dpi: int = 120,
 ) -> Path:
     """Figure 2: 2-D linear PCA of the good draws, one panel per experiment.
 
@@ -111,7 +132,7 @@ def plot_good_minima(
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, name in zip(axes, names, strict=False):
         coords, ratios, message, status, colour = _good_panel(results[name], which)
-        ax.set_title((titles or {}).get(name, name))
+        ax.set_title((titles or {}).get(name) or experiment_title(name))
         if status != "ok" or len(coords) < 2:
             ax.text(0.5, 0.5, message or "no good draws", ha="center", va="center", wrap=True)
             ax.set_xticks([])
@@ -126,7 +147,8 @@ def plot_good_minima(
         ax.set_aspect("equal", adjustable="datalim")
     for ax in axes[len(names) :]:
         ax.set_axis_off()
-    fig.suptitle(f"Good draws: linear PCA in {space}")
+    cut = f" (mean loss < {threshold:g})" if threshold is not None else ""
+    fig.suptitle(f"Good draws{cut}: linear PCA in {space}")
     return _save(fig, path, dpi)
 
 
@@ -134,8 +156,8 @@ def plot_good_minima(
 # Diagnostics
 
 
-def plot_trace(energy, path, dpi: int = 120) -> Path:
-    """Trace of U per chain (one line per chain)."""
+def plot_trace(energy, path, name: str = "U", title: str | None = None, dpi: int = 120) -> Path:
+    """Trace of a (chain, draw) quantity, one line per chain."""
     e = np.asarray(energy, dtype=float)
     fig = _figure(8, 3.2)
     ax = fig.subplots()
@@ -143,13 +165,21 @@ def plot_trace(energy, path, dpi: int = 120) -> Path:
     for c in range(e.shape[0]):
         ax.plot(e[c], lw=0.6, alpha=alpha)
     ax.set_xlabel("draw")
-    ax.set_ylabel("U")
-    ax.set_title(f"Trace of U ({e.shape[0]} chains)")
+    ax.set_ylabel(name)
+    head = f"{title}: " if title else ""
+    ax.set_title(f"{head}trace of {name} ({e.shape[0]} chains)")
     return _save(fig, path, dpi)
 
 
-def plot_rank(energy, path, bins: int | None = None, dpi: int = 120) -> Path:
-    """Rank plot of U: histogram of the pooled ranks in each chain (Vehtari et al. 2021).
+def plot_rank(
+    energy,
+    path,
+    bins: int | None = None,
+    name: str = "U",
+    title: str | None = None,
+    dpi: int = 120,
+) -> Path:
+    """Rank plot: histogram of the pooled ranks in each chain (Vehtari et al. 2021).
 
     Converged chains give near-uniform histograms; the dashed line is the uniform count.
     """
@@ -168,12 +198,15 @@ def plot_rank(energy, path, bins: int | None = None, dpi: int = 120) -> Path:
         ax.set_yticks([])
     for ax in axes[n_chains:]:
         ax.set_axis_off()
-    fig.supxlabel("rank of U among all draws")
-    fig.suptitle("Rank plot of U")
+    fig.supxlabel(f"rank of {name} among all draws")
+    head = f"{title}: " if title else ""
+    fig.suptitle(f"{head}rank plot of {name}")
     return _save(fig, path, dpi)
 
 
-def plot_rhat(names, rhat, path, threshold: float = RHAT_LINE, dpi: int = 120) -> Path:
+def plot_rhat(
+    names, rhat, path, threshold: float = RHAT_LINE, title: str | None = None, dpi: int = 120
+) -> Path:
     """R-hat per quantity, with the threshold line; names on the axis when there are few."""
     r = np.asarray(rhat, dtype=float)
     names = list(names)
@@ -197,7 +230,8 @@ def plot_rhat(names, rhat, path, threshold: float = RHAT_LINE, dpi: int = 120) -
     else:
         ax.set_xlabel("quantity index")
     ax.set_ylabel("rank-normalised split R-hat")
-    ax.set_title(f"R-hat ({int(bad.sum())} of {len(r)} at or above {threshold})")
+    head = f"{title}: " if title else ""
+    ax.set_title(f"{head}R-hat ({int(bad.sum())} of {len(r)} at or above {threshold})")
     ax.legend(fontsize="small")
     return _save(fig, path, dpi)
 
@@ -243,3 +277,18 @@ def plot_kpca_3d(
     fig.colorbar(sc, ax=ax, label="U", shrink=0.7, pad=0.12)
     ax.set_title(f"Kernel PCA of {len(emb)} draws")
     return _save(fig, path, dpi)
+
+
+# ---------------------------------------------------------------------------------------------
+# The names the workflow scripts call
+
+
+trace = plot_trace
+rank = plot_rank
+datasets_figure = plot_datasets
+good_minima_figure = plot_good_minima
+
+
+def rhat(table, path, rhat_max: float = RHAT_LINE, title: str | None = None, dpi: int = 120):
+    """:func:`plot_rhat` from a ``diagnostics.summarize`` table (columns name, r_hat)."""
+    return plot_rhat(table["name"], table["r_hat"], path, threshold=rhat_max, title=title, dpi=dpi)

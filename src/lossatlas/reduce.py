@@ -518,3 +518,8 @@ def reduce(store_like, energy, mean_loss, cfg: dict | None = None) -> Reduction:
         pca_param=pca_p,
         summary=summary,
     )
+
+
+def load(path) -> Reduction:
+    """Read a :class:`Reduction` written by ``Reduction.save``."""
+    return Reduction.load(path)
