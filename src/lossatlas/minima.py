@@ -1,0 +1,281 @@
+"""A census of critical points: local optimisation from many starts, merged up to symmetry,
+classified by the Hessian spectrum.
+
+Definitions (tolerances are arguments):
+- a coordinate is *pinned* when it sits on the box wall (within ``wall_atol * box``) and the
+  gradient pushes outward; the Hessian is then projected on the free coordinates;
+- an end point is *converged* when the largest free gradient component is at most
+  ``grad_tol * (1 + |U|)``;
+- an eigenvalue is *zero* when ``|lambda| <= max(zero_rtol * max|lambda|, zero_atol)``; the
+  index is the number of eigenvalues below ``-that``;
+- classification: ``pinned`` (any pinned coordinate; index and zeros still reported, on the
+  free coordinates), else ``saddle`` (index > 0), ``degenerate minimum`` (index 0, zeros > 0)
+  or ``strict minimum``; ends that did not converge are ``not converged``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import minimize
+from sklearn.cluster import AgglomerativeClustering, KMeans
+from sklearn.metrics import pairwise_distances_argmin
+
+# U_and_grad(theta (n, p)) -> (U (n,), dU (n, p)), as model.Target.U_and_grad
+BatchedUGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def select_starts(
+    theta,
+    n_clusters: int = 20,
+    n_random: int = 20,
+    seed: int = 0,
+    key: Callable[[np.ndarray], np.ndarray] | None = None,
+    max_points: int = 20_000,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of starting draws: the draw nearest each KMeans centre (computed on ``key(theta)``,
+    e.g. canonical coordinates) plus ``n_random`` draws at random. Returns ``(idx, source)``
+    with ``source`` "cluster" or "random". At most ``max_points`` draws (random subset) are
+    clustered."""
+    rng = np.random.default_rng(seed)
+    n = theta.shape[0]
+    pool = np.sort(rng.choice(n, size=min(n, max_points), replace=False))
+    Z = np.asarray(theta[pool], dtype=np.float64)
+    Z = key(Z) if key is not None else Z
+    k = min(n_clusters, len(np.unique(Z, axis=0)))
+    km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(Z)
+    cluster_idx = pool[pairwise_distances_argmin(km.cluster_centers_, Z)]
+    random_idx = rng.choice(n, size=min(n_random, n), replace=False)
+    idx = np.concatenate([cluster_idx, random_idx])
+    source = np.array(["cluster"] * len(cluster_idx) + ["random"] * len(random_idx))
+    return idx, source
+
+
+def local_minimize(
+    U_and_grad: BatchedUGrad,
+    starts: np.ndarray,
+    box: float,
+    gtol: float = 1e-10,
+    maxiter: int = 20_000,
+    n_restarts: int = 20,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """L-BFGS-B with the exact gradient from each row of ``starts (m, p)`` inside
+    ``[-box, box]^p``, restarted (at most ``n_restarts`` times) while it stops early and the
+    energy still falls. Returns ``(ends (m, p), U (m,), n_iter (m,))``."""
+
+    def fg(x):
+        u, g = U_and_grad(x[None])
+        return float(u[0]), np.asarray(g[0], dtype=np.float64)
+
+    starts = np.clip(np.asarray(starts, dtype=np.float64), -box, box)
+    bounds = [(-box, box)] * starts.shape[1]
+    opts = {"gtol": gtol, "ftol": 0.0, "maxiter": maxiter, "maxfun": 2 * maxiter}
+    ends, us, its = [], [], []
+    for x0 in starts:
+        x, nit, last = x0, 0, np.inf
+        # ftol 0: stop on the projected gradient, not on a stalled decrease. L-BFGS-B's line
+        # search can still stall far from a critical point (flat cross-entropy near the walls);
+        # a restart drops the curvature memory, and usually moves on.
+        for _ in range(1 + n_restarts):
+            r = minimize(fg, x, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
+            x, nit = r.x, nit + r.nit
+            if "PROJECTED GRADIENT" in str(r.message).upper() or not r.fun < last:
+                break
+            last = r.fun
+        ends.append(x)
+        us.append(r.fun)
+        its.append(nit)
+    return np.array(ends), np.array(us), np.array(its)
+
+
+def hessian(U_and_grad: BatchedUGrad, x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """Hessian ``(p, p)`` at ``x`` by central differences of the exact gradient (all 2p
+    gradients in one batched call), symmetrised."""
+    x = np.asarray(x, dtype=np.float64)
+    p = x.size
+    E = eps * np.eye(p)
+    _, g = U_and_grad(np.vstack([x + E, x - E]))
+    H = (g[:p] - g[p:]) / (2 * eps)  # row i = dg/dx_i
+    return 0.5 * (H + H.T)
+
+
+def classify(
+    U_and_grad: BatchedUGrad,
+    x: np.ndarray,
+    box: float,
+    *,
+    grad_tol: float = 1e-5,
+    zero_rtol: float = 1e-6,
+    zero_atol: float = 1e-8,
+    wall_atol: float = 1e-9,
+    eps: float = 1e-5,
+) -> dict:
+    """Classify the end point ``x``: ``{classification, index, n_zero, n_pinned, grad_norm,
+    eigenvalues}`` (eigenvalues of the Hessian on the free coordinates, ascending)."""
+    x = np.asarray(x, dtype=np.float64)
+    u, g = U_and_grad(x[None])
+    u, g = float(u[0]), np.asarray(g[0], dtype=np.float64)
+    wall = wall_atol * box
+    pinned = ((x >= box - wall) & (g < 0)) | ((x <= -box + wall) & (g > 0))
+    free = ~pinned
+    grad_norm = float(np.abs(g[free]).max()) if free.any() else 0.0
+    H = hessian(U_and_grad, x, eps)
+    eig = np.linalg.eigvalsh(H[np.ix_(free, free)]) if free.any() else np.zeros(0)
+    scale = float(np.abs(eig).max()) if eig.size else 0.0
+    tol = max(zero_rtol * scale, zero_atol)
+    index = int((eig < -tol).sum())
+    n_zero = int((np.abs(eig) <= tol).sum())
+    if grad_norm > grad_tol * (1 + abs(u)):
+        kind = "not converged"
+    elif pinned.any():
+        kind = "pinned"
+    elif index > 0:
+        kind = "saddle"
+    elif n_zero > 0:
+        kind = "degenerate minimum"
+    else:
+        kind = "strict minimum"
+    return {
+        "classification": kind,
+        "index": index,
+        "n_zero": n_zero,
+        "n_pinned": int(pinned.sum()),
+        "grad_norm": grad_norm,
+        "zero_tol": tol,
+        "eigenvalues": eig,
+    }
+
+
+def merge(keys: np.ndarray, tol: float) -> np.ndarray:
+    """Group labels ``(m,)`` for points ``keys (m, q)``: complete-linkage clusters of diameter at
+    most ``tol`` in the max-norm (scikit-learn AgglomerativeClustering). Labels are ordered by
+    first appearance."""
+    keys = np.asarray(keys, dtype=np.float64)
+    if len(keys) < 2:
+        return np.zeros(len(keys), dtype=np.int64)
+    lab = AgglomerativeClustering(
+        n_clusters=None, distance_threshold=tol, metric="chebyshev", linkage="complete"
+    ).fit_predict(keys)
+    _, first = np.unique(lab, return_index=True)
+    order = {lab[i]: j for j, i in enumerate(np.sort(first))}
+    return np.array([order[v] for v in lab], dtype=np.int64)
+
+
+@dataclass
+class Census:
+    """``table``: one row per distinct critical point, lowest U first; ``points (m, p)`` their
+    representatives (raw coordinates); ``assignment (n_starts,)`` the row each start ended in;
+    ``ends``, ``end_U``: every start's end point and energy; ``eigenvalues`` per row."""
+
+    table: list[dict]
+    points: np.ndarray
+    assignment: np.ndarray
+    ends: np.ndarray
+    end_U: np.ndarray
+    eigenvalues: list[np.ndarray] = field(default_factory=list)
+
+
+def census(
+    U_and_grad: BatchedUGrad,
+    starts: np.ndarray,
+    box: float,
+    *,
+    key: Callable[[np.ndarray], np.ndarray] | None = None,
+    merge_tol: float = 1e-4,
+    mean_loss: Callable[[np.ndarray], np.ndarray] | None = None,
+    accuracy: Callable[[np.ndarray], np.ndarray] | None = None,
+    gtol: float = 1e-10,
+    maxiter: int = 20_000,
+    n_restarts: int = 20,
+    **classify_kw,
+) -> Census:
+    """Optimise from every start, merge ends whose ``key`` (e.g. canonical form, default the raw
+    point) agrees within ``merge_tol`` (max-norm), classify each distinct point.
+
+    Table rows: ``id, U, mean_loss, classification, index, n_zero, n_pinned, n_starts,
+    basin_share (of all starts), accuracy, grad_norm, min_eig, max_eig``. ``mean_loss`` maps U
+    to the mean per-point loss and ``accuracy`` maps points ``(m, p)`` to accuracies; both
+    optional (NaN without).
+    """
+    ends, end_U, _ = local_minimize(
+        U_and_grad, starts, box, gtol=gtol, maxiter=maxiter, n_restarts=n_restarts
+    )
+    keys = key(ends) if key is not None else ends
+    labels = merge(keys, merge_tol)
+    n_groups = labels.max() + 1 if len(labels) else 0
+    reps = [np.flatnonzero(labels == g)[np.argmin(end_U[labels == g])] for g in range(n_groups)]
+    points = ends[reps] if reps else np.zeros((0, ends.shape[1]))
+    U = end_U[reps]
+    ml = np.asarray(mean_loss(U)) if mean_loss is not None else np.full(len(U), np.nan)
+    acc = np.asarray(accuracy(points)) if accuracy is not None else np.full(len(U), np.nan)
+    rows, eigs = [], []
+    for g, rep in enumerate(reps):
+        c = classify(U_and_grad, ends[rep], box, **classify_kw)
+        n_starts = int((labels == g).sum())
+        ev = c["eigenvalues"]
+        rows.append(
+            {
+                "id": g,
+                "U": float(U[g]),
+                "mean_loss": float(ml[g]),
+                "classification": c["classification"],
+                "index": c["index"],
+                "n_zero": c["n_zero"],
+                "n_pinned": c["n_pinned"],
+                "n_starts": n_starts,
+                "basin_share": n_starts / len(ends),
+                "accuracy": float(acc[g]),
+                "grad_norm": c["grad_norm"],
+                "min_eig": float(ev[0]) if ev.size else float("nan"),
+                "max_eig": float(ev[-1]) if ev.size else float("nan"),
+            }
+        )
+        eigs.append(ev)
+    order = np.argsort([r["U"] for r in rows], kind="stable")
+    remap = np.empty(len(order), dtype=np.int64)
+    remap[order] = np.arange(len(order))
+    rows = [dict(rows[i], id=j) for j, i in enumerate(order)]
+    return Census(
+        table=rows,
+        points=points[order],
+        assignment=remap[labels] if len(labels) else labels,
+        ends=ends,
+        end_U=end_U,
+        eigenvalues=[eigs[i] for i in order],
+    )
+
+
+def summary(c: Census) -> dict[str, int]:
+    """Counts of distinct points by classification."""
+    out: dict[str, int] = {}
+    for r in c.table:
+        out[r["classification"]] = out.get(r["classification"], 0) + 1
+    return out
+
+
+def target_accuracy(target) -> Callable[[np.ndarray], np.ndarray]:
+    """``points (m, p) -> accuracy (m,)`` on ``target``'s data (argmax of the outputs)."""
+
+    def acc(points):
+        out = target.mlp.forward(np.asarray(points, dtype=np.float64), target.X)
+        return (out.argmax(axis=2) == target.y[None]).mean(axis=1)
+
+    return acc
+
+
+def target_outputs(target) -> Callable[[np.ndarray], np.ndarray]:
+    """``points (m, p) -> (m, n * k)``: the network's function on the data (softmax
+    probabilities for cross-entropy, raw outputs for squared loss). As a merge ``key`` it treats
+    points computing the same function on the data as one, e.g. the far ends of one flat
+    valley of cross-entropy near the walls."""
+
+    def key(points):
+        out = target.mlp.forward(np.asarray(points, dtype=np.float64), target.X)
+        if target.mlp.loss == "cross_entropy":
+            out = np.exp(out - out.max(axis=2, keepdims=True))
+            out /= out.sum(axis=2, keepdims=True)
+        return out.reshape(len(out), -1)
+
+    return key

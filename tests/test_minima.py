@@ -1,0 +1,135 @@
+import numpy as np
+import pytest
+
+from lossatlas import minima, symmetry
+from lossatlas.model import MLP, Target
+
+
+def double_well(theta):
+    """(x^2 - 1)^2 + y^2: minima (+-1, 0), saddle (0, 0) of index 1."""
+    x, y = theta[:, 0], theta[:, 1]
+    return (x**2 - 1) ** 2 + y**2, np.stack([4 * x * (x**2 - 1), 2 * y], axis=1)
+
+
+def flat_valley(theta):
+    """(x^2 - 1)^2: y is exactly flat, so the minima are degenerate with one zero eigenvalue."""
+    x = theta[:, 0]
+    return (x**2 - 1) ** 2, np.stack([4 * x * (x**2 - 1), 0 * x], axis=1)
+
+
+def index_two(theta):
+    """-x^2 - y^2 + z^2: a saddle of index 2 at the origin, otherwise run to the walls."""
+    s = np.array([-1.0, -1.0, 1.0])
+    return (s * theta**2).sum(1), 2 * s * theta
+
+
+def test_double_well_census():
+    starts = np.array([[0.5, 0.3], [-0.7, -0.2], [0.0, 0.0], [2.0, 1.0], [-1.5, 0.4]])
+    c = minima.census(double_well, starts, box=3.0)
+    assert [r["classification"] for r in c.table] == ["strict minimum"] * 2 + ["saddle"]
+    assert [r["n_starts"] for r in c.table] == [2, 2, 1]
+    saddle = c.table[2]
+    assert saddle["index"] == 1 and saddle["n_zero"] == 0 and saddle["U"] == 1.0
+    np.testing.assert_allclose(sorted(c.points[:2, 0]), [-1, 1], atol=1e-8)
+    np.testing.assert_allclose(c.eigenvalues[2], [-4, 2], atol=1e-6)
+    # every start is assigned to the point it ended at; the exact start at the saddle stays
+    np.testing.assert_allclose(c.points[c.assignment], c.ends, atol=1e-6)
+    assert c.assignment[2] == 2 and c.assignment[0] != c.assignment[1]
+    assert sum(r["basin_share"] for r in c.table) == pytest.approx(1)
+
+
+def test_saddle_only_from_exact_start():
+    c = minima.census(double_well, np.array([[1e-3, 0.0]]), box=3.0)
+    assert c.table[0]["classification"] == "strict minimum"
+
+
+def test_degenerate_minimum():
+    c = minima.census(flat_valley, np.array([[0.5, 0.3], [0.6, -1.0]]), box=3.0)
+    # the flat coordinate is where each start left it: two points, both degenerate
+    assert len(c.table) == 2
+    for r in c.table:
+        assert (r["classification"], r["index"], r["n_zero"]) == ("degenerate minimum", 0, 1)
+
+
+def test_pinned_and_index_two():
+    starts = np.array([[0.0, 0.0, 0.5], [0.3, -0.2, 0.1], [0.1, 0.0, 0.3]])
+    c = minima.census(index_two, starts, box=1.0)
+    by = {(r["classification"], r["index"], r["n_pinned"]) for r in c.table}
+    # origin: index-2 saddle; (1, -1, 0): both descent directions pinned at the wall;
+    # (1, 0, 0): y has zero gradient but negative curvature, a pinned point of index 1
+    assert by == {("saddle", 2, 0), ("pinned", 0, 2), ("pinned", 1, 1)}
+    wall = [r for r in c.table if r["n_pinned"] == 2][0]
+    assert wall["U"] == pytest.approx(-2.0)
+
+
+def test_classify_tolerances_and_not_converged():
+    c = minima.classify(double_well, np.array([0.5, 0.0]), box=3.0)
+    assert c["classification"] == "not converged"
+    c = minima.classify(flat_valley, np.array([1.0, 0.0]), box=3.0, zero_rtol=1e-6)
+    assert c["zero_tol"] == pytest.approx(8e-6) and c["n_zero"] == 1
+
+
+def test_hessian_matches_analytic():
+    H = minima.hessian(double_well, np.array([0.3, -0.2]))
+    np.testing.assert_allclose(H, [[12 * 0.09 - 4, 0], [0, 2]], atol=1e-8)
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    return rng.uniform(-1, 1, size=(10, 2)), rng.integers(0, 2, size=10)
+
+
+def test_linear_net_one_connected_set_of_minima():
+    # 2 -> [3] -> 2 linear, squared loss: every local minimum is global and all global
+    # minima compute the least-squares affine map (hidden width 3 >= 2 = rank needed).
+    # The set is a manifold of dimension p - 6 = 11 (the affine map has 6 numbers).
+    X, y = _data()
+    sizes = (2, 3, 2)
+    target = Target(MLP(sizes, "linear", "squared"), X, y, box=10.0)
+    Xa, Y = np.c_[X, np.ones(10)], np.eye(2)[y]
+    best = ((Xa @ np.linalg.lstsq(Xa, Y, rcond=None)[0] - Y) ** 2).sum()
+    starts = np.random.default_rng(1).normal(size=(8, target.p))
+    c = minima.census(
+        target.U_and_grad,
+        starts,
+        10.0,
+        key=minima.target_outputs(target),
+        merge_tol=1e-6,
+        mean_loss=target.mean_loss,
+        accuracy=minima.target_accuracy(target),
+    )
+    assert len(c.table) == 1
+    row = c.table[0]
+    assert row["U"] == pytest.approx(best, rel=1e-10)
+    assert (row["classification"], row["index"], row["n_zero"]) == ("degenerate minimum", 0, 11)
+    assert row["n_starts"] == 8 and row["basin_share"] == 1
+    assert row["mean_loss"] == pytest.approx(best / 10)
+    # merged in function space, the ends are far apart in parameter space
+    assert np.abs(c.ends - c.ends[0]).max() > 0.1
+
+
+def test_symmetric_copies_merge_to_one_point():
+    X, y = _data()
+    sizes = (2, 2, 2, 2)
+    target = Target(MLP(sizes, "tanh", "squared"), X, y, box=10.0)
+    rng = np.random.default_rng(2)
+    # a loose gtol keeps this fast: the copies of any end point must merge, converged or not
+    end, _, _ = minima.local_minimize(target.U_and_grad, rng.normal(size=(1, 18)), 10.0, gtol=1e-6)
+    copies = symmetry.random_transform(np.repeat(end, 6, 0), sizes, "tanh", "squared", rng)
+    starts = np.vstack([end, copies])
+    assert np.abs(starts - end).max() > 1
+    raw = minima.census(target.U_and_grad, starts, 10.0, gtol=1e-6)
+    assert len(raw.table) > 1  # raw coordinates see several points
+    key = lambda t: symmetry.canonicalize(t, sizes, "tanh", "squared")  # noqa: E731
+    c = minima.census(target.U_and_grad, starts, 10.0, key=key, gtol=1e-6)
+    assert len(c.table) == 1 and c.table[0]["n_starts"] == 7
+    np.testing.assert_allclose(c.end_U, c.end_U[0], rtol=1e-10)
+
+
+def test_select_starts():
+    rng = np.random.default_rng(3)
+    theta = np.vstack([rng.normal(m, 0.1, size=(100, 4)) for m in (-5, 0, 5)])
+    idx, source = minima.select_starts(theta, n_clusters=3, n_random=4, seed=0)
+    assert len(idx) == 7 and (source == "cluster").sum() == 3
+    centres = sorted(theta[idx[source == "cluster"], 0].round())
+    assert centres == [-5, 0, 5]
