@@ -3,9 +3,9 @@
 from pathlib import Path
 
 from _common import setup_logging
-from lossatlas.store import SampleStore
 
 from lossatlas import diagnostics, plots
+from lossatlas.store import SampleStore
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 log = setup_logging(sm, "diagnose")

@@ -19,7 +19,15 @@ out = Path(sm.output.samples)
 # connect() logs the cluster size and the dashboard address.
 with cluster.connect(cfg["dask"], threads=sm.threads, log=log) as client:
     summary = engine.run_experiment(cfg, exp, dataset, out.parent, client, log)
-log.info("resume summary: %s", summary)
+log.info(
+    "resume summary: resumed=%d computed=%d total=%d draws over %d batches",
+    summary["draws_resumed"],
+    summary["draws_computed"],
+    summary["draws_total"],
+    summary["n_batches"],
+)
+for b in summary["batches"]:
+    log.info("resume summary: %s", b)
 
 if not out.exists():
     raise FileNotFoundError(f"engine.run_experiment did not write {out}")

@@ -1,0 +1,53 @@
+"""Helpers for tests that run the real workflow: run directories and snakemake subprocesses."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIGS = REPO / "tests" / "configs"
+# What a run directory links from the checkout; config/ and everything written are its own.
+WORKFLOW_PARTS = ("Snakefile", "workflow", "profiles", "envs")
+
+
+def make_workdir(path: Path, config: Path | dict) -> Path:
+    """A directory laid out like a checkout, with ``config`` as its config/config.yaml.
+
+    The workflow itself is symlinked, so the run uses this checkout's rules and scripts while
+    results/, logs/ and .snakemake/ land in ``path``.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_PARTS:
+        (path / name).symlink_to(REPO / name)
+    (path / "config").mkdir()
+    target = path / "config" / "config.yaml"
+    if isinstance(config, dict):
+        target.write_text(yaml.safe_dump(config, sort_keys=False))
+    else:
+        shutil.copyfile(config, target)
+    return path
+
+
+def snakemake_cmd(*args: str) -> list[str]:
+    """snakemake of the running interpreter's environment (the one lossatlas is installed in)."""
+    return [sys.executable, "-m", "snakemake", *args]
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        snakemake_cmd(*args),
+        cwd=workdir,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def output_of(proc: subprocess.CompletedProcess) -> str:
+    return f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"

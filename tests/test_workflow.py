@@ -1,0 +1,331 @@
+"""The Snakemake workflow, run for real: dry runs, config errors, a whole small run, resume.
+
+Every test runs `python -m snakemake` in its own directory laid out like a checkout
+(conftest.make_workdir), so results/ and .snakemake/ never touch the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import h5py
+import psutil
+import pytest
+import yaml
+from conftest import (
+    REPO,
+    TEST_CONFIGS,
+    make_workdir,
+    output_of,
+    run_snakemake,
+    snakemake_cmd,
+)
+
+from lossatlas import config as lacfg
+from lossatlas import store
+
+DEFAULT_CONFIG = REPO / "config" / "config.yaml"
+PROFILES = sorted(p.name for p in (REPO / "profiles").iterdir() if (p / "config.yaml").is_file())
+
+
+def job_counts(text: str) -> dict[str, int]:
+    """The 'job count' table of a dry run, as {rule: count}."""
+    table = text.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def expected_jobs(cfg_path: Path) -> dict[str, int]:
+    cfg = lacfg.validate(yaml.safe_load(cfg_path.read_text()))
+    n = len(lacfg.experiments(cfg))
+    return {"dataset": n, "sample": n, "diagnose": n, "reduce": n, "figures": 1, "all": 1}
+
+
+# ----------------------------------------------------------------------------- dry runs
+
+
+def test_dry_run_default_config(tmp_path):
+    wd = make_workdir(tmp_path, DEFAULT_CONFIG)
+    proc = run_snakemake(wd, "-n")
+    assert proc.returncode == 0, output_of(proc)
+    assert job_counts(proc.stdout + proc.stderr) == expected_jobs(DEFAULT_CONFIG)
+    assert not (wd / "results").exists() and not (wd / "logs").exists()
+
+
+@pytest.mark.parametrize("config", sorted(TEST_CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_dry_run_test_configs(tmp_path, config):
+    wd = make_workdir(tmp_path, config)
+    proc = run_snakemake(wd, "-n")
+    assert proc.returncode == 0, output_of(proc)
+    assert job_counts(proc.stdout + proc.stderr) == expected_jobs(config)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_dry_run_profiles(tmp_path, profile):
+    """A dry run plans the jobs under every profile without reaching any cluster."""
+    wd = make_workdir(tmp_path, DEFAULT_CONFIG)
+    proc = run_snakemake(wd, "-n", "--profile", f"profiles/{profile}")
+    assert proc.returncode == 0, output_of(proc)
+    assert job_counts(proc.stdout + proc.stderr) == expected_jobs(DEFAULT_CONFIG)
+
+
+# ----------------------------------------------------------------------------- config errors
+
+BAD_FIELDS = [
+    ("sampler.n_chains", {"sampler": {"n_chains": -4}}),
+    ("sampler.draws", {"sampler": {"draws": 0}}),
+    ("sampler.kind", {"sampler": {"kind": "gibbs"}}),
+    ("model.hidden", {"model": {"hidden": []}}),
+    ("model.hidden.1", {"model": {"hidden": [2, 0]}}),
+    ("target.box", {"target": {"box": 0}}),
+    ("target.box", {"target": {"box": -10.0}}),
+    ("target.good_threshold", {"target": {"good_threshold": 0}}),
+    ("target.good_threshold", {"target": {"good_threshold": -0.1}}),
+    ("sampler.n_chain", {"sampler": {"n_chain": 8}}),
+    ("colour", {"colour": "red"}),
+]
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+@pytest.mark.parametrize(("field", "change"), BAD_FIELDS, ids=[f for f, _ in BAD_FIELDS])
+def test_config_error_is_one_line_and_writes_nothing(tmp_path, field, change):
+    """A real run (not a dry run), so a config error that slipped through would write results."""
+    wd = make_workdir(tmp_path, _merge(yaml.safe_load(DEFAULT_CONFIG.read_text()), change))
+    before = set(os.listdir(wd))
+    proc = run_snakemake(wd, "--profile", "profiles/default", timeout=120)
+    assert proc.returncode != 0, output_of(proc)
+    text = proc.stdout + proc.stderr
+    errors = [line for line in text.splitlines() if "invalid config" in line]
+    assert len(errors) == 1, output_of(proc)
+    assert errors[0].startswith(f"invalid config: {field}:"), errors[0]
+    assert "Traceback" not in text and "Error" not in text, output_of(proc)
+    # Nothing of the workflow's; snakemake itself opens .snakemake/log/ before it reads the
+    # Snakefile, and that is all it may leave.
+    assert set(os.listdir(wd)) - before <= {".snakemake"}
+    if (wd / ".snakemake").exists():
+        assert os.listdir(wd / ".snakemake") == ["log"]
+
+
+# ----------------------------------------------------------------------------- a whole run
+
+SMALL = TEST_CONFIGS / "small.yaml"
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """The whole DAG of tests/configs/small.yaml, with the README's command."""
+    wd = make_workdir(tmp_path_factory.mktemp("small"), SMALL)
+    t0 = time.monotonic()
+    proc = run_snakemake(wd, "--profile", "profiles/default")
+    assert proc.returncode == 0, output_of(proc)
+    return wd, time.monotonic() - t0
+
+
+@pytest.mark.slow
+def test_small_run_writes_every_output(small_run):
+    wd, seconds = small_run
+    cfg = lacfg.validate(yaml.safe_load(SMALL.read_text()))
+    names = list(lacfg.experiments(cfg))
+    for name in names:
+        d = wd / "results" / name
+        for rel in (
+            "dataset.npz",
+            "samples.h5",
+            "diagnostics/summary.csv",
+            "diagnostics/normality.csv",
+            "diagnostics/convergence.json",
+            "reduce/reduction.h5",
+            "reduce/summary.json",
+        ):
+            assert (d / rel).stat().st_size > 0, d / rel
+        for png in ("trace_U.png", "rank_U.png", "rhat.png"):
+            assert (d / "diagnostics" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # The batch files are the resume state: present, and not Snakemake outputs.
+        assert len(list((d / "chains").glob("batch-*.h5"))) == 2
+        summary = json.loads((d / "reduce" / "summary.json").read_text())
+        assert summary["n_chains"] * summary["n_draws"] == 4 * 300
+        # 1200 draws > max_exact = 1000: the kernel must have been approximated, and say so.
+        assert "nystroem" in json.dumps(summary["kpca"]).lower()
+        log = (wd / "logs" / name / "sample.log").read_text()
+        assert "Dask dashboard" in log and "draws/s" in log and "ETA" in log
+    for fig in ("fig1_datasets.png", "fig2_good_minima.png"):
+        assert (wd / "results" / "figures" / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # "a couple of minutes" on 2 cores, with margin for a loaded machine
+    assert seconds < 300, f"the small run took {seconds:.0f} s"
+
+
+@pytest.mark.slow
+def test_small_run_store_opens_with_named_dims(small_run):
+    import xarray as xr
+
+    wd, _ = small_run
+    path = wd / "results" / "rotate-0" / "samples.h5"
+    with xr.open_dataset(path, group="posterior", engine="h5netcdf") as post:
+        theta = next(iter(post.data_vars.values()))
+        assert theta.dims[:2] == ("chain", "draw") and theta.shape[:2] == (4, 300)
+    with xr.open_dataset(path, group="sample_stats", engine="h5netcdf") as stats:
+        assert "energy" in stats and stats["energy"].dims == ("chain", "draw")
+
+
+@pytest.mark.slow
+def test_small_run_is_up_to_date_and_reports(small_run):
+    wd, _ = small_run
+    proc = run_snakemake(wd, "-n")
+    assert proc.returncode == 0, output_of(proc)
+    assert "Nothing to be done" in proc.stdout + proc.stderr, output_of(proc)
+    proc = run_snakemake(wd, "--report", "report.html")
+    assert proc.returncode == 0, output_of(proc)
+    html = (wd / "report.html").read_text(errors="replace")
+    assert "fig2_good_minima.png" in html and "summary.csv" in html
+
+
+@pytest.mark.slow
+def test_changed_threshold_reruns_only_downstream(small_run, tmp_path):
+    """params carry each rule's settings: the 'good' threshold must not resample."""
+    wd, _ = small_run
+    cfg_file = wd / "config" / "config.yaml"
+    original = cfg_file.read_text()
+    try:
+        cfg = yaml.safe_load(original)
+        cfg.setdefault("target", {})["good_threshold"] = 0.3
+        cfg_file.write_text(yaml.safe_dump(cfg))
+        proc = run_snakemake(wd, "-n")
+    finally:
+        cfg_file.write_text(original)
+    assert proc.returncode == 0, output_of(proc)
+    assert job_counts(proc.stdout + proc.stderr) == {"reduce": 2, "figures": 1, "all": 1}
+
+
+# ----------------------------------------------------------------------------- kill and resume
+
+RESUME = TEST_CONFIGS / "resume.yaml"
+RESUME_EXP = "rotate-120"
+RESUME_TARGET = f"results/{RESUME_EXP}/samples.h5"
+
+
+def read_samples(path: Path) -> dict[str, bytes]:
+    """Every array of a samples.h5 (theta and all sample stats) as raw bytes."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        out["posterior/theta"] = f["posterior/theta"][...].tobytes()
+        for name, ds in f["sample_stats"].items():
+            if isinstance(ds, h5py.Dataset) and ds.ndim == 2:
+                out[f"sample_stats/{name}"] = ds[...].tobytes()
+    return out
+
+
+@pytest.fixture(scope="module")
+def resume_reference(tmp_path_factory):
+    """An uninterrupted run, on ONE core (one Dask worker): the killed runs use two."""
+    wd = make_workdir(tmp_path_factory.mktemp("reference"), RESUME)
+    proc = run_snakemake(wd, "--profile", "profiles/default", "--cores", "1", RESUME_TARGET)
+    assert proc.returncode == 0, output_of(proc)
+    arrays = read_samples(wd / RESUME_TARGET)
+    assert {"posterior/theta", "sample_stats/energy"} <= set(arrays)
+    return arrays
+
+
+def batch_progress(wd: Path) -> list:
+    files = sorted((wd / "results" / RESUME_EXP / "chains").glob("batch-*.h5"))
+    return [store.read_progress(f) for f in files]
+
+
+def wait_for_draws(wd: Path, proc: subprocess.Popen, n_batches: int, timeout: float = 300):
+    """Poll until every batch file has a checkpoint with draws; fail if snakemake ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "snakemake ended before the batches had checkpointed draws"
+        progress = batch_progress(wd)
+        if len(progress) == n_batches and all(p and p[0] >= 1 for p in progress):
+            return progress
+        time.sleep(0.1)
+    pytest.fail(f"no checkpointed draws within {timeout} s: {batch_progress(wd)}")
+
+
+def start(wd: Path) -> subprocess.Popen:
+    # The child keeps its own copy of the file descriptor; ours can close at once.
+    with open(wd / "snakemake.out", "w") as out:
+        return subprocess.Popen(
+            snakemake_cmd("--profile", "profiles/default", RESUME_TARGET),
+            cwd=wd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def resume_counts(wd: Path) -> tuple[int, int, int]:
+    log = (wd / "logs" / RESUME_EXP / "sample.log").read_text()
+    m = re.findall(r"resume summary: resumed=(\d+) computed=(\d+) total=(\d+)", log)
+    assert m, log
+    return tuple(int(x) for x in m[-1])
+
+
+def sampler_cfg() -> dict:
+    return lacfg.validate(yaml.safe_load(RESUME.read_text()))["sampler"]
+
+
+@pytest.mark.slow
+def test_sigkill_snakemake_then_rerun_is_bit_identical(tmp_path, resume_reference):
+    s = sampler_cfg()
+    wd = make_workdir(tmp_path, RESUME)
+    proc = start(wd)
+    try:
+        wait_for_draws(wd, proc, n_batches=s["n_chains"] // s["chains_per_batch"])
+        job = psutil.Process(proc.pid).children(recursive=True)
+        assert any("sample.py" in " ".join(p.cmdline()) for p in job), "no sample job running"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # The job and its Dask workers must not outlive snakemake (or they would keep writing).
+    _, alive = psutil.wait_procs(job, timeout=30)
+    assert not alive, f"left running after snakemake was killed: {[p.pid for p in alive]}"
+    progress = batch_progress(wd)
+    assert any(p[0] < s["draws"] for p in progress), f"killed too late: {progress}"
+
+    # The same command again: stale lock and incomplete output are handled, sampling resumes.
+    again = run_snakemake(wd, "--profile", "profiles/default", RESUME_TARGET)
+    assert again.returncode == 0, output_of(again)
+    resumed, computed, total = resume_counts(wd)
+    assert resumed >= min(p[0] for p in progress) > 0 and resumed + computed == total
+    assert read_samples(wd / RESUME_TARGET) == resume_reference
+
+
+@pytest.mark.slow
+def test_sigkill_dask_worker_run_completes_bit_identical(tmp_path, resume_reference):
+    s = sampler_cfg()
+    wd = make_workdir(tmp_path, RESUME)
+    proc = start(wd)
+    try:
+        wait_for_draws(wd, proc, n_batches=s["n_chains"] // s["chains_per_batch"])
+        job = [
+            p
+            for p in psutil.Process(proc.pid).children(recursive=True)
+            if "sample.py" in " ".join(p.cmdline())
+        ]
+        assert len(job) == 1, "expected one running sample job"
+        # LocalCluster worker processes are spawned children of the job (the nanny lives in it).
+        workers = [p for p in job[0].children() if "spawn_main" in " ".join(p.cmdline())]
+        assert len(workers) == 2, [p.cmdline() for p in job[0].children()]
+        workers[0].send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=600) == 0, (wd / "snakemake.out").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    resumed, computed, total = resume_counts(wd)
+    # The killed worker's batch restarted from its checkpoint, not from scratch.
+    assert resumed > 0 and resumed + computed == total
+    assert read_samples(wd / RESUME_TARGET) == resume_reference
