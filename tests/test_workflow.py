@@ -46,6 +46,42 @@ def expected_jobs(cfg_path: Path) -> dict[str, int]:
     return {"dataset": n, "sample": n, "diagnose": n, "reduce": n, "figures": 1, "all": 1}
 
 
+# ----------------------------------------------------------------------------- the config
+
+SCHEMA = lacfg.load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
+
+
+def schema_fields(node: dict, path: tuple = ()):
+    """Every leaf field of the schema as a path tuple (objects without properties are leaves)."""
+    for name, sub in node.get("properties", {}).items():
+        if sub.get("type") == "object" and sub.get("properties"):
+            yield from schema_fields(sub, (*path, name))
+        else:
+            yield (*path, name)
+
+
+def test_default_config_is_the_schema_defaults():
+    """config/config.yaml writes the defaults out: same run as an empty config."""
+    assert lacfg.validate(yaml.safe_load(DEFAULT_CONFIG.read_text())) == lacfg.validate({})
+
+
+def test_config_readme_documents_every_field():
+    text = (REPO / "config" / "README.md").read_text()
+    sections = {
+        m[1]: text[m.end() : text.find("\n### ", m.end())]
+        for m in re.finditer(r"^### `?([\w ]+?)`?(?::.*)?$", text, re.M)
+    }
+    missing = []
+    for path in schema_fields(SCHEMA):
+        where = sections.get(path[0]) if len(path) > 1 else sections.get("Top level")
+        rest = path[1:] or path
+        # sweep's keys are transform names, documented inside the sweep row
+        name = rest[-1] if path[:2] == ("experiments", "sweep") else ".".join(rest)
+        if where is None or f"`{name}`" not in where:
+            missing.append(".".join(path))
+    assert not missing, f"config/README.md does not document: {', '.join(missing)}"
+
+
 # ----------------------------------------------------------------------------- dry runs
 
 
@@ -192,14 +228,18 @@ def test_small_run_is_up_to_date_and_reports(small_run):
 
 @pytest.mark.slow
 def test_changed_threshold_reruns_only_downstream(small_run, tmp_path):
-    """params carry each rule's settings: the 'good' threshold must not resample."""
+    """params carry each rule's settings: the 'good' threshold must not resample.
+
+    The config is rewritten with its keys sorted, so this also checks that key order in the
+    file is not taken for a change.
+    """
     wd, _ = small_run
     cfg_file = wd / "config" / "config.yaml"
     original = cfg_file.read_text()
     try:
         cfg = yaml.safe_load(original)
         cfg.setdefault("target", {})["good_threshold"] = 0.3
-        cfg_file.write_text(yaml.safe_dump(cfg))
+        cfg_file.write_text(yaml.safe_dump(cfg, sort_keys=True))
         proc = run_snakemake(wd, "-n")
     finally:
         cfg_file.write_text(original)

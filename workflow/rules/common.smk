@@ -15,6 +15,24 @@ wildcard_constraints:
     exp="|".join(re.escape(name) for name in EXPERIMENTS),
 
 
+def canonical(obj):
+    """obj with every mapping's keys sorted.
+
+    Snakemake compares params by their text, so the order of keys in the config file would
+    otherwise count as a change and rerun the sampling.
+    """
+    if isinstance(obj, dict):
+        return {k: canonical(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [canonical(v) for v in obj]
+    return obj
+
+
+def section(name):
+    """One config section as a params value."""
+    return canonical(CFG[name])
+
+
 def experiment_params(wildcards):
     """Name, sweep index (it seeds the chains) and transforms of one experiment."""
     e = EXPERIMENTS[wildcards.exp]
@@ -28,12 +46,14 @@ def experiment_params(wildcards):
 def sampling_settings():
     """Every setting the draws depend on; the 'good' threshold only matters downstream."""
     target = {k: v for k, v in CFG["target"].items() if k != "good_threshold"}
-    return {
-        "seed": CFG["seed"],
-        "model": CFG["model"],
-        "target": target,
-        "sampler": CFG["sampler"],
-    }
+    return canonical(
+        {
+            "seed": CFG["seed"],
+            "model": CFG["model"],
+            "target": target,
+            "sampler": CFG["sampler"],
+        }
+    )
 
 
 def n_batches():

@@ -8,7 +8,7 @@ rule dataset:
     conda:
         "../../envs/lossatlas.yaml"
     params:
-        dataset=CFG["dataset"],
+        dataset=section("dataset"),
         experiment=experiment_params,
     script:
         "../scripts/dataset.py"

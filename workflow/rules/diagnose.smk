@@ -53,6 +53,7 @@ rule diagnose:
         mem_mb=2048,
         runtime=60,
     params:
-        diagnose=CFG["diagnose"],
+        diagnose=section("diagnose"),
+        dpi=CFG["figures"]["dpi"],
     script:
         "../scripts/diagnose.py"

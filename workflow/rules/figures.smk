@@ -27,7 +27,7 @@ rule figures:
         runtime=30,
     params:
         experiments=list(EXPERIMENTS),
-        figures=CFG["figures"],
+        figures=section("figures"),
         good_threshold=CFG["target"]["good_threshold"],
     script:
         "../scripts/figures.py"

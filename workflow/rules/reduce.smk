@@ -20,7 +20,7 @@ rule reduce:
         runtime=60,
     params:
         seed=CFG["seed"],
-        reduce=CFG["reduce"],
+        reduce=section("reduce"),
         good_threshold=CFG["target"]["good_threshold"],
     script:
         "../scripts/reduce.py"

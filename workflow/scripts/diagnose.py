@@ -23,7 +23,7 @@ for key in ("summary", "normality", "convergence"):
             f"diagnostics.write wrote {paths[key]}, the rule expects {sm.output[key]}"
         )
 
-dpi = cfg["figures"]["dpi"]
+dpi = sm.params.dpi
 plots.trace(energy, sm.output.trace, name="U", title=sm.wildcards.exp, dpi=dpi)
 plots.rank(energy, sm.output.rank, name="U", title=sm.wildcards.exp, dpi=dpi)
 plots.rhat(
