@@ -260,6 +260,19 @@ def _slurm(dask_cfg: dict, say) -> Iterator[Client]:
     finally:
         # Closing the cluster scancels the worker jobs.
         cluster.close()
+        _remove_worker_credentials(cluster)
+
+
+def _remove_worker_credentials(cluster) -> None:
+    """Delete the temporary TLS key and certificates written for the worker jobs.
+
+    dask-jobqueue keeps them as NamedTemporaryFile attributes (``_job_<field>``) that vanish
+    only when the cluster object is garbage-collected; the key must not linger on disk.
+    """
+    for name in list(vars(cluster)):
+        fh = getattr(cluster, name, None)
+        if name.startswith("_job_") and hasattr(fh, "close"):
+            fh.close()
 
 
 def _security_for_slurm(tls: dict) -> Security:
