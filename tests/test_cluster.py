@@ -79,6 +79,7 @@ def test_local_dashboard_is_served_on_loopback():
 
 def _write_tls(tmp: Path) -> dict[str, str]:
     """Write a self-signed CA/cert/key triple; the same pair serves every role."""
+    pytest.importorskip("cryptography", reason="TLS credentials need the cryptography package")
     sec = Security.temporary()
     files = {"ca_file": tmp / "ca.pem", "cert": tmp / "cert.pem", "key": tmp / "key.pem"}
     files["ca_file"].write_text(sec.tls_ca_file)
