@@ -82,6 +82,19 @@ def test_config_readme_documents_every_field():
     assert not missing, f"config/README.md does not document: {', '.join(missing)}"
 
 
+def test_conda_env_pins_every_dependency():
+    """envs/lossatlas.yaml (for --sdm conda) pins each runtime dependency and installs the repo."""
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = yaml.safe_load((REPO / "envs" / "lossatlas.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    pinned = {line.split("==")[0].lower() for line in pip if "==" in line}
+    wanted = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower() for d in deps}
+    assert wanted <= pinned, f"not pinned in envs/lossatlas.yaml: {sorted(wanted - pinned)}"
+    assert "-e ../.." in pip
+
+
 # ----------------------------------------------------------------------------- dry runs
 
 
