@@ -23,6 +23,9 @@ The target is duck-typed: any object with
 
 Base kernels also offer ``step_at(state, rng, adapt, beta)`` (``beta`` scalar or per chain),
 which parallel tempering (:mod:`.tempering`) uses to run all replicas in one batch.
+
+``backend: numba`` runs RWM and HMC on MLP targets as fused compiled kernels
+(:mod:`.fused`); other kinds and targets use these numpy kernels, which stay the reference.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from .rwm import RWM, RWMInfo, RWMState
 from .tempering import Tempered
 
 KINDS = {"rwm": RWM, "mala": MALA, "hmc": HMC}
+BACKENDS = ("numpy", "numba")
+DEFAULT_BACKEND = "numba"  # keep equal to the schema's default
 
 __all__ = [
     "HMC",
@@ -54,19 +59,29 @@ def build(sampler_cfg: dict, target):
     """The kernel described by a (validated) ``sampler`` config section, for ``target``.
 
     Missing keys take the schema's defaults. ``tempering.n_temps > 1`` wraps the kernel in
-    parallel tempering.
+    parallel tempering. ``backend: numba`` picks the fused kernel where one exists for the
+    kind and target (:func:`.fused.supports`) and the numpy kernel otherwise.
     """
     cfg = sampler_cfg
     kind = cfg.get("kind", "rwm")
+    backend = cfg.get("backend", DEFAULT_BACKEND)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown sampler backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    rwm_cls, hmc_cls = RWM, HMC
+    if backend == "numba" and kind in ("rwm", "hmc"):
+        from . import fused  # numba only when asked for
+
+        if fused.supports(target):
+            rwm_cls, hmc_cls = fused.FusedRWM, fused.FusedHMC
     common = dict(step_size=cfg.get("step_size", 0.1), dtype=cfg.get("dtype", "float64"))
     if kind == "rwm":
-        base = RWM(target, target_accept=cfg.get("target_accept", 0.234), **common)
+        base = rwm_cls(target, target_accept=cfg.get("target_accept", 0.234), **common)
     elif kind == "mala":
         m = cfg.get("mala", {})
         base = MALA(target, target_accept=m.get("target_accept", 0.574), **common)
     elif kind == "hmc":
         h = cfg.get("hmc", {})
-        base = HMC(
+        base = hmc_cls(
             target,
             target_accept=h.get("target_accept", 0.8),
             n_leapfrog=h.get("n_leapfrog", 10),

@@ -1,0 +1,574 @@
+"""RWM and HMC on MLP targets as fused numba kernels (``backend: numba``).
+
+One compiled call does a whole transition of every chain: proposal, forward pass (and
+backpropagation for HMC), energy, and the accept/reject. Chains sit on the innermost,
+contiguous axis of block-local scratch arrays (blocks of ``BLOCK`` chains, ``prange`` over
+blocks), so LLVM vectorises every loop across chains; the transcendental functions come from
+:mod:`lossatlas.fastmath` for the same reason.
+
+Same contract as the numpy kernels: the states are :class:`~.rwm.RWMState` and
+:class:`~.hmc.HMCState`, the step size and mass-matrix adaptation are the numpy code's, and
+``step`` is a pure function of ``(state, rng)``. The random numbers of a transition are
+SplitMix64 outputs keyed by one 64-bit word drawn from ``rng`` and counted by (chain, draw),
+so a checkpoint (state fields + ``rng`` state) resumes bit-exactly, and the result does not
+depend on the number of threads (blocks are fixed; each chain's numbers are its own).
+The streams differ from the numpy backend's, so the two backends give different (equally
+valid) chains for one seed.
+
+Supported: :class:`lossatlas.model.Target` with any depth/width, every activation and loss
+of :mod:`lossatlas.model`, float32 and float64. Anything else (other targets, MALA) uses the
+numpy kernels; :func:`supports` says which.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .. import fastmath as fm
+from ..model import ACTIVATIONS, LOSSES
+from ._common import da_init, da_update
+from .hmc import DIVERGENCE, HMC, HMCInfo
+from .rwm import RWM, RWMInfo
+
+BLOCK = 128  # chains per block: fixed, so results never depend on the thread count
+_ACT = {name: i for i, name in enumerate(ACTIVATIONS)}  # tanh relu sigmoid linear quadratic
+_LOSS = {name: i for i, name in enumerate(LOSSES)}  # cross_entropy squared
+
+_jit = njit(fastmath=fm.FASTMATH, cache=True, error_model="numpy")
+_pjit = njit(fastmath=fm.FASTMATH, cache=True, error_model="numpy", parallel=True)
+_inl = njit(fastmath=fm.FASTMATH, cache=True, error_model="numpy", inline="always")
+
+
+def supports(target) -> bool:
+    """Whether the fused kernels evaluate this target (else the numpy kernels are used)."""
+    mlp = getattr(target, "mlp", None)
+    return (
+        mlp is not None
+        and hasattr(mlp, "_layers")
+        and getattr(mlp, "activation", None) in _ACT
+        and getattr(mlp, "loss", None) in _LOSS
+        and getattr(target, "energy", None) in ("sum", "mean")
+        and hasattr(target, "X")
+        and hasattr(target, "y")
+    )
+
+
+class Arch:
+    """A target's network as plain arrays for the kernels."""
+
+    def __init__(self, target, dtype):
+        mlp = target.mlp
+        self.dtype = np.dtype(dtype)
+        self.p = mlp.p
+        self.layers = np.array(
+            [[w.start, b.start, n_out, n_in] for w, b, n_out, n_in in mlp._layers], dtype=np.int64
+        )
+        self.maxw = int(max(mlp.sizes))
+        self.act = _ACT[mlp.activation]
+        self.loss = _LOSS[mlp.loss]
+        n = target.X.shape[0]
+        self.scale = 1.0 / n if target.energy == "mean" else 1.0
+        self.X = np.ascontiguousarray(target.X, dtype=self.dtype)
+        self.y = np.ascontiguousarray(target.y, dtype=np.int64)
+        self.box = self.dtype.type(target.box)
+
+    def args(self):
+        return (self.X, self.y, self.layers, self.maxw, self.act, self.loss, self.scale)
+
+    def U_and_grad(self, theta, want_grad=True):
+        """Energy ``(C,)`` (and gradient ``(C, p)``) by the fused code, in ``self.dtype``."""
+        theta = np.ascontiguousarray(theta, dtype=self.dtype)
+        u = np.empty(theta.shape[0], dtype=self.dtype)
+        g = np.empty_like(theta) if want_grad else np.empty((0, self.p), self.dtype)
+        _energy_kernel(theta, want_grad, *self.args(), u, g)
+        return u, (g if want_grad else None)
+
+
+# ---------------------------------------------------------------------------------------
+# block pieces: arrays (rows, BLOCK) with the chains of one block along the last axis
+
+
+@_jit
+def _fold(v, box):
+    """Mirror ``v`` into ``[-box, box]``: ``(position, crossed an odd number of walls,
+    number of wall crossings)``. Same fold as ``_common.reflect``."""
+    two = box + box
+    s = v + box
+    k = np.floor(s / two)
+    r = min(max(s - k * two, fm.like(box, 0)), two)
+    odd = k - fm.like(box, 2) * np.floor(k * fm.like(box, 0.5)) != fm.like(box, 0)
+    return (box - r if odd else r - box), odd, abs(k)
+
+
+@_jit
+def _activate(act, row, drow, n, want_d):
+    """``row = act(row)`` in place; ``drow = act'`` (from the pre-activation) if ``want_d``.
+    The branch sits outside the chain loops, so each loop is straight-line and vectorises."""
+    one = fm.like(row[0], 1)
+    half = fm.like(row[0], 0.5)
+    if act == 0:  # tanh
+        for c in range(n):
+            a = fm.tanh(row[c])
+            row[c] = a
+            if want_d:
+                drow[c] = one - a * a
+    elif act == 1:  # relu
+        for c in range(n):
+            z = row[c]
+            if want_d:
+                drow[c] = one if z > 0 else fm.like(z, 0)
+            row[c] = max(z, fm.like(z, 0))
+    elif act == 2:  # sigmoid, in numpy's tanh form
+        for c in range(n):
+            a = half * (one + fm.tanh(half * row[c]))
+            row[c] = a
+            if want_d:
+                drow[c] = a * (one - a)
+    elif act == 3:  # linear
+        if want_d:
+            for c in range(n):
+                drow[c] = one
+    else:  # quadratic
+        for c in range(n):
+            z = row[c]
+            if want_d:
+                drow[c] = z + z
+            row[c] = z * z
+
+
+@_jit
+def _block_forward(th, n, xk, layers, act, H, D, want_d):
+    """Forward pass of one input point ``xk`` for the block's chains: ``H[l]`` holds the
+    outputs of layer ``l`` (``H[n_layers - 1]`` the logits), ``D[l]`` the activation slopes."""
+    n_layers = layers.shape[0]
+    for li in range(n_layers):
+        w0, b0, n_out, n_in = layers[li, 0], layers[li, 1], layers[li, 2], layers[li, 3]
+        for o in range(n_out):
+            row = H[li, o]
+            brow = th[b0 + o]
+            for c in range(n):
+                row[c] = brow[c]
+            for j in range(n_in):
+                wrow = th[w0 + o * n_in + j]
+                if li == 0:
+                    xv = xk[j]
+                    for c in range(n):
+                        row[c] += wrow[c] * xv
+                else:
+                    hin = H[li - 1, j]
+                    for c in range(n):
+                        row[c] += wrow[c] * hin[c]
+            if li < n_layers - 1:
+                _activate(act, row, D[li, o], n, want_d)
+
+
+@_jit
+def _block_loss(lo, k, yk, loss, scale, n, out, dlo, T, want_d):
+    """Add ``scale * loss`` of logits ``lo (k, B)`` against label ``yk`` to ``out`` (float64);
+    ``dlo`` gets ``scale * dloss/dlogits`` if ``want_d``. ``T (2, B)`` is scratch."""
+    one = fm.like(lo[0, 0], 1)
+    sc = fm.like(lo[0, 0], scale)
+    if loss == 1:  # squared
+        for cl in range(k):
+            t = one if cl == yk else fm.like(one, 0)
+            for c in range(n):
+                r = lo[cl, c] - t
+                out[c] += scale * np.float64(r * r)
+                if want_d:
+                    dlo[cl, c] = sc * (r + r)
+    elif k == 2:
+        # softplus of the logit margin: one exp and one log per point
+        oy, ot = lo[yk], lo[1 - yk]
+        for c in range(n):
+            d = ot[c] - oy[c]
+            t = fm.exp(-abs(d))
+            out[c] += scale * np.float64(max(d, fm.like(d, 0)) + fm.log1p_small(t))
+            if want_d:
+                s = (one if d >= 0 else t) / (one + t)  # sigmoid(d)
+                dlo[1 - yk, c] = sc * s
+                dlo[yk, c] = -sc * s
+    else:
+        m, s = T[0], T[1]
+        for c in range(n):
+            m[c] = lo[0, c]
+        for cl in range(1, k):
+            for c in range(n):
+                m[c] = max(m[c], lo[cl, c])
+        for c in range(n):
+            s[c] = fm.like(one, 0)
+        for cl in range(k):
+            for c in range(n):
+                e = fm.exp(lo[cl, c] - m[c])
+                s[c] += e
+                if want_d:
+                    dlo[cl, c] = e
+        oy = lo[yk]
+        for c in range(n):
+            out[c] += scale * np.float64(m[c] + fm.log(s[c]) - oy[c])
+        if want_d:
+            for cl in range(k):
+                for c in range(n):
+                    dlo[cl, c] = sc * (dlo[cl, c] / s[c] - (one if cl == yk else fm.like(one, 0)))
+
+
+@_jit
+def _block_energy(th, n, X, y, layers, maxw, act, loss, scale, out, G, want_grad):
+    """Energy (float64, into ``out``) and, if ``want_grad``, its gradient (into ``G``) of the
+    block's chains ``th (p, B)`` (columns ``[0, n)``)."""
+    n_layers = layers.shape[0]
+    B = th.shape[1]
+    dt = th.dtype
+    H = np.empty((n_layers, maxw, B), dt)
+    D = np.empty((n_layers, maxw, B), dt)
+    DZ = np.empty((2, maxw, B), dt)
+    T = np.empty((2, B), dt)
+    k = layers[n_layers - 1, 2]
+    for c in range(n):
+        out[c] = 0.0
+    if want_grad:
+        for i in range(th.shape[0]):
+            for c in range(n):
+                G[i, c] = fm.like(th[0, 0], 0)
+    for pt in range(X.shape[0]):
+        xk = X[pt]
+        _block_forward(th, n, xk, layers, act, H, D, want_grad)
+        _block_loss(H[n_layers - 1], k, y[pt], loss, scale, n, out, DZ[0], T, want_grad)
+        if not want_grad:
+            continue
+        cur = 0
+        for li in range(n_layers - 1, -1, -1):
+            w0, b0, n_out, n_in = layers[li, 0], layers[li, 1], layers[li, 2], layers[li, 3]
+            dz = DZ[cur]
+            if li < n_layers - 1:
+                for o in range(n_out):
+                    zr, dr = dz[o], D[li, o]
+                    for c in range(n):
+                        zr[c] *= dr[c]
+            for o in range(n_out):
+                zr = dz[o]
+                gb = G[b0 + o]
+                for c in range(n):
+                    gb[c] += zr[c]
+                for j in range(n_in):
+                    gw = G[w0 + o * n_in + j]
+                    if li == 0:
+                        xv = xk[j]
+                        for c in range(n):
+                            gw[c] += zr[c] * xv
+                    else:
+                        hin = H[li - 1, j]
+                        for c in range(n):
+                            gw[c] += zr[c] * hin[c]
+            if li > 0:
+                nxt = DZ[1 - cur]
+                for j in range(n_in):
+                    hr = nxt[j]
+                    for c in range(n):
+                        hr[c] = fm.like(th[0, 0], 0)
+                    for o in range(n_out):
+                        wrow = th[w0 + o * n_in + j]
+                        zr = dz[o]
+                        for c in range(n):
+                            hr[c] += wrow[c] * zr[c]
+                cur = 1 - cur
+
+
+@_jit
+def _load(src, c0, n, dst):
+    """``dst[:, :n] = src[c0:c0 + n].T``: rows of a ``(C, p)`` array into a block."""
+    for j in range(src.shape[1]):
+        for c in range(n):
+            dst[j, c] = src[c0 + c, j]
+
+
+@_jit
+def _store(src, c0, n, dst):
+    for j in range(dst.shape[1]):
+        for c in range(n):
+            dst[c0 + c, j] = src[j, c]
+
+
+# ---------------------------------------------------------------------------------------
+# kernels over all chains
+
+
+@_pjit
+def _energy_kernel(theta, want_grad, X, y, layers, maxw, act, loss, scale, u_out, g_out):
+    C, p = theta.shape
+    for blk in prange((C + BLOCK - 1) // BLOCK):
+        c0 = blk * BLOCK
+        n = min(BLOCK, C - c0)
+        th = np.empty((p, BLOCK), theta.dtype)
+        G = np.empty((p, BLOCK), theta.dtype)
+        e = np.empty(BLOCK)
+        _load(theta, c0, n, th)
+        _block_energy(th, n, X, y, layers, maxw, act, loss, scale, e, G, want_grad)
+        for c in range(n):
+            u_out[c0 + c] = e[c]
+        if want_grad:
+            _store(G, c0, n, g_out)
+
+
+@_jit
+def _accept(key, ci, stride, lr):
+    """Metropolis decision for chain ``ci`` with log ratio ``lr``: ``(accept_prob, accepted)``;
+    NaN rejects. The uniform is the chain's last random word of the step."""
+    lr = -np.inf if lr != lr else lr
+    prob = fm.exp64(min(lr, 0.0))
+    r = fm.counter_u64(key, np.uint64(ci) * np.uint64(stride) + np.uint64(stride - 1))
+    u = np.float64(np.int64(r >> np.uint64(11))) * (1.0 / 9007199254740992.0)  # [0, 1)
+    return prob, u < prob
+
+
+@_jit
+def _normals(key, c0, n, p, Z):
+    """Standard normals ``Z (p, B)`` of chains ``c0 .. c0 + n``: words ``2j, 2j + 1`` of a
+    chain give coordinates ``2j, 2j + 1``. (Straight loops without a branch on the pair:
+    a branch there keeps LLVM from vectorising.)"""
+    stride = np.uint64(2 * ((p + 1) // 2) + 1)
+    like_x = Z[0, 0]
+    for j in range(p // 2):
+        off = np.uint64(2 * j)
+        for c in range(n):
+            base = np.uint64(c0 + c) * stride + off
+            z0, z1 = fm.normal_pair(
+                fm.counter_u64(key, base), fm.counter_u64(key, base + np.uint64(1)), like_x
+            )
+            Z[2 * j, c] = z0
+            Z[2 * j + 1, c] = z1
+    if p % 2:
+        off = np.uint64(p - 1)
+        for c in range(n):
+            base = np.uint64(c0 + c) * stride + off
+            z0, _ = fm.normal_pair(
+                fm.counter_u64(key, base), fm.counter_u64(key, base + np.uint64(1)), like_x
+            )
+            Z[p - 1, c] = z0
+
+
+@_pjit
+def _rwm_kernel(
+    pos, U, eps, beta, key, box, X, y, layers, maxw, act, loss, scale, new_pos, new_U, prob, acc
+):
+    C, p = pos.shape
+    stride = 2 * ((p + 1) // 2) + 1
+    for blk in prange((C + BLOCK - 1) // BLOCK):
+        c0 = blk * BLOCK
+        n = min(BLOCK, C - c0)
+        th = np.empty((p, BLOCK), pos.dtype)
+        ub = np.empty(BLOCK, pos.dtype)
+        e = np.empty(BLOCK)
+        _normals(key, c0, n, p, th)
+        for j in range(p):
+            row = th[j]
+            for c in range(n):
+                row[c] = _fold(pos[c0 + c, j] + eps[c0 + c] * row[c], box)[0]
+        _block_energy(th, n, X, y, layers, maxw, act, loss, scale, e, th, False)
+        for c in range(n):
+            ub[c] = e[c]  # rounded to the state's dtype, as the numpy target returns it
+        for c in range(n):
+            ci = c0 + c
+            lr = -beta[ci] * (np.float64(ub[c]) - np.float64(U[ci]))
+            pr, a = _accept(key, ci, stride, lr)
+            prob[ci] = pr
+            acc[ci] = a
+            new_U[ci] = ub[c] if a else U[ci]
+        for j in range(p):
+            row = th[j]
+            for c in range(n):
+                ci = c0 + c
+                new_pos[ci, j] = row[c] if acc[ci] else pos[ci, j]
+
+
+@_pjit
+def _hmc_kernel(
+    pos,
+    U,
+    grad,
+    eps,
+    inv_mass,
+    beta,
+    n_leapfrog,
+    key,
+    box,
+    X,
+    y,
+    layers,
+    maxw,
+    act,
+    loss,
+    scale,
+    new_pos,
+    new_U,
+    new_grad,
+    prob,
+    acc,
+    n_refl,
+    err,
+):
+    C, p = pos.shape
+    dt = pos.dtype
+    stride = 2 * ((p + 1) // 2) + 1
+    for blk in prange((C + BLOCK - 1) // BLOCK):
+        c0 = blk * BLOCK
+        n = min(BLOCK, C - c0)
+        x = np.empty((p, BLOCK), dt)
+        g = np.empty((p, BLOCK), dt)
+        mom = np.empty((p, BLOCK), dt)
+        im = np.empty((p, BLOCK), dt)
+        eb = np.empty(BLOCK, dt)  # eps * beta
+        ep = np.empty(BLOCK, dt)
+        kin = np.zeros(BLOCK)
+        h0 = np.empty(BLOCK)
+        e = np.empty(BLOCK)
+        ub = np.empty(BLOCK, dt)
+        hits = np.zeros(BLOCK, np.int64)
+        _load(pos, c0, n, x)
+        _load(grad, c0, n, g)
+        _load(inv_mass, c0, n, im)
+        _normals(key, c0, n, p, mom)
+        half = fm.like(box, 0.5)
+        for c in range(n):
+            ep[c] = eps[c0 + c]
+            eb[c] = eps[c0 + c] * beta[c0 + c]
+        for j in range(p):
+            mr, ir, gr = mom[j], im[j], g[j]
+            for c in range(n):
+                m = mr[c] / np.sqrt(ir[c])
+                kin[c] += np.float64(m * m * ir[c])
+                mr[c] = m - half * eb[c] * gr[c]
+        for c in range(n):
+            h0[c] = beta[c0 + c] * np.float64(U[c0 + c]) + 0.5 * kin[c]
+        for i in range(n_leapfrog):
+            for j in range(p):
+                xr, mr, ir = x[j], mom[j], im[j]
+                for c in range(n):
+                    v, odd, k = _fold(xr[c] + ep[c] * ir[c] * mr[c], box)
+                    xr[c] = v
+                    mr[c] = -mr[c] if odd else mr[c]
+                    hits[c] += np.int64(min(k, fm.like(box, 2.0**40)))
+            _block_energy(x, n, X, y, layers, maxw, act, loss, scale, e, g, True)
+            f = half if i == n_leapfrog - 1 else fm.like(box, 1)
+            for j in range(p):
+                mr, gr = mom[j], g[j]
+                for c in range(n):
+                    mr[c] -= f * eb[c] * gr[c]
+        for c in range(n):
+            ub[c] = e[c]
+            kin[c] = 0.0
+        for j in range(p):
+            mr, ir = mom[j], im[j]
+            for c in range(n):
+                kin[c] += np.float64(mr[c] * mr[c] * ir[c])
+        for c in range(n):
+            ci = c0 + c
+            d = beta[ci] * np.float64(ub[c]) + 0.5 * kin[c] - h0[c]
+            err[ci] = d
+            pr, a = _accept(key, ci, stride, -d)
+            prob[ci] = pr
+            acc[ci] = a
+            n_refl[ci] = hits[c]
+            new_U[ci] = ub[c] if a else U[ci]
+        for j in range(p):
+            xr, gr = x[j], g[j]
+            for c in range(n):
+                ci = c0 + c
+                a = acc[ci]
+                new_pos[ci, j] = xr[c] if a else pos[ci, j]
+                new_grad[ci, j] = gr[c] if a else grad[ci, j]
+
+
+# ---------------------------------------------------------------------------------------
+# samplers
+
+
+def _beta_vector(beta, c):
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(beta, dtype=np.float64), (c,)))
+
+
+def _key(rng: np.random.Generator) -> np.uint64:
+    return rng.integers(0, 2**64, dtype=np.uint64)
+
+
+class FusedRWM(RWM):
+    """:class:`~.rwm.RWM` with the transition in one fused kernel (MLP targets only)."""
+
+    def __init__(self, target, step_size=0.1, target_accept=0.234, dtype="float64"):
+        super().__init__(target, step_size, target_accept, dtype)
+        self.arch = Arch(target, self.dtype)
+
+    def init(self, position, rng=None):
+        x = np.array(position, dtype=self.dtype)
+        if x.ndim != 2:
+            raise ValueError(f"position must be (n_chains, p), got {x.shape}")
+        u, _ = self.arch.U_and_grad(x, want_grad=False)
+        return self.state_cls(position=x, U=u, **da_init(self.step_size, x.shape[0]))
+
+    def step_at(self, state, rng, adapt, beta):
+        x = np.ascontiguousarray(state.position, dtype=self.dtype)
+        c = x.shape[0]
+        u = np.ascontiguousarray(state.U, dtype=self.dtype)
+        eps = np.exp(state.log_step_size).astype(self.dtype)
+        new_pos, new_u = np.empty_like(x), np.empty_like(u)
+        prob, acc = np.empty(c), np.empty(c, dtype=bool)
+        a = self.arch
+        _rwm_kernel(
+            x, u, eps, _beta_vector(beta, c), _key(rng), a.box, *a.args(), new_pos, new_u, prob, acc
+        )
+        new = dict(position=new_pos, U=new_u)
+        if adapt:
+            new.update(da_update(state, prob, self.target_accept, 100 * self.target.box))
+        return state._replace(**new), RWMInfo(prob, acc)
+
+
+class FusedHMC(HMC):
+    """:class:`~.hmc.HMC` with each trajectory in one fused kernel (MLP targets only); the
+    adaptation is the numpy code's."""
+
+    def __init__(self, target, **kw):
+        super().__init__(target, **kw)
+        self.arch = Arch(target, self.dtype)
+
+    def init(self, position, rng=None):
+        x = np.array(position, dtype=self.dtype)
+        c, p = x.shape
+        u, g = self.arch.U_and_grad(x)
+        ints = lambda v: np.full(c, v, dtype=np.int64)  # noqa: E731
+        return self.state_cls(
+            position=x,
+            U=u,
+            grad=g,
+            inv_mass=np.ones((c, p)),
+            adapt_count=ints(0),
+            mm_count=ints(0),
+            mm_mean=np.zeros((c, p)),
+            mm_m2=np.zeros((c, p)),
+            mm_window_len=ints(self.mass_window),
+            mm_window_end=ints(self.mass_window),
+            **da_init(self.step_size, c),
+        )
+
+    def step_at(self, state, rng, adapt, beta):
+        dt = self.dtype
+        x = np.ascontiguousarray(state.position, dtype=dt)
+        c = x.shape[0]
+        u = np.ascontiguousarray(state.U, dtype=dt)
+        g = np.ascontiguousarray(state.grad, dtype=dt)
+        inv_m = np.ascontiguousarray(state.inv_mass, dtype=dt)
+        eps = np.exp(state.log_step_size)
+        out = (np.empty_like(x), np.empty_like(u), np.empty_like(g))
+        prob, acc = np.empty(c), np.empty(c, dtype=bool)
+        n_refl, err = np.empty(c, dtype=np.int64), np.empty(c)
+        a = self.arch
+        _hmc_kernel(
+            x, u, g, eps, inv_m, _beta_vector(beta, c), self.n_leapfrog, _key(rng), a.box,
+            *a.args(), *out, prob, acc, n_refl, err,
+        )  # fmt: skip
+        new = dict(position=out[0], U=out[1], grad=out[2])
+        if adapt:
+            new.update(da_update(state, prob, self.target_accept, 100 * self.target.box))
+            if self.adapt_mass:
+                new.update(self._mass_update(state, new))
+        divergent = ~(err < DIVERGENCE)
+        return state._replace(**new), HMCInfo(prob, acc, n_refl, divergent, err)
