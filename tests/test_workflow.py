@@ -315,6 +315,8 @@ def start(wd: Path) -> subprocess.Popen:
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
+            # its own process group, like a job started from a terminal: Ctrl-C reaches it all
+            start_new_session=True,
         )
 
 
@@ -330,7 +332,9 @@ def sampler_cfg() -> dict:
 
 
 @pytest.mark.slow
-def test_sigkill_snakemake_then_rerun_is_bit_identical(tmp_path, resume_reference):
+@pytest.mark.parametrize("how", ["kill-9", "ctrl-c"])
+def test_interrupted_snakemake_then_rerun_is_bit_identical(tmp_path, resume_reference, how):
+    """kill -9 of snakemake alone, or Ctrl-C (SIGINT to the whole foreground process group)."""
     s = sampler_cfg()
     wd = make_workdir(tmp_path, RESUME)
     proc = start(wd)
@@ -338,18 +342,21 @@ def test_sigkill_snakemake_then_rerun_is_bit_identical(tmp_path, resume_referenc
         at_kill = wait_for_draws(wd, proc, n_batches=s["n_chains"] // s["chains_per_batch"])
         job = psutil.Process(proc.pid).children(recursive=True)
         assert any("sample.py" in " ".join(p.cmdline()) for p in job), "no sample job running"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        if how == "kill-9":
+            proc.send_signal(signal.SIGKILL)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) != 0
     finally:
         if proc.poll() is None:
             proc.kill()
     # The job and its Dask workers must stop with snakemake: an orphaned job would keep writing
     # the batch files (and finish them) while the rerun starts on the same files.
     _, alive = psutil.wait_procs(job, timeout=10)
-    assert not alive, f"left running after snakemake was killed: {[p.pid for p in alive]}"
+    assert not alive, f"left running after snakemake stopped: {[p.pid for p in alive]}"
     progress = batch_progress(wd)
     assert all(p[0] < s["draws"] for p in progress), (
-        f"batches finished after snakemake was killed (at the kill: {at_kill}, now: {progress})"
+        f"batches finished after snakemake was stopped (at the kill: {at_kill}, now: {progress})"
     )
 
     # The same command again: stale lock and incomplete output are handled, sampling resumes.

@@ -14,14 +14,19 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def setup_logging(snakemake, name: str) -> logging.Logger:
-    """Send logging, warnings and uncaught exceptions to the rule's log file."""
+    """Send logging, warnings and uncaught exceptions to the rule's log file.
+
+    The log is appended to: after an interrupted job, its rerun's log still shows what the
+    interrupted attempt did and where it stopped.
+    """
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if snakemake.log:
-        handlers = [logging.FileHandler(snakemake.log[0], mode="w")]
+        handlers = [logging.FileHandler(snakemake.log[0], mode="a")]
     logging.basicConfig(level=logging.INFO, format=FORMAT, handlers=handlers, force=True)
     logging.captureWarnings(True)
     warnings.simplefilter("default")
     log = logging.getLogger(f"lossatlas.{name}")
+    log.info("---- %s job for %s started (pid %d)", name, dict(snakemake.wildcards), os.getpid())
 
     def excepthook(kind, value, tb):
         log.critical("failed", exc_info=(kind, value, tb))
