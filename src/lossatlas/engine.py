@@ -38,6 +38,7 @@ def settings_for(spec: dict) -> dict:
     """Everything that determines a batch's numbers (hashed into its checkpoint)."""
     return {
         "format": store.FORMAT,
+        "algorithm": samplers.ALGORITHM_VERSION,
         "dataset": spec["dataset"],
         "model": spec["model"],
         "target": {k: spec["target"][k] for k in ("box", "beta", "energy")},

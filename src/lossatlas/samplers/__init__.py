@@ -38,6 +38,9 @@ from .tempering import Tempered
 KINDS = {"rwm": RWM, "mala": MALA, "hmc": HMC}
 BACKENDS = ("numpy", "numba")
 DEFAULT_BACKEND = "numba"  # keep equal to the schema's default
+# Enters every checkpoint's settings hash: bump it whenever a kernel's numbers change for the same
+# settings, so an old checkpoint is set aside instead of being continued by different code.
+ALGORITHM_VERSION = 1
 
 __all__ = [
     "HMC",
