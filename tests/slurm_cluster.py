@@ -5,7 +5,7 @@ Everything lives in a temp dir except the two config files SLURM insists on read
 aside and put back on stop. Daemons run in the foreground as our children; they are stopped
 by PID. Also a command line for trying it by hand:
 
-    python tests/slurm_cluster.py up [--no-accounting]   # prints the state dir, keeps running
+    python tests/slurm_cluster.py up [--no-accounting] [--cpus=N]  # prints the state dir
     python tests/slurm_cluster.py down STATE_DIR
 """
 
@@ -91,8 +91,13 @@ def run(cmd: list[str], timeout: float = 60, check: bool = True) -> subprocess.C
 class SlurmCluster:
     """One node, one partition, on 127.0.0.1; with accounting (MariaDB + slurmdbd) by default."""
 
-    def __init__(self, root: str | Path | None = None, accounting: bool = True):
+    def __init__(
+        self, root: str | Path | None = None, accounting: bool = True, cpus: int | None = None
+    ):
         self.accounting = accounting
+        # More CPUs than the machine has lets jobs that mostly wait (a sampling job whose
+        # workers are other jobs, two sampling jobs of which one waits for a lock) run at once.
+        self.cpus = cpus
         self.root = Path(root or tempfile.mkdtemp(prefix="lossatlas-slurm-"))
         self.host = socket.gethostname().split(".")[0]
         self.partition = "debug"
@@ -327,7 +332,7 @@ class SlurmCluster:
 
     def _write_configs(self) -> None:
         r = self.root
-        cpus = os.cpu_count() or 1
+        cpus = self.cpus or os.cpu_count() or 1
         mem = int(_free_mb() * 0.9)
         user = getpass.getuser()
         if self.accounting:
@@ -371,6 +376,8 @@ class SlurmCluster:
             "SlurmdDebug=info",
             *acct,
             "JobCompType=jobcomp/none",
+            # slurmd would drain a node configured with more CPUs than it finds.
+            *(["SlurmdParameters=config_overrides"] if cpus > (os.cpu_count() or 1) else []),
             # Daemons bind to the node address (127.0.0.1 here), not every interface.
             "CommunicationParameters=NoCtldInAddrAny,NoInAddrAny",
             f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem} State=UNKNOWN",
@@ -514,7 +521,8 @@ def _pid_alive(pid: int) -> bool:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["up"]:
-        c = SlurmCluster(accounting="--no-accounting" not in argv)
+        cpus = next((int(a.split("=", 1)[1]) for a in argv if a.startswith("--cpus=")), None)
+        c = SlurmCluster(accounting="--no-accounting" not in argv, cpus=cpus)
         c.start()
         print(c.root)
         # Keep the parent alive? No: the daemons run in their own sessions and outlive us.
