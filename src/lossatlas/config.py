@@ -85,6 +85,26 @@ def _check_semantics(cfg: dict) -> None:
             "invalid config: experiments.sweep.rotate needs dataset.n_features = 2 "
             f"(got {ds['n_features']}); drop the rotation or use 2-D inputs"
         )
+    sweep = cfg["experiments"]["sweep"]
+    for name in ("reflect", "shear"):
+        if name in sweep and ds["n_features"] < 2:
+            raise ConfigError(
+                f"invalid config: experiments.sweep.{name} needs dataset.n_features >= 2 "
+                f"(got {ds['n_features']})"
+            )
+    if ds["generator"] in ("xor", "moons", "circles"):
+        for key in ("n_features", "n_classes"):
+            if ds[key] != 2:
+                raise ConfigError(
+                    f"invalid config: dataset.{key} must be 2 for dataset.generator "
+                    f"{ds['generator']} (got {ds[key]})"
+                )
+    lc = cfg.get("landscape", {}).get("dimension", {})
+    if lc and lc["mle_k1"] >= lc["mle_k2"]:
+        raise ConfigError(
+            f"invalid config: landscape.dimension.mle_k1 ({lc['mle_k1']}) must be below "
+            f"landscape.dimension.mle_k2 ({lc['mle_k2']})"
+        )
     names = list(experiments(cfg))
     ref = cfg["experiments"]["reference"]
     if ref is not None and ref not in names:

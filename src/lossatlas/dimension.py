@@ -225,6 +225,7 @@ def dimension_table(
     k2: int = 20,
     kpca: dict | None = None,
     max_points: int = 5000,
+    null_transform=None,
 ) -> list[dict]:
     """Rows ``{statistic, value, lo, hi, null, null_value, null_lo, null_hi, p_null, verdict,
     n_good}`` for draws ``theta (n, p)`` with per-draw ``mean_loss (n,)``; good = ``mean_loss <
@@ -236,9 +237,15 @@ def dimension_table(
     among the null replicates; verdict "explained by construction" when ``p_null > alpha``
     (so ``n_null >= 2 / alpha - 1`` is needed to ever reject). ``kpca``: keyword arguments of
     :func:`pipeline_ev`. At most ``max_points`` good draws (random subset, fixed seed) enter the
-    good-draw statistics.
+    good-draw statistics. ``null_transform`` maps uniform null points ``(m, p)`` into the
+    coordinates ``theta`` is in (e.g. canonicalisation), so both sides are measured alike.
     """
     rng = _rng(seed)
+
+    def uniform(size):
+        U = null_uniform(size, p, box, rs)
+        return U if null_transform is None or size == 0 else np.asarray(null_transform(U))
+
     mean_loss = np.asarray(mean_loss, dtype=np.float64)
     n, p = theta.shape
     kpca = {"seed": seed, **(kpca or {})}
@@ -250,13 +257,15 @@ def dimension_table(
         idx = rng.choice(idx, size=max_points, replace=False)
     G = _rows(theta, idx)
     m = len(G)
+    # repeated positions (rejected proposals) do not count: the neighbour estimates drop them
+    enough = m > 0 and len(_unique(G)) > k2 + 1
     n_pipe = min(n, kpca.get("max_exact", 2000))
     pipe_idx = np.arange(n) if n_pipe == n else rng.choice(n, size=n_pipe, replace=False)
     T, T_loss = _rows(theta, pipe_idx), mean_loss[np.sort(pipe_idx)]
     T_good = T_loss < threshold
 
     real = {}
-    if m > k2 + 1:
+    if enough:
         r1 = twonn(G, discard=discard, n_boot=n_boot, seed=seed)
         r2 = mle(G, k1=k1, k2=k2, n_boot=n_boot, seed=seed)
         real = {k: (r["value"], r["lo"], r["hi"]) for k, r in (("twonn", r1), ("mle", r2))}
@@ -272,10 +281,10 @@ def dimension_table(
     nulls = {"uniform": {}, "shuffled": {}}
     for r in range(n_null):
         rs = _rng([seed, r])
-        U = null_uniform(m, p, box, rs)
+        U = uniform(m)
         S = _rows(theta, rs.choice(n, size=m, replace=False))
         for name, cloud in (("uniform", U), ("shuffled", S)):
-            if m > k2 + 1:
+            if enough:
                 nulls[name].setdefault("twonn", []).append(
                     twonn(cloud, discard=discard, n_boot=1)["value"]
                 )
@@ -288,7 +297,7 @@ def dimension_table(
         mask = np.zeros(n_pipe, dtype=bool)
         mask[rs.choice(n_pipe, size=int(T_good.sum()), replace=False)] = True
         nulls["uniform"].setdefault(pipe_name, []).append(
-            pipeline_ev(null_uniform(n_pipe, p, box, rs), mask, **kpca)
+            pipeline_ev(uniform(n_pipe), mask, **kpca)
         )
         nulls["shuffled"].setdefault(pipe_name, []).append(
             pipeline_ev(T, null_shuffled(T_loss, rs) < threshold, **kpca)

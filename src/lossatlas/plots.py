@@ -292,3 +292,118 @@ good_minima_figure = plot_good_minima
 def rhat(table, path, rhat_max: float = RHAT_LINE, title: str | None = None, dpi: int = 120):
     """:func:`plot_rhat` from a ``diagnostics.summarize`` table (columns name, r_hat)."""
     return plot_rhat(table["name"], table["r_hat"], path, threshold=rhat_max, title=title, dpi=dpi)
+
+
+# ---------------------------------------------------------------------------------------------
+# Landscape analyses
+
+
+def plot_census_loss_index(table, path, title: str | None = None, dpi: int = 120) -> Path:
+    """Critical points of a census: mean loss against Hessian index, one marker per
+    classification, marker area by basin share. ``table`` has columns mean_loss, index,
+    classification, basin_share (a ``minima.census`` table)."""
+    fig = _figure(5.6, 3.8)
+    ax = fig.subplots()
+    kinds = list(dict.fromkeys(str(k) for k in table["classification"]))
+    markers = dict(zip(kinds, "osD^vx*", strict=False))
+    rng = np.random.default_rng(0)
+    for i, kind in enumerate(kinds):
+        sel = np.asarray(table["classification"]) == kind
+        idx = np.asarray(table["index"], dtype=float)[sel]
+        # jitter the integer index a little so equal points stay visible
+        x = idx + rng.uniform(-0.12, 0.12, size=len(idx))
+        share = np.asarray(table["basin_share"], dtype=float)[sel]
+        ax.scatter(
+            x,
+            np.asarray(table["mean_loss"], dtype=float)[sel],
+            s=20 + 400 * share,
+            marker=markers.get(kind, "o"),
+            color=f"C{i}",
+            alpha=0.7,
+            edgecolor="k",
+            label=f"{kind} ({int(sel.sum())})",
+        )
+    ax.set_xlabel("Hessian index (negative eigenvalues, free coordinates)")
+    ax.set_ylabel("mean per-point loss")
+    head = f"{title}: " if title else ""
+    ax.set_title(f"{head}census of {len(table)} critical points (area = basin share)")
+    if kinds:
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no critical points", ha="center", va="center", transform=ax.transAxes)
+    return _save(fig, path, dpi)
+
+
+def plot_census_plane(plane, table, path, title: str | None = None, dpi: int = 120) -> Path:
+    """Census points on the 2-D linear PCA plane of the good draws. ``plane`` is a dict
+    with ``good (n, 2)``, ``points (m, 2)``, ``ratio``, ``colour (n,)`` or None (no plane: a
+    message is drawn); ``table`` the census table in the same row order as ``points``."""
+    fig = _figure(6, 4.6)
+    ax = fig.subplots()
+    head = f"{title}: " if title else ""
+    if plane is None or plane["good"].shape[1] < 2:
+        ax.text(0.5, 0.5, "fewer than 2 good draws: no plane", ha="center", va="center")
+        ax.set_axis_off()
+        ax.set_title(f"{head}census minima on the good draws' plane")
+        return _save(fig, path, dpi)
+    g, pts = plane["good"], plane["points"]
+    sc = ax.scatter(g[:, 0], g[:, 1], s=4, c=plane.get("colour"), cmap="viridis", alpha=0.5)
+    if plane.get("colour") is not None:
+        fig.colorbar(sc, ax=ax, label="mean loss (draws)")
+    good = np.asarray(table["good"], dtype=bool) if len(table) else np.zeros(0, bool)
+    for sel, label, mk in ((good, "good critical point", "*"), (~good, "other", "x")):
+        if sel.any():
+            ax.scatter(pts[sel, 0], pts[sel, 1], s=90, marker=mk, color="C3", label=label)
+    r = plane.get("ratio") or []
+    ax.set_xlabel(f"PC1 ({r[0]:.1%} var.)" if r else "PC1")
+    ax.set_ylabel(f"PC2 ({r[1]:.1%} var.)" if len(r) > 1 else "PC2")
+    ax.set_title(f"{head}census points on the good draws' PCA plane")
+    if len(g):
+        # keep the good cloud in view; far critical points sit on the frame's edge
+        lo, hi = g.min(axis=0), g.max(axis=0)
+        pad = 0.5 * (hi - lo) + 1e-9
+        ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
+        ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
+    ax.legend(fontsize="small")
+    return _save(fig, path, dpi)
+
+
+def plot_compare(results: Mapping, path, dpi: int = 120) -> Path:
+    """One row per compared experiment: the reference's and the experiment's good draws on the
+    reference's PCA plane, before and after mapping back. ``results`` maps name -> dict with
+    ``projection`` (``reference``, ``before``, ``after`` (n, 2) arrays, or None) and ``rows``
+    (the two table rows, before and after)."""
+    names = list(results) or ["(none)"]
+    fig = _figure(9, 3.6 * len(names))
+    axes = fig.subplots(len(names), 2, squeeze=False)
+    for row, name in zip(axes, names, strict=True):
+        item = results.get(name) or {}
+        proj = item.get("projection")
+        stages = {r["stage"]: r for r in item.get("rows", [])}
+        for ax, stage in zip(row, ("before", "after"), strict=True):
+            r = stages.get(stage, {})
+            if proj is None:
+                ax.text(
+                    0.5,
+                    0.5,
+                    r.get("status", "not compared"),
+                    ha="center",
+                    va="center",
+                    wrap=True,
+                    fontsize="small",
+                )
+                ax.set_axis_off()
+                ax.set_title(f"{name}: {stage} mapping back")
+                continue
+            ax.scatter(*proj["reference"].T, s=5, alpha=0.5, label="reference")
+            ax.scatter(*proj[stage].T, s=5, alpha=0.5, label=name)
+            ax.set_xlabel("reference PC1")
+            ax.set_ylabel("reference PC2")
+            ax.set_title(
+                f"{name}, {stage} mapping back\np = {r.get('pvalue', float('nan')):.3g}, "
+                f"max angle = {r.get('max_angle', float('nan')):.1f}°",
+                fontsize="small",
+            )
+            ax.legend(fontsize="x-small")
+    fig.suptitle("Good draws against the reference experiment's")
+    return _save(fig, path, dpi)

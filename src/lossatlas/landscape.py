@@ -1,0 +1,326 @@
+"""The landscape analyses of one sampled experiment, with the settings of a validated config.
+
+Glue between the store (read lazily through :mod:`lossatlas.views`) and the analysis modules:
+- :func:`invariant_diagnostics`: R-hat/ESS of U, of the canonical parameters and of the
+  network's softmax outputs on the data (all invariant under the symmetries, unlike raw
+  parameters);
+- :func:`dimension_rows`: :func:`lossatlas.dimension.dimension_table` on the good draws;
+- :func:`run_census`: :func:`lossatlas.minima.census` from starts among all draws and among the
+  good draws;
+- :func:`good_plane`: the reduce rule's parameter-space PCA of the good draws, refitted, with
+  census points projected on it;
+- :func:`compare_rows`: :func:`lossatlas.compare.compare` of one experiment against the
+  reference.
+Every function copes with few or no good draws: rows say ``skipped: n_good=...``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA
+
+from lossatlas import compare, data, diagnostics, dimension, minima, model, views
+
+
+def _good(store, cfg) -> tuple[np.ndarray, np.ndarray]:
+    """Flat mean loss ``(n,)`` and the good mask."""
+    ml = np.asarray(store.stat("mean_loss"), dtype=np.float64).ravel()
+    return ml, ml < float(cfg["target"]["good_threshold"])
+
+
+# --- diagnostics on invariant quantities -----------------------------------------------------
+
+
+def output_names(dataset) -> list[str]:
+    """``p[i,k]``: the network's probability of class k on data point i."""
+    return [f"p[{i},{k}]" for i in range(dataset.n_points) for k in range(dataset.n_classes)]
+
+
+def invariant_diagnostics(store, dataset, cfg, raw_table: pd.DataFrame):
+    """(table, summary). Table: summarize rows of U (``space`` energy), the canonical
+    parameters (canonical) and the outputs on the data (outputs). Summary: per space, raw
+    parameters included from ``raw_table``, the worst R-hat, smallest ESS and pass/fail."""
+    c = cfg["diagnose"]
+    energy = store.stat("energy")
+    target = model.from_config(cfg, dataset)
+    canon = views.DrawView(store.theta, views.canonical_transform(cfg, dataset), cfg=cfg)
+    outs = views.DrawView(store.theta, minima.target_outputs(target), cfg=cfg)
+    t_can = diagnostics.summarize(canon, energy, store.param_names, c["param_block"])
+    t_out = diagnostics.summarize(outs, energy, output_names(dataset), c["param_block"])
+    t_can.insert(0, "space", np.where(t_can["kind"] == "energy", "energy", "canonical"))
+    t_out = t_out[t_out["kind"] != "energy"]
+    t_out.insert(0, "space", "outputs")
+    table = pd.concat([t_can, t_out], ignore_index=True)
+    raw = raw_table.assign(space=np.where(raw_table["kind"] == "energy", "energy", "raw"))
+    summary = {"thresholds": {"r_hat_max": c["rhat_max"], "ess_min": c["ess_min"]}}
+    for space, t in (
+        ("U", table[table["space"] == "energy"]),
+        ("raw parameters", raw[raw["space"] == "raw"]),
+        ("canonical parameters", table[table["space"] == "canonical"]),
+        ("outputs on the data", table[table["space"] == "outputs"]),
+    ):
+        v = diagnostics.verdict(t.assign(kind="param"), None, c["rhat_max"], c["ess_min"])
+        summary[space] = v["params"]
+    return table, summary
+
+
+# --- dimension ---------------------------------------------------------------------------------
+
+
+def dimension_rows(store, dataset, cfg) -> tuple[list[dict], dict]:
+    """:func:`dimension.dimension_table` of the good draws in the analysis coordinates, with the
+    uniform null mapped into the same coordinates. Rows whose statistic could not be computed
+    say why in ``verdict`` (``skipped: n_good=...``)."""
+    dc = cfg["landscape"]["dimension"]
+    transform = views.coordinate_transform(cfg, dataset)
+    rows_view = views.RowView(store.theta, transform, cfg)
+    ml, good = _good(store, cfg)
+    n_good = int(good.sum())
+    kpca = {
+        "n_kpca": cfg["reduce"]["kpca"]["n_components"],
+        "n_pca": cfg["reduce"]["pca"]["n_components"],
+        "gamma": cfg["reduce"]["kpca"]["gamma"],
+        "max_exact": dc["pipeline_max_draws"],
+    }
+    rows = dimension.dimension_table(
+        rows_view,
+        ml,
+        cfg["target"]["good_threshold"],
+        cfg["target"]["box"],
+        seed=cfg["seed"],
+        n_boot=dc["n_boot"],
+        n_null=dc["n_null"],
+        alpha=dc["alpha"],
+        k_pca=dc["k_pca"],
+        discard=dc["twonn_discard"],
+        k1=dc["mle_k1"],
+        k2=dc["mle_k2"],
+        kpca=kpca,
+        max_points=dc["max_points"],
+        null_transform=transform,
+    )
+    need = {"pipeline": kpca["n_pca"] + 1, "other": dc["mle_k2"] + 2}
+    for r in rows:
+        if not np.isfinite(r["value"]):
+            if r["statistic"].startswith("pipeline"):
+                why = (
+                    f"the pipeline needs >= {need['pipeline']} good draws among its "
+                    f"{min(len(ml), dc['pipeline_max_draws'])} draws"
+                )
+            else:
+                why = f"needs >= {need['other']} distinct good draws"
+            r["verdict"] = f"skipped: n_good={n_good} ({why})"
+    if not any(r["statistic"] in ("twonn", "mle") for r in rows):
+        # dimension_table leaves the neighbour statistics out entirely when too few are good
+        for stat in ("twonn", "mle", f"pca_ev{dc['k_pca']}"):
+            for null in ("uniform", "shuffled"):
+                rows.append(
+                    {
+                        "statistic": stat,
+                        "value": float("nan"),
+                        "lo": float("nan"),
+                        "hi": float("nan"),
+                        "null": null,
+                        "null_value": float("nan"),
+                        "null_lo": float("nan"),
+                        "null_hi": float("nan"),
+                        "p_null": float("nan"),
+                        "verdict": f"skipped: n_good={n_good} (needs >= {need['other']} distinct"
+                        " good draws)",
+                        "n_good": n_good,
+                    }
+                )
+    meta = {
+        "coordinates": cfg["coordinates"],
+        "n_draws": int(len(ml)),
+        "n_good": n_good,
+        "threshold": cfg["target"]["good_threshold"],
+        "settings": dict(dc),
+        "nulls": {
+            "uniform": "draws uniform in the box (mapped to the analysis coordinates)",
+            "shuffled": "the chain's own draws with energies shuffled (random good set)",
+        },
+    }
+    return rows, meta
+
+
+# --- census ------------------------------------------------------------------------------------
+
+
+def census_key(cfg, dataset, target):
+    """The merge key of ``landscape.census.key``: the outputs on the data, or canonical form."""
+    if cfg["landscape"]["census"]["key"] == "outputs":
+        return minima.target_outputs(target)
+    return views.canonical_transform(cfg, dataset)
+
+
+def select_census_starts(store, dataset, cfg) -> tuple[np.ndarray, np.ndarray]:
+    """Flat draw indices and their source (``cluster-all``, ``random-all``, ``cluster-good``,
+    ``random-good``), sorted by index. Clustering runs in the analysis coordinates."""
+    cc = cfg["landscape"]["census"]
+    coord = views.coordinate_transform(cfg, dataset)
+    raw = views.RowView(store.theta, None, cfg)
+    _, good = _good(store, cfg)
+    kw = {"n_clusters": cc["n_clusters"], "n_random": cc["n_random"], "seed": cfg["seed"]}
+    idx, src = minima.select_starts(raw, key=coord, max_points=cc["max_points"], **kw)
+    parts = [(idx, np.char.add(src.astype(str), "-all"))]
+    gidx = np.flatnonzero(good)
+    if len(gidx):
+        rng = np.random.default_rng([cfg["seed"], 1])
+        if len(gidx) > cc["max_points"]:
+            gidx = np.sort(rng.choice(gidx, size=cc["max_points"], replace=False))
+        G = raw[gidx]
+        i, s = minima.select_starts(G, key=coord, max_points=cc["max_points"], **kw)
+        parts.append((gidx[i], np.char.add(s.astype(str), "-good")))
+    idx = np.concatenate([p[0] for p in parts])
+    src = np.concatenate([p[1] for p in parts])
+    order = np.argsort(idx, kind="stable")
+    return idx[order], src[order]
+
+
+def run_census(store, dataset, cfg) -> tuple[minima.Census, pd.DataFrame, dict]:
+    """(census, table, meta): the census table gains ``good`` (mean loss below the threshold),
+    ``n_from_all`` and ``n_from_good`` (starts from each pool that ended there)."""
+    cc = cfg["landscape"]["census"]
+    target = model.from_config(cfg, dataset)
+    idx, src = select_census_starts(store, dataset, cfg)
+    starts = views.RowView(store.theta, None, cfg)[idx]
+    c = minima.census(
+        target.U_and_grad,
+        starts,
+        target.box,
+        key=census_key(cfg, dataset, target),
+        merge_tol=cc["merge_tol"],
+        mean_loss=target.mean_loss,
+        accuracy=minima.target_accuracy(target),
+        maxiter=cc["maxiter"],
+    )
+    table = pd.DataFrame(c.table, columns=list(c.table[0]) if c.table else None)
+    from_good = np.char.endswith(src.astype(str), "-good")
+    m = len(table)
+    table["n_from_all"] = np.bincount(c.assignment[~from_good], minlength=m)[:m]
+    table["n_from_good"] = np.bincount(c.assignment[from_good], minlength=m)[:m]
+    table["good"] = table["mean_loss"] < cfg["target"]["good_threshold"]
+    _, good = _good(store, cfg)
+    meta = {
+        "key": cc["key"],
+        "key_meaning": {
+            "outputs": "ends merged when the network's softmax outputs on the data agree",
+            "canonical": "ends merged when their canonical forms agree (symmetry.canonicalize)",
+        }[cc["key"]],
+        "clustering_coordinates": cfg["coordinates"],
+        "n_starts": int(len(idx)),
+        "starts_by_source": {s: int((src == s).sum()) for s in np.unique(src)},
+        "n_good_draws": int(good.sum()),
+        "counts": minima.summary(c),
+        "settings": dict(cc),
+    }
+    return c, table, meta
+
+
+def good_plane(store, dataset, cfg, reduction, points: np.ndarray) -> dict | None:
+    """The reduce rule's linear PCA of the good draws in parameter space (``pca_param``),
+    refitted (exact PCA is deterministic) on the same draws in the same coordinates, and
+    ``points (m, p)`` (raw) projected on it. ``matches_reduce`` says whether the refit
+    reproduces the stored coordinates. None with fewer than 2 good draws."""
+    gi = np.asarray(reduction.good_index)
+    if len(gi) < 2:
+        return None
+    flat = gi[:, 0] * store.n_draws + gi[:, 1]
+    transform = views.coordinate_transform(cfg, dataset)
+    G = views.RowView(store.theta, transform, cfg)[flat]
+    k = min(cfg["reduce"]["pca"]["n_components"], *G.shape)
+    pca = PCA(n_components=k, svd_solver="full").fit(G)
+    good = pca.transform(G)
+    P = points if transform is None or len(points) == 0 else transform(points)
+    stored = np.asarray(reduction.pca_param)[:, :k]
+    same = bool(stored.shape == good.shape and np.allclose(stored, good, atol=1e-8))
+    return {
+        "good": good,
+        "points": pca.transform(P) if len(P) else np.zeros((0, k)),
+        "ratio": pca.explained_variance_ratio_.tolist(),
+        "matches_reduce": same,
+        "colour": np.asarray(reduction.mean_loss)[gi[:, 0], gi[:, 1]],
+    }
+
+
+# --- rotation comparison ---------------------------------------------------------------------
+
+
+def good_rows(store, cfg, max_points: int, seed) -> np.ndarray:
+    """At most ``max_points`` good draws (random subset, fixed seed), raw coordinates."""
+    _, good = _good(store, cfg)
+    idx = np.flatnonzero(good)
+    if len(idx) > max_points:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, size=max_points, replace=False))
+    return views.RowView(store.theta, None, cfg)[idx]
+
+
+def compare_rows(ref, other, cfg, dataset, ref_exp, exp, n_good) -> tuple[list[dict], dict]:
+    """Rows (one per stage, before/after mapping back) and the full result of comparing the
+    good draws ``other`` of experiment ``exp`` with ``ref`` of the reference ``ref_exp``.
+    ``n_good`` = (reference, other) good-draw counts before subsampling."""
+    cc = cfg["landscape"]["compare"]
+    k = cc["k"]
+    sz = views.sizes(cfg, dataset)
+    base = {
+        "experiment": exp.name,
+        "reference": ref_exp.name,
+        "coordinates": cfg["coordinates"],
+        "method": cc["method"],
+        "n_good_ref": int(n_good[0]),
+        "n_good_other": int(n_good[1]),
+    }
+    A, t, _ = data.experiment_affine(ref_exp.transforms, sz[0])
+    if not (np.allclose(A, np.eye(len(A))) and np.allclose(t, 0)):
+        # compare() maps the other experiment to the untransformed dataset: do the same here
+        ref, _ = compare.map_back(ref, sz, ref_exp.transforms)
+    need = k + 1
+    if min(len(ref), len(other)) < need:
+        msg = f"skipped: n_good={n_good[0]} (reference), {n_good[1]} (this); needs >= {need} each"
+        rows = [dict(base, stage=s, status=msg) for s in ("before", "after")]
+        return rows, dict(base, status=msg)
+    res = compare.compare(
+        ref,
+        other,
+        sz,
+        exp.transforms,
+        box=cfg["target"]["box"],
+        key=views.coordinate_transform(cfg, dataset),
+        k=k,
+        method=cc["method"],
+        n_perm=cc["n_perm"],
+        seed=cfg["seed"],
+        max_points=cc["max_points"],
+    )
+    rows = []
+    for stage in ("before", "after"):
+        r = res[stage]
+        row = dict(base, stage=stage, status="ok", statistic=r["statistic"], pvalue=r["pvalue"])
+        row.update({f"angle_{i + 1}": a for i, a in enumerate(r["angles"])})
+        row.update(
+            max_angle=r["max_angle"],
+            n_ref=r["n_x"],
+            n_other=r["n_y"],
+            exact=res["exact"],
+            frac_outside_box=res["frac_outside_box"],
+        )
+        rows.append(row)
+    return rows, dict(base, status="ok", **res)
+
+
+def compare_projection(ref, other, cfg, dataset, exp) -> dict | None:
+    """Both clouds, before and after mapping back, on the reference's top-2 PCA plane (in the
+    analysis coordinates), for the figure."""
+    if min(len(ref), len(other)) < 3:
+        return None
+    sz = views.sizes(cfg, dataset)
+    mapped, _ = compare.map_back(other, sz, exp.transforms)
+    key = views.coordinate_transform(cfg, dataset) or (lambda x: x)
+    pca = PCA(n_components=2).fit(key(ref))
+    return {
+        "reference": pca.transform(key(ref)),
+        "before": pca.transform(key(other)),
+        "after": pca.transform(key(mapped)),
+    }

@@ -1,0 +1,204 @@
+"""views (lazy rows and derived coordinates), landscape glue and its figures, on small arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lossatlas import config, data, dimension, landscape, model, plots, symmetry, views
+
+SIZES = (2, 2, 2, 2)
+P = symmetry.n_params(SIZES)
+
+
+class MemStore:
+    """The part of store.SampleStore the analyses use, over in-memory arrays."""
+
+    def __init__(self, theta, mean_loss, energy=None):
+        self.theta = theta
+        self.n_chains, self.n_draws, self.n_params = theta.shape
+        self.param_names = model.MLP(SIZES).param_names()
+        self._stats = {
+            "mean_loss": mean_loss,
+            "energy": mean_loss * 10 if energy is None else energy,
+        }
+
+    def stat(self, name):
+        return self._stats[name]
+
+
+def cfg_for(**over):
+    raw = {
+        "dataset": {"n_points": 10},
+        "landscape": {
+            "dimension": {"n_null": 3, "n_boot": 5, "max_points": 200, "pipeline_max_draws": 100},
+            "census": {"n_clusters": 2, "n_random": 1, "maxiter": 500},
+            "compare": {"n_perm": 19, "max_points": 100},
+        },
+        "reduce": {"draw_block": 16},  # several blocks even for these small arrays
+        **over,
+    }
+    return config.validate(raw)
+
+
+@pytest.fixture
+def ds():
+    return data.generate(config.validate({})["dataset"])
+
+
+@pytest.fixture
+def theta():
+    return np.random.default_rng(0).uniform(-3, 3, size=(4, 50, P))
+
+
+def test_rowview_reads_rows_in_chain_major_order(theta):
+    v = views.RowView(theta, cfg={"reduce": {"draw_block": 8}})
+    flat = theta.reshape(-1, P)
+    assert v.shape == (200, P) and v.dpb == 2
+    idx = np.array([199, 3, 57, 57, 120])
+    np.testing.assert_array_equal(v[idx], flat[np.sort(idx)])
+    np.testing.assert_array_equal(v[10:20], flat[10:20])
+    assert v[np.array([], dtype=int)].shape == (0, P)
+
+
+def test_rowview_and_drawview_apply_the_transform_by_blocks(theta, ds):
+    cfg = cfg_for(coordinates="canonical")
+    canon = views.coordinate_transform(cfg, ds)
+    flat = theta.reshape(-1, P)
+    want = symmetry.canonicalize(flat, SIZES)
+    np.testing.assert_allclose(views.RowView(theta, canon, cfg)[np.arange(200)], want)
+    dv = views.DrawView(theta, canon, cfg=cfg)
+    assert dv.shape == theta.shape
+    np.testing.assert_allclose(dv[:, 5:40, 3:9], want.reshape(theta.shape)[:, 5:40, 3:9])
+    np.testing.assert_allclose(np.asarray(dv), want.reshape(theta.shape))
+    assert views.coordinate_transform(cfg_for(), ds) is None
+
+
+def test_canonical_view_keeps_U_and_merges_symmetric_copies(ds):
+    cfg = cfg_for(coordinates="canonical")
+    target = model.from_config(cfg, ds)
+    x = np.random.default_rng(1).uniform(-2, 2, size=(5, P))
+    copy = symmetry.random_transform(x, SIZES, rng=2)
+    canon = views.coordinate_transform(cfg, ds)
+    np.testing.assert_allclose(target.U(canon(x)), target.U(x), rtol=1e-10)
+    np.testing.assert_allclose(canon(copy), canon(x), atol=1e-10)
+
+
+def test_uniform_null_is_mapped_like_the_data():
+    """In canonical coordinates the draws have 3 exactly flat directions less; an untransformed
+    uniform null would not, and the PCA share of the data would look special for that alone."""
+    rng = np.random.default_rng(3)
+    canon = lambda x: symmetry.canonicalize(x, SIZES)  # noqa: E731
+    theta = canon(rng.uniform(-5, 5, size=(400, P)))
+    ml = rng.uniform(0, 1, size=400)
+    kw = {"n_null": 3, "n_boot": 5, "kpca": {"max_exact": 100}}
+    raw = dimension.dimension_table(theta, ml, 0.5, 5.0, **kw)
+    mapped = dimension.dimension_table(theta, ml, 0.5, 5.0, null_transform=canon, **kw)
+
+    def null_mle(rows):
+        return next(r for r in rows if r["statistic"] == "mle" and r["null"] == "uniform")
+
+    assert null_mle(mapped)["null_value"] < null_mle(raw)["null_value"] - 1
+
+
+def test_dimension_rows_skip_without_good_draws(theta, ds):
+    store = MemStore(theta, np.full(theta.shape[:2], 0.7))
+    rows, meta = landscape.dimension_rows(store, ds, cfg_for())
+    assert meta["n_good"] == 0
+    assert {r["statistic"] for r in rows} == {"twonn", "mle", "pca_ev2", "pipeline_ev2"}
+    assert all(r["verdict"].startswith("skipped: n_good=0") for r in rows)
+
+
+def test_compare_rows_skip_with_too_few_good_draws(ds):
+    cfg = cfg_for()
+    exps = config.experiments(cfg)
+    ref, other = exps["rotate-0"], exps["rotate-120"]
+    x = np.random.default_rng(0).normal(size=(40, P))
+    rows, full = landscape.compare_rows(x, x[:2], cfg, ds, ref, other, (40, 2))
+    assert [r["stage"] for r in rows] == ["before", "after"]
+    assert all(r["status"].startswith("skipped: n_good=40 (reference), 2 (this)") for r in rows)
+    # a rotated copy of the reference's draws agrees with it once mapped back
+    A, _, _ = data.experiment_affine(other.transforms, 2)
+    moved = data.to_transformed(x, SIZES, A)
+    rows, full = landscape.compare_rows(x, moved, cfg, ds, ref, other, (40, 40))
+    after = rows[1]
+    assert after["stage"] == "after" and after["pvalue"] == 1.0 and after["max_angle"] < 1e-4
+    assert 0 <= rows[0]["pvalue"] <= 1 and 0 <= rows[0]["max_angle"] <= 90
+
+
+def test_census_and_plane_on_a_small_store(ds):
+    cfg = cfg_for()
+    rng = np.random.default_rng(5)
+    theta = rng.uniform(-4, 4, size=(2, 30, P))
+    target = model.from_config(cfg, ds)
+    ml = target.mean_loss(target.U(theta.reshape(-1, P))).reshape(2, 30)
+    good = ml < np.quantile(ml, 0.2)
+    cfg["target"]["good_threshold"] = float(np.quantile(ml, 0.2))
+    store = MemStore(theta, ml)
+    cfg["landscape"]["census"]["maxiter"] = 30  # the bookkeeping is under test, not L-BFGS-B
+    c, table, meta = landscape.run_census(store, ds, cfg)
+    assert meta["n_starts"] == 6 and table["n_starts"].sum() == 6
+    assert (table["n_from_good"] + table["n_from_all"] == table["n_starts"]).all()
+    assert set(meta["starts_by_source"]) == {
+        "cluster-all",
+        "random-all",
+        "cluster-good",
+        "random-good",
+    }
+
+    class Red:  # what good_plane reads of a reduce.Reduction
+        good_index = np.argwhere(good)
+        mean_loss = ml
+        pca_param = np.asarray(
+            __import__("sklearn.decomposition")
+            .decomposition.PCA(2, svd_solver="full")
+            .fit_transform(theta[good])
+        )
+
+    plane = landscape.good_plane(store, ds, cfg, Red, c.points)
+    assert plane["matches_reduce"] and plane["points"].shape == (len(table), 2)
+
+
+def test_landscape_figures(tmp_path):
+    table = pd.DataFrame(
+        {
+            "mean_loss": [0.01, 0.3, 0.5],
+            "index": [0, 0, 2],
+            "classification": ["pinned", "strict minimum", "saddle"],
+            "basin_share": [0.5, 0.3, 0.2],
+            "good": [True, False, False],
+        }
+    )
+    plane = {
+        "good": np.random.default_rng(0).normal(size=(30, 2)),
+        "points": np.zeros((3, 2)),
+        "ratio": [0.6, 0.2],
+        "colour": np.linspace(0, 0.1, 30),
+    }
+    paths = [
+        plots.plot_census_loss_index(table, tmp_path / "a.png", title="x"),
+        plots.plot_census_plane(plane, table, tmp_path / "b.png"),
+        plots.plot_census_plane(None, table, tmp_path / "c.png"),
+        plots.plot_compare(
+            {
+                "e": {
+                    "rows": [{"stage": "before", "status": "skipped: n_good=0"}],
+                    "projection": None,
+                }
+            },
+            tmp_path / "d.png",
+        ),
+    ]
+    for p in paths:
+        assert p.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_dimension_counts_distinct_good_draws_only():
+    """Rejected proposals repeat a position: 200 good draws at 5 places are too few for the
+    neighbour estimates, which must be skipped, not fail."""
+    rng = np.random.default_rng(4)
+    theta = np.vstack([np.repeat(rng.normal(size=(5, P)), 40, axis=0), rng.normal(size=(200, P))])
+    ml = np.r_[np.zeros(200), np.ones(200)]
+    rows = dimension.dimension_table(theta, ml, 0.5, 5.0, n_null=2, n_boot=2)
+    assert {r["statistic"] for r in rows} == {"pipeline_ev2"}
