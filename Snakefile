@@ -34,6 +34,7 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/diagnose.smk"
 include: "workflow/rules/reduce.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/landscape.smk"
 
 
 rule all:

@@ -43,7 +43,11 @@ def job_counts(text: str) -> dict[str, int]:
 def expected_jobs(cfg_path: Path) -> dict[str, int]:
     cfg = lacfg.validate(yaml.safe_load(cfg_path.read_text()))
     n = len(lacfg.experiments(cfg))
-    return {"dataset": n, "sample": n, "diagnose": n, "reduce": n, "figures": 1, "all": 1}
+    jobs = {"dataset": n, "sample": n, "diagnose": n, "reduce": n, "figures": 1, "all": 1}
+    jobs.update(dataset_figure=n, dimension=n, census=n)
+    if n > 1:
+        jobs["compare"] = 1
+    return jobs
 
 
 # ----------------------------------------------------------------------------- the config
@@ -257,7 +261,14 @@ def test_changed_threshold_reruns_only_downstream(small_run, tmp_path):
     finally:
         cfg_file.write_text(original)
     assert proc.returncode == 0, output_of(proc)
-    assert job_counts(proc.stdout + proc.stderr) == {"reduce": 2, "figures": 1, "all": 1}
+    assert job_counts(proc.stdout + proc.stderr) == {
+        "reduce": 2,
+        "figures": 1,
+        "dimension": 2,
+        "census": 2,
+        "compare": 1,
+        "all": 1,
+    }
 
 
 # ----------------------------------------------------------------------------- kill and resume

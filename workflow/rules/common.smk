@@ -72,11 +72,50 @@ def all_outputs():
         f"{RESULTS}/{{exp}}/diagnostics/rhat.png",
         f"{RESULTS}/{{exp}}/reduce/reduction.h5",
         f"{RESULTS}/{{exp}}/reduce/summary.json",
+    ] + landscape_outputs()
+    return (
+        expand(per_exp, exp=list(EXPERIMENTS))
+        + [
+            f"{RESULTS}/figures/fig1_datasets.png",
+            f"{RESULTS}/figures/fig2_good_minima.png",
+        ]
+        + compare_outputs()
+    )
+
+
+def landscape_outputs():
+    """Per-experiment outputs of the landscape analyses (with {exp} left as a wildcard)."""
+    return [
+        f"{RESULTS}/{{exp}}/diagnostics/energy_hist.png",
+        f"{RESULTS}/{{exp}}/diagnostics/invariant.csv",
+        f"{RESULTS}/{{exp}}/diagnostics/invariant.json",
+        f"{RESULTS}/{{exp}}/reduce/kpca_3d.png",
+        f"{RESULTS}/{{exp}}/landscape/dataset.png",
+        f"{RESULTS}/{{exp}}/landscape/dimension.csv",
+        f"{RESULTS}/{{exp}}/landscape/census.csv",
+        f"{RESULTS}/{{exp}}/landscape/census_plane.png",
     ]
-    return expand(per_exp, exp=list(EXPERIMENTS)) + [
-        f"{RESULTS}/figures/fig1_datasets.png",
-        f"{RESULTS}/figures/fig2_good_minima.png",
-    ]
+
+
+def compare_outputs():
+    """The comparison with the reference, when there is another experiment to compare."""
+    if len(EXPERIMENTS) < 2:
+        return []
+    return [f"{RESULTS}/landscape/compare.csv", f"{RESULTS}/landscape/compare.png"]
+
+
+def landscape_settings(name):
+    """Every setting a landscape rule's numbers depend on, as params (a change reruns it)."""
+    return canonical(
+        {
+            "seed": CFG["seed"],
+            "coordinates": CFG["coordinates"],
+            "model": CFG["model"],
+            "target": CFG["target"],
+            "reduce": CFG["reduce"],
+            name: CFG["landscape"][name],
+        }
+    )
 
 
 OWNERS = Path(".snakemake/lossatlas-owners.json")

@@ -2,14 +2,22 @@ rule reduce:
     """Kernel PCA of all draws, then linear PCA of the good ones (mean loss below threshold)."""
     input:
         samples=f"{RESULTS}/{{exp}}/samples.h5",
+        dataset=f"{RESULTS}/{{exp}}/dataset.npz",
     output:
         reduction=f"{RESULTS}/{{exp}}/reduce/reduction.h5",
         summary=report(
             f"{RESULTS}/{{exp}}/reduce/summary.json",
             caption="../report/reduce.rst",
-            category="Reduction",
-            subcategory="{exp}",
+            category="{exp}",
+            subcategory="4 reductions",
             labels={"experiment": "{exp}", "item": "reduction summary"},
+        ),
+        kpca_3d=report(
+            f"{RESULTS}/{{exp}}/reduce/kpca_3d.png",
+            caption="../report/kpca_3d.rst",
+            category="{exp}",
+            subcategory="4 reductions",
+            labels={"experiment": "{exp}", "item": "kernel PCA, 3-D"},
         ),
     log:
         "logs/{exp}/reduce.log",
@@ -20,6 +28,7 @@ rule reduce:
         runtime=60,
     params:
         seed=CFG["seed"],
+        coordinates=CFG["coordinates"],
         reduce=section("reduce"),
         good_threshold=CFG["target"]["good_threshold"],
     script:

@@ -1,0 +1,208 @@
+"""The landscape rules run for real: dry run, a tiny whole run (canonical coordinates), and
+config errors of the new fields. Run directories come from conftest.make_workdir."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import TEST_CONFIGS, make_workdir, output_of, run_snakemake
+
+from lossatlas import config as lacfg
+
+CONFIG = TEST_CONFIGS / "landscape.yaml"
+EXPS = ("rotate-0", "rotate-90")
+LANDSCAPE_RULES = ("dataset_figure", "dimension", "census", "compare")
+
+DIMENSION_COLUMNS = [
+    "experiment",
+    "statistic",
+    "value",
+    "lo",
+    "hi",
+    "null",
+    "null_value",
+    "null_lo",
+    "null_hi",
+    "p_null",
+    "verdict",
+    "n_good",
+]
+CENSUS_COLUMNS = [
+    "experiment",
+    "id",
+    "U",
+    "mean_loss",
+    "classification",
+    "index",
+    "n_zero",
+    "n_pinned",
+    "n_starts",
+    "basin_share",
+    "accuracy",
+    "grad_norm",
+    "min_eig",
+    "max_eig",
+    "n_from_all",
+    "n_from_good",
+    "good",
+]
+KINDS = {"strict minimum", "degenerate minimum", "saddle", "pinned", "not converged"}
+
+
+def test_dry_run_plans_the_landscape_rules(tmp_path):
+    wd = make_workdir(tmp_path, CONFIG)
+    proc = run_snakemake(wd, "-n")
+    assert proc.returncode == 0, output_of(proc)
+    text = proc.stdout + proc.stderr
+    counts = {
+        m[1]: int(m[2])
+        for m in re.finditer(r"^(\w+)\s+(\d+)$", text.split("Job stats:", 1)[1], re.M)
+    }
+    assert {r: counts.get(r) for r in LANDSCAPE_RULES} == {
+        "dataset_figure": 2,
+        "dimension": 2,
+        "census": 2,
+        "compare": 1,
+    }
+
+
+def test_one_experiment_plans_no_comparison(tmp_path):
+    cfg = yaml.safe_load(CONFIG.read_text())
+    cfg["experiments"]["sweep"]["rotate"] = [30]
+    wd = make_workdir(tmp_path, cfg)
+    proc = run_snakemake(wd, "-n")
+    assert proc.returncode == 0, output_of(proc)
+    assert "compare" not in proc.stdout.split("Job stats:", 1)[1].split("Reasons", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def landscape_run(tmp_path_factory):
+    wd = make_workdir(tmp_path_factory.mktemp("landscape"), CONFIG)
+    proc = run_snakemake(wd, "--profile", "profiles/default")
+    assert proc.returncode == 0, output_of(proc)
+    return wd
+
+
+@pytest.mark.slow
+def test_dimension_tables(landscape_run):
+    for exp in EXPS:
+        t = pd.read_csv(landscape_run / "results" / exp / "landscape" / "dimension.csv")
+        assert list(t.columns) == DIMENSION_COLUMNS
+        assert set(t["statistic"]) == {"twonn", "mle", "pca_ev2", "pipeline_ev2"}
+        assert set(t["null"]) == {"uniform", "shuffled"}
+        n_good = int(t["n_good"].iloc[0])
+        assert n_good > 30, "the test config must give good draws to analyse"
+        p = t["p_null"].dropna()
+        assert len(p) and p.between(0, 1).all()
+        ev = t[t["statistic"] == "pca_ev2"]
+        assert ev["value"].between(0, 1).all() and ev["null_value"].between(0, 1).all()
+        # canonical coordinates project out the 3 flat directions: fewer than p = 18 dimensions
+        d = t[t["statistic"].isin(["twonn", "mle"])]["value"]
+        assert (d > 0).all() and (d < 18).all()
+        assert t["verdict"].str.len().gt(0).all()
+        meta = json.loads(
+            (landscape_run / "results" / exp / "landscape" / "dimension.json").read_text()
+        )
+        assert meta["coordinates"] == "canonical" and meta["n_good"] == n_good
+
+
+@pytest.mark.slow
+def test_census_tables(landscape_run):
+    for exp in EXPS:
+        d = landscape_run / "results" / exp / "landscape"
+        t = pd.read_csv(d / "census.csv")
+        assert list(t.columns) == CENSUS_COLUMNS
+        assert len(t) >= 1 and set(t["classification"]) <= KINDS
+        assert (t["n_starts"] == t["n_from_all"] + t["n_from_good"]).all()
+        assert t["basin_share"].sum() == pytest.approx(1.0)
+        assert t["accuracy"].between(0, 1).all()
+        assert (t["U"].diff().dropna() >= 0).all(), "rows are ordered by U"
+        meta = json.loads((d / "census.json").read_text())
+        assert meta["key"] == "outputs" and sum(meta["counts"].values()) == len(t)
+        assert meta["n_starts"] == t["n_starts"].sum()
+        # the plane is the reduce rule's PCA refitted: it must reproduce reduce's coordinates
+        assert meta["plane"]["matches_reduce"] is True
+        for png in ("census_loss_index.png", "census_plane.png", "dataset.png"):
+            assert (d / png).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_compare_table(landscape_run):
+    t = pd.read_csv(landscape_run / "results" / "landscape" / "compare.csv")
+    assert list(t["stage"]) == ["before", "after"] and set(t["experiment"]) == {"rotate-90"}
+    assert (t["reference"] == "rotate-0").all() and (t["status"] == "ok").all()
+    assert t["pvalue"].between(0, 1).all()
+    # p-values of a permutation test with 99 permutations are multiples of 1/100
+    assert np.allclose(t["pvalue"] * 100, np.round(t["pvalue"] * 100))
+    angles = t[["angle_1", "angle_2"]].to_numpy()
+    assert ((angles >= 0) & (angles <= 90)).all()
+    assert np.allclose(t["max_angle"], angles.max(axis=1))
+    full = json.loads((landscape_run / "results" / "landscape" / "compare.json").read_text())
+    assert full[0]["exact"] is True and 0 <= full[0]["frac_outside_box"] <= 1
+
+
+@pytest.mark.slow
+def test_invariant_diagnostics_and_report(landscape_run):
+    d = landscape_run / "results" / "rotate-0" / "diagnostics"
+    t = pd.read_csv(d / "invariant.csv")
+    assert set(t["space"]) == {"energy", "canonical", "outputs"}
+    assert (t["space"] == "outputs").sum() == 10 * 2  # N points x k classes
+    raw_u = pd.read_csv(d / "summary.csv").iloc[0]
+    inv_u = t[t["space"] == "energy"].iloc[0]
+    # U is invariant, so its diagnostics are the same whichever coordinates
+    assert inv_u["name"] == "U" and inv_u["r_hat"] == pytest.approx(raw_u["r_hat"])
+    probs = t[t["space"] == "outputs"]["mean"]
+    assert probs.between(0, 1).all()
+    s = json.loads((d / "invariant.json").read_text())
+    for space in ("U", "raw parameters", "canonical parameters", "outputs on the data"):
+        assert s[space]["n"] > 0 and "max_r_hat" in s[space]
+    proc = run_snakemake(landscape_run, "--report", "report.html")
+    assert proc.returncode == 0, output_of(proc)
+    html = (landscape_run / "report.html").read_text(errors="replace")
+    for name in ("dimension.csv", "census.csv", "compare.csv", "energy_hist.png", "kpca_3d.png"):
+        assert name in html, name
+
+
+BAD = [
+    ("coordinates", {"coordinates": "sorted"}),
+    ("landscape.dimension.n_null", {"landscape": {"dimension": {"n_null": 0}}}),
+    ("landscape.census.key", {"landscape": {"census": {"key": "raw"}}}),
+    ("landscape.compare.method", {"landscape": {"compare": {"method": "ks"}}}),
+    ("landscape.dimension.mle_k1", {"landscape": {"dimension": {"mle_k1": 30}}}),
+    ("dataset.n_classes", {"dataset": {"generator": "moons", "n_classes": 3}}),
+    (
+        "dataset.n_features",
+        {
+            "dataset": {"generator": "xor", "n_features": 3},
+            "experiments": {"sweep": {"scale": [1]}},
+        },
+    ),
+    (
+        "experiments.sweep.shear",
+        {"dataset": {"n_features": 1}, "experiments": {"sweep": {"shear": [0.5]}}},
+    ),
+]
+
+
+@pytest.mark.parametrize(("field", "change"), BAD, ids=[f for f, _ in BAD])
+def test_config_errors_of_new_fields(field, change):
+    with pytest.raises(lacfg.ConfigError) as err:
+        lacfg.validate(change)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"invalid config: {field}"), msg
+
+
+def test_config_error_stops_snakemake_with_one_line(tmp_path):
+    wd = make_workdir(tmp_path, {"coordinates": "sorted"})
+    before = set(os.listdir(wd))
+    proc = run_snakemake(wd, "-n", timeout=120)
+    assert proc.returncode != 0
+    lines = [x for x in (proc.stdout + proc.stderr).splitlines() if "invalid config" in x]
+    assert len(lines) == 1 and lines[0].startswith("invalid config: coordinates:"), lines
+    assert set(os.listdir(wd)) - before <= {".snakemake"}

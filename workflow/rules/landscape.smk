@@ -1,0 +1,128 @@
+rule dataset_figure:
+    """One experiment's dataset as a figure, for its section of the report."""
+    input:
+        dataset=f"{RESULTS}/{{exp}}/dataset.npz",
+    output:
+        figure=report(
+            f"{RESULTS}/{{exp}}/landscape/dataset.png",
+            caption="../report/dataset.rst",
+            category="{exp}",
+            subcategory="1 dataset",
+            labels={"experiment": "{exp}", "item": "dataset"},
+        ),
+    log:
+        "logs/{exp}/dataset_figure.log",
+    localrule: True
+    conda:
+        "../../envs/lossatlas.yaml"
+    params:
+        dpi=CFG["figures"]["dpi"],
+    script:
+        "../scripts/dataset_figure.py"
+
+
+rule dimension:
+    """Dimension of the good draws (PCA spectrum, TwoNN, MLE, the report's pipeline) against
+    uniform and shuffled-energy nulls of the same size."""
+    input:
+        samples=f"{RESULTS}/{{exp}}/samples.h5",
+        dataset=f"{RESULTS}/{{exp}}/dataset.npz",
+    output:
+        table=report(
+            f"{RESULTS}/{{exp}}/landscape/dimension.csv",
+            caption="../report/dimension.rst",
+            category="{exp}",
+            subcategory="5 dimension",
+            labels={"experiment": "{exp}", "item": "dimension table with nulls"},
+        ),
+        json=f"{RESULTS}/{{exp}}/landscape/dimension.json",
+    log:
+        "logs/{exp}/dimension.log",
+    conda:
+        "../../envs/lossatlas.yaml"
+    resources:
+        mem_mb=2048,
+        runtime=30,
+    params:
+        settings=landscape_settings("dimension"),
+    script:
+        "../scripts/dimension.py"
+
+
+rule census:
+    """Local optimisation from clustered and random draws, merged up to symmetry, classified by
+    the Hessian; the critical points against loss and on the good draws' PCA plane."""
+    input:
+        samples=f"{RESULTS}/{{exp}}/samples.h5",
+        dataset=f"{RESULTS}/{{exp}}/dataset.npz",
+        reduction=f"{RESULTS}/{{exp}}/reduce/reduction.h5",
+    output:
+        table=report(
+            f"{RESULTS}/{{exp}}/landscape/census.csv",
+            caption="../report/census.rst",
+            category="{exp}",
+            subcategory="6 census of minima",
+            labels={"experiment": "{exp}", "item": "census table"},
+        ),
+        json=f"{RESULTS}/{{exp}}/landscape/census.json",
+        points=f"{RESULTS}/{{exp}}/landscape/census_points.npz",
+        loss_index=report(
+            f"{RESULTS}/{{exp}}/landscape/census_loss_index.png",
+            caption="../report/census_loss_index.rst",
+            category="{exp}",
+            subcategory="6 census of minima",
+            labels={"experiment": "{exp}", "item": "loss against index"},
+        ),
+        plane=report(
+            f"{RESULTS}/{{exp}}/landscape/census_plane.png",
+            caption="../report/census_plane.rst",
+            category="{exp}",
+            subcategory="6 census of minima",
+            labels={"experiment": "{exp}", "item": "census on the good draws' plane"},
+        ),
+    log:
+        "logs/{exp}/census.log",
+    conda:
+        "../../envs/lossatlas.yaml"
+    resources:
+        mem_mb=2048,
+        runtime=30,
+    params:
+        settings=landscape_settings("census"),
+    script:
+        "../scripts/census.py"
+
+
+rule compare:
+    """Every non-reference experiment's good draws against the reference's, before and after
+    mapping them back through the dataset transform."""
+    input:
+        samples=expand(f"{RESULTS}/{{exp}}/samples.h5", exp=list(EXPERIMENTS)),
+        datasets=expand(f"{RESULTS}/{{exp}}/dataset.npz", exp=list(EXPERIMENTS)),
+    output:
+        table=report(
+            f"{RESULTS}/landscape/compare.csv",
+            caption="../report/compare.rst",
+            category="Comparison with the reference",
+            labels={"item": "comparison table"},
+        ),
+        json=f"{RESULTS}/landscape/compare.json",
+        figure=report(
+            f"{RESULTS}/landscape/compare.png",
+            caption="../report/compare_figure.rst",
+            category="Comparison with the reference",
+            labels={"item": "comparison figure"},
+        ),
+    log:
+        "logs/compare.log",
+    conda:
+        "../../envs/lossatlas.yaml"
+    resources:
+        mem_mb=2048,
+        runtime=30,
+    params:
+        experiments=list(EXPERIMENTS),
+        reference=lacfg.reference(CFG),
+        settings=landscape_settings("compare"),
+    script:
+        "../scripts/compare.py"
