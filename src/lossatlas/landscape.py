@@ -77,6 +77,11 @@ def dimension_rows(store, dataset, cfg) -> tuple[list[dict], dict]:
     rows_view = views.RowView(store.theta, transform, cfg)
     ml, good = _good(store, cfg)
     n_good = int(good.sum())
+    # RWM repeats a position on every rejection; the neighbour statistics count places
+    distinct = np.flatnonzero(good)
+    if len(distinct) > dc["max_points"]:
+        distinct = distinct[: dc["max_points"]]  # only needed to say why a row is skipped
+    n_distinct = len(np.unique(rows_view[distinct], axis=0)) if len(distinct) else 0
     kpca = {
         "n_kpca": cfg["reduce"]["kpca"]["n_components"],
         "n_pca": cfg["reduce"]["pca"]["n_components"],
@@ -109,7 +114,7 @@ def dimension_rows(store, dataset, cfg) -> tuple[list[dict], dict]:
                     f"{min(len(ml), dc['pipeline_max_draws'])} draws"
                 )
             else:
-                why = f"needs >= {need['other']} distinct good draws"
+                why = f"{n_distinct} distinct; needs >= {need['other']}"
             r["verdict"] = f"skipped: n_good={n_good} ({why})"
     if not any(r["statistic"] in ("twonn", "mle") for r in rows):
         # dimension_table leaves the neighbour statistics out entirely when too few are good
@@ -126,8 +131,8 @@ def dimension_rows(store, dataset, cfg) -> tuple[list[dict], dict]:
                         "null_lo": float("nan"),
                         "null_hi": float("nan"),
                         "p_null": float("nan"),
-                        "verdict": f"skipped: n_good={n_good} (needs >= {need['other']} distinct"
-                        " good draws)",
+                        "verdict": f"skipped: n_good={n_good} ({n_distinct} distinct; needs >= "
+                        f"{need['other']})",
                         "n_good": n_good,
                     }
                 )
@@ -135,6 +140,7 @@ def dimension_rows(store, dataset, cfg) -> tuple[list[dict], dict]:
         "coordinates": cfg["coordinates"],
         "n_draws": int(len(ml)),
         "n_good": n_good,
+        "n_good_distinct": n_distinct,
         "threshold": cfg["target"]["good_threshold"],
         "settings": dict(dc),
         "nulls": {
