@@ -31,6 +31,23 @@ def _act(name: str, z: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown activation {name!r}; use one of {', '.join(ACTIVATIONS)}")
 
 
+def _act_inplace(name: str, z: np.ndarray) -> None:
+    """``z = act(z)`` in place, with the same arithmetic as :func:`_act`."""
+    if name == "tanh":
+        np.tanh(z, out=z)
+    elif name == "relu":
+        np.maximum(z, 0, out=z)
+    elif name == "sigmoid":
+        z *= 0.5
+        np.tanh(z, out=z)
+        z += 1
+        z *= 0.5
+    elif name == "quadratic":
+        np.multiply(z, z, out=z)
+    elif name != "linear":
+        raise ValueError(f"unknown activation {name!r}; use one of {', '.join(ACTIVATIONS)}")
+
+
 def _act_grad(name: str, z: np.ndarray, a: np.ndarray) -> np.ndarray:
     """d act / dz, from the pre-activation ``z`` and the activation ``a``."""
     if name == "tanh":
@@ -98,19 +115,29 @@ class MLP:
 
     def forward(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
         """Outputs ``(C, n, k)`` for inputs ``X (n, d)``."""
-        return self._forward(theta, X)[0]
+        return self._forward(theta, X, keep=False)[0]
 
-    def _forward(self, theta, X):
+    def _forward(self, theta, X, keep=True):
+        """Layer by layer, one batched matrix product (BLAS gemm per chain) each.
+
+        Without ``keep`` (energy only) the bias and the activation are applied in place: the
+        same numbers, but no second (C, n, width) temporary per layer, which at p ~ 1e5 is a
+        third of the time of an energy evaluation (memory traffic, not arithmetic).
+        """
         params = self.unflatten(theta)
         h = np.broadcast_to(X.astype(theta.dtype, copy=False), (theta.shape[0], *X.shape))
         cache = []
+        last = len(params) - 1
         for layer, (W, b) in enumerate(params):
-            z = h @ W.transpose(0, 2, 1) + b[:, None, :]
-            if layer < len(params) - 1:
-                a = _act(self.activation, z)
+            if keep:
+                z = h @ W.transpose(0, 2, 1) + b[:, None, :]
+                a = _act(self.activation, z) if layer < last else z
+                cache.append((h, z, a))
             else:
-                a = z
-            cache.append((h, z, a))
+                a = np.matmul(h, W.transpose(0, 2, 1))
+                a += b[:, None, :]
+                if layer < last:
+                    _act_inplace(self.activation, a)
             h = a
         return h, cache, params
 
@@ -153,7 +180,7 @@ class MLP:
             wsl, bsl, n_out, n_in = self._layers[layer]
             h, z, a = cache[layer]
             if layer < len(params) - 1:
-                dz = dz * _act_grad(self.activation, z, a)
+                dz *= _act_grad(self.activation, z, a)  # dz is this pass's own array
             grad[:, wsl] = (dz.transpose(0, 2, 1) @ h).reshape(theta.shape[0], -1)
             grad[:, bsl] = dz.sum(axis=1)
             if layer > 0:
