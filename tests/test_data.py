@@ -20,7 +20,8 @@ def test_defaults_unchanged():
     assert ds.X.shape == (10, 2) and ds.X.min() >= -1 and ds.X.max() <= 1
 
 
-@pytest.mark.parametrize("gen", data.GENERATORS)
+# digits has a fixed shape (64 features, 10 classes): tests/test_scale.py covers it.
+@pytest.mark.parametrize("gen", [g for g in data.GENERATORS if g != "digits"])
 def test_generators_seeded(gen):
     cfg = _ds_cfg(generator=gen, n_points=60)
     a, b = data.generate(cfg), data.generate(cfg)

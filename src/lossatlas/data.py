@@ -42,8 +42,49 @@ class Dataset:
             return cls(X=f["X"], y=f["y"], n_classes=int(f["n_classes"]))
 
 
-GENERATORS = ("uniform", "xor", "moons", "circles", "blobs")
+GENERATORS = ("uniform", "xor", "moons", "circles", "blobs", "digits", "teacher")
 TWO_D_TWO_CLASS = ("xor", "moons", "circles")
+DIGITS_FEATURES, DIGITS_CLASSES = 64, 10
+
+
+def standardize(X: np.ndarray) -> np.ndarray:
+    """Each column to mean 0 and standard deviation 1; constant columns become 0.
+
+    The digits' border pixels are constant (0), and dividing them by their zero spread would
+    give NaN inputs.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    sd = X.std(axis=0)
+    return (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+
+
+def digits(subset: int | None = None, seed: int = 0) -> Dataset:
+    """scikit-learn's 8x8 digits (1797 images, 64 pixel features, 10 classes), standardized.
+
+    ``subset``: that many images drawn without replacement (seeded by ``seed``, kept in their
+    original order), standardized over the subset; None takes all 1797.
+    """
+    X, y = skd.load_digits(return_X_y=True)
+    if subset is not None:
+        if not 1 <= subset <= len(y):
+            raise ValueError(f"digits subset must be in [1, {len(y)}], got {subset}")
+        idx = np.sort(np.random.default_rng(seed).choice(len(y), size=subset, replace=False))
+        X, y = X[idx], y[idx]
+    return Dataset(X=standardize(X), y=np.asarray(y, dtype=np.int64), n_classes=DIGITS_CLASSES)
+
+
+def teacher(n: int, d: int, k: int, seed: int = 0, noise: float = 0.0) -> Dataset:
+    """Synthetic inputs of any dimension: ``X ~ N(0, I_d)``, labels from a random linear teacher,
+    ``y = argmax(X T / sqrt(d) + noise * e)`` with ``T, e`` standard normal.
+
+    Unlike uniform random labels, these are learnable by the network, at any ``d``, so wide
+    inputs (and a large p) come with a landscape that has good minima.
+    """
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    T = rng.standard_normal((d, k))
+    logits = X @ T / np.sqrt(d) + noise * rng.standard_normal((n, k))
+    return Dataset(X=X, y=np.argmax(logits, axis=1).astype(np.int64), n_classes=k)
 
 
 def generate(cfg: dict) -> Dataset:
@@ -55,7 +96,11 @@ def generate(cfg: dict) -> Dataset:
     - ``moons`` / ``circles``: scikit-learn's, with Gaussian ``noise`` (circles: inner radius
       ``factor``);
     - ``blobs``: ``n_classes`` isotropic Gaussian blobs (std ``noise``) in ``n_features``
-      dimensions, centres uniform in ``[low, high]``.
+      dimensions, centres uniform in ``[low, high]``;
+    - ``digits``: scikit-learn's 8x8 digits, standardized (:func:`digits`); 64 features and
+      10 classes whatever ``n_features`` / ``n_classes`` say, ``subset`` points (None: all);
+    - ``teacher``: Gaussian inputs in ``n_features`` dimensions labelled by a random linear
+      teacher with logit ``noise`` (:func:`teacher`).
     xor, moons and circles are 2-D, 2-class.
     """
     gen, n, d, k = cfg["generator"], cfg["n_points"], cfg["n_features"], cfg["n_classes"]
@@ -63,6 +108,10 @@ def generate(cfg: dict) -> Dataset:
     noise = cfg.get("noise", 0.1)
     if gen in TWO_D_TWO_CLASS and (d != 2 or k != 2):
         raise ValueError(f"dataset.generator {gen} needs n_features = 2 and n_classes = 2")
+    if gen == "digits":
+        return digits(cfg.get("subset"), seed)
+    if gen == "teacher":
+        return teacher(n, d, k, seed, noise)
     if gen == "uniform":
         rng = np.random.default_rng(seed)
         X = rng.uniform(cfg["low"], cfg["high"], size=(n, d))

@@ -45,8 +45,8 @@ PROGRESS_TOPIC = "lossatlas-progress"
 RETRIES = 3
 # Sampler settings that do not change the numbers of a batch: more draws extend a finished
 # run, and the checkpoint interval and the total chain count only change where the run stops
-# or how many batches there are.
-_NOT_HASHED = ("draws", "checkpoint_every", "n_chains")
+# or how many batches there are; compression changes the bytes on disk, not the numbers.
+_NOT_HASHED = ("draws", "checkpoint_every", "n_chains", "compression")
 
 
 def settings_for(spec: dict) -> dict:
@@ -186,7 +186,13 @@ def _run_batch(spec: dict) -> dict:
     info_names = _info_stats(probe)
 
     bf, ck = store.open_batch(
-        spec["path"], settings_for(spec), state=state, stats=stat_dtypes, block=block, log=logger
+        spec["path"],
+        settings_for(spec),
+        state=state,
+        stats=stat_dtypes,
+        block=block,
+        log=logger,
+        compression=s.get("compression"),
     )
     steps, draws, phase = 0, 0, "warmup"
     if ck is not None:

@@ -127,6 +127,24 @@ def settings_hash(settings: Mapping) -> str:
 # --------------------------------------------------------------------------- layout helpers
 
 
+COMPRESSIONS = (None, "lzf", "gzip")
+
+
+def filters(compression: str | None) -> dict:
+    """h5py dataset options of a ``sampler.compression`` value (None: no filter).
+
+    Shuffle groups the bytes of equal significance, the only part of float draws that
+    compresses at all (sign and exponent); see benchmarks/README.md for what it buys.
+    """
+    if compression is None:
+        return {}
+    if compression == "lzf":
+        return {"compression": "lzf", "shuffle": True}
+    if compression == "gzip":
+        return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+    raise ValueError(f"unknown compression {compression!r}; use one of {COMPRESSIONS}")
+
+
 def chunk_draws(block: int, bytes_per_draw: int, target: int = CHUNK_BYTES) -> int:
     """Largest divisor of ``block`` whose chunk stays within ``target`` bytes (at least 1)."""
     best = 1
@@ -158,9 +176,12 @@ class _Layout:
     draw_chunk: int
     stats: dict[str, np.dtype]
     fields: dict[str, tuple[tuple[int, ...], np.dtype]]  # per-field shape (chain first), dtype
+    compression: str | None = None
 
     @classmethod
-    def of(cls, state, stats: Mapping[str, Any], block: int) -> _Layout:
+    def of(
+        cls, state, stats: Mapping[str, Any], block: int, compression: str | None = None
+    ) -> _Layout:
         pos = np.asarray(state.position)
         n, p = pos.shape
         fields = {}
@@ -177,6 +198,7 @@ class _Layout:
             draw_chunk=chunk_draws(block, n * pc * pos.dtype.itemsize),
             stats={k: np.dtype(v) for k, v in stats.items()},
             fields=fields,
+            compression=compression,
         )
 
     def create(self, f: h5py.File, shash: str, settings_json: str) -> None:
@@ -189,6 +211,7 @@ class _Layout:
             maxshape=(n, None, p),
             chunks=(n, d, min(p, PARAM_CHUNK)),
             dtype=self.dtype,
+            **filters(self.compression),
         )
         ss = f.create_group("sample_stats")
         for name, dt in self.stats.items():
@@ -408,6 +431,7 @@ def open_batch(
     stats: Mapping[str, Any],
     block: int,
     log: logging.Logger | None = None,
+    compression: str | None = None,
 ) -> tuple[BatchFile, Checkpoint | None]:
     """Open the batch file at ``path`` for writing, resuming it when it matches ``settings``.
 
@@ -416,11 +440,13 @@ def open_batch(
     writer and the restored checkpoint (None when starting fresh). The data is truncated to
     the checkpoint's ``draws_done``. A file written under other settings, or one that cannot
     be read, is moved aside (``.stale-<hash8>`` / ``.unreadable``) with a log line, never reused.
+    ``compression`` (:func:`filters`) applies to a new file's draws; a resumed file keeps the
+    filter it was created with (the numbers are the same either way).
     """
     log = log or logger
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    layout = _Layout.of(state, stats, block)
+    layout = _Layout.of(state, stats, block, compression)
     shash = settings_hash(settings)
     sjson = canonical_json(settings)
     lock_fd = _lock(path)
