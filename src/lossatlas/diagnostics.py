@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import warnings
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -72,12 +75,15 @@ def _summary_rows(names, kind, x) -> list[dict]:
 
 
 def _summary_rows_inner(names, kind, x) -> list[dict]:
-    rhat = np.atleast_1d(array_stats.rhat(x, chain_axis=0, draw_axis=1, method="rank"))
-    ess_bulk = np.atleast_1d(array_stats.ess(x, chain_axis=0, draw_axis=1, method="bulk"))
-    ess_tail = np.atleast_1d(
-        array_stats.ess(x, chain_axis=0, draw_axis=1, method="tail", prob=TAIL_PROB)
-    )
-    mcse = np.atleast_1d(array_stats.mcse(x, chain_axis=0, draw_axis=1, method="mean"))
+    # (k, chain, draw), contiguous: arviz-stats sorts and transforms along the draws, which is
+    # about 20% faster on contiguous rows than on the strided draw axis of (chain, draw, k),
+    # with the same numbers.
+    xt = np.ascontiguousarray(np.moveaxis(x, 2, 0))
+    ax = {"chain_axis": -2, "draw_axis": -1}
+    rhat = np.atleast_1d(array_stats.rhat(xt, method="rank", **ax))
+    ess_bulk = np.atleast_1d(array_stats.ess(xt, method="bulk", **ax))
+    ess_tail = np.atleast_1d(array_stats.ess(xt, method="tail", prob=TAIL_PROB, **ax))
+    mcse = np.atleast_1d(array_stats.mcse(xt, method="mean", **ax))
     mean = x.mean(axis=(0, 1))
     sd = (
         x.reshape(-1, x.shape[2]).std(axis=0, ddof=1)
@@ -209,6 +215,36 @@ def normality(
     return pd.DataFrame(rows, columns=NORMALITY_COLUMNS)
 
 
+def _block_rows(names, kind, x, n_batches, alpha) -> tuple[list[dict], list[dict]]:
+    """Summary and normality rows of one block (runs in a worker process when parallel)."""
+    return _summary_rows(names, kind, x), _normality_rows(names, kind, x, n_batches, alpha)
+
+
+def _map_blocks(blocks, n_batches, alpha, workers: int):
+    """``_block_rows`` of every block, in block order, on ``workers`` processes.
+
+    Blocks are independent (arviz-stats works per parameter), so splitting the work changes
+    no number. This process reads the blocks and keeps at most ``2 * workers`` in flight, so
+    memory stays a few blocks whatever p is; a process pool, not threads, because the
+    per-parameter work in arviz-stats and scipy holds the GIL for most of its time.
+    """
+    if workers <= 1:
+        for names, kind, x in blocks:
+            yield _block_rows(names, kind, x, n_batches, alpha)
+        return
+    # fork, not spawn: spawn re-runs the main module in each child, and in a Snakemake rule
+    # that is the rule's script. The children only compute on the arrays they are sent.
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending = deque()
+        for names, kind, x in blocks:
+            pending.append(pool.submit(_block_rows, names, kind, x, n_batches, alpha))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def diagnose(
     theta,
     energy,
@@ -218,14 +254,20 @@ def diagnose(
     ess_min: float = ESS_MIN,
     alpha: float = ALPHA,
     n_batches: int | None = None,
+    workers: int = 1,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """One pass over ``theta``: (summary table, normality table, verdict dict)."""
+    """One pass over ``theta``: (summary table, normality table, verdict dict).
+
+    ``workers`` > 1 spreads the parameter blocks over that many processes; the tables are
+    the same as with one.
+    """
     n_draws = theta.shape[1]
     nb = default_n_batches(n_draws) if n_batches is None else int(n_batches)
     srows, nrows = [], []
-    for names, kind, x in _blocks(theta, energy, param_names, block):
-        srows.extend(_summary_rows(names, kind, x))
-        nrows.extend(_normality_rows(names, kind, x, nb, alpha))
+    blocks = _blocks(theta, energy, param_names, block)
+    for s_rows, n_rows in _map_blocks(blocks, nb, alpha, int(workers)):
+        srows.extend(s_rows)
+        nrows.extend(n_rows)
     table = pd.DataFrame(srows, columns=SUMMARY_COLUMNS)
     norm = pd.DataFrame(nrows, columns=NORMALITY_COLUMNS)
     info = {"n_chains": int(theta.shape[0]), "n_draws": int(n_draws), "n_batches": nb}
@@ -306,8 +348,9 @@ def verdict(
     return out
 
 
-def from_config(theta, energy, param_names, cfg: dict):
-    """:func:`diagnose` with the settings of ``cfg['diagnose']`` (a validated config)."""
+def from_config(theta, energy, param_names, cfg: dict, workers: int = 1):
+    """:func:`diagnose` with the settings of ``cfg['diagnose']`` (a validated config), on
+    ``workers`` processes (the rule's threads)."""
     c = cfg["diagnose"]
     return diagnose(
         theta,
@@ -318,6 +361,7 @@ def from_config(theta, energy, param_names, cfg: dict):
         ess_min=c["ess_min"],
         alpha=c["normality_alpha"],
         n_batches=c["n_batches"],
+        workers=workers,
     )
 
 

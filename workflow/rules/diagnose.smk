@@ -71,6 +71,8 @@ rule diagnose:
         "logs/{exp}/diagnose.log",
     conda:
         "../../envs/lossatlas.yaml"
+    # Parameter blocks are diagnosed on a process pool of this size (p ~ 1e5 takes ~30 min on one).
+    threads: workflow.cores
     resources:
         mem_mb=2048,
         runtime=60,

@@ -17,7 +17,9 @@ cfg = sm.config
 with SampleStore(sm.input.samples) as store:
     energy = store.stat("energy")
     # Streams theta by parameter blocks; the whole array is never read.
-    table, norm, verdict = diagnostics.from_config(store.theta, energy, store.param_names, cfg)
+    table, norm, verdict = diagnostics.from_config(
+        store.theta, energy, store.param_names, cfg, workers=sm.threads
+    )
     # Symmetric copies of one network look like unmixed modes in raw coordinates; canonical
     # parameters and the outputs on the data do not change under the symmetries.
     inv, inv_summary = landscape.invariant_diagnostics(
