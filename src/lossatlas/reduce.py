@@ -11,10 +11,13 @@ ndarray); it is read in blocks ``theta[:, d0:d1, :]`` of at most ``draw_block`` 
 chain ``c``. Per-draw outputs come back shaped (chain, draw, ...).
 
 Memory: the exact kernel is n x n (n = chains x draws <= max_exact); the approximations hold
-their reference rows (subsample or landmarks, plus the held-out rows) in memory, i.e.
-(max_exact or n_landmarks + n_heldout) x p float64, and the Nystroem path an
-n_landmarks x n_landmarks covariance. Nothing else grows with the number of draws except the
-(chain, draw, n_components) embedding.
+their reference rows (subsample or landmarks, plus the held-out rows) in memory as float64,
+at most ``max_reference_mb`` MiB of them: at large p that lowers the landmark, held-out and
+subsample counts (the summary gives the counts used and requested), so their memory stays
+bounded as p grows. The Nystroem path also holds an n_landmarks x n_landmarks covariance. The
+linear PCA of the good draws gathers them only while they and PCA's working copies fit in
+``max_gather_mb``, else streams them through IncrementalPCA in batches sized the same way.
+Nothing else grows with the number of draws except the (chain, draw, n_components) embedding.
 
 Approximation error (``kpca.approximation_error``): the fraction of feature-space variance the
 components leave out,
@@ -44,6 +47,9 @@ from sklearn.kernel_approximation import Nystroem
 from sklearn.metrics.pairwise import rbf_kernel
 
 MiB = 2**20
+# PCA of gathered rows holds about this many copies of them (rows, centred rows, SVD factors).
+GATHER_COPIES = 4
+IPCA_KEEP = 20  # components IncrementalPCA carries between batches (see pca_of_rows)
 
 ERROR_DEFINITION = (
     "1 - sum(top-k eigenvalues of centred kernel) / trace(centred kernel); "
@@ -147,6 +153,13 @@ class _Scatter:
         self.n = n
 
 
+def reference_rows(p: int, max_reference_mb: float | None) -> int | None:
+    """How many float64 rows of ``p`` parameters fit in ``max_reference_mb`` MiB (None: no cap)."""
+    if max_reference_mb is None:
+        return None
+    return max(2, int(max_reference_mb * MiB // (8 * max(p, 1))))
+
+
 def _variance_gamma(mean_var: float, p: int) -> float:
     # All-constant draws would give an infinite width; fall back to gamma = 1 / p.
     return 1.0 / (p * mean_var) if mean_var > 0 else 1.0 / p
@@ -173,6 +186,7 @@ def kernel_pca(
     draw_block: int = 4096,
     max_block_mb: float = 256,
     seed: int = 0,
+    max_reference_mb: float | None = None,
 ) -> tuple[np.ndarray, dict]:
     """RBF kernel PCA of all draws; returns (embedding (chain, draw, k), info dict).
 
@@ -180,8 +194,10 @@ def kernel_pca(
     computed block by block). Above: ``approximation`` = "nystroem" (``Nystroem`` features from
     ``n_landmarks`` uniformly drawn draws, then exact PCA of the streamed feature covariance) or
     "subsample" (exact ``KernelPCA`` on ``max_exact`` uniformly drawn draws, all draws projected
-    with ``transform`` block by block). ``gamma=None`` uses 1 / (p * mean per-coordinate
-    variance), the variance taken over all draws. ``info`` says which method and sizes ran and
+    with ``transform`` block by block). ``max_reference_mb`` caps the rows those hold
+    (:func:`reference_rows`): landmarks and held-out draws shrink in proportion, the subsample
+    to the cap. ``gamma=None`` uses 1 / (p * mean per-coordinate variance), the variance taken
+    over all draws. ``info`` says which method and sizes ran and
     holds the approximation errors defined in the module docstring.
     """
     n_chains, n_draws, p = theta.shape
@@ -197,14 +213,25 @@ def kernel_pca(
 
     # Pass 1: moments for gamma, and the reference rows the approximations need.
     mom = _Moments()
+    cap = reference_rows(p, max_reference_mb)
+    sizes = {}
     if method == "exact":
         refs = []
     elif method == "subsample":
-        refs = [np.sort(rng.choice(n, size=max_exact, replace=False))]
+        size = min(int(max_exact), cap) if cap else int(max_exact)
+        sizes = {"n_subsample": size, "n_subsample_requested": int(max_exact)}
+        refs = [np.sort(rng.choice(n, size=size, replace=False))]
     else:
-        m = min(int(n_landmarks), n - 2)
+        m_req, h_req = int(n_landmarks), int(n_heldout)
+        m, h = m_req, h_req
+        if cap is not None and m + h > cap:
+            # Keep the requested landmark : held-out ratio within the cap.
+            m = max(2, cap * m_req // (m_req + h_req))
+            h = max(2, cap - m)
+        m = min(m, n - 2)
         perm = rng.permutation(n)
-        h = min(int(n_heldout), n - m)
+        h = min(h, n - m)
+        sizes = {"n_landmarks_requested": m_req, "n_heldout_requested": h_req}
         refs = [np.sort(perm[:m]), np.sort(perm[m : m + h])]
     ref_rows = _gather(theta, refs, dpb, on_block=mom)
     gamma_source = "config"
@@ -221,6 +248,9 @@ def kernel_pca(
         "max_exact": int(max_exact),
         "draws_per_block": dpb,
         "seed": int(seed),
+        "max_reference_mb": max_reference_mb,
+        "reference_rows_cap": cap,
+        **sizes,
     }
     emb = np.empty((n_chains, n_draws, k))
     flat_emb = emb.reshape(n, k)
@@ -358,21 +388,28 @@ def pca_of_rows(
 ) -> tuple[dict, np.ndarray]:
     """Linear PCA of the parameters of the draws where ``good`` (chain, draw) is True.
 
-    Good rows are gathered block by block when they fit in ``max_gather_mb`` MiB (then exact
-    ``PCA``); otherwise ``IncrementalPCA`` is fitted over the good rows of each block and a
-    second pass projects them. Coordinates follow the flat chain-major order of the good draws.
+    Good rows are gathered block by block when they fit in ``max_gather_mb`` MiB together
+    with PCA's working copies (``GATHER_COPIES`` times the rows: the centred copy and the
+    SVD's factors); then exact ``PCA``. Otherwise ``IncrementalPCA`` is fitted over batches
+    of good rows sized the same way and a second pass projects them. Coordinates follow the
+    flat chain-major order of the good draws.
     """
     n_chains, n_draws, p = theta.shape
     flat = np.flatnonzero(np.asarray(good).reshape(-1))
     n_good = len(flat)
     dpb = draws_per_block(theta.shape, draw_block, max_block_mb)
-    if n_good < 2 or n_good * p * 8 <= max_gather_mb * MiB:
+    budget_rows = max(1, int(max_gather_mb * MiB // (GATHER_COPIES * 8 * max(p, 1))))
+    if n_good < 2 or n_good <= budget_rows:
         if n_good < 2:
             return pca_in_memory(np.empty((n_good, p)), n_components)
         (x,) = _gather(theta, [flat], dpb)
         return pca_in_memory(x, n_components)
     k = min(n_components, p)
-    ipca = IncrementalPCA(n_components=k)
+    # Between batches IncrementalPCA keeps only its components: with just k of them, the
+    # directions the later batches need are lost (26% coordinate error measured at k = 2 in
+    # tests/test_scale.py); carrying IPCA_KEEP and reporting the leading k is accurate.
+    k_fit = min(max(k, IPCA_KEEP), p, n_good)
+    ipca = IncrementalPCA(n_components=k_fit)
     buf = []
 
     def good_rows():
@@ -383,19 +420,23 @@ def pca_of_rows(
                 yield np.flatnonzero(sel), x[c[sel] * (d1 - d0) + (d[sel] - d0)]
 
     # partial_fit needs at least k rows per call: carry small pieces over to the next one.
+    # A call's SVD works on a copy of (k_fit + rows) x p: batches follow the budget, but are
+    # at least 4 * k_fit rows, below which the incremental updates lose accuracy.
+    step = max(budget_rows, 4 * k_fit, 2)
     for _, rows in good_rows():
-        buf.append(rows)
-        if sum(len(b) for b in buf) >= max(k, 2):
-            ipca.partial_fit(np.vstack(buf))
-            buf = []
+        for a in range(0, len(rows), step):
+            buf.append(rows[a : a + step])
+            if sum(len(b) for b in buf) >= max(k_fit, 2):
+                ipca.partial_fit(np.vstack(buf))
+                buf = []
     if buf:
         rest = np.vstack(buf)
-        if len(rest) >= k:
+        if len(rest) >= k_fit:
             ipca.partial_fit(rest)
     coords = np.empty((n_good, k))
     for where, rows in good_rows():
-        coords[where] = ipca.transform(rows)
-    coords, ratio = _pad(coords, ipca.explained_variance_ratio_, n_components)
+        coords[where] = ipca.transform(rows)[:, :k]
+    coords, ratio = _pad(coords, ipca.explained_variance_ratio_[:k], n_components)
     return _pca_result("ok", "ok", coords, ratio, "IncrementalPCA (streamed)", n_components)
 
 
@@ -476,6 +517,7 @@ def reduce(store_like, energy, mean_loss, cfg: dict | None = None) -> Reduction:
         draw_block=rc["draw_block"],
         max_block_mb=rc["max_block_mb"],
         seed=cfg["seed"],
+        max_reference_mb=kc["max_reference_mb"],
     )
     thr = float(cfg["target"]["good_threshold"])
     good = mean_loss < thr
