@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import h5py
+import psutil
 import pytest
 import yaml
 from conftest import TEST_CONFIGS, make_workdir, output_of, run_snakemake, snakemake_cmd
-from slurm_cluster import SlurmCluster, SlurmUnavailable, wait_until, why_unavailable
+from slurm_cluster import SlurmCluster, SlurmUnavailable, run, wait_until, why_unavailable
 
 from lossatlas import cluster, config, store
 
@@ -33,7 +35,9 @@ def slurm():
         if required:
             pytest.fail(f"LOSSATLAS_REQUIRE_SLURM=1 but {reason}")
         pytest.skip(reason)
-    c = SlurmCluster(accounting=True)
+    # 4 CPUs on this 2-core machine: a sampling job plus two Dask worker jobs, or two sampling
+    # jobs of which one waits for the other's lock, must run at the same time.
+    c = SlurmCluster(accounting=True, cpus=4)
     try:
         c.start()
     except SlurmUnavailable as err:
@@ -134,10 +138,15 @@ def local_reference(tmp_path: Path, cfg, target: str) -> dict[str, bytes]:
     return read_samples(wd / target)
 
 
+# The documented command (docs/cluster.md): without --workflow-profile none, Snakemake would
+# lay profiles/default over the SLURM profile.
+SLURM_CMD = ("--profile", "profiles/slurm", "--workflow-profile", "none")
+
+
 def start_slurm_run(wd: Path, target: str, *extra: str) -> subprocess.Popen:
     with open(wd / "snakemake.out", "a") as out:
         return subprocess.Popen(
-            snakemake_cmd("--profile", "profiles/slurm", *extra, target),
+            snakemake_cmd(*SLURM_CMD, *extra, target),
             cwd=wd,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -158,22 +167,13 @@ def watch_until_exit(proc: subprocess.Popen, slurm: SlurmCluster, timeout: float
     return sorted(seen)
 
 
-def test_profile_run_matches_local_run(clean_queue, tmp_path):
-    slurm = clean_queue
-    target = "results/rotate-0/samples.h5"
-    reference = local_reference(tmp_path / "local", SMALL, target)
-    wd = make_workdir(tmp_path / "slurm", SMALL)
-    proc = start_slurm_run(wd, target)
-    seen = watch_until_exit(proc, slurm, 400)
-    assert proc.returncode == 0, (wd / "snakemake.out").read_text()
-    assert any("rule_sample_wildcards_rotate-0 RUNNING" in line for line in seen), seen
-    assert read_samples(wd / target) == reference
-    # SLURM's job logs and the rule's log are where docs/cluster.md says.
-    assert list((wd / "logs" / "slurm" / "rule_sample").rglob("*.log"))
-    assert (
-        "Dask: local cluster of 2 worker processes"
-        in (wd / "logs" / "rotate-0" / "sample.log").read_text()
-    )
+SMALL_TARGET = "results/rotate-0/samples.h5"
+
+
+@pytest.fixture(scope="session")
+def small_reference(tmp_path_factory):
+    """The samples of tests/configs/small.yaml's rotate-0, from a local run."""
+    return local_reference(tmp_path_factory.mktemp("small-local"), SMALL, SMALL_TARGET)
 
 
 # ----------------------------------------------------------------------------- faults and resume
@@ -182,7 +182,7 @@ RESUME_EXP = "rotate-120"
 RESUME_TARGET = f"results/{RESUME_EXP}/samples.h5"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def resume_reference(tmp_path_factory):
     """The uninterrupted samples of tests/configs/resume.yaml, from a local run."""
     return local_reference(tmp_path_factory.mktemp("resume-local"), RESUME, RESUME_TARGET)
@@ -249,3 +249,202 @@ def test_scancel_sample_job_then_same_command_resumes(clean_queue, tmp_path, res
     assert resumed >= sum(p[0] for p in before) * 2 and resumed + computed == total
     assert read_samples(wd / RESUME_TARGET) == resume_reference
     print(f"scancel: {resumed} draws resumed, {computed} computed of {total}")
+
+
+def sample_jobs(slurm: SlurmCluster) -> dict[str, str]:
+    """Job id -> state of every sample job of the resume experiment in the queue."""
+    out = {}
+    for line in slurm.queue("%i %k %T"):
+        job_id, comment, state = line.split()
+        if comment == f"rule_sample_wildcards_{RESUME_EXP}":
+            out[job_id] = state
+    return out
+
+
+def job_script(job_id: str) -> psutil.Process:
+    """The python running sample.py inside SLURM job ``job_id``."""
+
+    def find():
+        for p in psutil.process_iter(["cmdline"]):
+            try:
+                if "sample.py" in " ".join(p.info["cmdline"] or []) and (
+                    p.environ().get("SLURM_JOB_ID") == job_id
+                ):
+                    return p
+            except psutil.Error:
+                continue
+        return None
+
+    return wait_until(find, 60, f"sample.py in job {job_id}")
+
+
+def stopped(p: psutil.Process) -> bool:
+    try:
+        return p.status() == psutil.STATUS_STOPPED
+    except psutil.NoSuchProcess:
+        return True
+
+
+def sample_log(wd: Path) -> str:
+    path = wd / "logs" / RESUME_EXP / "sample.log"
+    return path.read_text() if path.exists() else ""
+
+
+def test_sigkill_snakemake_then_same_command_waits_for_the_orphan(
+    clean_queue, tmp_path, resume_reference
+):
+    """kill -9 of snakemake on the login node leaves its sample job running in SLURM; the same
+    command again starts a second sample job, which waits for the first's sampling lock instead
+    of writing the batch files beside it, then resumes what the first checkpointed."""
+    slurm = clean_queue
+    wd = make_workdir(tmp_path, RESUME)
+    proc = start_slurm_run(wd, RESUME_TARGET)
+    try:
+        old = wait_until(lambda: sample_job(slurm), 120, "the sample job in squeue")
+        wait_for_draws(wd, proc)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # Nothing on the login node stops the job now.
+    assert sample_jobs(slurm) == {old: "RUNNING"}
+    # Freeze it (SIGSTOP to all of its processes) so that it surely still holds the lock when
+    # the rerun's job starts, however fast this machine samples; it keeps its flock meanwhile.
+    script = job_script(old)
+    job_procs = [script, *script.children(recursive=True)]
+    run(["scontrol", "suspend", old])
+    suspended, again = True, None
+    try:
+        # scontrol returns before slurmstepd has stopped every process of the job.
+        wait_until(
+            lambda: all(stopped(p) for p in job_procs), 60, f"the processes of job {old} to stop"
+        )
+        at_suspend = progress(wd)
+        assert all(p[0] < 5000 for p in at_suspend), at_suspend
+        again = start_slurm_run(wd, RESUME_TARGET)
+
+        def rerun_alive():
+            assert again.poll() is None, (wd / "snakemake.out").read_text()
+
+        wait_until(
+            lambda: f"is held by SLURM job {old}," in sample_log(wd),
+            180,
+            "the rerun's sample job to wait for the lock",
+            rerun_alive,
+        )
+        new = [j for j, state in sample_jobs(slurm).items() if j != old and state == "RUNNING"]
+        assert len(new) == 1, slurm.queue()
+        # Waiting, the new job has not touched the batch files.
+        assert progress(wd) == at_suspend
+        run(["scontrol", "resume", old])
+        suspended = False
+        watch_until_exit(again, slurm, 400)
+    finally:
+        if suspended:
+            run(["scontrol", "resume", old], check=False)
+        if again is not None and again.poll() is None:
+            again.kill()
+    assert again.returncode == 0, (wd / "snakemake.out").read_text()
+    log = sample_log(wd)
+    assert "BatchLocked" not in log and "being written by another process" not in log
+    # The orphan finished every draw while the new job waited; the new job found them all done.
+    # (The orphan's own lines are not in sample.log: Snakemake deletes a job's log before it
+    # runs the job again, and the orphan went on writing to the deleted file.)
+    assert (
+        "Finished jobid" in (wd / "logs/slurm/rule_sample" / RESUME_EXP / f"{old}.log").read_text()
+    )
+    assert log.index(f"is held by SLURM job {old},") < log.index("is free after")
+    resumed, computed, total = resume_counts(wd)[-1]
+    assert (resumed, computed, total) == (20000, 0, 20000)
+    assert read_samples(wd / RESUME_TARGET) == resume_reference
+    done = sum(p[0] for p in at_suspend) * 2  # 2 chains per batch
+    print(
+        f"kill -9 snakemake: orphan job {old} had {done} draws checkpointed when frozen and "
+        f"finished the rest; rerun job {new[0]} resumed {resumed}, computed {computed} of {total}"
+    )
+
+
+def test_sigkill_dask_worker_inside_the_sample_job(clean_queue, tmp_path, resume_reference):
+    """dask.placement local: a worker process of the job's LocalCluster killed mid-task."""
+    slurm = clean_queue
+    wd = make_workdir(tmp_path, RESUME)
+    proc = start_slurm_run(wd, RESUME_TARGET)
+    try:
+        job_id = wait_until(lambda: sample_job(slurm), 120, "the sample job in squeue")
+        wait_for_draws(wd, proc)
+        script = job_script(job_id)
+        # LocalCluster worker processes are spawned children of the job's python.
+        workers = [p for p in script.children() if "spawn_main" in " ".join(p.cmdline())]
+        assert len(workers) == 2, [p.cmdline() for p in script.children()]
+        workers[0].send_signal(signal.SIGKILL)
+        watch_until_exit(proc, slurm, 400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, (wd / "snakemake.out").read_text()
+    resumed, computed, total = resume_counts(wd)[-1]
+    # The killed worker's batch went on from its checkpoint, not from scratch.
+    assert resumed > 0 and resumed + computed == total
+    assert read_samples(wd / RESUME_TARGET) == resume_reference
+    print(f"worker SIGKILL: {resumed} draws resumed, {computed} computed of {total}")
+
+
+def test_slurm_placement_run_survives_a_cancelled_worker_job(
+    clean_queue, tmp_path, resume_reference
+):
+    """dask.placement slurm through the profile: workers are SLURM jobs talking TLS; one of
+    them scancel'ed mid-task; the run completes with the local run's samples."""
+    slurm = clean_queue
+    cfg = yaml.safe_load(RESUME.read_text())
+    cfg["dask"] = {
+        "placement": "slurm",
+        "timeout": 120,
+        "progress_interval": 1,
+        "slurm": {"n_jobs": 2, "memory": "1GB", "walltime": "00:15:00"},
+    }
+    wd = make_workdir(tmp_path, cfg)
+    proc = start_slurm_run(wd, RESUME_TARGET)
+    try:
+        wait_until(lambda: sample_job(slurm), 120, "the sample job in squeue")
+        wait_for_draws(wd, proc)
+        workers = running(slurm, "dask-worker")
+        assert len(workers) == 2, slurm.queue()
+        subprocess.run(["scancel", workers[0].split()[0]], check=True)
+        watch_until_exit(proc, slurm, 400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, (wd / "snakemake.out").read_text()
+    log = sample_log(wd)
+    assert re.search(r"Dask: SLURM cluster, scheduler tls://127\.0\.0\.1:\d+", log), log
+    assert "Dask: 2 workers joined" in log
+    resumed, computed, total = resume_counts(wd)[-1]
+    assert resumed > 0 and resumed + computed == total
+    assert read_samples(wd / RESUME_TARGET) == resume_reference
+    # The sample job cancelled its remaining worker job when it ended.
+    wait_until(lambda: not running(slurm, "dask-worker"), 60, "worker jobs to end")
+    print(f"slurm placement, worker job cancelled: {resumed} resumed, {computed} computed")
+
+
+# ----------------------------------------------------------------------------- no accounting
+
+
+def test_profile_run_without_accounting_matches_local_run(slurm, tmp_path, small_reference):
+    """The small config through the profile on a cluster without slurmdbd (sacct fails there;
+    the profile's squeue status and the plugin's account guess must cope): jobs in squeue, the
+    local run's samples, logs where docs/cluster.md says. The tests above ran the profile with
+    accounting. Last in this file: it stops the session's cluster to start one without
+    accounting on the same ports."""
+    slurm.stop()
+    with SlurmCluster(accounting=False) as bare:
+        assert run(["sacct"], check=False).returncode != 0, "accounting is still on"
+        wd = make_workdir(tmp_path, SMALL)
+        proc = start_slurm_run(wd, SMALL_TARGET)
+        seen = watch_until_exit(proc, bare, 300)
+        assert proc.returncode == 0, (wd / "snakemake.out").read_text()
+        assert any("rule_sample_wildcards_rotate-0 RUNNING" in line for line in seen), seen
+        assert read_samples(wd / SMALL_TARGET) == small_reference
+        assert list((wd / "logs" / "slurm" / "rule_sample").rglob("*.log"))
+        log = (wd / "logs" / "rotate-0" / "sample.log").read_text()
+        assert "Dask: local cluster of 2 worker processes" in log
