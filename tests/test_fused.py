@@ -336,3 +336,31 @@ def test_build_picks_backend():
     assert type(samplers.build({"kind": "rwm", "backend": "numba"}, Quadratic())) is samplers.RWM
     with pytest.raises(ValueError, match="unknown sampler backend"):
         samplers.build({"kind": "rwm", "backend": "cuda"}, target)
+
+
+def test_wide_networks_fall_back_to_numpy():
+    """``backend: numba`` keeps the fused kernels where they are the faster (the report's
+    target) and uses BLAS for wide networks on many points (the digits scale run), where the
+    fused kernel was 80x slower at 8 chains per batch."""
+    rng = np.random.default_rng(0)
+    digits_like = model.Target(
+        model.MLP((64, 384, 192, 10)), rng.standard_normal((1797, 64)), rng.integers(0, 10, 1797)
+    )
+    report = _mlp_target((2, 2, 2, 2), "tanh", "cross_entropy", "sum", n=10)
+    for kind, fused_cls, numpy_cls in [
+        ("rwm", fused.FusedRWM, samplers.RWM),
+        ("hmc", fused.FusedHMC, samplers.HMC),
+    ]:
+        cfg = {"kind": kind, "backend": "numba"}
+        assert type(samplers.build(cfg, report)) is fused_cls
+        assert type(samplers.build(cfg, digits_like)) is numpy_cls
+        # even with a full block of chains the BLAS kernels stay
+        assert type(samplers.build({**cfg, "chains_per_batch": 4096}, digits_like)) is numpy_cls
+    assert fused.supports(report, 8) and not fused.supports(digits_like, 4096)
+    # in between the chain count decides: a mid-size net is fused for a block of 128 chains
+    # (measured 2x) and numpy for 8 (measured 7x the other way)
+    mid = _mlp_target((64, 16, 8, 10), "tanh", "cross_entropy", "sum", n=100)
+    assert fused.supports(mid, 128) and not fused.supports(mid, 8)
+    assert type(samplers.build({"kind": "rwm", "chains_per_batch": 128}, mid)) is fused.FusedRWM
+    tempered = {"kind": "rwm", "chains_per_batch": 16, "tempering": {"n_temps": 8}}
+    assert type(samplers.build(tempered, mid).base) is fused.FusedRWM

@@ -25,7 +25,8 @@ Base kernels also offer ``step_at(state, rng, adapt, beta)`` (``beta`` scalar or
 which parallel tempering (:mod:`.tempering`) uses to run all replicas in one batch.
 
 ``backend: numba`` runs RWM and HMC on MLP targets as fused compiled kernels
-(:mod:`.fused`); other kinds and targets use these numpy kernels, which stay the reference.
+(:mod:`.fused`) where they are the faster (small networks); other kinds and targets, and wide
+networks, use these numpy kernels, which stay the reference.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def build(sampler_cfg: dict, target):
 
     Missing keys take the schema's defaults. ``tempering.n_temps > 1`` wraps the kernel in
     parallel tempering. ``backend: numba`` picks the fused kernel where one exists for the
-    kind and target (:func:`.fused.supports`) and the numpy kernel otherwise.
+    kind and target and is the faster for ``chains_per_batch`` chains (:func:`.fused.supports`:
+    small networks), and the numpy kernel otherwise (wide networks, where BLAS wins).
     """
     cfg = sampler_cfg
     kind = cfg.get("kind", "rwm")
@@ -71,10 +73,13 @@ def build(sampler_cfg: dict, target):
     if backend not in BACKENDS:
         raise ValueError(f"unknown sampler backend {backend!r}; use one of {', '.join(BACKENDS)}")
     rwm_cls, hmc_cls = RWM, HMC
+    t = cfg.get("tempering", {})
     if backend == "numba" and kind in ("rwm", "hmc"):
         from . import fused  # numba only when asked for
 
-        if fused.supports(target):
+        # tempering runs every replica of a batch's chains in one kernel call
+        n_chains = cfg.get("chains_per_batch", 8) * max(t.get("n_temps", 1), 1)
+        if fused.supports(target, n_chains):
             rwm_cls, hmc_cls = fused.FusedRWM, fused.FusedHMC
     common = dict(step_size=cfg.get("step_size", 0.1), dtype=cfg.get("dtype", "float64"))
     if kind == "rwm":
@@ -94,7 +99,6 @@ def build(sampler_cfg: dict, target):
         )
     else:
         raise ValueError(f"unknown sampler kind {kind!r}; use one of {', '.join(KINDS)}")
-    t = cfg.get("tempering", {})
     if t.get("n_temps", 1) <= 1:
         return base
     return Tempered(

@@ -17,7 +17,8 @@ valid) chains for one seed.
 
 Supported: :class:`lossatlas.model.Target` with any depth/width, every activation and loss
 of :mod:`lossatlas.model`, float32 and float64. Anything else (other targets, MALA) uses the
-numpy kernels; :func:`supports` says which.
+numpy kernels, and so do networks too wide for the chain batch, where BLAS is faster;
+:func:`supports` says which.
 """
 
 from __future__ import annotations
@@ -40,8 +41,30 @@ _pjit = njit(fastmath=fm.FASTMATH, cache=True, error_model="numpy", parallel=Tru
 _inl = njit(fastmath=fm.FASTMATH, cache=True, error_model="numpy", inline="always")
 
 
-def supports(target) -> bool:
-    """Whether the fused kernels evaluate this target (else the numpy kernels are used)."""
+# The fused kernels win on small networks (no per-call overhead, SIMD across chains) and lose
+# to BLAS gemm on wide ones. Measured crossover (energy evaluations/s, one thread each,
+# benchmarks/bench_grad.py --crossover) in multiply-adds x 2 per chain-energy: ~1.3e4 at 8
+# chains, ~1.5e5 at 32, ~8e6 at 128, i.e. about FUSED_FLOPS_AT_8 * (chains / 8)^2; beyond one
+# block of chains the fused rate per chain stops growing. 64 -> [384, 192] -> 10 on 1797 points
+# (3.6e8) was 80x slower fused; the report's 2 -> [2, 2] -> 2 on 10 points (240) 5-14x faster.
+FUSED_FLOPS_AT_8 = 1.5e4
+
+
+def energy_flops(target) -> float:
+    """Floating-point operations of one chain's energy: 2 per multiply-add of the layers."""
+    mlp = target.mlp
+    return 2.0 * target.X.shape[0] * sum(n_out * n_in for _, _, n_out, n_in in mlp._layers)
+
+
+def max_fused_flops(n_chains: int) -> float:
+    """Largest per-chain energy cost at which the fused kernel beats numpy for ``n_chains``."""
+    c = min(max(int(n_chains), 1), BLOCK)
+    return FUSED_FLOPS_AT_8 * (c / 8) ** 2
+
+
+def supports(target, n_chains: int = 8) -> bool:
+    """Whether the fused kernels evaluate this target, and faster than the numpy kernels for a
+    batch of ``n_chains`` (else the numpy kernels are used)."""
     mlp = getattr(target, "mlp", None)
     return (
         mlp is not None
@@ -51,6 +74,7 @@ def supports(target) -> bool:
         and getattr(target, "energy", None) in ("sum", "mean")
         and hasattr(target, "X")
         and hasattr(target, "y")
+        and energy_flops(target) <= max_fused_flops(n_chains)
     )
 
 
