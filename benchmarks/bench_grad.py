@@ -96,7 +96,7 @@ def grad_table(n_chains, threads, quick):
     )
     print(
         f"{'dtype':>8} {'max rel dU':>10} {'max rel dgrad':>13} {'ours grad/s':>11}"
-        f" {'jax grad/s':>10} {'ours/jax':>8}"
+        f" {'jax grad/s':>10} {'ours/jax':>8} {'best/best':>9}"
     )
     rows = []
     for dtype in ("float32", "float64"):
@@ -115,8 +115,12 @@ def grad_table(n_chains, threads, quick):
                 t_o.append(best_time(lambda: target.U_and_grad(theta), 2, 0))  # noqa: B023
                 t_j.append(best_time(lambda: jax.block_until_ready(f(tj)), 2, 0))  # noqa: B023
         ratio = float(np.median(np.array(t_j) / np.array(t_o)))
+        best = min(t_j) / min(t_o)  # each side's least disturbed call
         ours, ref = n_chains / np.median(t_o), n_chains / np.median(t_j)
-        print(f"{dtype:>8} {du:>10.2e} {dg:>13.2e} {ours:>11.1f} {ref:>10.1f} {ratio:>8.2f}")
+        print(
+            f"{dtype:>8} {du:>10.2e} {dg:>13.2e} {ours:>11.1f} {ref:>10.1f} {ratio:>8.2f}"
+            f" {best:>9.2f}"
+        )
         rows.append((dtype, du, dg, ours, ref))
     return rows
 
