@@ -123,7 +123,7 @@ def main():
         print(json.dumps({**r, "rss_mb": _rss_mb()}))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="~2 minutes instead of ~10")
+    ap.add_argument("--quick", action="store_true", help="~1-2 minutes instead of ~3-10")
     args = ap.parse_args()
     q = args.quick
     p_draws = {85: 100, 1060: 100, 10530: 50, 100810: 20} if q else {
