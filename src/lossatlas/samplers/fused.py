@@ -588,24 +588,8 @@ class FusedHMC(HMC):
         super().__init__(target, **kw)
         self.arch = Arch(target, self.dtype)
 
-    def init(self, position, rng=None):
-        x = np.array(position, dtype=self.dtype)
-        c, p = x.shape
-        u, g = self.arch.U_and_grad(x)
-        ints = lambda v: np.full(c, v, dtype=np.int64)  # noqa: E731
-        return self.state_cls(
-            position=x,
-            U=u,
-            grad=g,
-            inv_mass=np.ones((c, p)),
-            adapt_count=ints(0),
-            mm_count=ints(0),
-            mm_mean=np.zeros((c, p)),
-            mm_m2=np.zeros((c, p)),
-            mm_window_len=ints(self.mass_window),
-            mm_window_end=ints(self.mass_window),
-            **da_init(self.step_size, c),
-        )
+    def _U_and_grad(self, x):
+        return self.arch.U_and_grad(x)
 
     def step_at(self, state, rng, adapt, beta):
         dt = self.dtype

@@ -86,12 +86,15 @@ class HMC:
         self.adapt_mass = bool(adapt_mass)
         self.dtype = np.dtype(dtype)
 
+    def _U_and_grad(self, x: np.ndarray):
+        return self.target.U_and_grad(x)
+
     def init(self, position: np.ndarray, rng: np.random.Generator | None = None) -> HMCState:
         x = np.array(position, dtype=self.dtype)
         c, p = x.shape
-        u, g = self.target.U_and_grad(x)
+        u, g = self._U_and_grad(x)
         ints = lambda v: np.full(c, v, dtype=np.int64)  # noqa: E731
-        return HMCState(
+        return self.state_cls(
             position=x,
             U=u,
             grad=g,
