@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 import warnings
@@ -55,7 +56,7 @@ def _snakemake_ancestor():
 
 
 def exit_with_snakemake(log: logging.Logger, interval: float = 0.2) -> None:
-    """Stop this job, and its Dask workers, as soon as the snakemake that started it is gone.
+    """Stop this job, and its Dask workers, as soon as its snakemake is gone or it is signalled.
 
     A SIGKILLed snakemake cannot stop its jobs: the job (under its `bash -c`) would be adopted
     by init and keep writing the batch files while the rerun starts on them. The direct parent
@@ -70,6 +71,15 @@ def exit_with_snakemake(log: logging.Logger, interval: float = 0.2) -> None:
         return
     log.info("exiting if snakemake (pid %d) exits", watched.pid)
 
+    def stop(code: int):
+        for child in psutil.Process().children(recursive=True):
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
+        logging.shutdown()
+        os._exit(code)
+
     def watch():
         while True:
             # is_running() also compares the start time, so a reused pid does not fool it.
@@ -77,12 +87,15 @@ def exit_with_snakemake(log: logging.Logger, interval: float = 0.2) -> None:
                 break
             threading.Event().wait(interval)
         log.error("snakemake (pid %d) is gone; stopping this job and its workers", watched.pid)
-        for child in psutil.Process().children(recursive=True):
-            try:
-                child.kill()
-            except psutil.Error:
-                pass
-        logging.shutdown()
-        os._exit(1)
+        stop(1)
 
+    def on_signal(signum, frame):
+        # A graceful cluster shutdown lets running tasks sample on for seconds after Ctrl-C;
+        # the batch files are consistent at any kill (SWMR, double-buffered checkpoints), so
+        # the workers are killed at once and the rerun resumes from their last checkpoint.
+        log.error("%s received; stopping this job and its workers", signal.Signals(signum).name)
+        stop(128 + signum)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     threading.Thread(target=watch, name="exit-with-snakemake", daemon=True).start()
