@@ -148,6 +148,8 @@ def test_second_run_waits_then_resumes_everything(tmp_path, reference):
         assert f"pid {first.pid} on " in waiting
         # While it waits, the second run has not touched the batch files.
         assert [store.read_progress(chains / f"batch-{b:04d}.h5") for b in (0, 1)] == at_stop
+        # It keeps saying so at the progress interval: wait for that before releasing the first.
+        wait_until(lambda: any("still waiting" in m for m in lines.lines), "a still-waiting line")
 
         os.killpg(first.pid, signal.SIGCONT)
         stopped = False
