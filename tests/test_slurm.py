@@ -11,12 +11,12 @@ import subprocess
 import time
 from pathlib import Path
 
-import h5py
 import psutil
 import pytest
 import yaml
 from conftest import TEST_CONFIGS, make_workdir, output_of, run_snakemake, snakemake_cmd
 from slurm_cluster import SlurmCluster, SlurmUnavailable, run, wait_until, why_unavailable
+from test_workflow import read_samples
 
 from lossatlas import cluster, config, store
 
@@ -118,17 +118,6 @@ def test_slurm_placement_times_out_with_a_clear_error(clean_queue, tmp_path):
 
 
 # ----------------------------------------------------------------------------- the SLURM profile
-
-
-def read_samples(path: Path) -> dict[str, bytes]:
-    """Every (chain, draw) array of a samples.h5 as raw bytes."""
-    out = {}
-    with h5py.File(path, "r") as f:
-        out["posterior/theta"] = f["posterior/theta"][...].tobytes()
-        for name, ds in f["sample_stats"].items():
-            if isinstance(ds, h5py.Dataset) and ds.ndim == 2:
-                out[f"sample_stats/{name}"] = ds[...].tobytes()
-    return out
 
 
 def local_reference(tmp_path: Path, cfg, target: str) -> dict[str, bytes]:
