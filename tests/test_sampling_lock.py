@@ -15,8 +15,9 @@ import threading
 import time
 
 import pytest
+from test_engine import run_on
 
-from lossatlas import config, data, engine, store
+from lossatlas import config, engine, store
 
 WAIT_S = 120  # bound on every wait below
 HERE = os.path.dirname(__file__)
@@ -41,21 +42,7 @@ def make_cfg(**dask):
 
 def run(cfg, out_dir, log):
     """run_experiment on a one-worker LocalCluster."""
-    from distributed import Client, LocalCluster
-
-    exp = next(iter(config.experiments(cfg).values()))
-    ds = data.for_experiment(cfg, exp)
-    with (
-        LocalCluster(
-            n_workers=1,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            host="127.0.0.1",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        return engine.run_experiment(cfg, exp, ds, out_dir, client, log)
+    return run_on(1, cfg, out_dir, log)[0]
 
 
 FIRST_RUN = textwrap.dedent(
