@@ -219,6 +219,31 @@ def test_small_run_writes_every_output(small_run):
 
 
 @pytest.mark.slow
+def test_small_run_records_every_jobs_peak_memory(small_run):
+    import importlib.util
+
+    wd, _ = small_run
+    spec = importlib.util.spec_from_file_location(
+        "rule_memory", REPO / "benchmarks" / "rule_memory.py"
+    )
+    rule_memory = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rule_memory)
+    table = rule_memory.rows(wd)
+    jobs = {(r["rule"], r["experiment"]) for r in table}
+    names = list(lacfg.experiments(lacfg.validate(yaml.safe_load(SMALL.read_text()))))
+    for name in names:
+        for rule in ("dataset", "sample", "diagnose", "reduce", "dimension", "census"):
+            assert (rule, name) in jobs, (rule, name, sorted(jobs))
+    assert ("figures", "") in jobs
+    for r in table:
+        # every job logged its own peak, and a Python job with numpy loaded is tens of MB
+        assert 30 < r["tree_peak_mb"] < 2048 and r["process_peak_mb"] > 30, r
+        assert r["peak_mb"] >= r["tree_peak_mb"], r
+    assert rule_memory.main([str(wd), "--limit-mb", "2048"]) == 0
+    assert rule_memory.main([str(wd), "--limit-mb", "1"]) == 1
+
+
+@pytest.mark.slow
 def test_small_run_store_opens_with_named_dims(small_run):
     import xarray as xr
 

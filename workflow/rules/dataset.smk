@@ -4,6 +4,8 @@ rule dataset:
         f"{RESULTS}/{{exp}}/dataset.npz",
     log:
         "logs/{exp}/dataset.log",
+    benchmark:
+        "logs/{exp}/dataset.benchmark.tsv"
     localrule: True
     conda:
         "../../envs/lossatlas.yaml"

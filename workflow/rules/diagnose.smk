@@ -69,6 +69,8 @@ rule diagnose:
         ),
     log:
         "logs/{exp}/diagnose.log",
+    benchmark:
+        "logs/{exp}/diagnose.benchmark.tsv"
     conda:
         "../../envs/lossatlas.yaml"
     # Parameter blocks are diagnosed on a process pool of this size (p ~ 1e5 takes ~30 min on one).

@@ -20,6 +20,8 @@ rule figures:
         ),
     log:
         "logs/figures.log",
+    benchmark:
+        "logs/figures.benchmark.tsv"
     conda:
         "../../envs/lossatlas.yaml"
     resources:

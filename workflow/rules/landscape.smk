@@ -12,6 +12,8 @@ rule dataset_figure:
         ),
     log:
         "logs/{exp}/dataset_figure.log",
+    benchmark:
+        "logs/{exp}/dataset_figure.benchmark.tsv"
     localrule: True
     conda:
         "../../envs/lossatlas.yaml"
@@ -38,6 +40,8 @@ rule dimension:
         json=f"{RESULTS}/{{exp}}/landscape/dimension.json",
     log:
         "logs/{exp}/dimension.log",
+    benchmark:
+        "logs/{exp}/dimension.benchmark.tsv"
     conda:
         "../../envs/lossatlas.yaml"
     resources:
@@ -82,6 +86,8 @@ rule census:
         ),
     log:
         "logs/{exp}/census.log",
+    benchmark:
+        "logs/{exp}/census.benchmark.tsv"
     conda:
         "../../envs/lossatlas.yaml"
     resources:
@@ -115,6 +121,8 @@ rule compare:
         ),
     log:
         "logs/compare.log",
+    benchmark:
+        "logs/compare.benchmark.tsv"
     conda:
         "../../envs/lossatlas.yaml"
     resources:

@@ -21,6 +21,8 @@ rule reduce:
         ),
     log:
         "logs/{exp}/reduce.log",
+    benchmark:
+        "logs/{exp}/reduce.benchmark.tsv"
     conda:
         "../../envs/lossatlas.yaml"
     resources:

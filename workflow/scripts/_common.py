@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -34,7 +36,49 @@ def setup_logging(snakemake, name: str) -> logging.Logger:
         sys.__excepthook__(kind, value, tb)
 
     sys.excepthook = excepthook
+    track_peak_rss(log)
     return log
+
+
+def track_peak_rss(log: logging.Logger, interval: float = 0.25) -> None:
+    """Log the job's peak memory when it exits: the summed RSS of its process tree (Dask
+    workers, diagnostic pools), sampled every ``interval`` seconds, and the job process's own
+    kernel-recorded peak.
+
+    Snakemake's ``benchmark:`` samples the tree only every 30 s after a job's first 30 s, so a
+    short peak between two samples is missed; ``benchmarks/rule_memory.py`` reads both.
+    """
+    import psutil
+
+    me = psutil.Process()
+    peak = [0]
+
+    def tree_rss() -> int:
+        total = 0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+
+    def sample():
+        while True:
+            peak[0] = max(peak[0], tree_rss())
+            threading.Event().wait(interval)
+
+    def report():
+        peak[0] = max(peak[0], tree_rss())
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+        log.info(
+            "peak RSS: %.0f MB process tree (sampled every %g s), %.0f MB job process",
+            peak[0] / 2**20,
+            interval,
+            own,
+        )
+
+    threading.Thread(target=sample, name="peak-rss", daemon=True).start()
+    atexit.register(report)
 
 
 def experiment(cfg: dict, name: str) -> lacfg.Experiment:

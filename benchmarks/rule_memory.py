@@ -1,0 +1,83 @@
+"""Peak memory and wall time of every job of a finished run, one row per job.
+
+Reads, under a run's working directory, each ``logs/**/<rule>.benchmark.tsv`` (Snakemake's
+``benchmark:``: wall seconds and ``max_rss``, the summed RSS of the job's process tree, sampled
+once a second for 30 s and every 30 s after) and the last ``peak RSS:`` line of the matching
+``<rule>.log`` (the same tree sampled every 0.25 s by the job itself, and the job process's
+kernel-recorded peak). The job's peak is the larger of the two tree figures.
+
+    python benchmarks/rule_memory.py [WORKDIR] [--limit-mb 2048] [--csv out.csv]
+
+Exits with 1 when a job's peak is above ``--limit-mb``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+from pathlib import Path
+
+PEAK = re.compile(r"peak RSS: (\d+) MB process tree .*?, (\d+) MB job process")
+
+
+def rows(workdir: Path) -> list[dict]:
+    out = []
+    for bench in sorted((workdir / "logs").rglob("*.benchmark.tsv")):
+        rule = bench.name.removesuffix(".benchmark.tsv")
+        rel = bench.parent.relative_to(workdir / "logs")
+        with bench.open() as f:
+            record = list(csv.DictReader(f, delimiter="\t"))[-1]
+        tree = own = float("nan")
+        log = bench.with_name(f"{rule}.log")
+        if log.exists():
+            hits = PEAK.findall(log.read_text(errors="replace"))
+            if hits:
+                tree, own = map(float, hits[-1])
+        snake = float(record["max_rss"]) if record["max_rss"] not in ("", "NA") else float("nan")
+        out.append(
+            {
+                "rule": rule,
+                "experiment": str(rel) if str(rel) != "." else "",
+                "wall_s": float(record["s"]),
+                "snakemake_max_rss_mb": snake,
+                "tree_peak_mb": tree,
+                "process_peak_mb": own,
+                "peak_mb": max((v for v in (snake, tree) if v == v), default=float("nan")),
+            }
+        )
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("workdir", nargs="?", default=".", type=Path)
+    ap.add_argument("--limit-mb", type=float, default=2048)
+    ap.add_argument("--csv", type=Path, help="also write the table here")
+    args = ap.parse_args(argv)
+    table = rows(args.workdir)
+    if not table:
+        print(f"no logs/**/*.benchmark.tsv under {args.workdir}", file=sys.stderr)
+        return 2
+    head = "| rule | experiment | wall (s) | peak RSS (MB) | Snakemake max_rss | job process |"
+    print(head)
+    print("|---|---|---|---|---|---|")
+    for r in table:
+        print(
+            f"| {r['rule']} | {r['experiment']} | {r['wall_s']:.0f} | {r['peak_mb']:.0f} "
+            f"| {r['snakemake_max_rss_mb']:.0f} | {r['process_peak_mb']:.0f} |"
+        )
+    if args.csv:
+        with args.csv.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(table[0]))
+            w.writeheader()
+            w.writerows(table)
+    over = [r for r in table if r["peak_mb"] > args.limit_mb]
+    for r in over:
+        print(f"over {args.limit_mb:.0f} MB: {r['rule']} {r['experiment']}", file=sys.stderr)
+    return 1 if over else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
