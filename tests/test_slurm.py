@@ -343,7 +343,10 @@ def test_sigkill_snakemake_then_same_command_waits_for_the_orphan(
     assert (
         "Finished jobid" in (wd / "logs/slurm/rule_sample" / RESUME_EXP / f"{old}.log").read_text()
     )
-    assert log.index(f"is held by SLURM job {old},") < log.index("is free after")
+    # The lock comes before the cluster: a waiting run holds no Dask workers (with placement
+    # slurm those are SLURM jobs of their own).
+    held, free = log.index(f"is held by SLURM job {old},"), log.index("is free after")
+    assert held < free < log.index("Dask dashboard"), log
     resumed, computed, total = resume_counts(wd)[-1]
     assert (resumed, computed, total) == (20000, 0, 20000)
     assert read_samples(wd / RESUME_TARGET) == resume_reference

@@ -33,6 +33,7 @@ __all__ = [
     "SamplingLockError",
     "SamplingLocked",
     "batch_specs",
+    "experiment_lock",
     "run_batch",
     "run_experiment",
     "sampling_lock",
@@ -401,6 +402,22 @@ def _fmt_eta(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
+def experiment_lock(cfg: dict, out_dir, log: logging.Logger | None = None):
+    """:func:`sampling_lock` on ``out_dir/chains`` with the config's ``dask.lock_timeout``.
+
+    Take it before starting a cluster (then pass ``locked=True`` to :func:`run_experiment`):
+    with ``dask.placement: slurm`` a run that waits for the lock would otherwise hold its idle
+    worker jobs for the whole wait.
+    """
+    d = cfg["dask"]
+    return sampling_lock(
+        Path(out_dir) / "chains",
+        timeout=float(d.get("lock_timeout", DEFAULT_LOCK_TIMEOUT)),
+        interval=float(d["progress_interval"]),
+        log=log or logger,
+    )
+
+
 def run_experiment(
     cfg: dict,
     experiment,
@@ -408,20 +425,19 @@ def run_experiment(
     out_dir,
     client,
     log: logging.Logger | None = None,
+    *,
+    locked: bool = False,
 ) -> dict[str, Any]:
     """Sample every batch of ``experiment`` holding its sampling lock (:func:`sampling_lock`).
 
     A run that finds the lock held waits for its holder up to ``cfg["dask"]["lock_timeout"]``
     seconds, then resumes from the checkpoints the holder left; see :func:`_run_experiment`.
+    ``locked``: the caller already holds it (:func:`experiment_lock`).
     """
     log = log or logger
-    d = cfg["dask"]
-    with sampling_lock(
-        Path(out_dir) / "chains",
-        timeout=float(d.get("lock_timeout", DEFAULT_LOCK_TIMEOUT)),
-        interval=float(d["progress_interval"]),
-        log=log,
-    ):
+    if locked:
+        return _run_experiment(cfg, experiment, dataset, out_dir, client, log)
+    with experiment_lock(cfg, out_dir, log):
         return _run_experiment(cfg, experiment, dataset, out_dir, client, log)
 
 

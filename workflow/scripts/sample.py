@@ -16,9 +16,13 @@ exp = experiment(cfg, sm.wildcards.exp)
 dataset = Dataset.load(sm.input.dataset)
 out = Path(sm.output.samples)
 
+# The lock first: a run waiting for another one's lock holds no workers (SLURM jobs) meanwhile.
 # connect() logs the cluster size and the dashboard address.
-with cluster.connect(cfg["dask"], threads=sm.threads, log=log) as client:
-    summary = engine.run_experiment(cfg, exp, dataset, out.parent, client, log)
+with (
+    engine.experiment_lock(cfg, out.parent, log),
+    cluster.connect(cfg["dask"], threads=sm.threads, log=log) as client,
+):
+    summary = engine.run_experiment(cfg, exp, dataset, out.parent, client, log, locked=True)
 log.info(
     "resume summary: resumed=%d computed=%d total=%d draws over %d batches",
     summary["draws_resumed"],
