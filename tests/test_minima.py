@@ -133,3 +133,81 @@ def test_select_starts():
     assert len(idx) == 7 and (source == "cluster").sum() == 3
     centres = sorted(theta[idx[source == "cluster"], 0].round())
     assert centres == [-5, 0, 5]
+
+
+def _linear_target():
+    """3 -> [8] -> 3 linear, squared loss, on 20 seeded points: p = 59. Its minima are
+    degenerate (p - 12 flat directions) and W = 0 with b2 = mean target is an exact saddle whose
+    most negative eigenvalue has multiplicity 16."""
+    rng = np.random.default_rng(0)
+    X, y = rng.uniform(-1, 1, size=(20, 3)), rng.integers(0, 3, size=20)
+    target = Target(MLP((3, 8, 3), "linear", "squared"), X, y, box=10.0)
+    saddle = np.zeros(target.p)
+    saddle[-3:] = np.eye(3)[y].mean(0)
+    return target, saddle
+
+
+def test_eigsh_spectrum_agrees_with_the_dense_hessian():
+    """eigsh (forced by dense_max=0) on Hessian-vector products against the dense Hessian at a
+    minimum, a saddle and a random point: the same 4 smallest and 4 largest eigenvalues to 1e-6
+    of the largest |lambda| (eigsh tolerance 1e-10; both sides use central differences), the
+    same classification, and counts that are lower bounds exactly when the computed ends cannot
+    see them all."""
+    target, saddle = _linear_target()
+    assert target.p == 59
+    rng = np.random.default_rng(7)
+    end, _, _ = minima.local_minimize(target.U_and_grad, rng.normal(size=(1, 59)), 10.0)
+    kinds = []
+    for x in (end[0], saddle, rng.normal(size=59)):
+        dense = minima.classify(target.U_and_grad, x, 10.0)
+        sparse = minima.classify(target.U_and_grad, x, 10.0, dense_max=0, n_eig=4, eig_tol=1e-10)
+        ev = dense["eigenvalues"]
+        assert dense["method"] == "dense" and dense["n_eig"] == 59 and dense["index_exact"]
+        assert sparse["method"] == "eigsh" and sparse["n_eig"] == 8 and sparse["eig_converged"]
+        tol = 1e-6 * np.abs(ev).max()
+        np.testing.assert_allclose(sparse["eigenvalues"][:4], ev[:4], atol=tol)
+        np.testing.assert_allclose(sparse["eigenvalues"][4:], ev[-4:], atol=tol)
+        assert sparse["classification"] == dense["classification"]
+        assert sparse["zero_tol"] == pytest.approx(dense["zero_tol"], rel=1e-6)
+        assert sparse["index_exact"] == (dense["index"] < 4)
+        assert sparse["index"] == min(dense["index"], 4)
+        assert not sparse["n_zero_exact"] and sparse["n_zero"] <= dense["n_zero"]
+        kinds.append((dense["classification"], dense["index"]))
+    assert kinds[:2] == [("degenerate minimum", 0), ("saddle", 16)]
+
+
+def test_eigsh_census_table_says_what_was_computed():
+    target, _ = _linear_target()
+    starts = np.random.default_rng(8).normal(size=(2, 59))
+    kw = {"key": minima.target_outputs(target), "merge_tol": 1e-6}
+    c = minima.census(target.U_and_grad, starts, 10.0, dense_max=10, n_eig=3, eig_tol=1e-10, **kw)
+    assert len(c.table) == 1  # one function: every minimum of a linear net is global
+    r = c.table[0]
+    assert (r["n_free"], r["n_eig"], r["spectrum"], r["classification"]) == (
+        59,
+        6,
+        "eigsh",
+        "degenerate minimum",
+    )
+    assert (r["index"], r["index_exact"], r["n_zero"], r["n_zero_exact"]) == (0, True, 3, False)
+    assert len(c.eigenvalues[0]) == 6 and r["min_eig"] == c.eigenvalues[0][0]
+
+
+def test_eigsh_stopped_early_keeps_what_converged(monkeypatch):
+    """When eigsh hits eig_maxiter, only its converged eigenvalues count: a negative one still
+    proves a saddle, without one a converged end is unclassified; counts are never exact."""
+    from scipy.sparse.linalg import ArpackNoConvergence
+
+    target, _ = _linear_target()
+    end, _, _ = minima.local_minimize(
+        target.U_and_grad, np.random.default_rng(7).normal(size=(1, 59)), 10.0
+    )
+    for found, kind in (([-3.0, 5.0], "saddle"), ([5.0], "unclassified")):
+
+        def stopped(*args, found=found, **kw):
+            raise ArpackNoConvergence("no convergence", np.array(found), None)
+
+        monkeypatch.setattr(minima, "eigsh", stopped)
+        c = minima.classify(target.U_and_grad, end[0], 10.0, dense_max=0, n_eig=4)
+        assert (c["classification"], c["eig_converged"], c["n_eig"]) == (kind, False, len(found))
+        assert not c["index_exact"] and not c["n_zero_exact"]

@@ -11,6 +11,22 @@ Definitions (tolerances are arguments):
 - classification: ``pinned`` (any pinned coordinate; index and zeros still reported, on the
   free coordinates), else ``saddle`` (index > 0), ``degenerate minimum`` (index 0, zeros > 0)
   or ``strict minimum``; ends that did not converge are ``not converged``.
+
+Spectrum: with at most ``dense_max`` free coordinates the whole free Hessian is built (central
+differences of the exact gradient) and every eigenvalue is known. Above that (a dense Hessian
+is p^2 numbers: 81 GB at p = 100,810) ``scipy.sparse.linalg.eigsh`` finds only the ``n_eig``
+smallest and ``n_eig`` largest eigenvalues of the free Hessian, from Hessian-vector products
+(central differences of the gradient along the vector). The smallest eigenvalue, hence the
+classification, is still exact (to eigsh's tolerance), but ``index`` and ``n_zero`` count only
+among the computed eigenvalues: ``index_exact`` is False when all ``n_eig`` smallest are
+negative (``index`` is then a lower bound), ``n_zero_exact`` when the zeros might continue
+beyond the computed ends. ``n_eig`` in the result is how many eigenvalues were computed. If
+eigsh stops at ``eig_maxiter`` before converging, only its converged eigenvalues count; a
+converged, unpinned end with no negative one among them is ``unclassified``.
+
+Cost is bounded by the arguments: at most ``(1 + n_restarts) * 2 * maxiter`` gradients per
+start in L-BFGS-B, and at most ``eig_maxiter`` eigsh restarts per distinct point (each a few
+dozen Hessian-vector products of 2 gradients each).
 """
 
 from __future__ import annotations
@@ -20,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import minimize
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.metrics import pairwise_distances_argmin
 
@@ -90,15 +107,83 @@ def local_minimize(
     return np.array(ends), np.array(us), np.array(its)
 
 
-def hessian(U_and_grad: BatchedUGrad, x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
-    """Hessian ``(p, p)`` at ``x`` by central differences of the exact gradient (all 2p
-    gradients in one batched call), symmetrised."""
+def hessian(
+    U_and_grad: BatchedUGrad, x: np.ndarray, eps: float = 1e-5, block: int = 256
+) -> np.ndarray:
+    """Hessian ``(p, p)`` at ``x`` by central differences of the exact gradient (batched calls
+    of ``2 * block`` gradients, so the network's activations stay small), symmetrised."""
     x = np.asarray(x, dtype=np.float64)
     p = x.size
-    E = eps * np.eye(p)
-    _, g = U_and_grad(np.vstack([x + E, x - E]))
-    H = (g[:p] - g[p:]) / (2 * eps)  # row i = dg/dx_i
+    H = np.empty((p, p))
+    for lo in range(0, p, block):
+        E = np.zeros((min(block, p - lo), p))
+        E[np.arange(len(E)), lo + np.arange(len(E))] = eps
+        _, g = U_and_grad(np.vstack([x + E, x - E]))
+        H[lo : lo + len(E)] = (g[: len(E)] - g[len(E) :]) / (2 * eps)  # row i = dg/dx_i
     return 0.5 * (H + H.T)
+
+
+def hessian_operator(
+    U_and_grad: BatchedUGrad, x: np.ndarray, free: np.ndarray, eps: float = 1e-5
+) -> LinearOperator:
+    """The Hessian at ``x`` restricted to the coordinates ``free`` (bool mask), as a
+    LinearOperator: ``H v`` by central differences of the gradient along ``v`` with a step of
+    length ``eps`` (the dense Hessian's step), both gradients in one batched call."""
+    x = np.asarray(x, dtype=np.float64)
+    n = int(free.sum())
+
+    def matvec(v):
+        v = np.asarray(v, dtype=np.float64).ravel()
+        norm = np.linalg.norm(v)
+        if norm == 0:
+            return np.zeros(n)
+        d = np.zeros_like(x)
+        d[free] = v * (eps / norm)
+        _, g = U_and_grad(np.vstack([x + d, x - d]))
+        return (g[0, free] - g[1, free]) * (norm / (2 * eps))
+
+    return LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+
+
+def free_spectrum(
+    U_and_grad: BatchedUGrad,
+    x: np.ndarray,
+    free: np.ndarray,
+    *,
+    eps: float = 1e-5,
+    dense_max: int = 2000,
+    n_eig: int = 6,
+    eig_tol: float = 1e-6,
+    eig_maxiter: int = 1000,
+    seed: int = 0,
+) -> tuple[np.ndarray, str, bool]:
+    """Eigenvalues (ascending) of the Hessian on the ``free`` coordinates: ``(eig, method,
+    converged)``. All of them (``dense``) for at most ``dense_max`` free coordinates (or too
+    few for eigsh), else the ``n_eig`` smallest and ``n_eig`` largest (``eigsh``, one Lanczos
+    run for both ends, fixed start vector); ``converged`` False when eigsh hit
+    ``eig_maxiter`` and only its converged eigenvalues are returned."""
+    n = int(free.sum())
+    if n == 0:
+        return np.zeros(0), "dense", True
+    if n <= max(dense_max, 2 * n_eig + 1):
+        H = hessian(U_and_grad, x, eps)
+        return np.linalg.eigvalsh(H[np.ix_(free, free)]), "dense", True
+    op = hessian_operator(U_and_grad, x, free, eps)
+    v0 = np.random.default_rng(seed).standard_normal(n)
+    try:
+        eig = eigsh(
+            op,
+            k=2 * n_eig,
+            which="BE",
+            v0=v0,
+            tol=eig_tol,
+            maxiter=eig_maxiter,
+            return_eigenvectors=False,
+        )
+        ok = True
+    except ArpackNoConvergence as err:
+        eig, ok = err.eigenvalues, False
+    return np.sort(np.real(eig)), "eigsh", ok
 
 
 def classify(
@@ -111,28 +196,42 @@ def classify(
     zero_atol: float = 1e-8,
     wall_atol: float = 1e-9,
     eps: float = 1e-5,
+    **spectrum_kw,
 ) -> dict:
     """Classify the end point ``x``: ``{classification, index, n_zero, n_pinned, grad_norm,
-    eigenvalues}`` (eigenvalues of the Hessian on the free coordinates, ascending)."""
+    zero_tol, eigenvalues, n_free, n_eig, method, index_exact, n_zero_exact, eig_converged}``
+    (eigenvalues of the Hessian on the free coordinates, ascending: all of them or both ends,
+    see the module docstring; ``spectrum_kw`` go to :func:`free_spectrum`)."""
     x = np.asarray(x, dtype=np.float64)
     u, g = U_and_grad(x[None])
     u, g = float(u[0]), np.asarray(g[0], dtype=np.float64)
     wall = wall_atol * box
     pinned = ((x >= box - wall) & (g < 0)) | ((x <= -box + wall) & (g > 0))
     free = ~pinned
+    n_free = int(free.sum())
     grad_norm = float(np.abs(g[free]).max()) if free.any() else 0.0
-    H = hessian(U_and_grad, x, eps)
-    eig = np.linalg.eigvalsh(H[np.ix_(free, free)]) if free.any() else np.zeros(0)
+    eig, method, ok = free_spectrum(U_and_grad, x, free, eps=eps, **spectrum_kw)
     scale = float(np.abs(eig).max()) if eig.size else 0.0
     tol = max(zero_rtol * scale, zero_atol)
     index = int((eig < -tol).sum())
     n_zero = int((np.abs(eig) <= tol).sum())
+    if eig.size == n_free:
+        index_exact = n_zero_exact = True
+    else:
+        # unseen eigenvalues lie between the top of the smallest and the bottom of the largest
+        # computed ones: counts are exact only if that gap excludes negatives (zeros)
+        h = len(eig) // 2
+        lo, hi = (eig[h - 1], eig[h]) if ok and h else (-np.inf, np.inf)
+        index_exact = bool(lo >= -tol)
+        n_zero_exact = bool(lo > tol or hi < -tol)
     if grad_norm > grad_tol * (1 + abs(u)):
         kind = "not converged"
     elif pinned.any():
         kind = "pinned"
     elif index > 0:
         kind = "saddle"
+    elif not ok:
+        kind = "unclassified"
     elif n_zero > 0:
         kind = "degenerate minimum"
     else:
@@ -145,6 +244,12 @@ def classify(
         "grad_norm": grad_norm,
         "zero_tol": tol,
         "eigenvalues": eig,
+        "n_free": n_free,
+        "n_eig": int(eig.size),
+        "method": method,
+        "index_exact": index_exact,
+        "n_zero_exact": n_zero_exact,
+        "eig_converged": ok,
     }
 
 
@@ -195,9 +300,11 @@ def census(
     point) agrees within ``merge_tol`` (max-norm), classify each distinct point.
 
     Table rows: ``id, U, mean_loss, classification, index, n_zero, n_pinned, n_starts,
-    basin_share (of all starts), accuracy, grad_norm, min_eig, max_eig``. ``mean_loss`` maps U
-    to the mean per-point loss and ``accuracy`` maps points ``(m, p)`` to accuracies; both
-    optional (NaN without).
+    basin_share (of all starts), accuracy, grad_norm, min_eig, max_eig, n_free, n_eig,
+    spectrum, index_exact, n_zero_exact``: ``n_eig`` eigenvalues of the ``n_free`` were computed
+    (``spectrum`` dense or eigsh; see the module docstring for when the counts are bounds).
+    ``mean_loss`` maps U to the mean per-point loss and ``accuracy`` maps points ``(m, p)`` to
+    accuracies; both optional (NaN without). ``classify_kw`` go to :func:`classify`.
     """
     ends, end_U, _ = local_minimize(
         U_and_grad, starts, box, gtol=gtol, maxiter=maxiter, n_restarts=n_restarts
@@ -230,6 +337,11 @@ def census(
                 "grad_norm": c["grad_norm"],
                 "min_eig": float(ev[0]) if ev.size else float("nan"),
                 "max_eig": float(ev[-1]) if ev.size else float("nan"),
+                "n_free": c["n_free"],
+                "n_eig": c["n_eig"],
+                "spectrum": c["method"] if c["eig_converged"] else "eigsh (not converged)",
+                "index_exact": c["index_exact"],
+                "n_zero_exact": c["n_zero_exact"],
             }
         )
         eigs.append(ev)
