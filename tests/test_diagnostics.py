@@ -128,3 +128,14 @@ def test_shape_mismatch_is_an_error():
         dg.summarize(np.zeros((2, 10, 3)), np.zeros((2, 9)))
     with pytest.raises(ValueError, match="names"):
         dg.summarize(np.zeros((2, 10, 3)), np.zeros((2, 10)), ["a"])
+
+
+def test_long_diagnose_logs_progress_with_eta(monkeypatch, caplog):
+    x = np.random.default_rng(3).normal(size=(4, 50, 40))
+    monkeypatch.setattr(dg, "PROGRESS_EVERY", 0.0)
+    with caplog.at_level("INFO", logger="lossatlas.diagnostics"):
+        table, _, _ = dg.diagnose(x, x[:, :, 0], block=8)
+    lines = [r.getMessage() for r in caplog.records if "quantities diagnosed" in r.message]
+    # U, then 5 blocks of 8: a line after every block but the last
+    assert [ln.split()[0] for ln in lines] == ["1/41", "9/41", "17/41", "25/41", "33/41"], lines
+    assert all("ETA" in ln for ln in lines) and len(table) == 41

@@ -13,8 +13,10 @@ ever read as ``theta[:, :, j0:j1]``.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import multiprocessing
+import time
 import warnings
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -31,6 +33,9 @@ ALPHA = 0.05
 # Tail ESS is min(ESS of the 5% quantile, ESS of the 95% quantile), as in Vehtari et al. (2021).
 TAIL_PROB = (0.05, 0.95)
 ENERGY_NAME = "U"
+PROGRESS_EVERY = 30.0  # seconds between progress lines of a long diagnose
+
+logger = logging.getLogger(__name__)
 
 SUMMARY_COLUMNS = ["name", "kind", "mean", "sd", "mcse_mean", "ess_bulk", "ess_tail", "r_hat"]
 NORMALITY_COLUMNS = [
@@ -265,9 +270,22 @@ def diagnose(
     nb = default_n_batches(n_draws) if n_batches is None else int(n_batches)
     srows, nrows = [], []
     blocks = _blocks(theta, energy, param_names, block)
+    total = theta.shape[2] + 1
+    t0 = last = time.monotonic()
     for s_rows, n_rows in _map_blocks(blocks, nb, alpha, int(workers)):
         srows.extend(s_rows)
         nrows.extend(n_rows)
+        now = time.monotonic()
+        if now - last >= PROGRESS_EVERY and len(srows) < total:
+            last, rate = now, len(srows) / (now - t0)
+            logger.info(
+                "%d/%d quantities diagnosed (%.0f%%), %.0f /s, ETA %.0f s",
+                len(srows),
+                total,
+                100 * len(srows) / total,
+                rate,
+                (total - len(srows)) / rate,
+            )
     table = pd.DataFrame(srows, columns=SUMMARY_COLUMNS)
     norm = pd.DataFrame(nrows, columns=NORMALITY_COLUMNS)
     info = {"n_chains": int(theta.shape[0]), "n_draws": int(n_draws), "n_batches": nb}
