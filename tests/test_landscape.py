@@ -202,3 +202,55 @@ def test_dimension_counts_distinct_good_draws_only():
     ml = np.r_[np.zeros(200), np.ones(200)]
     rows = dimension.dimension_table(theta, ml, 0.5, 5.0, n_null=2, n_boot=2)
     assert {r["statistic"] for r in rows} == {"pipeline_ev2"}
+
+
+def test_memory_budget_caps_the_clouds(theta, ds):
+    """max_mb caps every cloud at max_mb / (8 p) rows and the JSON says so; the default budget
+    leaves small-p settings as they are."""
+    assert landscape.budget_rows(100_810, 128) == 166 and landscape.budget_rows(P, 128) > 10**5
+    mb = 40 * 8 * P / 2**20  # exactly 40 rows
+    cfg = cfg_for()
+    cfg["landscape"]["dimension"]["max_mb"] = mb
+    ml = np.where(np.arange(200) % 2 == 0, 0.05, 0.7).reshape(4, 50)
+    rows, meta = landscape.dimension_rows(MemStore(theta, ml), ds, cfg)
+    mem = meta["memory"]
+    assert mem["rows_in_budget"] == 40
+    assert mem["max_points"] == {"requested": 200, "used": 40, "limited_by": "max_mb"}
+    assert mem["pipeline_max_draws"] == {"requested": 100, "used": 40, "limited_by": "max_mb"}
+    _, meta = landscape.dimension_rows(MemStore(theta, ml), ds, cfg_for())
+    assert meta["memory"]["max_points"]["limited_by"] == "max_points"
+    store = MemStore(theta, ml)
+    cfg["landscape"]["compare"]["max_mb"] = mb
+    assert landscape.good_rows(store, cfg, 1000, 0).shape == (40, P)
+    assert landscape.good_rows(store, cfg_for(), 1000, 0).shape == (100, P)
+
+
+def test_streamed_plane_equals_the_refit(ds):
+    """Above census.max_mb the plane's axes come from the stored coordinates in one streamed
+    pass: the same projection of census points as the exact refit, to 1e-8."""
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(6)
+    theta = rng.normal(size=(3, 40, P)) * np.linspace(0.1, 2, P)
+    ml = rng.uniform(0, 1, size=(3, 40))
+    good = ml < 0.5
+    store = MemStore(theta, ml)
+
+    class Red:
+        good_index = np.argwhere(good)
+        mean_loss = ml
+        pca_param = PCA(2, svd_solver="full").fit_transform(theta[good])
+        summary = {"pca_param": {"explained_variance_ratio": [0.3, 0.2]}}
+
+    points = rng.normal(size=(5, P))
+    cfg = cfg_for()
+    exact = landscape.good_plane(store, ds, cfg, Red, points)
+    cfg["landscape"]["census"]["max_mb"] = 7 * 8 * P / 2**20  # 7 rows per streamed block
+    streamed = landscape.good_plane(store, ds, cfg, Red, points)
+    assert exact["matches_reduce"] and streamed["matches_reduce"]
+    np.testing.assert_allclose(streamed["points"], exact["points"], atol=1e-8)
+    np.testing.assert_array_equal(streamed["good"], Red.pca_param)
+    assert streamed["ratio"] == [0.3, 0.2]
+    # coordinates that are not an exact PCA of these draws are caught, not trusted
+    Red.pca_param = Red.pca_param + rng.normal(size=Red.pca_param.shape)
+    assert not landscape.good_plane(store, ds, cfg, Red, points)["matches_reduce"]

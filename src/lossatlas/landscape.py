@@ -12,6 +12,10 @@ Glue between the store (read lazily through :mod:`lossatlas.views`) and the anal
 - :func:`compare_rows`: :func:`lossatlas.compare.compare` of one experiment against the
   reference.
 Every function copes with few or no good draws: rows say ``skipped: n_good=...``.
+
+Memory: every point cloud held as float64 rows is capped by a ``max_mb`` budget of its
+analysis, ``rows = max_mb * 2^20 / (8 p)`` (:func:`budget_rows`), below the ``max_points``-like
+counts when p is large; :func:`row_budget` describes the cap for the output JSON.
 """
 
 from __future__ import annotations
@@ -22,11 +26,36 @@ from sklearn.decomposition import PCA
 
 from lossatlas import compare, data, diagnostics, dimension, minima, model, views
 
+MiB = 2**20
+
 
 def _good(store, cfg) -> tuple[np.ndarray, np.ndarray]:
     """Flat mean loss ``(n,)`` and the good mask."""
     ml = np.asarray(store.stat("mean_loss"), dtype=np.float64).ravel()
     return ml, ml < float(cfg["target"]["good_threshold"])
+
+
+def budget_rows(p: int, max_mb: float) -> int:
+    """Rows of ``p`` float64 numbers that fit in ``max_mb`` MiB (at least 1)."""
+    return max(1, int(max_mb * MiB // (8 * max(int(p), 1))))
+
+
+def row_budget(p: int, max_mb: float, **wanted: int) -> dict:
+    """The rows each cloud gets (``wanted`` counts capped at :func:`budget_rows`) and why."""
+    cap = budget_rows(p, max_mb)
+    return {
+        "max_mb": max_mb,
+        "bytes_per_row": 8 * int(p),
+        "rows_in_budget": cap,
+        **{
+            name: {
+                "requested": int(n),
+                "used": min(int(n), cap),
+                "limited_by": "max_mb" if cap < n else name,
+            }
+            for name, n in wanted.items()
+        },
+    }
 
 
 # --- diagnostics on invariant quantities -----------------------------------------------------
@@ -77,16 +106,23 @@ def dimension_rows(store, dataset, cfg) -> tuple[list[dict], dict]:
     rows_view = views.RowView(store.theta, transform, cfg)
     ml, good = _good(store, cfg)
     n_good = int(good.sum())
+    budget = row_budget(
+        rows_view.shape[1],
+        dc["max_mb"],
+        max_points=dc["max_points"],
+        pipeline_max_draws=dc["pipeline_max_draws"],
+    )
+    max_points = budget["max_points"]["used"]
     # RWM repeats a position on every rejection; the neighbour statistics count places
     distinct = np.flatnonzero(good)
-    if len(distinct) > dc["max_points"]:
-        distinct = distinct[: dc["max_points"]]  # only needed to say why a row is skipped
+    if len(distinct) > max_points:
+        distinct = distinct[:max_points]  # only needed to say why a row is skipped
     n_distinct = len(np.unique(rows_view[distinct], axis=0)) if len(distinct) else 0
     kpca = {
         "n_kpca": cfg["reduce"]["kpca"]["n_components"],
         "n_pca": cfg["reduce"]["pca"]["n_components"],
         "gamma": cfg["reduce"]["kpca"]["gamma"],
-        "max_exact": dc["pipeline_max_draws"],
+        "max_exact": budget["pipeline_max_draws"]["used"],
     }
     rows = dimension.dimension_table(
         rows_view,
@@ -102,7 +138,7 @@ def dimension_rows(store, dataset, cfg) -> tuple[list[dict], dict]:
         k1=dc["mle_k1"],
         k2=dc["mle_k2"],
         kpca=kpca,
-        max_points=dc["max_points"],
+        max_points=max_points,
         null_transform=transform,
     )
     need = {"pipeline": kpca["n_pca"] + 1, "other": dc["mle_k2"] + 2}
@@ -111,7 +147,7 @@ def dimension_rows(store, dataset, cfg) -> tuple[list[dict], dict]:
             if r["statistic"].startswith("pipeline"):
                 why = (
                     f"the pipeline needs >= {need['pipeline']} good draws among its "
-                    f"{min(len(ml), dc['pipeline_max_draws'])} draws"
+                    f"{min(len(ml), kpca['max_exact'])} draws"
                 )
             else:
                 why = f"{n_distinct} distinct; needs >= {need['other']}"
@@ -143,6 +179,7 @@ def dimension_rows(store, dataset, cfg) -> tuple[list[dict], dict]:
         "n_good_distinct": n_distinct,
         "threshold": cfg["target"]["good_threshold"],
         "settings": dict(dc),
+        "memory": budget,
         "nulls": {
             "uniform": "draws uniform in the box (mapped to the analysis coordinates)",
             "shuffled": "the chain's own draws with energies shuffled (random good set)",
@@ -163,26 +200,31 @@ def census_key(cfg, dataset, target):
 
 def select_census_starts(store, dataset, cfg) -> tuple[np.ndarray, np.ndarray]:
     """Flat draw indices and their source (``cluster-all``, ``random-all``, ``cluster-good``,
-    ``random-good``), sorted by index. Clustering runs in the analysis coordinates."""
+    ``random-good``), sorted by index. Clustering runs in the analysis coordinates on at most
+    ``census.max_points`` draws per pool, fewer when ``census.max_mb`` says so."""
     cc = cfg["landscape"]["census"]
     coord = views.coordinate_transform(cfg, dataset)
     raw = views.RowView(store.theta, None, cfg)
+    max_points = min(cc["max_points"], budget_rows(raw.shape[1], cc["max_mb"]))
     _, good = _good(store, cfg)
     kw = {"n_clusters": cc["n_clusters"], "n_random": cc["n_random"], "seed": cfg["seed"]}
-    idx, src = minima.select_starts(raw, key=coord, max_points=cc["max_points"], **kw)
+    idx, src = minima.select_starts(raw, key=coord, max_points=max_points, **kw)
     parts = [(idx, np.char.add(src.astype(str), "-all"))]
     gidx = np.flatnonzero(good)
     if len(gidx):
         rng = np.random.default_rng([cfg["seed"], 1])
-        if len(gidx) > cc["max_points"]:
-            gidx = np.sort(rng.choice(gidx, size=cc["max_points"], replace=False))
+        if len(gidx) > max_points:
+            gidx = np.sort(rng.choice(gidx, size=max_points, replace=False))
         G = raw[gidx]
-        i, s = minima.select_starts(G, key=coord, max_points=cc["max_points"], **kw)
+        i, s = minima.select_starts(G, key=coord, max_points=max_points, **kw)
         parts.append((gidx[i], np.char.add(s.astype(str), "-good")))
     idx = np.concatenate([p[0] for p in parts])
     src = np.concatenate([p[1] for p in parts])
     order = np.argsort(idx, kind="stable")
     return idx[order], src[order]
+
+
+CENSUS_CLASSIFY = ("dense_max", "n_eig", "eig_tol", "eig_maxiter")
 
 
 def run_census(store, dataset, cfg) -> tuple[minima.Census, pd.DataFrame, dict]:
@@ -200,7 +242,11 @@ def run_census(store, dataset, cfg) -> tuple[minima.Census, pd.DataFrame, dict]:
         merge_tol=cc["merge_tol"],
         mean_loss=target.mean_loss,
         accuracy=minima.target_accuracy(target),
+        gtol=cc["gtol"],
         maxiter=cc["maxiter"],
+        n_restarts=cc["n_restarts"],
+        seed=cfg["seed"],
+        **{k: cc[k] for k in CENSUS_CLASSIFY},
     )
     table = pd.DataFrame(c.table, columns=list(c.table[0]) if c.table else None)
     from_good = np.char.endswith(src.astype(str), "-good")
@@ -209,6 +255,7 @@ def run_census(store, dataset, cfg) -> tuple[minima.Census, pd.DataFrame, dict]:
     table["n_from_good"] = np.bincount(c.assignment[from_good], minlength=m)[:m]
     table["good"] = table["mean_loss"] < cfg["target"]["good_threshold"]
     _, good = _good(store, cfg)
+    p = int(store.theta.shape[2])
     meta = {
         "key": cc["key"],
         "key_meaning": {
@@ -220,34 +267,68 @@ def run_census(store, dataset, cfg) -> tuple[minima.Census, pd.DataFrame, dict]:
         "starts_by_source": {s: int((src == s).sum()) for s in np.unique(src)},
         "n_good_draws": int(good.sum()),
         "counts": minima.summary(c),
+        "spectrum": (
+            f"dense Hessian, every eigenvalue: {p} <= dense_max"
+            if p <= cc["dense_max"]
+            else f"eigsh: the {cc['n_eig']} smallest and {cc['n_eig']} largest eigenvalues "
+            f"(free coordinates > dense_max = {cc['dense_max']}); index and n_zero count only "
+            "among them (index_exact, n_zero_exact say when they are lower bounds)"
+        ),
+        "memory": row_budget(p, cc["max_mb"], max_points=cc["max_points"]),
         "settings": dict(cc),
     }
     return c, table, meta
 
 
 def good_plane(store, dataset, cfg, reduction, points: np.ndarray) -> dict | None:
-    """The reduce rule's linear PCA of the good draws in parameter space (``pca_param``),
-    refitted (exact PCA is deterministic) on the same draws in the same coordinates, and
-    ``points (m, p)`` (raw) projected on it. ``matches_reduce`` says whether the refit
-    reproduces the stored coordinates. None with fewer than 2 good draws."""
+    """The reduce rule's linear PCA of the good draws in parameter space (``pca_param``) and
+    ``points (m, p)`` (raw) projected on it. ``matches_reduce`` says whether the plane
+    reproduces the stored coordinates. None with fewer than 2 good draws.
+
+    While the good draws fit in ``census.max_mb`` the PCA is refitted on them (exact PCA is
+    deterministic). Otherwise the good draws keep their stored coordinates ``C`` and the axes
+    are recovered in one streamed pass: for exact PCA, ``X_c^T C = V diag(|C_k|^2)`` with
+    ``X_c`` the centred draws; ``matches_reduce`` then checks the axes on the first block of
+    draws (False when reduce used IncrementalPCA, whose axes are not exact eigenvectors)."""
     gi = np.asarray(reduction.good_index)
     if len(gi) < 2:
         return None
     flat = gi[:, 0] * store.n_draws + gi[:, 1]
     transform = views.coordinate_transform(cfg, dataset)
-    G = views.RowView(store.theta, transform, cfg)[flat]
-    k = min(cfg["reduce"]["pca"]["n_components"], *G.shape)
-    pca = PCA(n_components=k, svd_solver="full").fit(G)
-    good = pca.transform(G)
-    P = points if transform is None or len(points) == 0 else transform(points)
+    view = views.RowView(store.theta, transform, cfg)
+    k = min(cfg["reduce"]["pca"]["n_components"], len(flat), view.shape[1])
     stored = np.asarray(reduction.pca_param)[:, :k]
-    same = bool(stored.shape == good.shape and np.allclose(stored, good, atol=1e-8))
+    P = points if transform is None or len(points) == 0 else transform(points)
+    cap = budget_rows(view.shape[1], cfg["landscape"]["census"]["max_mb"])
+    colour = np.asarray(reduction.mean_loss)[gi[:, 0], gi[:, 1]]
+    if len(flat) <= cap:
+        G = view[flat]
+        pca = PCA(n_components=k, svd_solver="full").fit(G)
+        good = pca.transform(G)
+        same = bool(stored.shape == good.shape and np.allclose(stored, good, atol=1e-8))
+        return {
+            "good": good,
+            "points": pca.transform(P) if len(P) else np.zeros((0, k)),
+            "ratio": pca.explained_variance_ratio_.tolist(),
+            "matches_reduce": same,
+            "colour": colour,
+        }
+    total, cross, first = np.zeros(view.shape[1]), np.zeros((view.shape[1], k)), None
+    for a in range(0, len(flat), cap):
+        rows = view[flat[a : a + cap]]
+        total += rows.sum(axis=0)
+        cross += rows.T @ stored[a : a + cap]
+        first = rows if first is None else first
+    mean = total / len(flat)
+    axes = (cross - np.outer(mean, stored.sum(axis=0))) / (stored**2).sum(axis=0)
+    check = (first - mean) @ axes
+    ratio = getattr(reduction, "summary", {}).get("pca_param", {}).get("explained_variance_ratio")
     return {
-        "good": good,
-        "points": pca.transform(P) if len(P) else np.zeros((0, k)),
-        "ratio": pca.explained_variance_ratio_.tolist(),
-        "matches_reduce": same,
-        "colour": np.asarray(reduction.mean_loss)[gi[:, 0], gi[:, 1]],
+        "good": stored,
+        "points": (P - mean) @ axes if len(P) else np.zeros((0, k)),
+        "ratio": list(ratio or [])[:k],
+        "matches_reduce": bool(np.allclose(check, stored[: len(first)], atol=1e-8)),
+        "colour": colour,
     }
 
 
@@ -255,9 +336,13 @@ def good_plane(store, dataset, cfg, reduction, points: np.ndarray) -> dict | Non
 
 
 def good_rows(store, cfg, max_points: int, seed) -> np.ndarray:
-    """At most ``max_points`` good draws (random subset, fixed seed), raw coordinates."""
+    """At most ``max_points`` good draws (random subset, fixed seed), raw coordinates; fewer
+    when ``landscape.compare.max_mb`` says so."""
     _, good = _good(store, cfg)
     idx = np.flatnonzero(good)
+    max_points = min(
+        max_points, budget_rows(store.theta.shape[2], cfg["landscape"]["compare"]["max_mb"])
+    )
     if len(idx) > max_points:
         idx = np.sort(np.random.default_rng(seed).choice(idx, size=max_points, replace=False))
     return views.RowView(store.theta, None, cfg)[idx]
@@ -266,7 +351,8 @@ def good_rows(store, cfg, max_points: int, seed) -> np.ndarray:
 def compare_rows(ref, other, cfg, dataset, ref_exp, exp, n_good) -> tuple[list[dict], dict]:
     """Rows (one per stage, before/after mapping back) and the full result of comparing the
     good draws ``other`` of experiment ``exp`` with ``ref`` of the reference ``ref_exp``.
-    ``n_good`` = (reference, other) good-draw counts before subsampling."""
+    ``n_good`` = (reference, other) good-draw counts before subsampling; ``memory`` in the
+    result says how many rows ``landscape.compare.max_mb`` allowed per experiment."""
     cc = cfg["landscape"]["compare"]
     k = cc["k"]
     sz = views.sizes(cfg, dataset)
@@ -278,6 +364,7 @@ def compare_rows(ref, other, cfg, dataset, ref_exp, exp, n_good) -> tuple[list[d
         "n_good_ref": int(n_good[0]),
         "n_good_other": int(n_good[1]),
     }
+    memory = row_budget(np.shape(ref)[1], cc["max_mb"], max_points=cc["max_points"])
     A, t, _ = data.experiment_affine(ref_exp.transforms, sz[0])
     if not (np.allclose(A, np.eye(len(A))) and np.allclose(t, 0)):
         # compare() maps the other experiment to the untransformed dataset: do the same here
@@ -286,7 +373,7 @@ def compare_rows(ref, other, cfg, dataset, ref_exp, exp, n_good) -> tuple[list[d
     if min(len(ref), len(other)) < need:
         msg = f"skipped: n_good={n_good[0]} (reference), {n_good[1]} (this); needs >= {need} each"
         rows = [dict(base, stage=s, status=msg) for s in ("before", "after")]
-        return rows, dict(base, status=msg)
+        return rows, dict(base, status=msg, memory=memory)
     res = compare.compare(
         ref,
         other,
@@ -313,7 +400,7 @@ def compare_rows(ref, other, cfg, dataset, ref_exp, exp, n_good) -> tuple[list[d
             frac_outside_box=res["frac_outside_box"],
         )
         rows.append(row)
-    return rows, dict(base, status="ok", **res)
+    return rows, dict(base, status="ok", memory=memory, **res)
 
 
 def compare_projection(ref, other, cfg, dataset, exp) -> dict | None:
