@@ -20,9 +20,16 @@ NaN inputs give NaN everywhere, so a non-finite energy still rejects the proposa
 Random numbers: ``mix64`` is the SplitMix64 output function; ``counter_u64(key, n)`` is the
 ``n``-th SplitMix64 output from state ``key``, so a whole step's numbers are a pure function
 of one 64-bit key (drawn from the caller's ``numpy.random.Generator``) and a counter.
+
+Everything here also compiles for the CUDA target (:mod:`lossatlas.samplers.cuda` calls the
+same functions from its kernels): the overloads are registered for the generic target, and
+``floor``/``sqrt`` pick ``np.floor``/``np.sqrt`` on the CPU and ``math.floor``/``math.sqrt``
+on CUDA, which has no NumPy ufuncs for them (the CPU numbers are the same as with the ufuncs).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from llvmlite import ir
@@ -72,11 +79,37 @@ def like(x, v):
     return type(x)(v)
 
 
-@overload(like, inline="always", jit_options={"fastmath": FASTMATH, "error_model": "numpy"})
+# "generic": the CPU and the CUDA target; the other overloads here likewise
+_OV = dict(jit_options={"fastmath": FASTMATH, "error_model": "numpy"}, target="generic")
+
+
+@overload(like, inline="always", **_OV)
 def _like(x, v):
     if isinstance(x, types.Float) and x.bitwidth == 32:
         return lambda x, v: np.float32(v)
     return lambda x, v: np.float64(v)
+
+
+def _per_target(cpu, cuda, doc):
+    """A scalar float function with one implementation per target (jitted code only)."""
+
+    def stub(x):
+        raise NotImplementedError("jitted code only")
+
+    stub.__doc__ = doc
+    _register(stub, "cpu", cpu)
+    _register(stub, "cuda", cuda)
+    return stub
+
+
+def _register(stub, target, impl):
+    @overload(stub, inline="always", target=target, jit_options=_OV["jit_options"])
+    def _ov(x):
+        return impl if isinstance(x, types.Float) else None
+
+
+floor = _per_target(lambda x: np.floor(x), lambda x: math.floor(x), "``floor(x)`` as a float.")
+sqrt = _per_target(lambda x: np.sqrt(x), lambda x: math.sqrt(x), "``sqrt(x)``.")
 
 
 # ---------------------------------------------------------------------------------------
@@ -108,7 +141,7 @@ def _exp_parts32(x):
     """``(2^n, e^r - 1)`` with ``x = n ln2 + r``, ``|r| <= ln2 / 2``; x clamped to the range
     where ``2^n`` is a normal float."""
     xc = min(max(x, np.float32(-87.3)), np.float32(88.7))
-    n = np.floor(xc * np.float32(1.44269504088896341) + np.float32(0.5))
+    n = floor(xc * np.float32(1.44269504088896341) + np.float32(0.5))
     r = xc - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)
     p = np.float32(1.0 / 5040)
     p = p * r + np.float32(1.0 / 720)
@@ -167,7 +200,7 @@ def log32(x):
 @_jit
 def _exp_parts64(x):
     xc = min(max(x, -708.0), 709.0)
-    n = np.floor(xc * 1.4426950408889634 + 0.5)
+    n = floor(xc * 1.4426950408889634 + 0.5)
     r = xc - n * 6.93147180369123816490e-01 - n * 1.90821492927058770002e-10
     p = 1.0 / 6227020800.0
     for d in (479001600.0, 39916800.0, 3628800.0, 362880.0, 40320.0, 5040.0, 720.0, 120.0):
@@ -233,7 +266,7 @@ def _dispatch(f32, f64):
     def stub(x):
         raise NotImplementedError("jitted code only; call the *32/*64 functions from Python")
 
-    @overload(stub, inline="always", jit_options={"fastmath": FASTMATH, "error_model": "numpy"})
+    @overload(stub, inline="always", **_OV)
     def _ov(x):
         if isinstance(x, types.Float):
             return (lambda x: f32(x)) if x.bitwidth == 32 else (lambda x: f64(x))
@@ -283,6 +316,9 @@ def uniform64(r):
     return (np.float64(np.int64(r >> np.uint64(11))) + 1.0) * (1.0 / 9007199254740992.0)
 
 
+_SQRT_HALF = float(np.sqrt(0.5))  # a constant: CUDA has no np.sqrt
+
+
 @_jit
 def _sincos_quarter(u, like_x):
     """``(cos a, sin a)`` for ``a = (pi / 2) u``, ``u in [0, 1)``: Taylor series around pi/4."""
@@ -296,7 +332,7 @@ def _sincos_quarter(u, like_x):
     for d in (-3628800.0, 40320.0, -720.0, 24.0):
         c = c * t2 + like(like_x, 1.0 / d)
     c = like(like_x, 1.0) + t2 * (like(like_x, -0.5) + t2 * c)
-    h = like(like_x, np.sqrt(0.5))
+    h = like(like_x, _SQRT_HALF)
     return (c - s) * h, (c + s) * h
 
 
@@ -313,7 +349,7 @@ def normal_pair(r1, r2, like_x):
     raise NotImplementedError("jitted code only")
 
 
-@overload(normal_pair, jit_options={"fastmath": FASTMATH, "error_model": "numpy"})
+@overload(normal_pair, **_OV)
 def _normal_pair_ov(r1, r2, like_x):
     if isinstance(like_x, types.Float) and like_x.bitwidth == 32:
 
@@ -322,7 +358,7 @@ def _normal_pair_ov(r1, r2, like_x):
                 5.9604644775390625e-08
             )
             u2 = np.float32(np.int32(r2 & np.uint64(0xFFFFFF))) * np.float32(5.9604644775390625e-08)
-            rad = np.sqrt(np.float32(-2) * log32(u1))
+            rad = sqrt(np.float32(-2) * log32(u1))
             c, s = _sincos_quarter(u2, np.float32(0))
             z0 = rad * c
             z1 = rad * s
@@ -335,7 +371,7 @@ def _normal_pair_ov(r1, r2, like_x):
     def impl(r1, r2, like_x):
         u1 = uniform64(r1)
         u2 = np.float64(np.int64(r2 & np.uint64(0x1FFFFFFFFFFFFF))) * (1.0 / 9007199254740992.0)
-        rad = np.sqrt(-2.0 * log64(u1))
+        rad = sqrt(-2.0 * log64(u1))
         c, s = _sincos_quarter(u2, np.float64(0))
         z0 = rad * c
         z1 = rad * s

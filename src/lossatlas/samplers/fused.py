@@ -97,15 +97,17 @@ class Arch:
         self.y = np.ascontiguousarray(target.y, dtype=np.int64)
         self.box = self.dtype.type(target.box)
 
-    def args(self):
-        return (self.X, self.y, self.layers, self.maxw, self.act, self.loss, self.scale)
+    @property
+    def net(self):
+        """The network and data as the kernels take them: ``(X, y, layers, act, loss, scale)``."""
+        return (self.X, self.y, self.layers, self.act, self.loss, self.scale)
 
     def U_and_grad(self, theta, want_grad=True):
         """Energy ``(C,)`` (and gradient ``(C, p)``) by the fused code, in ``self.dtype``."""
         theta = np.ascontiguousarray(theta, dtype=self.dtype)
         u = np.empty(theta.shape[0], dtype=self.dtype)
         g = np.empty_like(theta) if want_grad else np.empty((0, self.p), self.dtype)
-        _energy_kernel(theta, want_grad, *self.args(), u, g)
+        _energy_kernel(theta, want_grad, self.net, self.maxw, u, g)
         return u, (g if want_grad else None)
 
 
@@ -119,9 +121,9 @@ def _fold(v, box):
     number of wall crossings)``. Same fold as ``_common.reflect``."""
     two = box + box
     s = v + box
-    k = np.floor(s / two)
+    k = fm.floor(s / two)
     r = min(max(s - k * two, fm.like(box, 0)), two)
-    odd = k - fm.like(box, 2) * np.floor(k * fm.like(box, 0.5)) != fm.like(box, 0)
+    odd = k - fm.like(box, 2) * fm.floor(k * fm.like(box, 0.5)) != fm.like(box, 0)
     return (box - r if odd else r - box), odd, abs(k)
 
 
@@ -237,16 +239,24 @@ def _block_loss(lo, k, yk, loss, scale, n, out, dlo, T, want_d):
 
 
 @_jit
-def _block_energy(th, n, X, y, layers, maxw, act, loss, scale, out, G, want_grad):
-    """Energy (float64, into ``out``) and, if ``want_grad``, its gradient (into ``G``) of the
-    block's chains ``th (p, B)`` (columns ``[0, n)``)."""
+def workspace(n_layers, maxw, width, dt):
+    """Scratch of :func:`_block_energy` for ``width`` chains: ``(H, D, DZ, T, out)``."""
+    return (
+        np.empty((n_layers, maxw, width), dt),
+        np.empty((n_layers, maxw, width), dt),
+        np.empty((2, maxw, width), dt),
+        np.empty((2, width), dt),
+        np.empty(width),
+    )
+
+
+@_jit
+def _block_energy(th, n, net, ws, G, want_grad):
+    """Energy (float64, into ``ws[4]``) and, if ``want_grad``, its gradient (into ``G``) of the
+    block's chains ``th (p, B)`` (columns ``[0, n)``); ``ws`` from :func:`workspace`."""
+    X, y, layers, act, loss, scale = net
+    H, D, DZ, T, out = ws
     n_layers = layers.shape[0]
-    B = th.shape[1]
-    dt = th.dtype
-    H = np.empty((n_layers, maxw, B), dt)
-    D = np.empty((n_layers, maxw, B), dt)
-    DZ = np.empty((2, maxw, B), dt)
-    T = np.empty((2, B), dt)
     k = layers[n_layers - 1, 2]
     for c in range(n):
         out[c] = 0.0
@@ -318,16 +328,17 @@ def _store(src, c0, n, dst):
 
 
 @_pjit
-def _energy_kernel(theta, want_grad, X, y, layers, maxw, act, loss, scale, u_out, g_out):
+def _energy_kernel(theta, want_grad, net, maxw, u_out, g_out):
     C, p = theta.shape
     for blk in prange((C + BLOCK - 1) // BLOCK):
         c0 = blk * BLOCK
         n = min(BLOCK, C - c0)
         th = np.empty((p, BLOCK), theta.dtype)
         G = np.empty((p, BLOCK), theta.dtype)
-        e = np.empty(BLOCK)
+        ws = workspace(net[2].shape[0], maxw, BLOCK, theta.dtype)
+        e = ws[4]
         _load(theta, c0, n, th)
-        _block_energy(th, n, X, y, layers, maxw, act, loss, scale, e, G, want_grad)
+        _block_energy(th, n, net, ws, G, want_grad)
         for c in range(n):
             u_out[c0 + c] = e[c]
         if want_grad:
@@ -371,136 +382,141 @@ def _normals(key, c0, n, p, Z):
             Z[p - 1, c] = z0
 
 
-@_pjit
-def _rwm_kernel(
-    pos, U, eps, beta, key, box, X, y, layers, maxw, act, loss, scale, new_pos, new_U, prob, acc
-):
-    C, p = pos.shape
+@_jit
+def rwm_block(pos, U, eps, beta, key, box, net, c0, n, th, ub, ws, new_pos, new_U, prob, acc):
+    """One RWM transition of chains ``c0 .. c0 + n`` of ``pos (C, p)``, with block scratch
+    ``th (p, B)``, ``ub (B,)`` and ``ws``. The CPU kernel calls it per block of ``BLOCK``
+    chains, the CUDA kernel per chain (``n = 1``). ``new_pos`` may be ``pos`` (in place)."""
+    p = pos.shape[1]
     stride = 2 * ((p + 1) // 2) + 1
+    e = ws[4]
+    _normals(key, c0, n, p, th)
+    for j in range(p):
+        row = th[j]
+        for c in range(n):
+            row[c] = _fold(pos[c0 + c, j] + eps[c0 + c] * row[c], box)[0]
+    _block_energy(th, n, net, ws, th, False)
+    for c in range(n):
+        ub[c] = e[c]  # rounded to the state's dtype, as the numpy target returns it
+    for c in range(n):
+        ci = c0 + c
+        lr = -beta[ci] * (np.float64(ub[c]) - np.float64(U[ci]))
+        pr, a = _accept(key, ci, stride, lr)
+        prob[ci] = pr
+        acc[ci] = a
+        new_U[ci] = ub[c] if a else U[ci]
+    for j in range(p):
+        row = th[j]
+        for c in range(n):
+            ci = c0 + c
+            new_pos[ci, j] = row[c] if acc[ci] else pos[ci, j]
+
+
+@_pjit
+def _rwm_kernel(pos, U, eps, beta, key, box, net, maxw, new_pos, new_U, prob, acc):
+    C, p = pos.shape
     for blk in prange((C + BLOCK - 1) // BLOCK):
         c0 = blk * BLOCK
         n = min(BLOCK, C - c0)
         th = np.empty((p, BLOCK), pos.dtype)
         ub = np.empty(BLOCK, pos.dtype)
-        e = np.empty(BLOCK)
-        _normals(key, c0, n, p, th)
-        for j in range(p):
-            row = th[j]
-            for c in range(n):
-                row[c] = _fold(pos[c0 + c, j] + eps[c0 + c] * row[c], box)[0]
-        _block_energy(th, n, X, y, layers, maxw, act, loss, scale, e, th, False)
+        ws = workspace(net[2].shape[0], maxw, BLOCK, pos.dtype)
+        rwm_block(pos, U, eps, beta, key, box, net, c0, n, th, ub, ws, new_pos, new_U, prob, acc)
+
+
+@_jit
+def hmc_scratch(p, width, dt):
+    """Scratch of :func:`hmc_block` for ``width`` chains:
+    ``(x, g, mom, im (p, B), eb, ep, ub (B,), kin, h0 (B,) float64, hits (B,) int64)``."""
+    return (
+        np.empty((p, width), dt),
+        np.empty((p, width), dt),
+        np.empty((p, width), dt),
+        np.empty((p, width), dt),
+        np.empty(width, dt),
+        np.empty(width, dt),
+        np.empty(width, dt),
+        np.empty(width),
+        np.empty(width),
+        np.empty(width, np.int64),
+    )
+
+
+@_jit
+def hmc_block(pos, U, grad, eps, inv_mass, beta, n_leapfrog, key, box, net, c0, n, hs, ws, out):
+    """One HMC trajectory of chains ``c0 .. c0 + n`` (see :func:`rwm_block`), scratch ``hs``
+    from :func:`hmc_scratch`; ``out = (new_pos, new_U, new_grad, prob, acc, n_refl, err)``."""
+    x, g, mom, im, eb, ep, ub, kin, h0, hits = hs
+    new_pos, new_U, new_grad, prob, acc, n_refl, err = out
+    e = ws[4]
+    p = pos.shape[1]
+    stride = 2 * ((p + 1) // 2) + 1
+    _load(pos, c0, n, x)
+    _load(grad, c0, n, g)
+    _load(inv_mass, c0, n, im)
+    _normals(key, c0, n, p, mom)
+    half = fm.like(box, 0.5)
+    for c in range(n):
+        ep[c] = eps[c0 + c]
+        eb[c] = eps[c0 + c] * beta[c0 + c]
+        kin[c] = 0.0
+        hits[c] = 0
+    for j in range(p):
+        mr, ir, gr = mom[j], im[j], g[j]
         for c in range(n):
-            ub[c] = e[c]  # rounded to the state's dtype, as the numpy target returns it
+            m = mr[c] / fm.sqrt(ir[c])
+            kin[c] += np.float64(m * m * ir[c])
+            mr[c] = m - half * eb[c] * gr[c]
+    for c in range(n):
+        h0[c] = beta[c0 + c] * np.float64(U[c0 + c]) + 0.5 * kin[c]
+    for i in range(n_leapfrog):
+        for j in range(p):
+            xr, mr, ir = x[j], mom[j], im[j]
+            for c in range(n):
+                v, odd, k = _fold(xr[c] + ep[c] * ir[c] * mr[c], box)
+                xr[c] = v
+                mr[c] = -mr[c] if odd else mr[c]
+                hits[c] += np.int64(min(k, fm.like(box, 2.0**40)))
+        _block_energy(x, n, net, ws, g, True)
+        f = half if i == n_leapfrog - 1 else fm.like(box, 1)
+        for j in range(p):
+            mr, gr = mom[j], g[j]
+            for c in range(n):
+                mr[c] -= f * eb[c] * gr[c]
+    for c in range(n):
+        ub[c] = e[c]
+        kin[c] = 0.0
+    for j in range(p):
+        mr, ir = mom[j], im[j]
+        for c in range(n):
+            kin[c] += np.float64(mr[c] * mr[c] * ir[c])
+    for c in range(n):
+        ci = c0 + c
+        d = beta[ci] * np.float64(ub[c]) + 0.5 * kin[c] - h0[c]
+        err[ci] = d
+        pr, a = _accept(key, ci, stride, -d)
+        prob[ci] = pr
+        acc[ci] = a
+        n_refl[ci] = hits[c]
+        new_U[ci] = ub[c] if a else U[ci]
+    for j in range(p):
+        xr, gr = x[j], g[j]
         for c in range(n):
             ci = c0 + c
-            lr = -beta[ci] * (np.float64(ub[c]) - np.float64(U[ci]))
-            pr, a = _accept(key, ci, stride, lr)
-            prob[ci] = pr
-            acc[ci] = a
-            new_U[ci] = ub[c] if a else U[ci]
-        for j in range(p):
-            row = th[j]
-            for c in range(n):
-                ci = c0 + c
-                new_pos[ci, j] = row[c] if acc[ci] else pos[ci, j]
+            a = acc[ci]
+            new_pos[ci, j] = xr[c] if a else pos[ci, j]
+            new_grad[ci, j] = gr[c] if a else grad[ci, j]
 
 
 @_pjit
-def _hmc_kernel(
-    pos,
-    U,
-    grad,
-    eps,
-    inv_mass,
-    beta,
-    n_leapfrog,
-    key,
-    box,
-    X,
-    y,
-    layers,
-    maxw,
-    act,
-    loss,
-    scale,
-    new_pos,
-    new_U,
-    new_grad,
-    prob,
-    acc,
-    n_refl,
-    err,
-):
+def _hmc_kernel(pos, U, grad, eps, inv_mass, beta, n_leapfrog, key, box, net, maxw, out):
     C, p = pos.shape
-    dt = pos.dtype
-    stride = 2 * ((p + 1) // 2) + 1
     for blk in prange((C + BLOCK - 1) // BLOCK):
         c0 = blk * BLOCK
         n = min(BLOCK, C - c0)
-        x = np.empty((p, BLOCK), dt)
-        g = np.empty((p, BLOCK), dt)
-        mom = np.empty((p, BLOCK), dt)
-        im = np.empty((p, BLOCK), dt)
-        eb = np.empty(BLOCK, dt)  # eps * beta
-        ep = np.empty(BLOCK, dt)
-        kin = np.zeros(BLOCK)
-        h0 = np.empty(BLOCK)
-        e = np.empty(BLOCK)
-        ub = np.empty(BLOCK, dt)
-        hits = np.zeros(BLOCK, np.int64)
-        _load(pos, c0, n, x)
-        _load(grad, c0, n, g)
-        _load(inv_mass, c0, n, im)
-        _normals(key, c0, n, p, mom)
-        half = fm.like(box, 0.5)
-        for c in range(n):
-            ep[c] = eps[c0 + c]
-            eb[c] = eps[c0 + c] * beta[c0 + c]
-        for j in range(p):
-            mr, ir, gr = mom[j], im[j], g[j]
-            for c in range(n):
-                m = mr[c] / np.sqrt(ir[c])
-                kin[c] += np.float64(m * m * ir[c])
-                mr[c] = m - half * eb[c] * gr[c]
-        for c in range(n):
-            h0[c] = beta[c0 + c] * np.float64(U[c0 + c]) + 0.5 * kin[c]
-        for i in range(n_leapfrog):
-            for j in range(p):
-                xr, mr, ir = x[j], mom[j], im[j]
-                for c in range(n):
-                    v, odd, k = _fold(xr[c] + ep[c] * ir[c] * mr[c], box)
-                    xr[c] = v
-                    mr[c] = -mr[c] if odd else mr[c]
-                    hits[c] += np.int64(min(k, fm.like(box, 2.0**40)))
-            _block_energy(x, n, X, y, layers, maxw, act, loss, scale, e, g, True)
-            f = half if i == n_leapfrog - 1 else fm.like(box, 1)
-            for j in range(p):
-                mr, gr = mom[j], g[j]
-                for c in range(n):
-                    mr[c] -= f * eb[c] * gr[c]
-        for c in range(n):
-            ub[c] = e[c]
-            kin[c] = 0.0
-        for j in range(p):
-            mr, ir = mom[j], im[j]
-            for c in range(n):
-                kin[c] += np.float64(mr[c] * mr[c] * ir[c])
-        for c in range(n):
-            ci = c0 + c
-            d = beta[ci] * np.float64(ub[c]) + 0.5 * kin[c] - h0[c]
-            err[ci] = d
-            pr, a = _accept(key, ci, stride, -d)
-            prob[ci] = pr
-            acc[ci] = a
-            n_refl[ci] = hits[c]
-            new_U[ci] = ub[c] if a else U[ci]
-        for j in range(p):
-            xr, gr = x[j], g[j]
-            for c in range(n):
-                ci = c0 + c
-                a = acc[ci]
-                new_pos[ci, j] = xr[c] if a else pos[ci, j]
-                new_grad[ci, j] = gr[c] if a else grad[ci, j]
+        hs = hmc_scratch(p, BLOCK, pos.dtype)
+        ws = workspace(net[2].shape[0], maxw, BLOCK, pos.dtype)
+        hmc_block(pos, U, grad, eps, inv_mass, beta, n_leapfrog, key, box, net, c0, n, hs, ws, out)
 
 
 @_jit
@@ -549,6 +565,11 @@ def _key(rng: np.random.Generator) -> np.uint64:
     return rng.integers(0, 2**64, dtype=np.uint64)
 
 
+def _tune_step(sampler, state, info):
+    """The warm-up's dual-averaging update after a transition with ``info``."""
+    return da_update(state, info.accept_prob, sampler.target_accept, 100 * sampler.target.box)
+
+
 class FusedRWM(RWM):
     """:class:`~.rwm.RWM` with the transition in one fused kernel (MLP targets only)."""
 
@@ -563,21 +584,29 @@ class FusedRWM(RWM):
         u, _ = self.arch.U_and_grad(x, want_grad=False)
         return self.state_cls(position=x, U=u, **da_init(self.step_size, x.shape[0]))
 
-    def step_at(self, state, rng, adapt, beta):
-        x = np.ascontiguousarray(state.position, dtype=self.dtype)
+    def inputs(self, state):
+        """The kernel's inputs: position, U and step size, in the sampler's dtype."""
+        dt = self.dtype
+        x = np.ascontiguousarray(state.position, dtype=dt)
+        return x, np.ascontiguousarray(state.U, dtype=dt), np.exp(state.log_step_size).astype(dt)
+
+    def move(self, state, key, beta):
+        """The transition with random key ``key``, without adaptation: (new fields, info)."""
+        x, u, eps = self.inputs(state)
         c = x.shape[0]
-        u = np.ascontiguousarray(state.U, dtype=self.dtype)
-        eps = np.exp(state.log_step_size).astype(self.dtype)
         new_pos, new_u = np.empty_like(x), np.empty_like(u)
         prob, acc = np.empty(c), np.empty(c, dtype=bool)
         a = self.arch
         _rwm_kernel(
-            x, u, eps, _beta_vector(beta, c), _key(rng), a.box, *a.args(), new_pos, new_u, prob, acc
+            x, u, eps, _beta_vector(beta, c), key, a.box, a.net, a.maxw, new_pos, new_u, prob, acc
         )
-        new = dict(position=new_pos, U=new_u)
+        return dict(position=new_pos, U=new_u), RWMInfo(prob, acc)
+
+    def step_at(self, state, rng, adapt, beta):
+        new, info = self.move(state, _key(rng), beta)
         if adapt:
-            new.update(da_update(state, prob, self.target_accept, 100 * self.target.box))
-        return state._replace(**new), RWMInfo(prob, acc)
+            new.update(_tune_step(self, state, info))
+        return state._replace(**new), info
 
 
 class FusedHMC(HMC):
@@ -591,26 +620,34 @@ class FusedHMC(HMC):
     def _U_and_grad(self, x):
         return self.arch.U_and_grad(x)
 
-    def step_at(self, state, rng, adapt, beta):
-        dt = self.dtype
-        x = np.ascontiguousarray(state.position, dtype=dt)
+    def inputs(self, state):
+        """The kernel's inputs: position, U, gradient, inverse mass (in the sampler's dtype)
+        and step size (float64)."""
+        x, u, g, inv_m = (
+            np.ascontiguousarray(v, dtype=self.dtype)
+            for v in (state.position, state.U, state.grad, state.inv_mass)
+        )
+        return x, u, g, inv_m, np.exp(state.log_step_size)
+
+    def move(self, state, key, beta):
+        """The trajectory with random key ``key``, without adaptation: (new fields, info)."""
+        x, u, g, inv_m, eps = self.inputs(state)
         c = x.shape[0]
-        u = np.ascontiguousarray(state.U, dtype=dt)
-        g = np.ascontiguousarray(state.grad, dtype=dt)
-        inv_m = np.ascontiguousarray(state.inv_mass, dtype=dt)
-        eps = np.exp(state.log_step_size)
         out = (np.empty_like(x), np.empty_like(u), np.empty_like(g))
         prob, acc = np.empty(c), np.empty(c, dtype=bool)
         n_refl, err = np.empty(c, dtype=np.int64), np.empty(c)
         a = self.arch
         _hmc_kernel(
-            x, u, g, eps, inv_m, _beta_vector(beta, c), self.n_leapfrog, _key(rng), a.box,
-            *a.args(), *out, prob, acc, n_refl, err,
+            x, u, g, eps, inv_m, _beta_vector(beta, c), self.n_leapfrog, key, a.box, a.net,
+            a.maxw, (*out, prob, acc, n_refl, err),
         )  # fmt: skip
         new = dict(position=out[0], U=out[1], grad=out[2])
+        return new, HMCInfo(prob, acc, n_refl, ~(err < DIVERGENCE), err)
+
+    def step_at(self, state, rng, adapt, beta):
+        new, info = self.move(state, _key(rng), beta)
         if adapt:
-            new.update(da_update(state, prob, self.target_accept, 100 * self.target.box))
+            new.update(_tune_step(self, state, info))
             if self.adapt_mass:
                 new.update(self._mass_update(state, new))
-        divergent = ~(err < DIVERGENCE)
-        return state._replace(**new), HMCInfo(prob, acc, n_refl, divergent, err)
+        return state._replace(**new), info
