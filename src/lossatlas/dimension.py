@@ -281,9 +281,14 @@ def dimension_table(
     nulls = {"uniform": {}, "shuffled": {}}
     for r in range(n_null):
         rs = _rng([seed, r])
-        U = uniform(m)
-        S = _rows(theta, rs.choice(n, size=m, replace=False))
-        for name, cloud in (("uniform", U), ("shuffled", S)):
+        for name in ("uniform", "shuffled"):
+            # one null cloud at a time: at large p each is as big as the good draws; the
+            # shuffled draws are read from the store only when they are used
+            if name == "uniform":
+                cloud = uniform(m)
+            else:
+                pick = rs.choice(n, size=m, replace=False)
+                cloud = _rows(theta, pick) if enough else None
             if enough:
                 nulls[name].setdefault("twonn", []).append(
                     twonn(cloud, discard=discard, n_boot=1)["value"]
@@ -292,6 +297,7 @@ def dimension_table(
                     mle(cloud, k1=k1, k2=k2, n_boot=1)["value"]
                 )
                 nulls[name].setdefault(f"pca_ev{k_pca}", []).append(_top_k_ratio(cloud, k_pca))
+            del cloud
         # pipeline nulls, on as many draws as the real pipeline: a uniform cloud with a random
         # good set of the same size; the real draws with their energies shuffled
         mask = np.zeros(n_pipe, dtype=bool)
