@@ -48,11 +48,23 @@ CENSUS_COLUMNS = [
     "grad_norm",
     "min_eig",
     "max_eig",
+    "n_free",
+    "n_eig",
+    "spectrum",
+    "index_exact",
+    "n_zero_exact",
     "n_from_all",
     "n_from_good",
     "good",
 ]
-KINDS = {"strict minimum", "degenerate minimum", "saddle", "pinned", "not converged"}
+KINDS = {
+    "strict minimum",
+    "degenerate minimum",
+    "saddle",
+    "pinned",
+    "not converged",
+    "unclassified",
+}
 
 
 def test_dry_run_plans_the_landscape_rules(tmp_path):
@@ -126,6 +138,10 @@ def test_census_tables(landscape_run):
         meta = json.loads((d / "census.json").read_text())
         assert meta["key"] == "outputs" and sum(meta["counts"].values()) == len(t)
         assert meta["n_starts"] == t["n_starts"].sum()
+        # p = 18 <= dense_max: every eigenvalue is computed and the counts are exact
+        assert (t["spectrum"] == "dense").all() and (t["n_eig"] == t["n_free"]).all()
+        assert t["index_exact"].all() and t["n_zero_exact"].all()
+        assert meta["memory"]["max_points"]["limited_by"] == "max_points"
         # the plane is the reduce rule's PCA refitted: it must reproduce reduce's coordinates
         assert meta["plane"]["matches_reduce"] is True
         for png in ("census_loss_index.png", "census_plane.png", "dataset.png"):
