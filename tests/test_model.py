@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from lossatlas.model import ACTIVATIONS, MLP, Target
+from lossatlas import model
+from lossatlas.model import ACTIVATIONS, LOSSES, MLP, Target
 
 ARCHS = [(2, 1, 2), (3, 5, 4), (2, 2, 2, 2), (2, 3, 1, 4, 3)]  # depth 1-3, widths 1-5, 2-4 classes
 
@@ -49,11 +50,20 @@ def _reference_U(target, theta_row):
     return total / len(target.y) if target.energy == "mean" else total
 
 
+def _use_path(monkeypatch, path):
+    """Force the batched or the chainwise computation whatever the network's size."""
+    limit = 0 if path == "chainwise" else 1 << 62
+    monkeypatch.setattr(model, "CHAINWISE_MIN_GRAD", limit)
+    monkeypatch.setattr(model, "CHAINWISE_MIN_ENERGY", limit)
+
+
 @pytest.mark.parametrize("sizes", ARCHS)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("loss", ["cross_entropy", "squared"])
 @pytest.mark.parametrize("energy", ["sum", "mean"])
-def test_energy_and_gradient(sizes, activation, loss, energy):
+@pytest.mark.parametrize("path", ["batched", "chainwise"])
+def test_energy_and_gradient(sizes, activation, loss, energy, path, monkeypatch):
+    _use_path(monkeypatch, path)
     target, theta = _problem(sizes, activation, loss, energy)
     u = target.U(theta)
     ref = [_reference_U(target, row) for row in theta]
@@ -123,3 +133,45 @@ def test_uniform_prediction_energy():
     # all-zero parameters give uniform softmax: U = n log k exactly
     target, _ = _problem((2, 3, 4), "tanh", "cross_entropy", "sum", n=9)
     np.testing.assert_allclose(target.U(np.zeros((2, target.p))), 9 * np.log(4))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_chainwise_is_bitwise_the_batched_path(activation, loss, dtype, monkeypatch):
+    rng = np.random.default_rng(5)
+    mlp = MLP((6, 9, 5, 4), activation, loss)
+    X = rng.uniform(-2, 2, (23, 6)).astype(dtype)
+    y = rng.integers(0, 4, 23)
+    weights = rng.uniform(0, 2, 23)
+    theta = rng.normal(0, 1.0, (4, mlp.p)).astype(dtype)
+    results = {}
+    for path in ("batched", "chainwise"):
+        _use_path(monkeypatch, path)
+        # a column-major theta: its rows are strided, the gradient still comes back row-major
+        results[path] = [
+            mlp.forward(theta, X),
+            *mlp.loss_and_grad(theta, X, y),
+            *mlp.loss_and_grad(np.asfortranarray(theta), X, y, weights),
+        ]
+    for batched, chainwise in zip(results["batched"], results["chainwise"], strict=True):
+        assert chainwise.dtype == dtype and chainwise.shape == batched.shape
+        np.testing.assert_array_equal(chainwise, batched)
+
+
+def test_wide_network_goes_chainwise_with_the_same_numbers(monkeypatch):
+    # over both thresholds, so the default settings go chainwise for energies and gradients;
+    # forcing the batched path must not change a bit
+    rng = np.random.default_rng(2)
+    mlp = MLP((64, 128, 64, 10))
+    X = rng.standard_normal((300, 64))
+    assert mlp._chainwise(X, model.CHAINWISE_MIN_GRAD)
+    assert mlp._chainwise(X, model.CHAINWISE_MIN_ENERGY)
+    target = Target(mlp, X, rng.integers(0, 10, 300), box=1.0)
+    theta = rng.uniform(-1, 1, (3, mlp.p)).astype(np.float32)
+    u, g = target.U_and_grad(theta)
+    np.testing.assert_array_equal(target.U(theta), u)
+    _use_path(monkeypatch, "batched")
+    u_ref, g_ref = target.U_and_grad(theta)
+    np.testing.assert_array_equal(u, u_ref)
+    np.testing.assert_array_equal(g, g_ref)

@@ -1,12 +1,14 @@
 """Small MLPs with a flat parameter vector, and the energy U(theta) sampled by MCMC.
 
-Everything is batched over chains: ``theta`` has shape ``(n_chains, p)`` and the work is done
-with array operations over the chain axis. The dtype of ``theta`` (float64 or float32) is the
-dtype of the computation.
+Everything is batched over chains: ``theta`` has shape ``(n_chains, p)``. Small networks are
+computed with array operations over the chain axis, large ones chain by chain (BLAS matrix
+products and compiled elementwise passes); both give bitwise the same numbers. The dtype of
+``theta`` (float64 or float32) is the dtype of the computation.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,6 +16,12 @@ import numpy as np
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "linear", "quadratic")
 LOSSES = ("cross_entropy", "squared")
 ENERGIES = ("sum", "mean")
+# From this many points x widest layer on, a batch is computed chain by chain, with bitwise the
+# same numbers (crossovers measured by benchmarks/bench_grad.py --chainwise): one chain's
+# activations stay in cache between its matrix products and its elementwise passes, a whole
+# batch's do not. Below, the per-chain Python overhead costs more than that saves.
+CHAINWISE_MIN_GRAD = 1 << 13
+CHAINWISE_MIN_ENERGY = 1 << 15
 
 
 def _act(name: str, z: np.ndarray) -> np.ndarray:
@@ -82,6 +90,45 @@ def _mul_act_grad(name: str, dz: np.ndarray, z: np.ndarray, a: np.ndarray) -> No
         dz *= _act_grad(name, z, a)
 
 
+# activation -> kind code of the compiled backward kernel (activations it covers)
+_KERNEL_KIND = {"tanh": 0, "sigmoid": 1, "linear": 2}
+
+
+@functools.cache
+def _kernels():
+    """The chainwise path's elementwise kernels, compiled on first use (so that small networks
+    never import numba). No fastmath: each is numpy's own sequence of IEEE operations, so the
+    numbers are bitwise those of the batched path."""
+    from numba import njit
+
+    from .fastmath import like
+
+    jit = njit(cache=True, error_model="numpy", nogil=True)
+
+    @jit
+    def add_bias(z, b):
+        for i in range(z.shape[0]):
+            for j in range(z.shape[1]):
+                z[i, j] += b[j]
+
+    @jit
+    def backward(dz, a, db, kind):
+        # dz *= act'(z) as _mul_act_grad computes it and db = dz.sum(axis=0) in numpy's order
+        # (row 0, then the rows added one by one), in one pass over dz instead of four
+        for i in range(dz.shape[0]):
+            for j in range(dz.shape[1]):
+                if kind == 0:
+                    v = dz[i, j] * (like(a[i, j], 1.0) - a[i, j] * a[i, j])
+                elif kind == 1:
+                    v = dz[i, j] * ((like(a[i, j], 1.0) - a[i, j]) * a[i, j])
+                else:
+                    v = dz[i, j]
+                dz[i, j] = v
+                db[j] = v if i == 0 else db[j] + v
+
+    return add_bias, backward
+
+
 class MLP:
     """Fully connected network ``sizes = (d, *hidden, k)``; hidden layers use ``activation``,
     the output layer is linear (logits).
@@ -134,7 +181,36 @@ class MLP:
 
     def forward(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
         """Outputs ``(C, n, k)`` for inputs ``X (n, d)``."""
-        return self._forward(theta, X, keep=False)[0]
+        if not self._chainwise(X, CHAINWISE_MIN_ENERGY):
+            return self._forward(theta, X, keep=False)[0]
+        X = X.astype(theta.dtype, copy=False)
+        out = np.empty((theta.shape[0], X.shape[0], self.sizes[-1]), dtype=theta.dtype)
+        for c in range(theta.shape[0]):
+            self._chain_forward(theta[c], X, keep=False, out=out[c])
+        return out
+
+    def _chainwise(self, X, threshold) -> bool:
+        return X.shape[0] * max(self.sizes[1:]) >= threshold
+
+    def _chain_forward(self, th, X, keep, out=None):
+        """One chain's :meth:`_forward`, ``th (p,)``: ``(outputs (n, k), cache)``; the bias
+        is added by a compiled loop (numpy's broadcast add took ~2.5x as long at p ~ 1e5)."""
+        add_bias = _kernels()[0]
+        h, cache, last = X, [], self.n_layers - 1
+        for layer, (wsl, bsl, n_out, n_in) in enumerate(self._layers):
+            z = np.matmul(h, th[wsl].reshape(n_out, n_in).T, out=out if layer == last else None)
+            add_bias(z, th[bsl])
+            if layer == last:
+                a = z
+            elif not keep or self.activation in _GRAD_FROM_OUTPUT:
+                _act_inplace(self.activation, z)
+                a = z
+            else:
+                a = _act(self.activation, z)
+            if keep:
+                cache.append((h, z, a))
+            h = a
+        return h, cache
 
     def _forward(self, theta, X, keep=True):
         """Layer by layer, one batched matrix product (BLAS gemm per chain) each.
@@ -195,6 +271,8 @@ class MLP:
     def loss_and_grad(self, theta: np.ndarray, X: np.ndarray, y: np.ndarray, weights=None):
         """Summed loss ``(C,)`` over the points (each weighted by ``weights (n,)`` if given)
         and its gradient ``(C, p)`` by backpropagation."""
+        if self._chainwise(X, CHAINWISE_MIN_GRAD):
+            return self._chain_loss_and_grad(theta, X, y, weights)
         out, cache, params = self._forward(theta, X)
         loss, dout = self._loss_and_dout(out, y, need_grad=True)
         if weights is not None:
@@ -213,6 +291,40 @@ class MLP:
             if layer > 0:
                 dz = dz @ params[layer][0]
         return loss.sum(axis=1), grad
+
+    def _chain_loss_and_grad(self, theta, X, y, weights):
+        """:meth:`loss_and_grad` chain by chain, bitwise the same numbers: each chain's forward,
+        loss and backward pass run while its activations are in cache, and the weight
+        gradients' matrix products write straight into ``grad``."""
+        backward = _kernels()[1]
+        kind = _KERNEL_KIND.get(self.activation)
+        X = X.astype(theta.dtype, copy=False)
+        w = None if weights is None else np.asarray(weights, dtype=theta.dtype)
+        C, last = theta.shape[0], self.n_layers - 1
+        grad = np.empty(theta.shape, dtype=theta.dtype)  # C order: the rows' slices are views
+        loss = np.empty(C, dtype=theta.dtype)
+        for c in range(C):
+            th, g = theta[c], grad[c]
+            out, cache = self._chain_forward(th, X, keep=True)
+            point_loss, dz = self._loss_and_dout(out[None], y, need_grad=True)
+            if w is not None:
+                point_loss = point_loss * w
+                dz = dz * w[None, :, None]
+            loss[c] = point_loss.sum(axis=1)[0]
+            dz = dz[0]
+            for layer in range(last, -1, -1):
+                wsl, bsl, n_out, n_in = self._layers[layer]
+                h, z, a = cache[layer]
+                if layer < last and kind is not None:
+                    backward(dz, a, g[bsl], kind)  # dz is this pass's own array
+                else:
+                    if layer < last:
+                        _mul_act_grad(self.activation, dz, z, a)
+                    np.sum(dz, axis=0, out=g[bsl])
+                np.matmul(dz.T, h, out=g[wsl].reshape(n_out, n_in))
+                if layer > 0:
+                    dz = dz @ th[wsl].reshape(n_out, n_in)
+        return loss, grad
 
 
 class Target:
