@@ -1,16 +1,27 @@
-"""Gradient evaluations per second at p >= 100,000 against JAX, and the fused/numpy crossover.
+"""Gradient evaluations per second at p >= 100,000 against JAX, and the kernels' crossovers.
 
-Main table: ``model.Target.U_and_grad`` (batched BLAS matmuls) on 64 -> [384, 192] -> 10 tanh
-(p = 100,810) with the 1797 standardized digits, a batch of chains, float32 and float64, against
+Main table: ``model.Target.U_and_grad`` (BLAS matrix products, chain by chain at this size) on
+64 -> [384, 192] -> 10 tanh (p = 100,810) with the 1797 standardized digits, batches of 8
+chains (config/digits.yaml) and 1, float32 and float64, against
 ``jax.jit(jax.vmap(jax.value_and_grad(U)))`` of the same network, data and batch in the same
 process. The gradients are compared first (max relative difference). Both run on ``--threads``
 threads (default 1, as a sampling worker does: ``engine.run_batch`` limits BLAS to one).
+
+Timing, for a shared machine: rounds alternate ours and JAX (who goes first alternates too),
+each side's round is its faster of two calls, and a ratio is the median over rounds of the
+neighbouring calls' ratios: on wall time (the gradients/s a run sees) and on CPU time (the
+process's, which other jobs' load barely moves; XLA computes on a thread of its own). With
+``--threads`` above 1 the CPU ratio compares work done, not speed.
 
 ``--crossover``: energy evaluations/s of the fused numba kernel against the numpy kernel over
 network widths, data sizes and chain counts (one thread each), the measurement behind
 ``samplers.fused.supports`` (FUSED_FLOPS_AT_8).
 
-    python benchmarks/bench_grad.py [--quick] [--crossover] [--threads N]
+``--chainwise``: the numpy kernel's chainwise path against its batched one (the same numbers),
+gradients and energies, over the same grid: the measurement behind ``model.CHAINWISE_MIN_*``.
+
+    python benchmarks/bench_grad.py [--quick] [--crossover | --chainwise] [--threads N]
+        [--chains 8 1]
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import argparse
 import os
 import sys
 import time
+from functools import partial
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_samplers.py
 
@@ -85,43 +97,58 @@ def jax_value_and_grad(target, dtype):
     return jax.jit(jax.vmap(jax.value_and_grad(energy)))
 
 
-def grad_table(n_chains, threads, quick):
+def paired_times(fa, fb, rounds):
+    """Wall and CPU seconds ``(2, rounds)`` of ``fa`` and of ``fb``, in alternating rounds."""
+    ta, tb = np.empty((2, rounds)), np.empty((2, rounds))
+    for r in range(rounds):
+        for fn, t in ((fa, ta), (fb, tb))[:: 1 if r % 2 == 0 else -1]:
+            calls = []
+            for _ in range(2):
+                w, c = time.perf_counter(), time.process_time()
+                fn()
+                calls.append((time.perf_counter() - w, time.process_time() - c))
+            t[:, r] = np.min(calls, axis=0)
+    return ta, tb
+
+
+def grad_table(chain_counts, threads, quick):
     import jax
 
     jax.config.update("jax_enable_x64", True)  # float64 runs in float64; float32 stays float32
     target = digits_target()
+    rounds = 3 if quick else 9
     print(
         f"network {target.mlp.sizes}, p = {target.p:,}, {target.n_points} digits, "
-        f"{n_chains} chains, {threads} thread(s), jax {jax.__version__}"
+        f"{threads} thread(s), {rounds} rounds, jax {jax.__version__}"
     )
     print(
-        f"{'dtype':>8} {'max rel dU':>10} {'max rel dgrad':>13} {'ours grad/s':>11}"
-        f" {'jax grad/s':>10} {'ours/jax':>8} {'best/best':>9}"
+        f"{'dtype':>8} {'chains':>6} {'max rel dU':>10} {'max rel dgrad':>13} {'ours grad/s':>11}"
+        f" {'jax grad/s':>10} {'ours/jax':>8} {'cpu ours/jax':>12}"
     )
     rows = []
-    for dtype in ("float32", "float64"):
-        theta = np.random.default_rng(0).uniform(-0.1, 0.1, (n_chains, target.p)).astype(dtype)
-        f = jax_value_and_grad(target, dtype)
-        tj = jax.device_put(theta)
-        uj, gj = (np.asarray(a, dtype=np.float64) for a in f(tj))
-        with threadpool_limits(threads):
-            u, g = target.U_and_grad(theta)
-            du = np.max(np.abs(u - uj) / np.abs(uj))
-            dg = np.max(np.abs(g - gj)) / np.max(np.abs(gj))
-            # alternating rounds, best of 2 calls each: the load on a shared machine changes
-            # within seconds, so the ratio of neighbouring rounds is what is reported (median)
-            t_o, t_j = [], []
-            for _ in range(3 if quick else 7):
-                t_o.append(best_time(lambda: target.U_and_grad(theta), 2, 0))  # noqa: B023
-                t_j.append(best_time(lambda: jax.block_until_ready(f(tj)), 2, 0))  # noqa: B023
-        ratio = float(np.median(np.array(t_j) / np.array(t_o)))
-        best = min(t_j) / min(t_o)  # each side's least disturbed call
-        ours, ref = n_chains / np.median(t_o), n_chains / np.median(t_j)
-        print(
-            f"{dtype:>8} {du:>10.2e} {dg:>13.2e} {ours:>11.1f} {ref:>10.1f} {ratio:>8.2f}"
-            f" {best:>9.2f}"
-        )
-        rows.append((dtype, du, dg, ours, ref))
+    for n_chains in chain_counts:
+        for dtype in ("float32", "float64"):
+            rng = np.random.default_rng(0)
+            theta = rng.uniform(-0.1, 0.1, (n_chains, target.p)).astype(dtype)
+            f = jax_value_and_grad(target, dtype)
+            tj = jax.device_put(theta)
+            uj, gj = (np.asarray(a, dtype=np.float64) for a in f(tj))
+            with threadpool_limits(threads):
+                u, g = target.U_and_grad(theta)
+                du = np.max(np.abs(u - uj) / np.abs(uj))
+                dg = np.max(np.abs(g - gj)) / np.max(np.abs(gj))
+                t_o, t_j = paired_times(
+                    lambda: target.U_and_grad(theta),  # noqa: B023
+                    lambda: jax.block_until_ready(f(tj)),  # noqa: B023
+                    rounds,
+                )
+            wall, cpu = np.median(t_j / t_o, axis=1)
+            ours, ref = n_chains / np.median(t_o[0]), n_chains / np.median(t_j[0])
+            print(
+                f"{dtype:>8} {n_chains:>6} {du:>10.2e} {dg:>13.2e} {ours:>11.1f} {ref:>10.1f}"
+                f" {wall:>8.2f} {cpu:>12.2f}"
+            )
+            rows.append((dtype, n_chains, du, dg, ours, ref, wall, cpu))
     return rows
 
 
@@ -162,16 +189,66 @@ def crossover_table(chain_counts, quick):
                 )
 
 
+def chainwise_table(chain_counts, quick):
+    rng = np.random.default_rng(0)
+    rounds = 5 if quick else 15
+    print(
+        "numpy kernel, float32, one thread: chainwise / batched CPU time (the same numbers),"
+        f" median of {rounds} alternating rounds; 'path' = what the thresholds pick"
+    )
+    print(
+        f"{'network':>18} {'n':>5} {'n x width':>9} {'chains':>6} {'grad':>6} {'energy':>6}"
+        f" {'path (grad, energy)':>20}"
+    )
+    limits = model.CHAINWISE_MIN_GRAD, model.CHAINWISE_MIN_ENERGY
+
+    def on(path, fn):
+        def call():
+            limit = 0 if path == "chainwise" else 1 << 62
+            model.CHAINWISE_MIN_GRAD = model.CHAINWISE_MIN_ENERGY = limit
+            fn()
+
+        return call
+
+    with threadpool_limits(1):
+        for sizes, n in [*CROSSOVER, ((64, 384, 192, 10), 300)]:
+            mlp = model.MLP(sizes)
+            X = rng.standard_normal((n, sizes[0])).astype(np.float32)
+            y = rng.integers(0, sizes[-1], n)
+            paths = ", ".join(
+                "chainwise" if mlp._chainwise(X, m) else "batched"
+                for m in (model.CHAINWISE_MIN_GRAD, model.CHAINWISE_MIN_ENERGY)
+            )
+            for c in chain_counts:
+                th = rng.uniform(-1, 1, (c, mlp.p)).astype(np.float32)
+                ratios = []
+                for fn in (partial(mlp.loss_and_grad, th, X, y), partial(mlp.forward, th, X)):
+                    on("chainwise", fn)()  # compiles the kernels before timing
+                    t_c, t_b = paired_times(on("chainwise", fn), on("batched", fn), rounds)
+                    ratios.append(np.median(t_c[1] / t_b[1]))
+                model.CHAINWISE_MIN_GRAD, model.CHAINWISE_MIN_ENERGY = limits
+                print(
+                    f"{str(sizes):>18} {n:>5} {n * max(sizes[1:]):>9} {c:>6} {ratios[0]:>6.2f}"
+                    f" {ratios[1]:>6.2f} {paths:>20}"
+                )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats (noisier numbers)")
     ap.add_argument("--crossover", action="store_true", help="the fused/numpy crossover table")
     ap.add_argument("--threads", type=int, default=1, help="BLAS and XLA threads (default 1)")
-    ap.add_argument("--chains", type=int, default=8, help="chains per batch (digits.yaml: 8)")
+    ap.add_argument("--chainwise", action="store_true", help="the chainwise/batched crossover")
+    ap.add_argument(
+        "--chains", type=int, nargs="+", default=[8, 1], help="chains per batch (digits.yaml: 8)"
+    )
     args = ap.parse_args()
     print(f"cores: {os.cpu_count()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     if args.crossover:
         crossover_table((8, 32, 128), args.quick)
+        return
+    if args.chainwise:
+        chainwise_table((8, 32), args.quick)
         return
     try:
         import jax  # noqa: F401
