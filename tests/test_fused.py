@@ -321,7 +321,7 @@ def test_build_picks_backend():
 
     assert type(samplers.build({"kind": "rwm", "backend": "numba"}, Quadratic())) is samplers.RWM
     with pytest.raises(ValueError, match="unknown sampler backend"):
-        samplers.build({"kind": "rwm", "backend": "cuda"}, target)
+        samplers.build({"kind": "rwm", "backend": "opencl"}, target)
 
 
 def test_wide_networks_fall_back_to_numpy():

@@ -26,7 +26,9 @@ which parallel tempering (:mod:`.tempering`) uses to run all replicas in one bat
 
 ``backend: numba`` runs RWM and HMC on MLP targets as fused compiled kernels
 (:mod:`.fused`) where they are the faster (small networks); other kinds and targets, and wide
-networks, use these numpy kernels, which stay the reference.
+networks, use these numpy kernels, which stay the reference. ``backend: cuda`` runs the same
+fused code on a CUDA GPU (:mod:`.cuda`, RWM and HMC on MLP targets only; anything else is a
+config error, as is a machine without a GPU).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from .rwm import RWM, RWMInfo, RWMState
 from .tempering import Tempered
 
 KINDS = {"rwm": RWM, "mala": MALA, "hmc": HMC}
-BACKENDS = ("numpy", "numba")
+BACKENDS = ("numpy", "numba", "cuda")
 DEFAULT_BACKEND = "numba"  # keep equal to the schema's default
 # Enters every checkpoint's settings hash: bump it whenever a kernel's numbers change for the same
 # settings, so an old checkpoint is set aside instead of being continued by different code.
@@ -66,6 +68,9 @@ def build(sampler_cfg: dict, target):
     parallel tempering. ``backend: numba`` picks the fused kernel where one exists for the
     kind and target and is the faster for ``chains_per_batch`` chains (:func:`.fused.supports`:
     small networks), and the numpy kernel otherwise (wide networks, where BLAS wins).
+    ``backend: cuda`` picks the CUDA kernels (:mod:`.cuda`) and raises
+    :class:`lossatlas.config.ConfigError` before any work where there are none for the kind or
+    target, or no usable GPU.
     """
     cfg = sampler_cfg
     kind = cfg.get("kind", "rwm")
@@ -74,7 +79,9 @@ def build(sampler_cfg: dict, target):
         raise ValueError(f"unknown sampler backend {backend!r}; use one of {', '.join(BACKENDS)}")
     rwm_cls, hmc_cls = RWM, HMC
     t = cfg.get("tempering", {})
-    if backend == "numba" and kind in ("rwm", "hmc"):
+    if backend == "cuda":
+        rwm_cls, hmc_cls = _cuda_kernels(kind, target)
+    elif backend == "numba" and kind in ("rwm", "hmc"):
         from . import fused  # numba only when asked for
 
         # tempering runs every replica of a batch's chains in one kernel call
@@ -109,3 +116,19 @@ def build(sampler_cfg: dict, target):
         adapt_swap_rate=t.get("adapt_swap_rate", False),
         target_swap_rate=t.get("target_swap_rate", 0.3),
     )
+
+
+def _cuda_kernels(kind: str, target):
+    """The CUDA sampler classes ``(rwm, hmc)``, after checking they can run ``kind`` on
+    ``target`` here (a config error naming the fix if not)."""
+    from ..config import ConfigError
+    from . import cuda, fused
+
+    if kind not in ("rwm", "hmc") or not fused.evaluates(target):
+        what = f"sampler.kind {kind}" if kind not in ("rwm", "hmc") else "this target"
+        raise ConfigError(
+            f"invalid config: sampler.backend cuda runs rwm and hmc on the MLP target only, and "
+            f"{what} has no CUDA kernel; set sampler.backend to numba (or numpy) for it"
+        )
+    cuda.require()
+    return cuda.CudaRWM, cuda.CudaHMC

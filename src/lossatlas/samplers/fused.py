@@ -62,9 +62,8 @@ def max_fused_flops(n_chains: int) -> float:
     return FUSED_FLOPS_AT_8 * (c / 8) ** 2
 
 
-def supports(target, n_chains: int = 8) -> bool:
-    """Whether the fused kernels evaluate this target, and faster than the numpy kernels for a
-    batch of ``n_chains`` (else the numpy kernels are used)."""
+def evaluates(target) -> bool:
+    """Whether the fused code (CPU or CUDA) can evaluate this target: an MLP target."""
     mlp = getattr(target, "mlp", None)
     return (
         mlp is not None
@@ -74,8 +73,13 @@ def supports(target, n_chains: int = 8) -> bool:
         and getattr(target, "energy", None) in ("sum", "mean")
         and hasattr(target, "X")
         and hasattr(target, "y")
-        and energy_flops(target) <= max_fused_flops(n_chains)
     )
+
+
+def supports(target, n_chains: int = 8) -> bool:
+    """Whether the fused kernels evaluate this target, and faster than the numpy kernels for a
+    batch of ``n_chains`` (else the numpy kernels are used)."""
+    return evaluates(target) and energy_flops(target) <= max_fused_flops(n_chains)
 
 
 class Arch:
@@ -412,14 +416,19 @@ def rwm_block(pos, U, eps, beta, key, box, net, c0, n, th, ub, ws, new_pos, new_
             new_pos[ci, j] = row[c] if acc[ci] else pos[ci, j]
 
 
+@_jit
+def rwm_scratch(p, width, dt):
+    """Scratch of :func:`rwm_block` for ``width`` chains: ``(th (p, B), ub (B,))``."""
+    return np.empty((p, width), dt), np.empty(width, dt)
+
+
 @_pjit
 def _rwm_kernel(pos, U, eps, beta, key, box, net, maxw, new_pos, new_U, prob, acc):
     C, p = pos.shape
     for blk in prange((C + BLOCK - 1) // BLOCK):
         c0 = blk * BLOCK
         n = min(BLOCK, C - c0)
-        th = np.empty((p, BLOCK), pos.dtype)
-        ub = np.empty(BLOCK, pos.dtype)
+        th, ub = rwm_scratch(p, BLOCK, pos.dtype)
         ws = workspace(net[2].shape[0], maxw, BLOCK, pos.dtype)
         rwm_block(pos, U, eps, beta, key, box, net, c0, n, th, ub, ws, new_pos, new_U, prob, acc)
 
