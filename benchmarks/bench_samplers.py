@@ -8,6 +8,14 @@ our float32 fused kernel. BlackJAX, JAX and emcee come from the ``bench`` extra;
 are skipped.
 
     python benchmarks/bench_samplers.py [--quick]
+
+``--device gpu`` compares our CUDA kernels (``backend: cuda``, float32, ``run``: many
+transitions per launch, the state on the GPU) with BlackJAX on JAX's GPU backend (the same
+jitted ``lax.scan`` of a ``vmap``-ed step), up to 1,048,576 chains: RWM chain-steps/s and HMC
+gradient evaluations/s, and their ratios. Needs an NVIDIA GPU and the ``cuda`` and ``bench``
+extras with JAX's CUDA wheels (benchmarks/README.md):
+
+    python benchmarks/bench_samplers.py --device gpu [--quick] [--chains 1024,1048576] [--steps N]
 """
 
 from __future__ import annotations
@@ -144,10 +152,85 @@ def emcee_ess_of_U_per_s(target, n_walkers, warmup, draws):
     return ess / dt, ess, dt
 
 
+GPU_CHAINS = (1024, 16384, 131072, 1048576)
+
+
+def cuda_steps_per_s(target, kind, n_chains, n_steps, **cfg):
+    """Chain-steps/s of our CUDA kernels: ``run`` (``n_steps`` transitions in one launch, state
+    copied in and out once, as BlackJAX's scan returns its state) and ``step`` (a copy in and
+    out per transition, the engine's call); compile and a short tuning excluded."""
+    sampler = samplers.build({"kind": kind, "backend": "cuda", "dtype": "float32", **cfg}, target)
+    rng = np.random.default_rng(0)
+    state = sampler.init(rng.uniform(-1, 1, (n_chains, target.p)), rng)
+    for _ in range(5):  # compiles, and tunes a little so acceptance is realistic
+        state, _ = sampler.step(state, rng, adapt=True)
+    state = sampler.end_warmup(state)
+    sampler.run(state, rng, 1)  # compiles run's specialisation
+    run = n_chains * n_steps / timed(lambda: sampler.run(state, rng, n_steps))
+    n_single = 3
+
+    def steps():
+        s = state
+        for _ in range(n_single):
+            s, _ = sampler.step(s, rng)
+
+    return run, n_chains * n_single / timed(steps, repeat=2)
+
+
+def gpu_main(args):
+    """Our CUDA kernels against BlackJAX on the GPU (see the module docstring)."""
+    # JAX would take 75% of the GPU's memory at start, leaving our kernels too little
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    from lossatlas.samplers import cuda
+
+    why = cuda.unavailable()
+    if why is not None:
+        raise SystemExit(f"--device gpu: {why}; pip install -e '.[cuda]' on a GPU machine")
+    import jax
+
+    target = report_target()
+    chains = [int(c) for c in args.chains.split(",")] if args.chains else GPU_CHAINS
+    base = 2**24 if args.quick else 2**27  # chain-steps per timed run
+    gpus = [str(d) for d in jax.devices()]
+    print(f"target: MLP {target.mlp.sizes}, p={target.p}, n={target.n_points}, box={target.box}")
+    from numba import cuda as numba_cuda
+
+    name = "simulator" if cuda.simulated() else numba_cuda.get_current_device().name
+    name = name.decode() if isinstance(name, bytes) else name
+    print(f"numba's CUDA target: {getattr(numba_cuda, 'implementation', '?')}, device: {name}")
+    print(f"JAX {jax.__version__} devices: {', '.join(gpus)}")
+    if jax.default_backend() != "gpu":
+        print("WARNING: JAX has no GPU backend (pip install 'jax[cuda12]'): not GPU vs GPU")
+    head = f"{'chains':>8} {'steps':>6} {'cuda run':>10} {'cuda step':>10} {'blackjax':>10}"
+    head += f" {'run/bj':>7} {'step/bj':>7}"
+    for kind, label, per_step, cfg in (
+        ("rwm", "RWM chain-steps/s", 1, {}),
+        ("hmc", "HMC gradient evaluations/s (10 leapfrog steps)", 10, {"hmc": {"n_leapfrog": 10}}),
+    ):
+        print(f"\n{label}, float32 (ours: backend cuda; BlackJAX: vmap of the step in lax.scan)")
+        print(head)
+        for c in chains:
+            n = args.steps or min(2000, max(4, base // (c * per_step)))
+            run, step = (per_step * r for r in cuda_steps_per_s(target, kind, c, n, **cfg))
+            bj = per_step * blackjax_steps_per_s(target, kind, c, n)
+            print(
+                f"{c:>8} {n:>6} {run:>10.3g} {step:>10.3g} {bj:>10.3g} {run / bj:>7.2f}"
+                f" {step / bj:>7.2f}"
+            )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs (noisier numbers)")
+    ap.add_argument(
+        "--device", choices=("cpu", "gpu"), default="cpu", help="gpu: CUDA against BlackJAX"
+    )
+    ap.add_argument("--chains", help="gpu: comma-separated chain counts (default up to 2^20)")
+    ap.add_argument("--steps", type=int, help="gpu: transitions per timed run (default: by size)")
     args = ap.parse_args()
+    if args.device == "gpu":
+        gpu_main(args)
+        return
     target = report_target()
     steps = 20 if args.quick else 50  # numpy and BlackJAX; the fused kernels run longer
     try:

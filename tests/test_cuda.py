@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_samplers import check_resume_bit_identical
+from test_samplers import Flat, check_resume_bit_identical
 
 from lossatlas import model, samplers
 from lossatlas.config import ConfigError
@@ -141,12 +141,5 @@ def test_no_gpu_is_a_config_error_naming_the_field():
 def test_kinds_and_targets_without_cuda_kernel_are_config_errors():
     with pytest.raises(ConfigError, match=r"sampler\.kind mala has no CUDA kernel"):
         samplers.build({"kind": "mala", "backend": "cuda"}, _target())
-
-    class Quadratic:
-        box, beta = 1.0, 1.0
-
-        def U(self, x):
-            return (x * x).sum(axis=1)
-
     with pytest.raises(ConfigError, match="this target has no CUDA kernel"):
-        samplers.build({"kind": "rwm", "backend": "cuda"}, Quadratic())
+        samplers.build({"kind": "rwm", "backend": "cuda"}, Flat(p=2, box=1.0))
