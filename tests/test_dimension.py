@@ -97,3 +97,30 @@ def test_table_flags_a_real_plane():
             assert abs(row["value"] - 2) < 0.5
     assert table[("pca_ev2", "uniform")]["value"] > 0.999
     assert table[("pipeline_ev2", "shuffled")]["verdict"].startswith("above")
+
+
+def test_wide_clouds_gram_path_equals_the_row_path():
+    """More coordinates than points (p = 120, 50 good draws, some repeated as after RWM
+    rejections): the PCA share from the Gram matrix equals the SVD's, and shuffled nulls
+    measured from streamed Gram matrices equal those measured from the rows, to 1e-8."""
+    rng = np.random.default_rng(11)
+    theta = rng.normal(size=(300, 120)) * np.linspace(0.2, 3, 120)
+    theta[1:40:2] = theta[0:39:2]  # repeated positions
+    ml = np.r_[np.zeros(50), np.ones(250)]
+    X = theta[:50]
+    svd = float(dimension.pca_spectrum(X, 2)["explained_variance_ratio"].sum())
+    assert dimension._top_k_ratio(X, 2) == pytest.approx(svd, rel=1e-10)
+    kw = {"n_null": 4, "n_boot": 5, "k1": 5, "k2": 10, "kpca": {"max_exact": 100}}
+    calls = []
+
+    def grams(subsets):
+        calls.append(len(subsets))
+        return [theta[s] @ theta[s].T for s in subsets]
+
+    rows = dimension.dimension_table(theta, ml, 0.5, 3.0, **kw)
+    streamed = dimension.dimension_table(theta, ml, 0.5, 3.0, subset_grams=grams, **kw)
+    assert calls == [4] and len(rows) == len(streamed) == 8
+    for a, b in zip(rows, streamed, strict=True):
+        assert (a["statistic"], a["null"]) == (b["statistic"], b["null"])
+        for col in ("value", "null_value", "null_lo", "null_hi", "p_null"):
+            assert b[col] == pytest.approx(a[col], rel=1e-8, nan_ok=True), (a, col)

@@ -76,7 +76,45 @@ def pca_spectrum(
 
 
 def _top_k_ratio(X, k):
+    n, p = X.shape
+    if n < p:
+        # fewer points than coordinates (large p): the centred Gram matrix (n x n) has the same
+        # nonzero spectrum, at a fraction of the SVD's time and memory
+        A = np.asarray(X, dtype=np.float64)
+        A = A - A.mean(axis=0)
+        return gram_top_k_ratio(A @ A.T, k, centred=True)
     return float(pca_spectrum(X, n_components=min(k, *X.shape))["explained_variance_ratio"].sum())
+
+
+def gram_top_k_ratio(K: np.ndarray, k: int, centred: bool = False) -> float:
+    """Share of the total variance in the top ``k`` principal components of the points whose
+    Gram matrix (inner products) is ``K (n, n)``."""
+    K = np.asarray(K, dtype=np.float64)
+    if not centred:
+        K = K - K.mean(axis=0) - K.mean(axis=1)[:, None] + K.mean()
+    ev = np.linalg.eigvalsh(K)[::-1]
+    return float(ev[:k].sum() / np.trace(K))
+
+
+def gram_stats(
+    K: np.ndarray, k_pca: int = 2, discard: float = 0.1, k1: int = 10, k2: int = 20
+) -> dict:
+    """``twonn``, ``mle`` and ``pca_ev{k_pca}`` values (no intervals) of the points whose Gram
+    matrix is ``K (n, n)``, as :func:`twonn`, :func:`mle` and the PCA share compute them from
+    the points. Repeated points (squared distance below 1e-12 of their squared norms) are
+    dropped for the neighbour statistics, as :func:`_unique` does."""
+    K = np.asarray(K, dtype=np.float64)
+    sq = np.diag(K)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * K, 0.0)
+    same = d2 <= 1e-12 * (sq[:, None] + sq[None, :])
+    keep = ~np.tril(same, -1).any(axis=1)  # the first of each group of repeated points
+    dist = np.sort(np.sqrt(d2[np.ix_(keep, keep)]), axis=1)
+    dist[:, 0] = 0.0  # each point is its own nearest neighbour
+    return {
+        "twonn": _twonn_of(dist, discard, 1, 0)["value"],
+        "mle": _mle_of(dist, k1, k2, 1, 0)["value"],
+        f"pca_ev{k_pca}": gram_top_k_ratio(K, k_pca),
+    }
 
 
 # --- TwoNN ------------------------------------------------------------------------------------
@@ -97,6 +135,11 @@ def twonn(X, discard: float = 0.1, n_boot: int = 200, seed: int = 0) -> dict:
     """TwoNN estimate ``{"value", "lo", "hi", "n"}``; bootstrap over points (their ratios)."""
     U = _unique(X)
     dist, _ = NearestNeighbors(n_neighbors=3).fit(U).kneighbors(U)
+    return _twonn_of(dist, discard, n_boot, seed)
+
+
+def _twonn_of(dist, discard, n_boot, seed) -> dict:
+    """TwoNN from each point's sorted neighbour distances ``dist (n, >= 3)``, self first."""
     mu = dist[:, 2] / dist[:, 1]
     value = float(_twonn_fit(mu[None], discard)[0])
     idx = _rng(seed).integers(0, len(mu), size=(n_boot, len(mu)))
@@ -120,6 +163,13 @@ def mle(X, k1: int = 10, k2: int = 20, n_boot: int = 200, seed: int = 0) -> dict
     if n <= k2:
         raise ValueError(f"mle needs more than k2 = {k2} distinct points, got {n}")
     dist, _ = NearestNeighbors(n_neighbors=k2 + 1).fit(U).kneighbors(U)
+    return _mle_of(dist, k1, k2, n_boot, seed)
+
+
+def _mle_of(dist, k1, k2, n_boot, seed) -> dict:
+    """The MLE from each point's sorted neighbour distances ``dist (n, >= k2 + 1)``."""
+    n = len(dist)
+    dist = dist[:, : k2 + 1]
     logT = np.log(dist[:, 1:])  # (n, k2): T_1 .. T_k2
     ks = np.arange(k1, k2 + 1)
     csum = np.cumsum(logT, axis=1)
@@ -226,6 +276,7 @@ def dimension_table(
     kpca: dict | None = None,
     max_points: int = 5000,
     null_transform=None,
+    subset_grams=None,
 ) -> list[dict]:
     """Rows ``{statistic, value, lo, hi, null, null_value, null_lo, null_hi, p_null, verdict,
     n_good}`` for draws ``theta (n, p)`` with per-draw ``mean_loss (n,)``; good = ``mean_loss <
@@ -239,6 +290,11 @@ def dimension_table(
     :func:`pipeline_ev`. At most ``max_points`` good draws (random subset, fixed seed) enter the
     good-draw statistics. ``null_transform`` maps uniform null points ``(m, p)`` into the
     coordinates ``theta`` is in (e.g. canonicalisation), so both sides are measured alike.
+
+    ``subset_grams(subsets) -> [K]``, when given, returns the Gram matrices of ``theta``'s rows
+    at each sorted index array: the shuffled nulls are then measured by :func:`gram_stats`
+    from one pass over an on-disk ``theta`` instead of reading random rows per replicate
+    (same subsets, same statistics up to rounding).
     """
     rng = _rng(seed)
 
@@ -279,6 +335,15 @@ def dimension_table(
 
     # null replicates
     nulls = {"uniform": {}, "shuffled": {}}
+    grams = None
+    if enough and subset_grams is not None:
+        # the replicates' shuffled subsets, drawn as the loop below draws them
+        picks = []
+        for r in range(n_null):
+            rs = _rng([seed, r])
+            null_uniform(m, p, box, rs)
+            picks.append(np.sort(rs.choice(n, size=m, replace=False)))
+        grams = subset_grams(picks)
     for r in range(n_null):
         rs = _rng([seed, r])
         for name in ("uniform", "shuffled"):
@@ -288,8 +353,11 @@ def dimension_table(
                 cloud = uniform(m)
             else:
                 pick = rs.choice(n, size=m, replace=False)
-                cloud = _rows(theta, pick) if enough else None
-            if enough:
+                cloud = _rows(theta, pick) if enough and grams is None else None
+            if enough and cloud is None:
+                for stat, v in gram_stats(grams[r], k_pca, discard, k1, k2).items():
+                    nulls[name].setdefault(stat, []).append(v)
+            elif enough:
                 nulls[name].setdefault("twonn", []).append(
                     twonn(cloud, discard=discard, n_boot=1)["value"]
                 )

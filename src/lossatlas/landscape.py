@@ -20,6 +20,8 @@ counts when p is large; :func:`row_budget` describes the cap for the output JSON
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
@@ -97,6 +99,23 @@ def invariant_diagnostics(store, dataset, cfg, raw_table: pd.DataFrame):
 # --- dimension ---------------------------------------------------------------------------------
 
 
+def _subset_grams(theta, dc, subsets) -> list[np.ndarray]:
+    """Gram matrices of the rows (flat chain-major) of ``theta (chain, draw, p)`` at each index
+    array of ``subsets``, in one pass over column blocks of ``dimension.max_mb``: random rows
+    of a chunked store cost a read of most of it each time, a column block reads each chunk
+    once."""
+    n_chains, n_draws, p = theta.shape
+    width = budget_rows(n_chains * n_draws, dc["max_mb"])
+    grams = [np.zeros((len(s), len(s))) for s in subsets]
+    for j0 in range(0, p, width):
+        block = np.asarray(theta[:, :, j0 : j0 + width], dtype=np.float64)
+        block = block.reshape(n_chains * n_draws, -1)
+        for K, s in zip(grams, subsets, strict=True):
+            rows = block[s]
+            K += rows @ rows.T
+    return grams
+
+
 def dimension_rows(store, dataset, cfg) -> tuple[list[dict], dict]:
     """:func:`dimension.dimension_table` of the good draws in the analysis coordinates, with the
     uniform null mapped into the same coordinates. Rows whose statistic could not be computed
@@ -124,6 +143,9 @@ def dimension_rows(store, dataset, cfg) -> tuple[list[dict], dict]:
         "gamma": cfg["reduce"]["kpca"]["gamma"],
         "max_exact": budget["pipeline_max_draws"]["used"],
     }
+    # wide clouds of raw draws (large p): shuffled nulls from one streamed pass, see _subset_grams
+    wide = transform is None and rows_view.shape[1] > max_points
+    grams = partial(_subset_grams, store.theta, dc) if wide else None
     rows = dimension.dimension_table(
         rows_view,
         ml,
@@ -140,6 +162,7 @@ def dimension_rows(store, dataset, cfg) -> tuple[list[dict], dict]:
         kpca=kpca,
         max_points=max_points,
         null_transform=transform,
+        subset_grams=grams,
     )
     need = {"pipeline": kpca["n_pca"] + 1, "other": dc["mle_k2"] + 2}
     for r in rows:
