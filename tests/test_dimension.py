@@ -101,8 +101,9 @@ def test_table_flags_a_real_plane():
 
 def test_wide_clouds_gram_path_equals_the_row_path():
     """More coordinates than points (p = 120, 50 good draws, some repeated as after RWM
-    rejections): the PCA share from the Gram matrix equals the SVD's, and shuffled nulls
-    measured from streamed Gram matrices equal those measured from the rows, to 1e-8."""
+    rejections): the statistics from the Gram matrix equal those from the points (PCA share to
+    1e-10, neighbour estimates to 1e-8), and shuffled nulls measured from streamed Gram
+    matrices equal those measured from the rows, to 1e-8."""
     rng = np.random.default_rng(11)
     theta = rng.normal(size=(300, 120)) * np.linspace(0.2, 3, 120)
     theta[1:40:2] = theta[0:39:2]  # repeated positions
@@ -110,6 +111,10 @@ def test_wide_clouds_gram_path_equals_the_row_path():
     X = theta[:50]
     svd = float(dimension.pca_spectrum(X, 2)["explained_variance_ratio"].sum())
     assert dimension._top_k_ratio(X, 2) == pytest.approx(svd, rel=1e-10)
+    g = dimension.gram_stats(X @ X.T, 2, 0.1, 5, 10)
+    assert g["twonn"] == pytest.approx(dimension.twonn(X, 0.1, n_boot=1)["value"], rel=1e-8)
+    assert g["mle"] == pytest.approx(dimension.mle(X, 5, 10, n_boot=1)["value"], rel=1e-8)
+    assert g["pca_ev2"] == pytest.approx(svd, rel=1e-10)
     kw = {"n_null": 4, "n_boot": 5, "k1": 5, "k2": 10, "kpca": {"max_exact": 100}}
     calls = []
 

@@ -354,8 +354,10 @@ def dimension_table(
             else:
                 pick = rs.choice(n, size=m, replace=False)
                 cloud = _rows(theta, pick) if enough and grams is None else None
-            if enough and cloud is None:
-                for stat, v in gram_stats(grams[r], k_pca, discard, k1, k2).items():
+            if enough and (cloud is None or m < p):
+                # wide clouds (large p): all three statistics from one n x n Gram matrix
+                K = grams[r] if cloud is None else cloud @ cloud.T
+                for stat, v in gram_stats(K, k_pca, discard, k1, k2).items():
                     nulls[name].setdefault(stat, []).append(v)
             elif enough:
                 nulls[name].setdefault("twonn", []).append(
