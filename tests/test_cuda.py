@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_samplers import Flat, check_resume_bit_identical
+from test_samplers import Flat, _assert_states_equal, _copy, check_resume_bit_identical
 
 from lossatlas import model, samplers
 from lossatlas.config import ConfigError
@@ -87,7 +87,10 @@ def _child(out_dir):
     for kind in ("rwm", "hmc"):
         sampler = _sampler("cuda", {"kind": kind})
         assert type(sampler) is {"rwm": cuda.CudaRWM, "hmc": cuda.CudaHMC}[kind]
-        check_resume_bit_identical(sampler, x0)
+        state = check_resume_bit_identical(sampler, x0)
+        before = _copy(state)
+        sampler.run(state, np.random.default_rng(1), 2)
+        _assert_states_equal(state, before)  # the input state is not modified
     (Path(out_dir) / "resume.json").write_text(json.dumps("ok"))
 
 
