@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_engine
 from test_samplers import Flat, _assert_states_equal, _copy, check_resume_bit_identical
 
-from lossatlas import model, samplers
+from lossatlas import engine, model, samplers
 from lossatlas.config import ConfigError
 from lossatlas.samplers import fused
 
@@ -92,6 +93,13 @@ def _child(out_dir):
         sampler.run(state, np.random.default_rng(1), 2)
         _assert_states_equal(state, before)  # the input state is not modified
     (Path(out_dir) / "resume.json").write_text(json.dumps("ok"))
+    for kind in ("rwm", "hmc"):
+        _, _, specs = test_engine.setup(_engine_cfg("cuda", kind), Path(out_dir) / kind)
+        engine.run_batch(specs[0])
+
+
+def _engine_cfg(backend, kind):
+    return test_engine.make_cfg(backend=backend, kind=kind, n_chains=3, chains_per_batch=3)
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +128,16 @@ def test_simulated_kernels_match_fused_cpu_bitwise(simulated, name):
             assert np.all(np.abs(value) <= BOX), key
     if name.startswith("hmc"):
         assert got["run-sum-n_reflections"].sum() > 0  # trajectories did hit the walls
+
+
+@pytest.mark.parametrize("kind", ["rwm", "hmc"])
+def test_simulated_engine_batch_matches_fused_cpu_bitwise(simulated, kind, tmp_path):
+    """engine.run_batch thins with one ``run`` launch per draw on CUDA; the batch file holds
+    the same draws and statistics as the CPU kernel's, step by step."""
+    _, _, specs = test_engine.setup(_engine_cfg("numba", kind), tmp_path)
+    engine.run_batch(specs[0])
+    got = test_engine.contents(simulated / kind / "chains" / "batch-0000.h5")
+    assert got == test_engine.contents(specs[0]["path"])
 
 
 def test_simulated_resume_is_bit_exact(simulated):
