@@ -19,7 +19,8 @@ by the cache).
 States, infos and the step-size and mass-matrix adaptation are the fused samplers' (host
 numpy arrays), so checkpoints resume bit-exactly as before. ``step`` copies the state to the
 GPU and back for every transition; :meth:`CudaRWM.run` does ``n`` transitions without
-adaptation in one launch, the state staying on the GPU, which is where the GPU pays.
+adaptation in one launch, the state staying on the GPU, which is where the GPU pays;
+``engine.run_batch`` uses it for the ``thin`` transitions of every draw (warm-up still steps).
 
 numba's CUDA target comes from the ``numba-cuda`` package (the ``cuda`` extra); numba's own
 deprecated ``numba.cuda`` works too. :func:`unavailable` says why kernels cannot run here.
