@@ -18,6 +18,11 @@ of the same size.
 
 Exact duplicate draws (repeated positions after rejected proposals) have zero neighbour
 distance and are dropped before neighbour-based estimates.
+
+Wide clouds (fewer points than coordinates, i.e. large p): the PCA share comes from the centred
+Gram matrix, and the null replicates' statistics from their Gram matrices (:func:`gram_stats`);
+the shuffled nulls' Gram matrices can be supplied from one streamed pass over the draws
+(``subset_grams``). Same statistics, up to rounding.
 """
 
 from __future__ import annotations
