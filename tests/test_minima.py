@@ -211,3 +211,14 @@ def test_eigsh_stopped_early_keeps_what_converged(monkeypatch):
         c = minima.classify(target.U_and_grad, end[0], 10.0, dense_max=0, n_eig=4)
         assert (c["classification"], c["eig_converged"], c["n_eig"]) == (kind, False, len(found))
         assert not c["index_exact"] and not c["n_zero_exact"]
+
+
+def test_dense_hessian_of_the_free_coordinates_only():
+    """With most coordinates pinned at large p the dense path must not build p x p."""
+    target, saddle = _linear_target()
+    free = np.arange(59) % 3 != 0
+    full = minima.hessian(target.U_and_grad, saddle)
+    # same differences, possibly in other batch sizes: equal up to rounding of the gradients
+    np.testing.assert_allclose(
+        minima.hessian(target.U_and_grad, saddle, free=free), full[np.ix_(free, free)], atol=1e-8
+    )

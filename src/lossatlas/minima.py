@@ -108,18 +108,22 @@ def local_minimize(
 
 
 def hessian(
-    U_and_grad: BatchedUGrad, x: np.ndarray, eps: float = 1e-5, block: int = 256
+    U_and_grad: BatchedUGrad, x: np.ndarray, eps: float = 1e-5, free: np.ndarray | None = None
 ) -> np.ndarray:
-    """Hessian ``(p, p)`` at ``x`` by central differences of the exact gradient (batched calls
-    of ``2 * block`` gradients, so the network's activations stay small), symmetrised."""
+    """Hessian at ``x`` by central differences of the exact gradient, symmetrised; only the
+    rows and columns of the ``free`` coordinates (bool mask, default all). Gradients are
+    batched in calls of at most 2^24 numbers, so the network's activations stay small."""
     x = np.asarray(x, dtype=np.float64)
     p = x.size
-    H = np.empty((p, p))
-    for lo in range(0, p, block):
-        E = np.zeros((min(block, p - lo), p))
-        E[np.arange(len(E)), lo + np.arange(len(E))] = eps
+    idx = np.arange(p) if free is None else np.flatnonzero(free)
+    block = max(1, min(256, 2**24 // (2 * p)))
+    H = np.empty((len(idx), len(idx)))
+    for lo in range(0, len(idx), block):
+        sel = idx[lo : lo + block]
+        E = np.zeros((len(sel), p))
+        E[np.arange(len(sel)), sel] = eps
         _, g = U_and_grad(np.vstack([x + E, x - E]))
-        H[lo : lo + len(E)] = (g[: len(E)] - g[len(E) :]) / (2 * eps)  # row i = dg/dx_i
+        H[lo : lo + len(sel)] = ((g[: len(sel)] - g[len(sel) :]) / (2 * eps))[:, idx]
     return 0.5 * (H + H.T)
 
 
@@ -166,8 +170,7 @@ def free_spectrum(
     if n == 0:
         return np.zeros(0), "dense", True
     if n <= max(dense_max, 2 * n_eig + 1):
-        H = hessian(U_and_grad, x, eps)
-        return np.linalg.eigvalsh(H[np.ix_(free, free)]), "dense", True
+        return np.linalg.eigvalsh(hessian(U_and_grad, x, eps, free)), "dense", True
     op = hessian_operator(U_and_grad, x, free, eps)
     v0 = np.random.default_rng(seed).standard_normal(n)
     try:
