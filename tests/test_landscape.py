@@ -254,3 +254,16 @@ def test_streamed_plane_equals_the_refit(ds):
     # coordinates that are not an exact PCA of these draws are caught, not trusted
     Red.pca_param = Red.pca_param + rng.normal(size=Red.pca_param.shape)
     assert not landscape.good_plane(store, ds, cfg, Red, points)["matches_reduce"]
+
+
+def test_census_settings_reach_the_spectrum(ds):
+    """census.dense_max and n_eig from the config: above dense_max the table says eigsh and how
+    many eigenvalues it computed."""
+    cfg = cfg_for()
+    cfg["landscape"]["census"].update(maxiter=30, n_restarts=0, dense_max=5, n_eig=2)
+    theta = np.random.default_rng(9).uniform(-4, 4, size=(2, 30, P))
+    store = MemStore(theta, np.full((2, 30), 0.7))
+    _, table, meta = landscape.run_census(store, ds, cfg)
+    assert meta["spectrum"].startswith("eigsh: the 2 smallest and 2 largest")
+    assert table["spectrum"].str.startswith("eigsh").all() and (table["n_free"] <= P).all()
+    assert (table["n_eig"] <= 4).all() and (table["n_eig"] == 4).any()
