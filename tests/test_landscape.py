@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lossatlas import config, data, dimension, landscape, model, plots, symmetry, views
+from lossatlas import config, data, diagnostics, dimension, landscape, model, plots, symmetry, views
 
 SIZES = (2, 2, 2, 2)
 P = symmetry.n_params(SIZES)
@@ -73,6 +73,23 @@ def test_rowview_and_drawview_apply_the_transform_by_blocks(theta, ds):
     np.testing.assert_allclose(dv[:, 5:40, 3:9], want.reshape(theta.shape)[:, 5:40, 3:9])
     np.testing.assert_allclose(np.asarray(dv), want.reshape(theta.shape))
     assert views.coordinate_transform(cfg_for(), ds) is None
+
+
+def test_materialized_view_is_the_view_chunked_by_columns_and_then_removed(theta, ds, tmp_path):
+    cfg = cfg_for(coordinates="canonical")
+    dv = views.DrawView(theta, views.canonical_transform(cfg, ds), cfg=cfg)
+    assert dv.dpb < theta.shape[1]  # written in several draw blocks
+    with views.materialized(dv, tmp_path, col_block=4) as x:
+        assert x.shape == dv.shape and x.dtype == np.float64 and x.chunks[2] == 4
+        np.testing.assert_array_equal(x[()], np.asarray(dv))
+        a = diagnostics.summarize(x, theta[:, :, 0], block=4)
+        pd.testing.assert_frame_equal(a, diagnostics.summarize(dv, theta[:, :, 0], block=4))
+        b = diagnostics.summarize(x, theta[:, :, 0], block=4, workers=2)
+        pd.testing.assert_frame_equal(a, b)
+    assert list(tmp_path.iterdir()) == []
+    with views.materialized(dv, tmp_path, col_block=4, dtype=np.float32) as x:
+        assert x.dtype == np.float32
+        np.testing.assert_array_equal(x[()], np.asarray(dv).astype(np.float32))
 
 
 def test_canonical_view_keeps_U_and_merges_symmetric_copies(ds):

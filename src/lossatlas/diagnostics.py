@@ -110,16 +110,19 @@ def _summary_rows_inner(names, kind, x) -> list[dict]:
     ]
 
 
-def summarize(theta, energy, param_names=None, block: int = 256) -> pd.DataFrame:
+def summarize(theta, energy, param_names=None, block: int = 256, workers: int = 1) -> pd.DataFrame:
     """Per-quantity table for U and every parameter, streamed over parameter blocks.
 
     Columns: name, kind ("energy" or "param"), mean, sd (ddof=1, pooled draws), mcse_mean,
     ess_bulk, ess_tail (quantiles 0.05/0.95), r_hat (rank-normalised split R-hat). The first
-    row is U (named "U"). Write it with ``table.to_csv(path, index=False)``.
+    row is U (named "U"). Write it with ``table.to_csv(path, index=False)``. ``workers`` > 1
+    spreads the blocks over that many processes (same numbers).
     """
     rows = []
-    for names, kind, x in _blocks(theta, energy, param_names, block):
-        rows.extend(_summary_rows(names, kind, x))
+    blocks = _blocks(theta, energy, param_names, block)
+    total = theta.shape[2] + 1
+    for s_rows in _map_blocks(blocks, int(workers), _summary_rows, (), total):
+        rows.extend(s_rows)
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
@@ -225,17 +228,38 @@ def _block_rows(names, kind, x, n_batches, alpha) -> tuple[list[dict], list[dict
     return _summary_rows(names, kind, x), _normality_rows(names, kind, x, n_batches, alpha)
 
 
-def _map_blocks(blocks, n_batches, alpha, workers: int):
-    """``_block_rows`` of every block, in block order, on ``workers`` processes.
+def _map_blocks(blocks, workers: int, fn=_block_rows, args=(), total: int | None = None):
+    """``fn(names, kind, x, *args)`` of every block, in block order, on ``workers`` processes;
+    a progress line every ``PROGRESS_EVERY`` s when ``total`` (quantities) is given.
 
     Blocks are independent (arviz-stats works per parameter), so splitting the work changes
     no number. This process reads the blocks and keeps at most ``2 * workers`` in flight, so
     memory stays a few blocks whatever p is; a process pool, not threads, because the
     per-parameter work in arviz-stats and scipy holds the GIL for most of its time.
     """
+    done, t0 = 0, time.monotonic()
+    last = t0
+
+    def report(k):
+        nonlocal done, last
+        done += k
+        now = time.monotonic()
+        if total and now - last >= PROGRESS_EVERY and done < total:
+            last, rate = now, done / (now - t0)
+            logger.info(
+                "%d/%d quantities diagnosed (%.0f%%), %.0f /s, ETA %.0f s",
+                done,
+                total,
+                100 * done / total,
+                rate,
+                (total - done) / rate,
+            )
+
     if workers <= 1:
         for names, kind, x in blocks:
-            yield _block_rows(names, kind, x, n_batches, alpha)
+            out = fn(names, kind, x, *args)
+            report(len(names))
+            yield out
         return
     # fork, not spawn: spawn re-runs the main module in each child, and in a Snakemake rule
     # that is the rule's script. The children only compute on the arrays they are sent.
@@ -243,11 +267,17 @@ def _map_blocks(blocks, n_batches, alpha, workers: int):
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         pending = deque()
         for names, kind, x in blocks:
-            pending.append(pool.submit(_block_rows, names, kind, x, n_batches, alpha))
+            pending.append((len(names), pool.submit(fn, names, kind, x, *args)))
             if len(pending) >= 2 * workers:
-                yield pending.popleft().result()
+                k, fut = pending.popleft()
+                out = fut.result()
+                report(k)
+                yield out
         while pending:
-            yield pending.popleft().result()
+            k, fut = pending.popleft()
+            out = fut.result()
+            report(k)
+            yield out
 
 
 def diagnose(
@@ -271,21 +301,9 @@ def diagnose(
     srows, nrows = [], []
     blocks = _blocks(theta, energy, param_names, block)
     total = theta.shape[2] + 1
-    t0 = last = time.monotonic()
-    for s_rows, n_rows in _map_blocks(blocks, nb, alpha, int(workers)):
+    for s_rows, n_rows in _map_blocks(blocks, int(workers), _block_rows, (nb, alpha), total):
         srows.extend(s_rows)
         nrows.extend(n_rows)
-        now = time.monotonic()
-        if now - last >= PROGRESS_EVERY and len(srows) < total:
-            last, rate = now, len(srows) / (now - t0)
-            logger.info(
-                "%d/%d quantities diagnosed (%.0f%%), %.0f /s, ETA %.0f s",
-                len(srows),
-                total,
-                100 * len(srows) / total,
-                rate,
-                (total - len(srows)) / rate,
-            )
     table = pd.DataFrame(srows, columns=SUMMARY_COLUMNS)
     norm = pd.DataFrame(nrows, columns=NORMALITY_COLUMNS)
     info = {"n_chains": int(theta.shape[0]), "n_draws": int(n_draws), "n_batches": nb}

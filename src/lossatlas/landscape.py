@@ -20,6 +20,7 @@ counts when p is large; :func:`row_budget` describes the cap for the output JSON
 
 from __future__ import annotations
 
+import contextlib
 from functools import partial
 
 import numpy as np
@@ -68,17 +69,30 @@ def output_names(dataset) -> list[str]:
     return [f"p[{i},{k}]" for i in range(dataset.n_points) for k in range(dataset.n_classes)]
 
 
-def invariant_diagnostics(store, dataset, cfg, raw_table: pd.DataFrame):
+def invariant_diagnostics(
+    store, dataset, cfg, raw_table: pd.DataFrame, workers: int = 1, tmp_dir=None
+):
     """(table, summary). Table: summarize rows of U (``space`` energy), the canonical
     parameters (canonical) and the outputs on the data (outputs). Summary: per space, raw
-    parameters included from ``raw_table``, the worst R-hat, smallest ESS and pass/fail."""
+    parameters included from ``raw_table``, the worst R-hat, smallest ESS and pass/fail.
+    ``tmp_dir``: where a derived view wider than one parameter block is written once
+    (:func:`views.materialized`) instead of being recomputed per block; ``workers``:
+    processes of the diagnostics."""
     c = cfg["diagnose"]
     energy = store.stat("energy")
     target = model.from_config(cfg, dataset)
     canon = views.DrawView(store.theta, views.canonical_transform(cfg, dataset), cfg=cfg)
     outs = views.DrawView(store.theta, minima.target_outputs(target), cfg=cfg)
-    t_can = diagnostics.summarize(canon, energy, store.param_names, c["param_block"])
-    t_out = diagnostics.summarize(outs, energy, output_names(dataset), c["param_block"])
+    tables = []
+    for view, names in ((canon, store.param_names), (outs, output_names(dataset))):
+        # more than one column block: transform every draw once, not once per block
+        with (
+            views.materialized(view, tmp_dir, c["param_block"])
+            if tmp_dir is not None and view.shape[2] > c["param_block"]
+            else contextlib.nullcontext(view)
+        ) as x:
+            tables.append(diagnostics.summarize(x, energy, names, c["param_block"], workers))
+    t_can, t_out = tables
     t_can.insert(0, "space", np.where(t_can["kind"] == "energy", "energy", "canonical"))
     t_out = t_out[t_out["kind"] != "energy"]
     t_out.insert(0, "space", "outputs")

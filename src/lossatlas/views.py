@@ -12,9 +12,13 @@ Rows are flattened chain-major, as in :mod:`lossatlas.reduce`: row ``c * n_draws
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
+from pathlib import Path
 
+import h5py
 import numpy as np
 
 from lossatlas import reduce, symmetry
@@ -133,3 +137,27 @@ class DrawView:
 
     def __array__(self, dtype=None, copy=None):
         return self[:, :, :].astype(dtype or np.float64)
+
+
+@contextlib.contextmanager
+def materialized(view: DrawView, directory, col_block: int, dtype=None) -> Iterator[h5py.Dataset]:
+    """``view`` written once to a temporary HDF5 file in ``directory`` (deleted on exit),
+    chunked for reads of ``col_block`` columns at a time; yields that dataset.
+
+    Column blocks of a :class:`DrawView` each transform every draw again, so a diagnostic
+    over ``q / col_block`` blocks would read the whole store that many times (hundreds of
+    passes at p = 1e5). One pass here, then each column block reads only its chunks. ``dtype``
+    defaults to the source's (float32 draws give float32 derived coordinates).
+    """
+    c, d, q = view.shape
+    dtype = np.dtype(dtype or view.source.dtype)
+    width = max(1, min(int(col_block), q))
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".view-") as tmp:
+        with h5py.File(Path(tmp) / "view.h5", "w") as f:
+            dset = f.create_dataset(
+                "x", (c, d, q), dtype=dtype, chunks=(c, min(view.dpb, d), width)
+            )
+            for a in range(0, d, view.dpb):
+                b = min(a + view.dpb, d)
+                dset[:, a:b, :] = view[:, a:b, :]
+            yield dset

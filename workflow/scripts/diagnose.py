@@ -23,7 +23,12 @@ with SampleStore(sm.input.samples) as store:
     # Symmetric copies of one network look like unmixed modes in raw coordinates; canonical
     # parameters and the outputs on the data do not change under the symmetries.
     inv, inv_summary = landscape.invariant_diagnostics(
-        store, Dataset.load(sm.input.dataset), cfg, table
+        store,
+        Dataset.load(sm.input.dataset),
+        cfg,
+        table,
+        workers=sm.threads,
+        tmp_dir=Path(sm.output.summary).parent,
     )
 inv.to_csv(sm.output.invariant, index=False)
 Path(sm.output.invariant_summary).write_text(json.dumps(inv_summary, indent=2) + "\n")
