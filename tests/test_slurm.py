@@ -229,13 +229,16 @@ def test_scancel_sample_job_then_same_command_resumes(clean_queue, tmp_path, res
         if proc.poll() is None:
             proc.kill()
     killed_at = progress(wd)
-    assert all(p[0] < 2000 for p in killed_at), f"cancelled too late: {killed_at}"
+    # Cancelled part-way (how far depends on the machine's load): work is left to resume.
+    draws = yaml.safe_load(RESUME.read_text())["sampler"]["draws"]
+    assert all(p[0] < draws for p in killed_at), f"cancelled after it finished: {killed_at}"
 
     again = start_slurm_run(wd, RESUME_TARGET)
     watch_until_exit(again, slurm, 400)
     assert again.returncode == 0, (wd / "snakemake.out").read_text()
     resumed, computed, total = resume_counts(wd)[-1]
     assert resumed >= sum(p[0] for p in before) * 2 and resumed + computed == total
+    assert computed > 0
     assert read_samples(wd / RESUME_TARGET) == resume_reference
     print(f"scancel: {resumed} draws resumed, {computed} computed of {total}")
 
