@@ -1,10 +1,12 @@
 """Peak memory and wall time of every job of a finished run, one row per job.
 
 Reads, under a run's working directory, each ``logs/**/<rule>.benchmark.tsv`` (Snakemake's
-``benchmark:``: wall seconds and ``max_rss``, the summed RSS of the job's process tree, sampled
+``benchmark:``: wall seconds, ``max_rss`` and ``max_pss`` of the job's process tree, sampled
 once a second for 30 s and every 30 s after) and the last ``peak RSS:`` line of the matching
-``<rule>.log`` (the same tree sampled every 0.25 s by the job itself, and the job process's
-kernel-recorded peak). The job's peak is the larger of the two tree figures.
+``<rule>.log`` (the tree's RSS sampled every 0.25 s by the job itself, and the job process's
+kernel-recorded peak). The job's peak is the larger of the two tree RSS figures: a sum of RSS
+counts pages that forked workers share with their parent once per process, so it is an upper
+bound; PSS splits shared pages between their processes and is the tree's actual footprint.
 
     python benchmarks/rule_memory.py [WORKDIR] [--limit-mb 2048] [--csv out.csv]
 
@@ -35,13 +37,17 @@ def rows(workdir: Path) -> list[dict]:
             hits = PEAK.findall(log.read_text(errors="replace"))
             if hits:
                 tree, own = map(float, hits[-1])
-        snake = float(record["max_rss"]) if record["max_rss"] not in ("", "NA") else float("nan")
+        snake, pss = (
+            float(record[k]) if record.get(k) not in (None, "", "NA") else float("nan")
+            for k in ("max_rss", "max_pss")
+        )
         out.append(
             {
                 "rule": rule,
                 "experiment": str(rel) if str(rel) != "." else "",
                 "wall_s": float(record["s"]),
                 "snakemake_max_rss_mb": snake,
+                "snakemake_max_pss_mb": pss,
                 "tree_peak_mb": tree,
                 "process_peak_mb": own,
                 "peak_mb": max((v for v in (snake, tree) if v == v), default=float("nan")),
@@ -60,13 +66,16 @@ def main(argv=None) -> int:
     if not table:
         print(f"no logs/**/*.benchmark.tsv under {args.workdir}", file=sys.stderr)
         return 2
-    head = "| rule | experiment | wall (s) | peak RSS (MB) | Snakemake max_rss | job process |"
-    print(head)
-    print("|---|---|---|---|---|---|")
+    print(
+        "| rule | experiment | wall (s) | peak RSS, tree sum (MB) | Snakemake max_rss "
+        "| Snakemake max_pss | job process |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for r in table:
         print(
             f"| {r['rule']} | {r['experiment']} | {r['wall_s']:.0f} | {r['peak_mb']:.0f} "
-            f"| {r['snakemake_max_rss_mb']:.0f} | {r['process_peak_mb']:.0f} |"
+            f"| {r['snakemake_max_rss_mb']:.0f} | {r['snakemake_max_pss_mb']:.0f} "
+            f"| {r['process_peak_mb']:.0f} |"
         )
     if args.csv:
         with args.csv.open("w", newline="") as f:
