@@ -441,9 +441,7 @@ def run_experiment(
     ``locked``: the caller already holds it (:func:`experiment_lock`).
     """
     log = log or logger
-    if locked:
-        return _run_experiment(cfg, experiment, dataset, out_dir, client, log)
-    with experiment_lock(cfg, out_dir, log):
+    with contextlib.nullcontext() if locked else experiment_lock(cfg, out_dir, log):
         return _run_experiment(cfg, experiment, dataset, out_dir, client, log)
 
 
