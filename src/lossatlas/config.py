@@ -5,13 +5,16 @@ from __future__ import annotations
 import copy
 import itertools
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+# Shipped inside the package, so a plain (non-editable) install and a workflow used as a
+# Snakemake module from another folder both find it.
+SCHEMA_RESOURCE = resources.files("lossatlas").joinpath("config.schema.yaml")
 
 
 class ConfigError(ValueError):
@@ -35,7 +38,10 @@ _Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 
 def load_schema(path: str | Path | None = None) -> dict:
-    with open(path or SCHEMA_PATH) as fh:
+    """The config schema: the package's own, or the file at ``path``."""
+    if path is None:
+        return yaml.safe_load(SCHEMA_RESOURCE.read_text())
+    with open(path) as fh:
         return yaml.safe_load(fh)
 
 
