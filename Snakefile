@@ -1,5 +1,12 @@
-"""lossatlas: map neural-network loss landscapes by MCMC (see README.md; the workflow is in
-workflow/Snakefile, where the Snakemake workflow catalog and `module` users find it)."""
+"""lossatlas: map neural-network loss landscapes by MCMC (see README.md). The workflow is
+workflow/Snakefile, where the Snakemake workflow catalog and `module` users find it."""
 
 
 include: "workflow/Snakefile"
+
+
+# An include restores the including file's default target, so it is named here again.
+rule default:
+    default_target: True
+    input:
+        rules.all.input,
