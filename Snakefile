@@ -5,8 +5,5 @@ workflow/Snakefile, where the Snakemake workflow catalog and `module` users find
 include: "workflow/Snakefile"
 
 
-# An include restores the including file's default target, so it is named here again.
-rule default:
-    default_target: True
-    input:
-        rules.all.input,
+# An include restores the including file's default target (none here): name the workflow's.
+workflow.default_target = "all"
