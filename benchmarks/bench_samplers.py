@@ -32,12 +32,12 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from arviz_stats.base import array_stats  # noqa: E402
 
-from lossatlas import config, data, model, samplers  # noqa: E402
+from lossatlas import config, data, model, samplers, steps  # noqa: E402
 
 
 def report_target() -> model.Target:
     cfg = config.validate({})
-    return model.from_config(cfg, data.generate(cfg["dataset"]))
+    return steps.target(cfg, data.generate(cfg["dataset"]))
 
 
 def timed(fn, repeat=3):

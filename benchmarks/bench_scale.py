@@ -51,7 +51,7 @@ class _Columns:
 
 
 def child_sample(args) -> dict:
-    from lossatlas import config, data, engine, store
+    from lossatlas import config, data, engine, steps, store
 
     hidden = HIDDEN[args.p]
     cfg = config.validate(
@@ -68,9 +68,9 @@ def child_sample(args) -> dict:
         }
     )  # fmt: skip
     exp = next(iter(config.experiments(cfg).values()))
-    ds = data.for_experiment(cfg, exp)
+    ds = data.for_experiment(cfg["dataset"], exp.transforms)
     out = Path(args.dir)
-    spec = engine.batch_specs(cfg, exp, ds, out)[0]
+    spec = engine.batch_specs(exp, ds, out, **steps.sampling_arguments(cfg))[0]
     t0 = time.perf_counter()
     res = engine.run_batch(spec)
     from lossatlas import model

@@ -91,7 +91,7 @@ def test_label_noise():
     # routed through apply with the dataset seed
     cfg = config.validate({"experiments": {"sweep": {"label_noise": [0.2]}}})
     exp = next(iter(config.experiments(cfg).values()))
-    out = data.for_experiment(cfg, exp)
+    out = data.for_experiment(cfg["dataset"], exp.transforms)
     base = data.generate(cfg["dataset"])
     assert (out.y != base.y).sum() == 2
 

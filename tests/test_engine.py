@@ -15,7 +15,7 @@ import tracemalloc
 import h5py
 import pytest
 
-from lossatlas import config, data, engine, store
+from lossatlas import config, data, engine, steps, store
 
 WAIT_S = 120  # bound on every poll below
 
@@ -35,8 +35,8 @@ def make_cfg(**sampler):
 
 def setup(cfg, out_dir):
     exp = next(iter(config.experiments(cfg).values()))
-    ds = data.for_experiment(cfg, exp)
-    return exp, ds, engine.batch_specs(cfg, exp, ds, out_dir)
+    ds = data.for_experiment(cfg["dataset"], exp.transforms)
+    return exp, ds, engine.batch_specs(exp, ds, out_dir, **steps.sampling_arguments(cfg))
 
 
 def contents(path) -> dict[str, bytes]:
@@ -163,6 +163,12 @@ def exp_cfg():
     return make_cfg(n_chains=4, chains_per_batch=1, warmup=100, draws=150, thin=10)
 
 
+def timing(cfg) -> dict:
+    """The sampling lock's wait and the progress interval, from the config's dask section."""
+    d = cfg["dask"]
+    return {"lock_timeout": d["lock_timeout"], "progress_interval": d["progress_interval"]}
+
+
 def run_on(cluster_workers, cfg, out_dir, log, during=None):
     from distributed import Client, LocalCluster
 
@@ -177,12 +183,13 @@ def run_on(cluster_workers, cfg, out_dir, log, during=None):
         Client(cluster) as client,
     ):
         exp = next(iter(config.experiments(cfg).values()))
-        ds = data.for_experiment(cfg, exp)
+        ds = data.for_experiment(cfg["dataset"], exp.transforms)
+        kw = {**steps.sampling_arguments(cfg), **timing(cfg)}
         if during is None:
-            summary = engine.run_experiment(cfg, exp, ds, out_dir, client, log)
+            summary = engine.run_experiment(exp, ds, out_dir, client, log, **kw)
         else:
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                fut = pool.submit(engine.run_experiment, cfg, exp, ds, out_dir, client, log)
+                fut = pool.submit(engine.run_experiment, exp, ds, out_dir, client, log, **kw)
                 during(client, out_dir)
                 summary = fut.result(timeout=WAIT_S)
         events = client.get_events(engine.PROGRESS_TOPIC)

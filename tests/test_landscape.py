@@ -6,7 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lossatlas import config, data, diagnostics, dimension, landscape, model, plots, symmetry, views
+from lossatlas import (
+    config,
+    data,
+    diagnostics,
+    dimension,
+    landscape,
+    model,
+    plots,
+    steps,
+    symmetry,
+    views,
+)
 
 SIZES = (2, 2, 2, 2)
 P = symmetry.n_params(SIZES)
@@ -42,6 +53,33 @@ def cfg_for(**over):
     return config.validate(raw)
 
 
+# The analyses with the arguments the workflow's steps give them for ``cfg``.
+def dimension_rows(store, ds, cfg):
+    transform = steps.coordinates(cfg, ds)
+    return landscape.dimension_rows(store, transform, **steps.dimension_arguments(cfg))
+
+
+def run_census(store, ds, cfg):
+    target, transform = steps.target(cfg, ds), steps.coordinates(cfg, ds)
+    return landscape.run_census(store, target, transform, **steps.census_arguments(cfg))
+
+
+def good_plane(store, ds, cfg, reduction, points):
+    transform = steps.coordinates(cfg, ds)
+    return landscape.good_plane(store, transform, reduction, points, **steps.plane_arguments(cfg))
+
+
+def compare_rows(ref, other, cfg, ds, ref_exp, exp, n_good):
+    sizes, key = steps.sizes(cfg, ds), steps.coordinates(cfg, ds)
+    kw = steps.compare_arguments(cfg)
+    return landscape.compare_rows(ref, other, sizes, key, ref_exp, exp, n_good, **kw)
+
+
+def good_rows(store, cfg, max_points, seed):
+    kw = {**steps.good_rows_arguments(cfg), "max_points": max_points, "seed": seed}
+    return landscape.good_rows(store, **kw)
+
+
 @pytest.fixture
 def ds():
     return data.generate(config.validate({})["dataset"])
@@ -53,7 +91,7 @@ def theta():
 
 
 def test_rowview_reads_rows_in_chain_major_order(theta):
-    v = views.RowView(theta, cfg={"reduce": {"draw_block": 8}})
+    v = views.RowView(theta, draw_block=8)
     flat = theta.reshape(-1, P)
     assert v.shape == (200, P) and v.dpb == 2
     idx = np.array([199, 3, 57, 57, 120])
@@ -64,20 +102,22 @@ def test_rowview_reads_rows_in_chain_major_order(theta):
 
 def test_rowview_and_drawview_apply_the_transform_by_blocks(theta, ds):
     cfg = cfg_for(coordinates="canonical")
-    canon = views.coordinate_transform(cfg, ds)
+    canon = steps.coordinates(cfg, ds)
     flat = theta.reshape(-1, P)
     want = symmetry.canonicalize(flat, SIZES)
-    np.testing.assert_allclose(views.RowView(theta, canon, cfg)[np.arange(200)], want)
-    dv = views.DrawView(theta, canon, cfg=cfg)
+    np.testing.assert_allclose(
+        views.RowView(theta, canon, **steps.blocks(cfg))[np.arange(200)], want
+    )
+    dv = views.DrawView(theta, canon, **steps.blocks(cfg))
     assert dv.shape == theta.shape
     np.testing.assert_allclose(dv[:, 5:40, 3:9], want.reshape(theta.shape)[:, 5:40, 3:9])
     np.testing.assert_allclose(np.asarray(dv), want.reshape(theta.shape))
-    assert views.coordinate_transform(cfg_for(), ds) is None
+    assert steps.coordinates(cfg_for(), ds) is None
 
 
 def test_materialized_view_is_the_view_chunked_by_columns_and_then_removed(theta, ds, tmp_path):
     cfg = cfg_for(coordinates="canonical")
-    dv = views.DrawView(theta, views.canonical_transform(cfg, ds), cfg=cfg)
+    dv = views.DrawView(theta, steps.coordinates(cfg, ds), **steps.blocks(cfg))
     assert dv.dpb < theta.shape[1]  # written in several draw blocks
     with views.materialized(dv, tmp_path, col_block=4) as x:
         assert x.shape == dv.shape and x.dtype == np.float64 and x.chunks[2] == 4
@@ -94,10 +134,10 @@ def test_materialized_view_is_the_view_chunked_by_columns_and_then_removed(theta
 
 def test_canonical_view_keeps_U_and_merges_symmetric_copies(ds):
     cfg = cfg_for(coordinates="canonical")
-    target = model.from_config(cfg, ds)
+    target = steps.target(cfg, ds)
     x = np.random.default_rng(1).uniform(-2, 2, size=(5, P))
     copy = symmetry.random_transform(x, SIZES, rng=2)
-    canon = views.coordinate_transform(cfg, ds)
+    canon = steps.coordinates(cfg, ds)
     np.testing.assert_allclose(target.U(canon(x)), target.U(x), rtol=1e-10)
     np.testing.assert_allclose(canon(copy), canon(x), atol=1e-10)
 
@@ -121,7 +161,7 @@ def test_uniform_null_is_mapped_like_the_data():
 
 def test_dimension_rows_skip_without_good_draws(theta, ds):
     store = MemStore(theta, np.full(theta.shape[:2], 0.7))
-    rows, meta = landscape.dimension_rows(store, ds, cfg_for())
+    rows, meta = dimension_rows(store, ds, cfg_for())
     assert meta["n_good"] == 0
     assert {r["statistic"] for r in rows} == {"twonn", "mle", "pca_ev2", "pipeline_ev2"}
     assert all(r["verdict"].startswith("skipped: n_good=0") for r in rows)
@@ -132,13 +172,13 @@ def test_compare_rows_skip_with_too_few_good_draws(ds):
     exps = config.experiments(cfg)
     ref, other = exps["rotate-0"], exps["rotate-120"]
     x = np.random.default_rng(0).normal(size=(40, P))
-    rows, full = landscape.compare_rows(x, x[:2], cfg, ds, ref, other, (40, 2))
+    rows, full = compare_rows(x, x[:2], cfg, ds, ref, other, (40, 2))
     assert [r["stage"] for r in rows] == ["before", "after"]
     assert all(r["status"].startswith("skipped: n_good=40 (reference), 2 (this)") for r in rows)
     # a rotated copy of the reference's draws agrees with it once mapped back
     A, _, _ = data.experiment_affine(other.transforms, 2)
     moved = data.to_transformed(x, SIZES, A)
-    rows, full = landscape.compare_rows(x, moved, cfg, ds, ref, other, (40, 40))
+    rows, full = compare_rows(x, moved, cfg, ds, ref, other, (40, 40))
     after = rows[1]
     assert after["stage"] == "after" and after["pvalue"] == 1.0 and after["max_angle"] < 1e-4
     assert 0 <= rows[0]["pvalue"] <= 1 and 0 <= rows[0]["max_angle"] <= 90
@@ -148,13 +188,13 @@ def test_census_and_plane_on_a_small_store(ds):
     cfg = cfg_for()
     rng = np.random.default_rng(5)
     theta = rng.uniform(-4, 4, size=(2, 30, P))
-    target = model.from_config(cfg, ds)
+    target = steps.target(cfg, ds)
     ml = target.mean_loss(target.U(theta.reshape(-1, P))).reshape(2, 30)
     good = ml < np.quantile(ml, 0.2)
     cfg["target"]["good_threshold"] = float(np.quantile(ml, 0.2))
     store = MemStore(theta, ml)
     cfg["landscape"]["census"]["maxiter"] = 30  # the bookkeeping is under test, not L-BFGS-B
-    c, table, meta = landscape.run_census(store, ds, cfg)
+    c, table, meta = run_census(store, ds, cfg)
     assert meta["n_starts"] == 6 and table["n_starts"].sum() == 6
     assert (table["n_from_good"] + table["n_from_all"] == table["n_starts"]).all()
     assert set(meta["starts_by_source"]) == {
@@ -173,7 +213,7 @@ def test_census_and_plane_on_a_small_store(ds):
             .fit_transform(theta[good])
         )
 
-    plane = landscape.good_plane(store, ds, cfg, Red, c.points)
+    plane = good_plane(store, ds, cfg, Red, c.points)
     assert plane["matches_reduce"] and plane["points"].shape == (len(table), 2)
 
 
@@ -229,17 +269,17 @@ def test_memory_budget_caps_the_clouds(theta, ds):
     cfg = cfg_for()
     cfg["landscape"]["dimension"]["max_mb"] = mb
     ml = np.where(np.arange(200) % 2 == 0, 0.05, 0.7).reshape(4, 50)
-    rows, meta = landscape.dimension_rows(MemStore(theta, ml), ds, cfg)
+    rows, meta = dimension_rows(MemStore(theta, ml), ds, cfg)
     mem = meta["memory"]
     assert mem["rows_in_budget"] == 40
     assert mem["max_points"] == {"requested": 200, "used": 40, "limited_by": "max_mb"}
     assert mem["pipeline_max_draws"] == {"requested": 100, "used": 40, "limited_by": "max_mb"}
-    _, meta = landscape.dimension_rows(MemStore(theta, ml), ds, cfg_for())
+    _, meta = dimension_rows(MemStore(theta, ml), ds, cfg_for())
     assert meta["memory"]["max_points"]["limited_by"] == "max_points"
     store = MemStore(theta, ml)
     cfg["landscape"]["compare"]["max_mb"] = mb
-    assert landscape.good_rows(store, cfg, 1000, 0).shape == (40, P)
-    assert landscape.good_rows(store, cfg_for(), 1000, 0).shape == (100, P)
+    assert good_rows(store, cfg, 1000, 0).shape == (40, P)
+    assert good_rows(store, cfg_for(), 1000, 0).shape == (100, P)
 
 
 def test_streamed_plane_equals_the_refit(ds):
@@ -261,16 +301,16 @@ def test_streamed_plane_equals_the_refit(ds):
 
     points = rng.normal(size=(5, P))
     cfg = cfg_for()
-    exact = landscape.good_plane(store, ds, cfg, Red, points)
+    exact = good_plane(store, ds, cfg, Red, points)
     cfg["landscape"]["census"]["max_mb"] = 7 * 8 * P / 2**20  # 7 rows per streamed block
-    streamed = landscape.good_plane(store, ds, cfg, Red, points)
+    streamed = good_plane(store, ds, cfg, Red, points)
     assert exact["matches_reduce"] and streamed["matches_reduce"]
     np.testing.assert_allclose(streamed["points"], exact["points"], atol=1e-8)
     np.testing.assert_array_equal(streamed["good"], Red.pca_param)
     assert streamed["ratio"] == [0.3, 0.2]
     # coordinates that are not an exact PCA of these draws are caught, not trusted
     Red.pca_param = Red.pca_param + rng.normal(size=Red.pca_param.shape)
-    assert not landscape.good_plane(store, ds, cfg, Red, points)["matches_reduce"]
+    assert not good_plane(store, ds, cfg, Red, points)["matches_reduce"]
 
 
 def test_census_settings_reach_the_spectrum(ds):
@@ -280,7 +320,7 @@ def test_census_settings_reach_the_spectrum(ds):
     cfg["landscape"]["census"].update(maxiter=30, n_restarts=0, dense_max=5, n_eig=2)
     theta = np.random.default_rng(9).uniform(-4, 4, size=(2, 30, P))
     store = MemStore(theta, np.full((2, 30), 0.7))
-    _, table, meta = landscape.run_census(store, ds, cfg)
+    _, table, meta = run_census(store, ds, cfg)
     assert meta["spectrum"].startswith("eigsh: the 2 smallest and 2 largest")
     assert table["spectrum"].str.startswith("eigsh").all() and (table["n_free"] <= P).all()
     assert (table["n_eig"] <= 4).all() and (table["n_eig"] == 4).any()

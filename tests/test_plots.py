@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from lossatlas import plots  # noqa: E402
+from lossatlas import config, plots, steps  # noqa: E402
 from lossatlas import reduce as rd  # noqa: E402
 from lossatlas.data import Dataset  # noqa: E402
 
@@ -26,7 +26,8 @@ def reduction():
     rng = np.random.default_rng(0)
     theta = rng.normal(size=(3, 40, 5))
     loss = rng.uniform(0, 0.2, size=(3, 40))
-    return rd.reduce(theta, loss * 10, loss, {"seed": 0})
+    kw = steps.reduce_arguments(config.validate({"seed": 0}))
+    return rd.reduce(theta, loss * 10, loss, **kw)
 
 
 def test_datasets_figure(tmp_path):

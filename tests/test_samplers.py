@@ -363,5 +363,5 @@ def test_checkpoint_resume_is_bit_identical(kind):
 
 
 def test_build_rejects_unknown_kind():
-    with pytest.raises(ValueError, match="unknown sampler kind"):
+    with pytest.raises(ValueError, match="sampler.kind: .nuts. is not one of"):
         samplers.build({"kind": "nuts"}, Flat(1, 1.0))

@@ -10,7 +10,7 @@ import yaml
 from arviz_stats.base import array_stats
 from sklearn.decomposition import PCA, KernelPCA
 
-from lossatlas import config, data, diagnostics, engine, model, reduce
+from lossatlas import config, data, diagnostics, engine, model, reduce, steps
 from lossatlas.store import SampleStore, build
 
 CONFIG = Path(__file__).parent / "configs" / "scale.yaml"
@@ -83,12 +83,12 @@ def scale_store(tmp_path_factory):
     raw = yaml.safe_load(CONFIG.read_text())
     cfg = config.validate(raw)
     exp = next(iter(config.experiments(cfg).values()))
-    ds = data.for_experiment(cfg, exp)
+    ds = data.for_experiment(cfg["dataset"], exp.transforms)
     out = tmp_path_factory.mktemp("scale")
-    specs = engine.batch_specs(cfg, exp, ds, out)
+    specs = engine.batch_specs(exp, ds, out, **steps.sampling_arguments(cfg))
     for spec in specs:
         engine.run_batch(spec)
-    names = model.from_config(cfg, ds).mlp.param_names()
+    names = steps.target(cfg, ds).mlp.param_names()
     path = build([s["path"] for s in specs], out / "samples.h5", names, n_draws=100)
     return cfg, path
 
@@ -186,7 +186,8 @@ def test_streamed_kernel_pca_equals_in_memory_and_reference_cap(scale_store):
         want = KernelPCA(3, kernel="rbf", gamma=info["gamma"]).fit_transform(x)
         got = emb.reshape(400, 3)
         np.testing.assert_allclose(np.abs(got), np.abs(want), atol=1e-8 * np.abs(want).max())
-        res = reduce.reduce(st, st.stat("energy"), st.stat("mean_loss"), {**cfg})
+        kw = steps.reduce_arguments(cfg)
+        res = reduce.reduce(st, st.stat("energy"), st.stat("mean_loss"), **kw)
     k = res.summary["kpca"]
     cap = reduce.reference_rows(10_530, 8)
     assert k["method"] == "nystroem" and k["reference_rows_cap"] == cap == 99

@@ -52,7 +52,7 @@ def expected_jobs(cfg_path: Path) -> dict[str, int]:
 
 # ----------------------------------------------------------------------------- the config
 
-SCHEMA = lacfg.load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
+SCHEMA = lacfg.load_schema()
 
 
 def schema_fields(node: dict, path: tuple = ()):

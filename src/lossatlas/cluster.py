@@ -112,8 +112,11 @@ def connect(dask_cfg: dict, threads: int, log=None) -> Iterator[Client]:
     ``threads`` sizes the local cluster when ``n_workers`` is null. ``log`` is a logger or a
     callable taking one string; the dashboard address and cluster size are reported through it.
     """
+    from lossatlas import config
+
+    dask_cfg = config.section("dask", dask_cfg)  # the schema's defaults for keys left out
     say = _say(log)
-    placement = dask_cfg.get("placement", "local")
+    placement = dask_cfg["placement"]
     if placement == "local":
         cm = _local(dask_cfg, threads, say)
     elif placement == "slurm":
@@ -128,8 +131,8 @@ def connect(dask_cfg: dict, threads: int, log=None) -> Iterator[Client]:
 
 @contextlib.contextmanager
 def _local(dask_cfg: dict, threads: int, say) -> Iterator[Client]:
-    n_workers = int(dask_cfg.get("n_workers") or threads or 1)
-    dashboard = bool(dask_cfg.get("dashboard", True))
+    n_workers = int(dask_cfg["n_workers"] or threads or 1)
+    dashboard = bool(dask_cfg["dashboard"])
     with _main_not_reimported():
         with _environ(THREAD_ENV):
             cluster = LocalCluster(
@@ -170,18 +173,18 @@ def _is_loopback(host: str) -> bool:
 def _slurm(dask_cfg: dict, say) -> Iterator[Client]:
     from dask_jobqueue import SLURMCluster
 
-    s = dask_cfg.get("slurm", {})
-    timeout = float(dask_cfg.get("timeout", 300))
-    n_jobs = int(s.get("n_jobs", 2))
-    processes = int(s.get("processes", 1))
-    cores = int(s.get("cores", 1))
-    interface = s.get("interface")
-    host = s.get("host") or "127.0.0.1"
-    log_dir = Path(s.get("log_directory") or "logs/dask-workers").resolve()
+    s = dask_cfg["slurm"]
+    timeout = float(dask_cfg["timeout"])
+    n_jobs = int(s["n_jobs"])
+    processes = int(s["processes"])
+    cores = int(s["cores"])
+    interface = s["interface"]
+    host = s["host"] or "127.0.0.1"
+    log_dir = Path(s["log_directory"] or "logs/dask-workers").resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
-    security = _security_for_slurm(dask_cfg.get("tls", {}))
+    security = _security_for_slurm(dask_cfg["tls"])
 
-    scheduler_options: dict[str, Any] = {"dashboard": bool(dask_cfg.get("dashboard", True))}
+    scheduler_options: dict[str, Any] = {"dashboard": bool(dask_cfg["dashboard"])}
     # Bind the scheduler (and its dashboard) to one address: the configured interface, or
     # host (loopback by default), never every interface unless host says 0.0.0.0.
     if interface:
@@ -208,20 +211,18 @@ def _slurm(dask_cfg: dict, say) -> Iterator[Client]:
 
         scheduler_options["dashboard_address"] = f"{get_ip_interface(interface)}:0"
 
-    prologue = [f"export {k}={v}" for k, v in THREAD_ENV.items()] + list(
-        s.get("job_script_prologue", [])
-    )
+    prologue = [f"export {k}={v}" for k, v in THREAD_ENV.items()] + list(s["job_script_prologue"])
     kwargs: dict[str, Any] = dict(
         cores=cores,
         processes=processes,
-        memory=s.get("memory", "2GB"),
-        walltime=s.get("walltime", "04:00:00"),
-        queue=s.get("queue"),
-        account=s.get("account"),
-        job_extra_directives=list(s.get("job_extra_directives", [])),
+        memory=s["memory"],
+        walltime=s["walltime"],
+        queue=s["queue"],
+        account=s["account"],
+        job_extra_directives=list(s["job_extra_directives"]),
         job_script_prologue=prologue,
         log_directory=str(log_dir),
-        python=s.get("python") or sys.executable,
+        python=s["python"] or sys.executable,
         worker_extra_args=worker_args,
         interface=interface,
         scheduler_options=scheduler_options,
@@ -233,7 +234,7 @@ def _slurm(dask_cfg: dict, say) -> Iterator[Client]:
         name="lossatlas",
     )
     n_workers = n_jobs * processes
-    want = min(int(s.get("min_workers") or n_workers), n_workers)
+    want = min(int(s["min_workers"] or n_workers), n_workers)
     cluster = SLURMCluster(**kwargs)
     try:
         say(f"Dask: SLURM cluster, scheduler {cluster.scheduler_address}; worker logs in {log_dir}")
@@ -284,7 +285,7 @@ def _security_for_slurm(tls: dict) -> Security:
 
 
 def _security_from_files(tls: dict) -> Security:
-    ca, cert, key = tls.get("ca_file"), tls.get("cert"), tls.get("key")
+    ca, cert, key = tls["ca_file"], tls["cert"], tls["key"]
     if not ca or not cert:
         raise ClusterError(
             "dask.tls: ca_file and cert are both required for TLS (key too unless it is in cert)"
@@ -305,7 +306,7 @@ def security_for_join(dask_cfg: dict, address: str) -> Security | None:
     A tls:// scheduler needs ``dask.tls.ca_file`` and ``cert`` (and ``key`` unless in ``cert``).
     A scheduler without TLS is refused unless ``dask.tls.allow_plain`` is true.
     """
-    tls = dask_cfg.get("tls", {}) or {}
+    tls = dask_cfg["tls"]
     has_files = any(tls.get(k) for k in ("ca_file", "cert", "key"))
     if address.startswith("tls://"):
         if not has_files:
@@ -314,7 +315,7 @@ def security_for_join(dask_cfg: dict, address: str) -> Security | None:
                 "dask.tls.key to the CA and a client certificate signed by it"
             )
         return _security_from_files(tls)
-    if tls.get("allow_plain"):
+    if tls["allow_plain"]:
         return None
     raise ClusterError(
         f"the scheduler at {address} does not use TLS, so its traffic is neither encrypted nor "
@@ -340,7 +341,7 @@ def _scheduler_file_address(path: str, timeout: float) -> str:
 
 @contextlib.contextmanager
 def _join(dask_cfg: dict, placement: str, say) -> Iterator[Client]:
-    timeout = float(dask_cfg.get("timeout", 300))
+    timeout = float(dask_cfg["timeout"])
     if placement == "address":
         address = dask_cfg["address"]
         where = address

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 from dataclasses import dataclass
 from importlib import resources
@@ -40,7 +41,7 @@ _Validator = _with_defaults(jsonschema.Draft202012Validator)
 def load_schema(path: str | Path | None = None) -> dict:
     """The config schema: the package's own, or the file at ``path``."""
     if path is None:
-        return yaml.safe_load(SCHEMA_RESOURCE.read_text())
+        return copy.deepcopy(_package_schema())
     with open(path) as fh:
         return yaml.safe_load(fh)
 
@@ -59,6 +60,11 @@ def _describe(error: jsonschema.ValidationError) -> str:
     desc = error.schema.get("description") if isinstance(error.schema, dict) else None
     hint = f" ({desc.strip()})" if desc else ""
     return f"{field}: {error.message}{hint}"
+
+
+@functools.cache
+def _package_schema() -> dict:
+    return yaml.safe_load(SCHEMA_RESOURCE.read_text())
 
 
 def validate(config: dict | None, schema: dict | str | Path | None = None) -> dict:
@@ -123,6 +129,20 @@ def _check_semantics(cfg: dict) -> None:
             raise ConfigError(
                 f"invalid config: dask.{placement} must be set when dask.placement is {placement}"
             )
+
+
+def section(name: str, values: dict | None = None) -> dict:
+    """The top-level section ``name`` with ``values`` validated and the schema's defaults filled
+    in: library calls outside the workflow (notebooks, tests, benchmarks) get the workflow's
+    defaults, which live in the schema only."""
+    schema = load_schema()
+    sub = {**schema, "properties": {name: schema["properties"][name]}, "required": []}
+    cfg = {name: copy.deepcopy(values or {})}
+    errors = list(_Validator(sub).iter_errors(cfg))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        raise ConfigError(f"invalid {name} settings: {_describe(best)}; see config/README.md")
+    return cfg[name]
 
 
 def load(path: str | Path, schema: dict | str | Path | None = None) -> dict:

@@ -87,8 +87,9 @@ def teacher(n: int, d: int, k: int, seed: int = 0, noise: float = 0.0) -> Datase
     return Dataset(X=X, y=np.argmax(logits, axis=1).astype(np.int64), n_classes=k)
 
 
-def generate(cfg: dict) -> Dataset:
-    """The base dataset of ``cfg['dataset']``, fixed by its seed.
+def generate(settings: dict) -> Dataset:
+    """The base dataset of the ``dataset`` settings (see config/README.md; keys left out take
+    the schema's defaults), fixed by its seed.
 
     - ``uniform``: points uniform in ``[low, high]^n_features``, labels uniform at random;
     - ``xor``: points uniform in ``[low, high]^2``, label 1 where the two coordinates (relative
@@ -103,13 +104,16 @@ def generate(cfg: dict) -> Dataset:
       teacher with logit ``noise`` (:func:`teacher`).
     xor, moons and circles are 2-D, 2-class.
     """
+    from lossatlas import config
+
+    cfg = config.section("dataset", settings)
     gen, n, d, k = cfg["generator"], cfg["n_points"], cfg["n_features"], cfg["n_classes"]
     seed = cfg["seed"]
-    noise = cfg.get("noise", 0.1)
+    noise = cfg["noise"]
     if gen in TWO_D_TWO_CLASS and (d != 2 or k != 2):
         raise ValueError(f"dataset.generator {gen} needs n_features = 2 and n_classes = 2")
     if gen == "digits":
-        return digits(cfg.get("subset"), seed)
+        return digits(cfg["subset"], seed)
     if gen == "teacher":
         return teacher(n, d, k, seed, noise)
     if gen == "uniform":
@@ -124,7 +128,7 @@ def generate(cfg: dict) -> Dataset:
     elif gen == "moons":
         X, y = skd.make_moons(n_samples=n, noise=noise, random_state=seed)
     elif gen == "circles":
-        factor = cfg.get("factor", 0.5)
+        factor = cfg["factor"]
         X, y = skd.make_circles(n_samples=n, noise=noise, factor=factor, random_state=seed)
     elif gen == "blobs":
         X, y = skd.make_blobs(
@@ -239,8 +243,12 @@ def apply(ds: Dataset, transforms, seed: int = 0) -> Dataset:
     return ds
 
 
-def for_experiment(cfg: dict, experiment) -> Dataset:
-    return apply(generate(cfg["dataset"]), experiment.transforms, seed=cfg["dataset"]["seed"])
+def for_experiment(settings: dict, transforms) -> Dataset:
+    """The base dataset of the ``dataset`` settings with an experiment's ``transforms``."""
+    from lossatlas import config
+
+    cfg = config.section("dataset", settings)
+    return apply(generate(cfg), transforms, seed=cfg["seed"])
 
 
 def experiment_affine(transforms, d: int) -> tuple[np.ndarray, np.ndarray, bool]:

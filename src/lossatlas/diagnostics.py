@@ -384,23 +384,6 @@ def verdict(
     return out
 
 
-def from_config(theta, energy, param_names, cfg: dict, workers: int = 1):
-    """:func:`diagnose` with the settings of ``cfg['diagnose']`` (a validated config), on
-    ``workers`` processes (the rule's threads)."""
-    c = cfg["diagnose"]
-    return diagnose(
-        theta,
-        energy,
-        param_names,
-        block=c["param_block"],
-        rhat_max=c["rhat_max"],
-        ess_min=c["ess_min"],
-        alpha=c["normality_alpha"],
-        n_batches=c["n_batches"],
-        workers=workers,
-    )
-
-
 def write(out_dir, table: pd.DataFrame, norm: pd.DataFrame, summary: dict) -> dict:
     """Write summary.csv, normality.csv and convergence.json into ``out_dir``; return paths."""
     out = Path(out_dir)

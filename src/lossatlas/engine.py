@@ -66,9 +66,15 @@ def settings_for(spec: dict) -> dict:
     }
 
 
-def batch_specs(cfg: dict, experiment, dataset: Dataset, out_dir) -> list[dict]:
-    """The plain-data task arguments of every batch of ``experiment``."""
-    s = cfg["sampler"]
+def batch_specs(
+    experiment, dataset: Dataset, out_dir, *, seed: int, model: dict, target: dict, sampler: dict
+) -> list[dict]:
+    """The plain-data task arguments of every batch of ``experiment``.
+
+    ``model``: ``hidden``, ``activation``, ``loss``; ``target``: ``box``, ``beta``, ``energy``;
+    ``sampler``: the validated ``sampler`` settings (see config/README.md).
+    """
+    s = sampler
     n, per = s["n_chains"], s["chains_per_batch"]
     chains_dir = Path(out_dir) / "chains"
     specs = []
@@ -80,14 +86,14 @@ def batch_specs(cfg: dict, experiment, dataset: Dataset, out_dir) -> list[dict]:
                 "experiment_index": int(experiment.index),
                 "batch": b,
                 "chains": [b * per, min((b + 1) * per, n)],
-                "seed": int(cfg["seed"]),
+                "seed": int(seed),
                 "dataset": {
                     "X": np.asarray(dataset.X),
                     "y": np.asarray(dataset.y),
                     "n_classes": int(dataset.n_classes),
                 },
-                "model": dict(cfg["model"]),
-                "target": dict(cfg["target"]),
+                "model": dict(model),
+                "target": {k: target[k] for k in ("box", "beta", "energy")},
                 "sampler": dict(s),
                 "stop_after_blocks": None,
             }
@@ -168,7 +174,7 @@ def _run_batch(spec: dict) -> dict:
         y=np.asarray(spec["dataset"]["y"]),
         n_classes=int(spec["dataset"]["n_classes"]),
     )
-    target = model.from_config({"model": spec["model"], "target": spec["target"]}, ds)
+    target = model.target_for(ds, **spec["model"], **spec["target"])
     sampler = samplers.build(s, target)
     c0, c1 = spec["chains"]
     n, p = c1 - c0, target.p
@@ -193,7 +199,7 @@ def _run_batch(spec: dict) -> dict:
         stats=stat_dtypes,
         block=block,
         log=logger,
-        compression=s.get("compression"),
+        compression=s["compression"],
     )
     steps, draws, phase = 0, 0, "warmup"
     if ck is not None:
@@ -408,66 +414,86 @@ def _fmt_eta(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-def experiment_lock(cfg: dict, out_dir, log: logging.Logger | None = None):
-    """:func:`sampling_lock` on ``out_dir/chains`` with the config's ``dask.lock_timeout``.
+def experiment_lock(
+    out_dir, *, lock_timeout: float, progress_interval: float, log: logging.Logger | None = None
+):
+    """:func:`sampling_lock` on ``out_dir/chains``, waiting up to ``lock_timeout`` seconds and
+    saying so every ``progress_interval`` seconds.
 
     Take it before starting a cluster (then pass ``locked=True`` to :func:`run_experiment`):
     with ``dask.placement: slurm`` a run that waits for the lock would otherwise hold its idle
     worker jobs for the whole wait.
     """
-    d = cfg["dask"]
     return sampling_lock(
         Path(out_dir) / "chains",
-        timeout=float(d.get("lock_timeout", DEFAULT_LOCK_TIMEOUT)),
-        interval=float(d["progress_interval"]),
+        timeout=float(lock_timeout),
+        interval=float(progress_interval),
         log=log or logger,
     )
 
 
 def run_experiment(
-    cfg: dict,
     experiment,
     dataset: Dataset,
     out_dir,
     client,
     log: logging.Logger | None = None,
     *,
+    seed: int,
+    model: dict,
+    target: dict,
+    sampler: dict,
+    progress_interval: float,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     locked: bool = False,
 ) -> dict[str, Any]:
     """Sample every batch of ``experiment`` holding its sampling lock (:func:`sampling_lock`).
 
-    A run that finds the lock held waits for its holder up to ``cfg["dask"]["lock_timeout"]``
-    seconds, then resumes from the checkpoints the holder left; see :func:`_run_experiment`.
-    ``locked``: the caller already holds it (:func:`experiment_lock`).
+    A run that finds the lock held waits for its holder up to ``lock_timeout`` seconds, then
+    resumes from the checkpoints the holder left; see :func:`_run_experiment`. ``locked``: the
+    caller already holds it (:func:`experiment_lock`). ``seed``, ``model``, ``target``,
+    ``sampler`` as in :func:`batch_specs`.
     """
     log = log or logger
-    with contextlib.nullcontext() if locked else experiment_lock(cfg, out_dir, log):
-        return _run_experiment(cfg, experiment, dataset, out_dir, client, log)
+    lock = experiment_lock(
+        out_dir, lock_timeout=lock_timeout, progress_interval=progress_interval, log=log
+    )
+    specs = batch_specs(
+        experiment, dataset, out_dir, seed=seed, model=model, target=target, sampler=sampler
+    )
+    names = model_param_names(dataset, model)
+    with contextlib.nullcontext() if locked else lock:
+        return _run_experiment(specs, experiment, names, out_dir, client, log, progress_interval)
+
+
+def model_param_names(dataset: Dataset, model_settings: dict) -> list[str]:
+    """Names of the flat parameters (``W1[0,1]``, ``b2[1]``, ...) of the network on ``dataset``."""
+    sizes = model.layer_sizes(dataset, model_settings["hidden"])
+    return model.MLP(sizes, model_settings["activation"], model_settings["loss"]).param_names()
 
 
 def _run_experiment(
-    cfg: dict,
+    specs: list[dict],
     experiment,
-    dataset: Dataset,
+    param_names: list[str],
     out_dir,
     client,
-    log: logging.Logger | None = None,
+    log: logging.Logger,
+    progress_interval: float,
 ) -> dict[str, Any]:
-    """Sample every batch of ``experiment`` on ``client``, then write ``out_dir/samples.h5``.
+    """Sample every batch of ``specs`` on ``client``, then write ``out_dir/samples.h5``.
 
-    Logs draws done / total, draws/s and an ETA every ``cfg["dask"]["progress_interval"]``
-    seconds. Returns a summary with the draws resumed from checkpoints and those computed.
+    Logs draws done / total, draws/s and an ETA every ``progress_interval`` seconds. Returns a
+    summary with the draws resumed from checkpoints and those computed.
     """
     from distributed import wait
 
-    log = log or logger
     out_dir = Path(out_dir)
-    s = cfg["sampler"]
-    specs = batch_specs(cfg, experiment, dataset, out_dir)
+    s = specs[0]["sampler"]
     n_chains = s["n_chains"]
     draws_total = n_chains * s["draws"]
     steps_total = n_chains * (s["warmup"] + s["draws"] * s["thin"])
-    interval = float(cfg["dask"]["progress_interval"])
+    interval = float(progress_interval)
     latest: dict[int, dict] = {}
     baseline: dict[int, int] = {}
 
@@ -536,11 +562,10 @@ def _run_experiment(
         client.unsubscribe_topic(PROGRESS_TOPIC)
     seconds = time.monotonic() - t0
 
-    names = model.from_config(cfg, dataset).mlp.param_names()
     out = store.build(
         [spec["path"] for spec in specs],
         out_dir / "samples.h5",
-        names,
+        param_names,
         n_draws=s["draws"],
         attrs={"experiment": experiment.name},
     )

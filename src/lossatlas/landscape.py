@@ -1,4 +1,4 @@
-"""The landscape analyses of one sampled experiment, with the settings of a validated config.
+"""The landscape analyses of one sampled experiment, from the store and plain arguments.
 
 Glue between the store (read lazily through :mod:`lossatlas.views`) and the analysis modules:
 - :func:`invariant_diagnostics`: R-hat/ESS of U, of the canonical parameters and of the
@@ -32,10 +32,10 @@ from lossatlas import compare, data, diagnostics, dimension, minima, model, view
 MiB = 2**20
 
 
-def _good(store, cfg) -> tuple[np.ndarray, np.ndarray]:
+def _good(store, good_threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Flat mean loss ``(n,)`` and the good mask."""
     ml = np.asarray(store.stat("mean_loss"), dtype=np.float64).ravel()
-    return ml, ml < float(cfg["target"]["good_threshold"])
+    return ml, ml < float(good_threshold)
 
 
 def budget_rows(p: int, max_mb: float) -> int:
@@ -70,42 +70,54 @@ def output_names(dataset) -> list[str]:
 
 
 def invariant_diagnostics(
-    store, dataset, cfg, raw_table: pd.DataFrame, workers: int = 1, tmp_dir=None
+    store,
+    dataset,
+    target: model.Target,
+    raw_table: pd.DataFrame,
+    *,
+    param_block: int,
+    rhat_max: float,
+    ess_min: float,
+    draw_block: int,
+    max_block_mb: float,
+    workers: int = 1,
+    tmp_dir=None,
 ):
     """(table, summary). Table: summarize rows of U (``space`` energy), the canonical
-    parameters (canonical) and the outputs on the data (outputs). Summary: per space, raw
-    parameters included from ``raw_table``, the worst R-hat, smallest ESS and pass/fail.
-    ``tmp_dir``: where a derived view wider than one parameter block is written once
-    (:func:`views.materialized`) instead of being recomputed per block; ``workers``:
-    processes of the diagnostics."""
-    c = cfg["diagnose"]
+    parameters (canonical) and the outputs on the data (outputs) of ``target``'s network.
+    Summary: per space, raw parameters included from ``raw_table``, the worst R-hat, smallest
+    ESS and pass/fail against ``rhat_max`` and ``ess_min``. ``tmp_dir``: where
+    a derived view wider than one parameter block is written once (:func:`views.materialized`)
+    instead of being recomputed per block; ``workers``: processes of the diagnostics."""
     energy = store.stat("energy")
-    target = model.from_config(cfg, dataset)
-    canon = views.DrawView(store.theta, views.canonical_transform(cfg, dataset), cfg=cfg)
-    outs = views.DrawView(store.theta, minima.target_outputs(target), cfg=cfg)
+    blocks = {"draw_block": draw_block, "max_block_mb": max_block_mb}
+    mlp = target.mlp
+    canonical = views.canonical_transform(mlp.sizes, mlp.activation, mlp.loss)
+    canon = views.DrawView(store.theta, canonical, **blocks)
+    outs = views.DrawView(store.theta, minima.target_outputs(target), **blocks)
     tables = []
     for view, names in ((canon, store.param_names), (outs, output_names(dataset))):
         # more than one column block: transform every draw once, not once per block
         with (
-            views.materialized(view, tmp_dir, c["param_block"])
-            if tmp_dir is not None and view.shape[2] > c["param_block"]
+            views.materialized(view, tmp_dir, param_block)
+            if tmp_dir is not None and view.shape[2] > param_block
             else contextlib.nullcontext(view)
         ) as x:
-            tables.append(diagnostics.summarize(x, energy, names, c["param_block"], workers))
+            tables.append(diagnostics.summarize(x, energy, names, param_block, workers))
     t_can, t_out = tables
     t_can.insert(0, "space", np.where(t_can["kind"] == "energy", "energy", "canonical"))
     t_out = t_out[t_out["kind"] != "energy"]
     t_out.insert(0, "space", "outputs")
     table = pd.concat([t_can, t_out], ignore_index=True)
     raw = raw_table.assign(space=np.where(raw_table["kind"] == "energy", "energy", "raw"))
-    summary = {"thresholds": {"r_hat_max": c["rhat_max"], "ess_min": c["ess_min"]}}
+    summary = {"thresholds": {"r_hat_max": rhat_max, "ess_min": ess_min}}
     for space, t in (
         ("U", table[table["space"] == "energy"]),
         ("raw parameters", raw[raw["space"] == "raw"]),
         ("canonical parameters", table[table["space"] == "canonical"]),
         ("outputs on the data", table[table["space"] == "outputs"]),
     ):
-        v = diagnostics.verdict(t.assign(kind="param"), None, c["rhat_max"], c["ess_min"])
+        v = diagnostics.verdict(t.assign(kind="param"), None, rhat_max, ess_min)
         summary[space] = v["params"]
     return table, summary
 
@@ -113,13 +125,13 @@ def invariant_diagnostics(
 # --- dimension ---------------------------------------------------------------------------------
 
 
-def _subset_grams(theta, dc, subsets) -> list[np.ndarray]:
+def _subset_grams(theta, max_mb: float, subsets) -> list[np.ndarray]:
     """Gram matrices of the rows (flat chain-major) of ``theta (chain, draw, p)`` at each index
-    array of ``subsets``, in one pass over column blocks of ``dimension.max_mb``: random rows
+    array of ``subsets``, in one pass over column blocks of ``max_mb`` MiB: random rows
     of a chunked store cost a read of most of it each time, a column block reads each chunk
     once."""
     n_chains, n_draws, p = theta.shape
-    width = budget_rows(n_chains * n_draws, dc["max_mb"])
+    width = budget_rows(n_chains * n_draws, max_mb)
     grams = [np.zeros((len(s), len(s))) for s in subsets]
     for j0 in range(0, p, width):
         block = np.asarray(theta[:, :, j0 : j0 + width], dtype=np.float64)
@@ -130,20 +142,45 @@ def _subset_grams(theta, dc, subsets) -> list[np.ndarray]:
     return grams
 
 
-def dimension_rows(store, dataset, cfg) -> tuple[list[dict], dict]:
-    """:func:`dimension.dimension_table` of the good draws in the analysis coordinates, with the
-    uniform null mapped into the same coordinates. Rows whose statistic could not be computed
-    say why in ``verdict`` (``skipped: n_good=...``)."""
-    dc = cfg["landscape"]["dimension"]
-    transform = views.coordinate_transform(cfg, dataset)
-    rows_view = views.RowView(store.theta, transform, cfg)
-    ml, good = _good(store, cfg)
+def dimension_rows(
+    store,
+    transform: views.Transform | None,
+    *,
+    coordinates: str,
+    good_threshold: float,
+    box: float,
+    seed: int,
+    kpca: dict,
+    draw_block: int,
+    max_block_mb: float,
+    max_points: int,
+    n_boot: int,
+    n_null: int,
+    alpha: float,
+    k_pca: int,
+    twonn_discard: float,
+    mle_k1: int,
+    mle_k2: int,
+    pipeline_max_draws: int,
+    max_mb: float,
+) -> tuple[list[dict], dict]:
+    """:func:`dimension.dimension_table` of the good draws (mean loss below ``good_threshold``)
+    in the analysis coordinates ``transform`` (None: raw; named ``coordinates`` in the
+    output), with the uniform null mapped into the same coordinates. ``kpca``: the report's
+    pipeline, ``n_kpca``, ``n_pca`` and ``gamma``. Rows whose statistic could not be computed
+    say why in ``verdict`` (``skipped: n_good=...``). The other arguments are the
+    ``landscape.dimension`` settings
+    (config/README.md)."""
+    rows_view = views.RowView(
+        store.theta, transform, draw_block=draw_block, max_block_mb=max_block_mb
+    )
+    ml, good = _good(store, good_threshold)
     n_good = int(good.sum())
     budget = row_budget(
         rows_view.shape[1],
-        dc["max_mb"],
-        max_points=dc["max_points"],
-        pipeline_max_draws=dc["pipeline_max_draws"],
+        max_mb,
+        max_points=max_points,
+        pipeline_max_draws=pipeline_max_draws,
     )
     max_points = budget["max_points"]["used"]
     # RWM repeats a position on every rejection; the neighbour statistics count places
@@ -151,34 +188,29 @@ def dimension_rows(store, dataset, cfg) -> tuple[list[dict], dict]:
     if len(distinct) > max_points:
         distinct = distinct[:max_points]  # only needed to say why a row is skipped
     n_distinct = len(np.unique(rows_view[distinct], axis=0)) if len(distinct) else 0
-    kpca = {
-        "n_kpca": cfg["reduce"]["kpca"]["n_components"],
-        "n_pca": cfg["reduce"]["pca"]["n_components"],
-        "gamma": cfg["reduce"]["kpca"]["gamma"],
-        "max_exact": budget["pipeline_max_draws"]["used"],
-    }
+    kpca = {**kpca, "max_exact": budget["pipeline_max_draws"]["used"]}
     # wide clouds of raw draws (large p): shuffled nulls from one streamed pass, see _subset_grams
     wide = transform is None and rows_view.shape[1] > max_points
-    grams = partial(_subset_grams, store.theta, dc) if wide else None
+    grams = partial(_subset_grams, store.theta, max_mb) if wide else None
     rows = dimension.dimension_table(
         rows_view,
         ml,
-        cfg["target"]["good_threshold"],
-        cfg["target"]["box"],
-        seed=cfg["seed"],
-        n_boot=dc["n_boot"],
-        n_null=dc["n_null"],
-        alpha=dc["alpha"],
-        k_pca=dc["k_pca"],
-        discard=dc["twonn_discard"],
-        k1=dc["mle_k1"],
-        k2=dc["mle_k2"],
+        good_threshold,
+        box,
+        seed=seed,
+        n_boot=n_boot,
+        n_null=n_null,
+        alpha=alpha,
+        k_pca=k_pca,
+        discard=twonn_discard,
+        k1=mle_k1,
+        k2=mle_k2,
         kpca=kpca,
         max_points=max_points,
         null_transform=transform,
         subset_grams=grams,
     )
-    need = {"pipeline": kpca["n_pca"] + 1, "other": dc["mle_k2"] + 2}
+    need = {"pipeline": kpca["n_pca"] + 1, "other": mle_k2 + 2}
     for r in rows:
         if not np.isfinite(r["value"]):
             if r["statistic"].startswith("pipeline"):
@@ -191,7 +223,7 @@ def dimension_rows(store, dataset, cfg) -> tuple[list[dict], dict]:
             r["verdict"] = f"skipped: n_good={n_good} ({why})"
     if not any(r["statistic"] in ("twonn", "mle") for r in rows):
         # dimension_table leaves the neighbour statistics out entirely when too few are good
-        for stat in ("twonn", "mle", f"pca_ev{dc['k_pca']}"):
+        for stat in ("twonn", "mle", f"pca_ev{k_pca}"):
             for null in ("uniform", "shuffled"):
                 rows.append(
                     {
@@ -210,12 +242,11 @@ def dimension_rows(store, dataset, cfg) -> tuple[list[dict], dict]:
                     }
                 )
     meta = {
-        "coordinates": cfg["coordinates"],
+        "coordinates": coordinates,
         "n_draws": int(len(ml)),
         "n_good": n_good,
         "n_good_distinct": n_distinct,
-        "threshold": cfg["target"]["good_threshold"],
-        "settings": dict(dc),
+        "threshold": good_threshold,
         "memory": budget,
         "nulls": {
             "uniform": "draws uniform in the box (mapped to the analysis coordinates)",
@@ -228,32 +259,35 @@ def dimension_rows(store, dataset, cfg) -> tuple[list[dict], dict]:
 # --- census ------------------------------------------------------------------------------------
 
 
-def census_key(cfg, dataset, target):
-    """The merge key of ``landscape.census.key``: the outputs on the data, or canonical form."""
-    if cfg["landscape"]["census"]["key"] == "outputs":
-        return minima.target_outputs(target)
-    return views.canonical_transform(cfg, dataset)
-
-
-def select_census_starts(store, dataset, cfg) -> tuple[np.ndarray, np.ndarray]:
+def select_census_starts(
+    store,
+    coordinates: views.Transform | None,
+    *,
+    good_threshold: float,
+    seed: int,
+    n_clusters: int,
+    n_random: int,
+    max_points: int,
+    max_mb: float,
+    draw_block: int,
+    max_block_mb: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """Flat draw indices and their source (``cluster-all``, ``random-all``, ``cluster-good``,
-    ``random-good``), sorted by index. Clustering runs in the analysis coordinates on at most
-    ``census.max_points`` draws per pool, fewer when ``census.max_mb`` says so."""
-    cc = cfg["landscape"]["census"]
-    coord = views.coordinate_transform(cfg, dataset)
-    raw = views.RowView(store.theta, None, cfg)
-    max_points = min(cc["max_points"], budget_rows(raw.shape[1], cc["max_mb"]))
-    _, good = _good(store, cfg)
-    kw = {"n_clusters": cc["n_clusters"], "n_random": cc["n_random"], "seed": cfg["seed"]}
-    idx, src = minima.select_starts(raw, key=coord, max_points=max_points, **kw)
+    ``random-good``), sorted by index. Clustering runs in the analysis ``coordinates`` (None:
+    raw) on at most ``max_points`` draws per pool, fewer when ``max_mb`` says so."""
+    raw = views.RowView(store.theta, None, draw_block=draw_block, max_block_mb=max_block_mb)
+    max_points = min(max_points, budget_rows(raw.shape[1], max_mb))
+    _, good = _good(store, good_threshold)
+    kw = {"n_clusters": n_clusters, "n_random": n_random, "seed": seed}
+    idx, src = minima.select_starts(raw, key=coordinates, max_points=max_points, **kw)
     parts = [(idx, np.char.add(src.astype(str), "-all"))]
     gidx = np.flatnonzero(good)
     if len(gidx):
-        rng = np.random.default_rng([cfg["seed"], 1])
+        rng = np.random.default_rng([seed, 1])
         if len(gidx) > max_points:
             gidx = np.sort(rng.choice(gidx, size=max_points, replace=False))
         G = raw[gidx]
-        i, s = minima.select_starts(G, key=coord, max_points=max_points, **kw)
+        i, s = minima.select_starts(G, key=coordinates, max_points=max_points, **kw)
         parts.append((gidx[i], np.char.add(s.astype(str), "-good")))
     idx = np.concatenate([p[0] for p in parts])
     src = np.concatenate([p[1] for p in parts])
@@ -261,82 +295,134 @@ def select_census_starts(store, dataset, cfg) -> tuple[np.ndarray, np.ndarray]:
     return idx[order], src[order]
 
 
-CENSUS_CLASSIFY = ("dense_max", "n_eig", "eig_tol", "eig_maxiter")
-
-
-def run_census(store, dataset, cfg) -> tuple[minima.Census, pd.DataFrame, dict]:
-    """(census, table, meta): the census table gains ``good`` (mean loss below the threshold),
-    ``n_from_all`` and ``n_from_good`` (starts from each pool that ended there)."""
-    cc = cfg["landscape"]["census"]
-    target = model.from_config(cfg, dataset)
-    idx, src = select_census_starts(store, dataset, cfg)
-    starts = views.RowView(store.theta, None, cfg)[idx]
+def run_census(
+    store,
+    target: model.Target,
+    coordinates: views.Transform | None,
+    *,
+    coordinates_name: str,
+    good_threshold: float,
+    seed: int,
+    draw_block: int,
+    max_block_mb: float,
+    n_clusters: int,
+    n_random: int,
+    max_points: int,
+    max_mb: float,
+    key: str,
+    merge_tol: float,
+    maxiter: int,
+    n_restarts: int,
+    gtol: float,
+    dense_max: int,
+    n_eig: int,
+    eig_tol: float,
+    eig_maxiter: int,
+) -> tuple[minima.Census, pd.DataFrame, dict]:
+    """(census, table, meta) of ``target`` from starts among the draws in ``store``: the census
+    table gains ``good`` (mean loss below ``good_threshold``), ``n_from_all`` and
+    ``n_from_good`` (starts from each pool that ended there). ``coordinates``: the analysis
+    coordinates the starts are clustered in (None: raw); ``key``: ends are merged when their
+    outputs on the data (``outputs``) or canonical forms (``canonical``) agree. The other
+    arguments are the ``landscape.census`` settings (config/README.md)."""
+    blocks = {"draw_block": draw_block, "max_block_mb": max_block_mb}
+    idx, src = select_census_starts(
+        store,
+        coordinates,
+        good_threshold=good_threshold,
+        seed=seed,
+        n_clusters=n_clusters,
+        n_random=n_random,
+        max_points=max_points,
+        max_mb=max_mb,
+        **blocks,
+    )
+    starts = views.RowView(store.theta, None, **blocks)[idx]
+    mlp = target.mlp
+    merge_key = (
+        minima.target_outputs(target)
+        if key == "outputs"
+        else views.canonical_transform(mlp.sizes, mlp.activation, mlp.loss)
+    )
     c = minima.census(
         target.U_and_grad,
         starts,
         target.box,
-        key=census_key(cfg, dataset, target),
-        merge_tol=cc["merge_tol"],
+        key=merge_key,
+        merge_tol=merge_tol,
         mean_loss=target.mean_loss,
         accuracy=minima.target_accuracy(target),
-        gtol=cc["gtol"],
-        maxiter=cc["maxiter"],
-        n_restarts=cc["n_restarts"],
-        seed=cfg["seed"],
-        **{k: cc[k] for k in CENSUS_CLASSIFY},
+        gtol=gtol,
+        maxiter=maxiter,
+        n_restarts=n_restarts,
+        seed=seed,
+        dense_max=dense_max,
+        n_eig=n_eig,
+        eig_tol=eig_tol,
+        eig_maxiter=eig_maxiter,
     )
     table = pd.DataFrame(c.table, columns=list(c.table[0]) if c.table else None)
     from_good = np.char.endswith(src.astype(str), "-good")
     m = len(table)
     table["n_from_all"] = np.bincount(c.assignment[~from_good], minlength=m)[:m]
     table["n_from_good"] = np.bincount(c.assignment[from_good], minlength=m)[:m]
-    table["good"] = table["mean_loss"] < cfg["target"]["good_threshold"]
-    _, good = _good(store, cfg)
+    table["good"] = table["mean_loss"] < good_threshold
+    _, good = _good(store, good_threshold)
     p = int(store.theta.shape[2])
     meta = {
-        "key": cc["key"],
+        "key": key,
         "key_meaning": {
             "outputs": "ends merged when the network's softmax outputs on the data agree",
             "canonical": "ends merged when their canonical forms agree (symmetry.canonicalize)",
-        }[cc["key"]],
-        "clustering_coordinates": cfg["coordinates"],
+        }[key],
+        "clustering_coordinates": coordinates_name,
         "n_starts": int(len(idx)),
         "starts_by_source": {s: int((src == s).sum()) for s in np.unique(src)},
         "n_good_draws": int(good.sum()),
         "counts": minima.summary(c),
         "spectrum": (
             f"dense Hessian, every eigenvalue: {p} <= dense_max"
-            if p <= cc["dense_max"]
-            else f"eigsh: the {cc['n_eig']} smallest and {cc['n_eig']} largest eigenvalues "
-            f"(free coordinates > dense_max = {cc['dense_max']}); index and n_zero count only "
+            if p <= dense_max
+            else f"eigsh: the {n_eig} smallest and {n_eig} largest eigenvalues "
+            f"(free coordinates > dense_max = {dense_max}); index and n_zero count only "
             "among them (index_exact, n_zero_exact say when they are lower bounds)"
         ),
-        "memory": row_budget(p, cc["max_mb"], max_points=cc["max_points"]),
-        "settings": dict(cc),
+        "memory": row_budget(p, max_mb, max_points=max_points),
     }
     return c, table, meta
 
 
-def good_plane(store, dataset, cfg, reduction, points: np.ndarray) -> dict | None:
+def good_plane(
+    store,
+    transform: views.Transform | None,
+    reduction,
+    points: np.ndarray,
+    *,
+    n_components: int,
+    max_mb: float,
+    draw_block: int,
+    max_block_mb: float,
+) -> dict | None:
     """The reduce rule's linear PCA of the good draws in parameter space (``pca_param``) and
     ``points (m, p)`` (raw) projected on it. ``matches_reduce`` says whether the plane
-    reproduces the stored coordinates. None with fewer than 2 good draws.
+    reproduces the stored coordinates. None with fewer than 2 good draws. ``transform``: the
+    analysis coordinates (None: raw); ``n_components``: ``reduce.pca.n_components``.
 
-    While the good draws fit in ``census.max_mb`` the PCA is refitted on them (exact PCA is
-    deterministic). Otherwise the good draws keep their stored coordinates ``C`` and the axes
-    are recovered in one streamed pass: for exact PCA, ``X_c^T C = V diag(|C_k|^2)`` with
+    While the good draws fit in ``max_mb`` (``census.max_mb``) the PCA is refitted on them
+    (exact PCA is deterministic). Otherwise the good draws keep their stored coordinates
+    ``C`` and the axes are recovered in one streamed pass: for exact PCA,
+    ``X_c^T C = V diag(|C_k|^2)`` with
     ``X_c`` the centred draws; ``matches_reduce`` then checks the axes on the first block of
     draws (False when reduce used IncrementalPCA, whose axes are not exact eigenvectors)."""
     gi = np.asarray(reduction.good_index)
     if len(gi) < 2:
         return None
     flat = gi[:, 0] * store.n_draws + gi[:, 1]
-    transform = views.coordinate_transform(cfg, dataset)
-    view = views.RowView(store.theta, transform, cfg)
-    k = min(cfg["reduce"]["pca"]["n_components"], len(flat), view.shape[1])
+    view = views.RowView(store.theta, transform, draw_block=draw_block, max_block_mb=max_block_mb)
+    k = min(n_components, len(flat), view.shape[1])
     stored = np.asarray(reduction.pca_param)[:, :k]
     P = points if transform is None or len(points) == 0 else transform(points)
-    cap = budget_rows(view.shape[1], cfg["landscape"]["census"]["max_mb"])
+    cap = budget_rows(view.shape[1], max_mb)
     colour = np.asarray(reduction.mean_loss)[gi[:, 0], gi[:, 1]]
     if len(flat) <= cap:
         G = view[flat]
@@ -372,36 +458,60 @@ def good_plane(store, dataset, cfg, reduction, points: np.ndarray) -> dict | Non
 # --- rotation comparison ---------------------------------------------------------------------
 
 
-def good_rows(store, cfg, max_points: int, seed) -> np.ndarray:
+def good_rows(
+    store,
+    *,
+    good_threshold: float,
+    max_points: int,
+    max_mb: float,
+    seed: int,
+    draw_block: int,
+    max_block_mb: float,
+) -> np.ndarray:
     """At most ``max_points`` good draws (random subset, fixed seed), raw coordinates; fewer
-    when ``landscape.compare.max_mb`` says so."""
-    _, good = _good(store, cfg)
+    when ``max_mb`` (``landscape.compare.max_mb``) says so."""
+    _, good = _good(store, good_threshold)
     idx = np.flatnonzero(good)
-    max_points = min(
-        max_points, budget_rows(store.theta.shape[2], cfg["landscape"]["compare"]["max_mb"])
-    )
+    max_points = min(max_points, budget_rows(store.theta.shape[2], max_mb))
     if len(idx) > max_points:
         idx = np.sort(np.random.default_rng(seed).choice(idx, size=max_points, replace=False))
-    return views.RowView(store.theta, None, cfg)[idx]
+    return views.RowView(store.theta, None, draw_block=draw_block, max_block_mb=max_block_mb)[idx]
 
 
-def compare_rows(ref, other, cfg, dataset, ref_exp, exp, n_good) -> tuple[list[dict], dict]:
+def compare_rows(
+    ref,
+    other,
+    sizes,
+    key: views.Transform | None,
+    ref_exp,
+    exp,
+    n_good,
+    *,
+    coordinates: str,
+    box: float,
+    seed: int,
+    method: str,
+    n_perm: int,
+    max_points: int,
+    max_mb: float,
+    k: int,
+) -> tuple[list[dict], dict]:
     """Rows (one per stage, before/after mapping back) and the full result of comparing the
-    good draws ``other`` of experiment ``exp`` with ``ref`` of the reference ``ref_exp``.
+    good draws ``other`` of experiment ``exp`` with ``ref`` of the reference ``ref_exp``, for
+    the network of layer widths ``sizes``, in the analysis coordinates ``key`` (None: raw).
     ``n_good`` = (reference, other) good-draw counts before subsampling; ``memory`` in the
-    result says how many rows ``landscape.compare.max_mb`` allowed per experiment."""
-    cc = cfg["landscape"]["compare"]
-    k = cc["k"]
-    sz = views.sizes(cfg, dataset)
+    result says how many rows ``max_mb`` allowed per experiment. The keyword arguments are
+    ``target.box``, ``seed`` and the ``landscape.compare`` settings (config/README.md)."""
+    sz = tuple(sizes)
     base = {
         "experiment": exp.name,
         "reference": ref_exp.name,
-        "coordinates": cfg["coordinates"],
-        "method": cc["method"],
+        "coordinates": coordinates,
+        "method": method,
         "n_good_ref": int(n_good[0]),
         "n_good_other": int(n_good[1]),
     }
-    memory = row_budget(np.shape(ref)[1], cc["max_mb"], max_points=cc["max_points"])
+    memory = row_budget(np.shape(ref)[1], max_mb, max_points=max_points)
     A, t, _ = data.experiment_affine(ref_exp.transforms, sz[0])
     if not (np.allclose(A, np.eye(len(A))) and np.allclose(t, 0)):
         # compare() maps the other experiment to the untransformed dataset: do the same here
@@ -416,13 +526,13 @@ def compare_rows(ref, other, cfg, dataset, ref_exp, exp, n_good) -> tuple[list[d
         other,
         sz,
         exp.transforms,
-        box=cfg["target"]["box"],
-        key=views.coordinate_transform(cfg, dataset),
+        box=box,
+        key=key,
         k=k,
-        method=cc["method"],
-        n_perm=cc["n_perm"],
-        seed=cfg["seed"],
-        max_points=cc["max_points"],
+        method=method,
+        n_perm=n_perm,
+        seed=seed,
+        max_points=max_points,
     )
     rows = []
     for stage in ("before", "after"):
@@ -440,14 +550,13 @@ def compare_rows(ref, other, cfg, dataset, ref_exp, exp, n_good) -> tuple[list[d
     return rows, dict(base, status="ok", memory=memory, **res)
 
 
-def compare_projection(ref, other, cfg, dataset, exp) -> dict | None:
+def compare_projection(ref, other, sizes, key: views.Transform | None, exp) -> dict | None:
     """Both clouds, before and after mapping back, on the reference's top-2 PCA plane (in the
-    analysis coordinates), for the figure."""
+    analysis coordinates ``key``, None: raw), for the figure."""
     if min(len(ref), len(other)) < 3:
         return None
-    sz = views.sizes(cfg, dataset)
-    mapped, _ = compare.map_back(other, sz, exp.transforms)
-    key = views.coordinate_transform(cfg, dataset) or (lambda x: x)
+    mapped, _ = compare.map_back(other, tuple(sizes), exp.transforms)
+    key = key or (lambda x: x)
     pca = PCA(n_components=2).fit(key(ref))
     return {
         "reference": pca.transform(key(ref)),

@@ -402,10 +402,21 @@ class Target:
         return np.where(self.in_box(theta), -self.beta * u, -np.inf)
 
 
-def from_config(cfg: dict, dataset) -> Target:
-    """The target of a validated config for ``dataset`` (a :class:`lossatlas.data.Dataset`)."""
-    m = cfg["model"]
-    sizes = (dataset.n_features, *m["hidden"], dataset.n_classes)
-    mlp = MLP(sizes, activation=m["activation"], loss=m["loss"])
-    t = cfg["target"]
-    return Target(mlp, dataset.X, dataset.y, box=t["box"], beta=t["beta"], energy=t["energy"])
+def layer_sizes(dataset, hidden: Sequence[int]) -> tuple[int, ...]:
+    """Layer widths ``(d, *hidden, k)`` of the network on ``dataset`` (a ``data.Dataset``)."""
+    return (int(dataset.n_features), *map(int, hidden), int(dataset.n_classes))
+
+
+def target_for(
+    dataset,
+    *,
+    hidden: Sequence[int],
+    activation: str,
+    loss: str,
+    box: float,
+    beta: float,
+    energy: str,
+) -> Target:
+    """The target of the network ``(d, *hidden, k)`` on ``dataset`` (a ``data.Dataset``)."""
+    mlp = MLP(layer_sizes(dataset, hidden), activation=activation, loss=loss)
+    return Target(mlp, dataset.X, dataset.y, box=box, beta=beta, energy=energy)

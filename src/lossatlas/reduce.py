@@ -186,7 +186,7 @@ def kernel_pca(
     draw_block: int = 4096,
     max_block_mb: float = 256,
     seed: int = 0,
-    max_reference_mb: float | None = None,
+    max_reference_mb: float | None = 256,
 ) -> tuple[np.ndarray, dict]:
     """RBF kernel PCA of all draws; returns (embedding (chain, draw, k), info dict).
 
@@ -486,19 +486,28 @@ class Reduction:
         return cls(**arrays, summary=json.loads(text))
 
 
-def reduce(store_like, energy, mean_loss, cfg: dict | None = None) -> Reduction:
+def reduce(
+    store_like,
+    energy,
+    mean_loss,
+    *,
+    good_threshold: float,
+    seed: int,
+    kpca: dict,
+    n_pca: int = 2,
+    max_gather_mb: float = 1024,
+    draw_block: int = 4096,
+    max_block_mb: float = 256,
+) -> Reduction:
     """Kernel PCA of all draws, good-draw selection and both 2-D PCAs.
 
     ``store_like`` is a ``SampleStore`` (its ``.theta`` is used) or a theta array-like;
-    ``energy`` and ``mean_loss`` are (chain, draw). ``cfg`` is a config dict (validated here,
-    so a partial one gets the schema defaults); it uses ``reduce``, ``target.good_threshold``
-    and ``seed``. ``summary`` (JSON-able) holds ``kpca`` (method, sizes, gamma, errors),
-    ``good`` (threshold, count) and ``pca_kpca`` / ``pca_param`` (status, message, ratios).
+    ``energy`` and ``mean_loss`` are (chain, draw). ``kpca``: keyword arguments of
+    :func:`kernel_pca` (the ``reduce.kpca`` settings); good draws have mean loss below
+    ``good_threshold``; ``n_pca`` and ``max_gather_mb`` are the ``reduce.pca`` settings.
+    ``summary`` (JSON-able) holds ``kpca`` (method, sizes, gamma, errors), ``good``
+    (threshold, count) and ``pca_kpca`` / ``pca_param`` (status, message, ratios).
     """
-    from lossatlas import config
-
-    cfg = config.validate(cfg or {})
-    rc, kc = cfg["reduce"], cfg["reduce"]["kpca"]
     theta = _theta_of(store_like)
     n_chains, n_draws, p = theta.shape
     energy = np.asarray(energy[...], dtype=np.float64)
@@ -507,32 +516,21 @@ def reduce(store_like, energy, mean_loss, cfg: dict | None = None) -> Reduction:
         if a.shape != (n_chains, n_draws):
             raise ValueError(f"{name} has shape {a.shape}, expected {(n_chains, n_draws)}")
     emb, kinfo = kernel_pca(
-        theta,
-        n_components=kc["n_components"],
-        gamma=kc["gamma"],
-        max_exact=kc["max_exact"],
-        approximation=kc["approximation"],
-        n_landmarks=kc["n_landmarks"],
-        n_heldout=kc["n_heldout"],
-        draw_block=rc["draw_block"],
-        max_block_mb=rc["max_block_mb"],
-        seed=cfg["seed"],
-        max_reference_mb=kc["max_reference_mb"],
+        theta, draw_block=draw_block, max_block_mb=max_block_mb, seed=seed, **kpca
     )
-    thr = float(cfg["target"]["good_threshold"])
+    thr = float(good_threshold)
     good = mean_loss < thr
     good_index = np.argwhere(good).astype(np.int64)
     n_good = len(good_index)
-    n_pca = cfg["reduce"]["pca"]["n_components"]
     info_k, pca_k = pca_in_memory(emb[good], n_pca)
     info_k["space"] = "kernel-PCA coordinates of the good draws (the report's pipeline)"
     info_p, pca_p = pca_of_rows(
         theta,
         good,
         n_pca,
-        draw_block=rc["draw_block"],
-        max_block_mb=rc["max_block_mb"],
-        max_gather_mb=rc["pca"]["max_gather_mb"],
+        draw_block=draw_block,
+        max_block_mb=max_block_mb,
+        max_gather_mb=max_gather_mb,
     )
     info_p["space"] = "full parameter space of the good draws"
     summary = {

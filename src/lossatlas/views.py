@@ -24,33 +24,21 @@ import numpy as np
 from lossatlas import reduce, symmetry
 
 Transform = Callable[[np.ndarray], np.ndarray]
-COORDINATES = ("raw", "canonical")
 
 
-def sizes(cfg: dict, dataset) -> tuple[int, ...]:
-    """Layer widths ``(d, *hidden, k)`` of the network on ``dataset`` (a ``data.Dataset``)."""
-    return (int(dataset.n_features), *map(int, cfg["model"]["hidden"]), int(dataset.n_classes))
+def canonical_transform(sizes: Sequence[int], activation: str, loss: str) -> Transform:
+    """Rows ``(m, p)`` -> their canonical forms (:func:`symmetry.canonicalize`) for the network
+    of layer widths ``sizes``."""
+    return partial(symmetry.canonicalize, sizes=tuple(sizes), activation=activation, loss=loss)
 
 
-def canonical_transform(cfg: dict, dataset) -> Transform:
-    """Rows ``(m, p)`` -> their canonical forms (:func:`symmetry.canonicalize`)."""
-    m = cfg["model"]
-    return partial(
-        symmetry.canonicalize,
-        sizes=sizes(cfg, dataset),
-        activation=m["activation"],
-        loss=m["loss"],
-    )
-
-
-def coordinate_transform(cfg: dict, dataset) -> Transform | None:
-    """The analysis coordinates of ``cfg['coordinates']``: None (raw) or canonicalisation."""
-    return None if cfg["coordinates"] == "raw" else canonical_transform(cfg, dataset)
-
-
-def _draws_per_block(shape, cfg: dict | None) -> int:
-    rc = (cfg or {}).get("reduce", {})
-    return reduce.draws_per_block(shape, rc.get("draw_block", 4096), rc.get("max_block_mb", 256))
+def coordinate_transform(
+    coordinates: str, sizes: Sequence[int], activation: str, loss: str
+) -> Transform | None:
+    """The analysis coordinates ``coordinates``: None (raw) or canonicalisation."""
+    if coordinates == "raw":
+        return None
+    return canonical_transform(sizes, activation, loss)
 
 
 def _apply(transform: Transform | None, x: np.ndarray) -> np.ndarray:
@@ -62,14 +50,21 @@ class RowView:
     blocks of draws holding rows ``idx`` (an integer array or a slice; returned in sorted
     order) and applies ``transform`` to them."""
 
-    def __init__(self, theta, transform: Transform | None = None, cfg: dict | None = None):
+    def __init__(
+        self,
+        theta,
+        transform: Transform | None = None,
+        *,
+        draw_block: int = 4096,
+        max_block_mb: float = 256,
+    ):
         self.source = theta
         self.transform = transform
         self.n_chains, self.n_draws, p = theta.shape
         q = p if transform is None else _apply(transform, np.zeros((1, p))).shape[1]
         self.shape = (self.n_chains * self.n_draws, q)
         self.ndim = 2
-        self.dpb = _draws_per_block(theta.shape, cfg)
+        self.dpb = reduce.draws_per_block(theta.shape, draw_block, max_block_mb)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -104,7 +99,9 @@ class DrawView:
         theta,
         transform: Transform,
         names: Sequence[str] | None = None,
-        cfg: dict | None = None,
+        *,
+        draw_block: int = 4096,
+        max_block_mb: float = 256,
     ):
         self.source = theta
         self.transform = transform
@@ -113,7 +110,7 @@ class DrawView:
         self.shape = (c, d, q)
         self.ndim = 3
         self.names = list(names) if names is not None else [f"q[{j}]" for j in range(q)]
-        self.dpb = _draws_per_block(theta.shape, cfg)
+        self.dpb = reduce.draws_per_block(theta.shape, draw_block, max_block_mb)
 
     def __getitem__(self, key) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)

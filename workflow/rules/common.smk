@@ -7,6 +7,8 @@ import socket
 
 import psutil
 
+from lossatlas import steps
+
 EXPERIMENTS = lacfg.experiments(CFG)
 RESULTS = CFG["results"].rstrip("/")
 
@@ -15,22 +17,9 @@ wildcard_constraints:
     exp="|".join(re.escape(name) for name in EXPERIMENTS),
 
 
-def canonical(obj):
-    """obj with every mapping's keys sorted.
-
-    Snakemake compares params by their text, so the order of keys in the config file would
-    otherwise count as a change and rerun the sampling.
-    """
-    if isinstance(obj, dict):
-        return {k: canonical(obj[k]) for k in sorted(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [canonical(v) for v in obj]
-    return obj
-
-
-def section(name):
-    """One config section as a params value."""
-    return canonical(CFG[name])
+def step_settings(step):
+    """The settings ``step`` reads, as its params: the rerun trigger and its interface."""
+    return steps.settings(step, CFG)
 
 
 def experiment_params(wildcards):
@@ -41,19 +30,6 @@ def experiment_params(wildcards):
         "index": e.index,
         "transforms": [list(t) for t in e.transforms],
     }
-
-
-def sampling_settings():
-    """Every setting the draws depend on; the 'good' threshold only matters downstream."""
-    target = {k: v for k, v in CFG["target"].items() if k != "good_threshold"}
-    return canonical(
-        {
-            "seed": CFG["seed"],
-            "model": CFG["model"],
-            "target": target,
-            "sampler": CFG["sampler"],
-        }
-    )
 
 
 def n_batches():
@@ -102,20 +78,6 @@ def compare_outputs():
     if len(EXPERIMENTS) < 2:
         return []
     return [f"{RESULTS}/landscape/compare.csv", f"{RESULTS}/landscape/compare.png"]
-
-
-def landscape_settings(name):
-    """Every setting a landscape rule's numbers depend on, as params (a change reruns it)."""
-    return canonical(
-        {
-            "seed": CFG["seed"],
-            "coordinates": CFG["coordinates"],
-            "model": CFG["model"],
-            "target": CFG["target"],
-            "reduce": CFG["reduce"],
-            name: CFG["landscape"][name],
-        }
-    )
 
 
 OWNERS = Path(".snakemake/lossatlas-owners.json")

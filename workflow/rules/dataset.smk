@@ -10,7 +10,7 @@ rule dataset:
     conda:
         "../../envs/lossatlas.yaml"
     params:
-        dataset=section("dataset"),
+        settings=step_settings("dataset"),
         experiment=experiment_params,
     script:
         "../scripts/dataset.py"

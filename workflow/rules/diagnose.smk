@@ -79,7 +79,6 @@ rule diagnose:
         mem_mb=2048,
         runtime=60,
     params:
-        diagnose=section("diagnose"),
-        dpi=CFG["figures"]["dpi"],
+        settings=step_settings("diagnose"),
     script:
         "../scripts/diagnose.py"

@@ -28,8 +28,7 @@ rule figures:
         mem_mb=2048,
         runtime=30,
     params:
+        settings=step_settings("figures"),
         experiments=list(EXPERIMENTS),
-        figures=section("figures"),
-        good_threshold=CFG["target"]["good_threshold"],
     script:
         "../scripts/figures.py"

@@ -18,7 +18,8 @@ rule dataset_figure:
     conda:
         "../../envs/lossatlas.yaml"
     params:
-        dpi=CFG["figures"]["dpi"],
+        settings=step_settings("dataset_figure"),
+        experiment=experiment_params,
     script:
         "../scripts/dataset_figure.py"
 
@@ -48,7 +49,7 @@ rule dimension:
         mem_mb=2048,
         runtime=30,
     params:
-        settings=landscape_settings("dimension"),
+        settings=step_settings("dimension"),
     script:
         "../scripts/dimension.py"
 
@@ -94,7 +95,7 @@ rule census:
         mem_mb=2048,
         runtime=30,
     params:
-        settings=landscape_settings("census"),
+        settings=step_settings("census"),
     script:
         "../scripts/census.py"
 
@@ -129,8 +130,7 @@ rule compare:
         mem_mb=2048,
         runtime=30,
     params:
+        settings=step_settings("compare"),
         experiments=list(EXPERIMENTS),
-        reference=lacfg.reference(CFG),
-        settings=landscape_settings("compare"),
     script:
         "../scripts/compare.py"

@@ -29,9 +29,6 @@ rule reduce:
         mem_mb=4096,
         runtime=60,
     params:
-        seed=CFG["seed"],
-        coordinates=CFG["coordinates"],
-        reduce=section("reduce"),
-        good_threshold=CFG["target"]["good_threshold"],
+        settings=step_settings("reduce"),
     script:
         "../scripts/reduce.py"

@@ -22,7 +22,7 @@ rule sample:
         mem_mb=lambda wildcards, threads: 1024 + 512 * threads,
         runtime=120,
     params:
-        settings=sampling_settings(),
+        settings=step_settings("sample"),
         experiment=experiment_params,
     script:
         "../scripts/sample.py"

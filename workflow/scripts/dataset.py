@@ -1,19 +1,9 @@
 """Rule dataset: write one experiment's transformed dataset."""
 
-from _common import experiment, setup_logging
+from _common import setup_logging
 
-from lossatlas import data
+from lossatlas import steps
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 log = setup_logging(sm, "dataset")
-cfg = sm.config
-exp = experiment(cfg, sm.wildcards.exp)
-ds = data.for_experiment(cfg, exp)
-ds.save(sm.output[0])
-log.info(
-    "%s: %d points, %d features, transforms %s",
-    exp.name,
-    ds.n_points,
-    ds.n_features,
-    exp.transforms,
-)
+steps.dataset(sm.output[0], sm.params.settings, sm.params.experiment, log)

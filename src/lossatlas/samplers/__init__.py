@@ -40,7 +40,6 @@ from .tempering import Tempered
 
 KINDS = {"rwm": RWM, "mala": MALA, "hmc": HMC}
 BACKENDS = ("numpy", "numba", "cuda")
-DEFAULT_BACKEND = "numba"  # keep equal to the schema's default
 # Enters every checkpoint's settings hash: bump it whenever a kernel's numbers change for the same
 # settings, so an old checkpoint is set aside instead of being continued by different code.
 ALGORITHM_VERSION = 1
@@ -61,60 +60,55 @@ __all__ = [
 ]
 
 
-def build(sampler_cfg: dict, target):
-    """The kernel described by a (validated) ``sampler`` config section, for ``target``.
+def build(sampler_settings: dict, target):
+    """The kernel described by ``sampler`` settings (see config/README.md), for ``target``.
 
-    Missing keys take the schema's defaults. ``tempering.n_temps > 1`` wraps the kernel in
-    parallel tempering. ``backend: numba`` picks the fused kernel where one exists for the
-    kind and target and is the faster for ``chains_per_batch`` chains (:func:`.fused.supports`:
-    small networks), and the numpy kernel otherwise (wide networks, where BLAS wins).
-    ``backend: cuda`` picks the CUDA kernels (:mod:`.cuda`) and raises
-    :class:`lossatlas.config.ConfigError` before any work where there are none for the kind or
-    target, or no usable GPU.
+    Keys left out take the schema's defaults (:func:`lossatlas.config.section`), and the
+    settings are validated. ``tempering.n_temps > 1`` wraps the kernel in parallel tempering.
+    ``backend: numba`` picks the fused kernel where one exists for the kind and target and is
+    the faster for ``chains_per_batch`` chains (:func:`.fused.supports`: small networks), and
+    the numpy kernel otherwise (wide networks, where BLAS wins). ``backend: cuda`` picks the
+    CUDA kernels (:mod:`.cuda`) and raises :class:`lossatlas.config.ConfigError` before any
+    work where there are none for the kind or target, or no usable GPU.
     """
-    cfg = sampler_cfg
-    kind = cfg.get("kind", "rwm")
-    backend = cfg.get("backend", DEFAULT_BACKEND)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown sampler backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    from lossatlas import config
+
+    cfg = config.section("sampler", sampler_settings)
+    kind, backend, t = cfg["kind"], cfg["backend"], cfg["tempering"]
     rwm_cls, hmc_cls = RWM, HMC
-    t = cfg.get("tempering", {})
     if backend == "cuda":
         rwm_cls, hmc_cls = _cuda_kernels(kind, target)
     elif backend == "numba" and kind in ("rwm", "hmc"):
         from . import fused  # numba only when asked for
 
         # tempering runs every replica of a batch's chains in one kernel call
-        n_chains = cfg.get("chains_per_batch", 8) * max(t.get("n_temps", 1), 1)
+        n_chains = cfg["chains_per_batch"] * max(t["n_temps"], 1)
         if fused.supports(target, n_chains):
             rwm_cls, hmc_cls = fused.FusedRWM, fused.FusedHMC
-    common = dict(step_size=cfg.get("step_size", 0.1), dtype=cfg.get("dtype", "float64"))
+    common = dict(step_size=cfg["step_size"], dtype=cfg["dtype"])
     if kind == "rwm":
-        base = rwm_cls(target, target_accept=cfg.get("target_accept", 0.234), **common)
+        base = rwm_cls(target, target_accept=cfg["target_accept"], **common)
     elif kind == "mala":
-        m = cfg.get("mala", {})
-        base = MALA(target, target_accept=m.get("target_accept", 0.574), **common)
-    elif kind == "hmc":
-        h = cfg.get("hmc", {})
+        base = MALA(target, target_accept=cfg["mala"]["target_accept"], **common)
+    else:  # hmc: the schema admits no other kind
+        h = cfg["hmc"]
         base = hmc_cls(
             target,
-            target_accept=h.get("target_accept", 0.8),
-            n_leapfrog=h.get("n_leapfrog", 10),
-            mass_window=h.get("mass_window", 50),
-            adapt_mass=h.get("adapt_mass", True),
+            target_accept=h["target_accept"],
+            n_leapfrog=h["n_leapfrog"],
+            mass_window=h["mass_window"],
+            adapt_mass=h["adapt_mass"],
             **common,
         )
-    else:
-        raise ValueError(f"unknown sampler kind {kind!r}; use one of {', '.join(KINDS)}")
-    if t.get("n_temps", 1) <= 1:
+    if t["n_temps"] <= 1:
         return base
     return Tempered(
         base,
         n_temps=t["n_temps"],
-        beta_min=t.get("beta_min", 0.1),
-        ladder=t.get("ladder", "geometric"),
-        adapt_swap_rate=t.get("adapt_swap_rate", False),
-        target_swap_rate=t.get("target_swap_rate", 0.3),
+        beta_min=t["beta_min"],
+        ladder=t["ladder"],
+        adapt_swap_rate=t["adapt_swap_rate"],
+        target_swap_rate=t["target_swap_rate"],
     )
 
 

@@ -1,0 +1,590 @@
+"""One function per workflow rule: the only code that reads the validated config.
+
+Each step declares in :data:`READS` the config settings its numbers depend on. The rule passes
+exactly those as its ``params`` (:func:`settings`), so the rerun trigger and the step's
+interface are one thing; a step reading a setting it did not declare fails with a message that
+names it. :data:`RUNTIME` lists settings that say where a step runs and change no number (the
+Dask placement): they reach the step from the config at run time and never rerun a job.
+
+Below this layer the library (model, samplers, engine, store, analyses, plots) takes plain
+arguments and never sees the config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lossatlas import config as lacfg
+
+READS: dict[str, tuple[str, ...]] = {
+    "dataset": ("dataset",),
+    "sample": ("seed", "model", "target.box", "target.beta", "target.energy", "sampler"),
+    "diagnose": (
+        "diagnose",
+        "model",
+        "target.box",
+        "target.beta",
+        "target.energy",
+        "reduce.draw_block",
+        "reduce.max_block_mb",
+        "figures.dpi",
+    ),
+    "reduce": ("seed", "coordinates", "model", "reduce", "target.good_threshold", "figures.dpi"),
+    "figures": ("experiments", "target.good_threshold", "figures.dpi"),
+    "dataset_figure": ("figures.dpi",),
+    "dimension": (
+        "seed",
+        "coordinates",
+        "model",
+        "target.box",
+        "target.good_threshold",
+        "reduce.draw_block",
+        "reduce.max_block_mb",
+        "reduce.kpca.n_components",
+        "reduce.kpca.gamma",
+        "reduce.pca.n_components",
+        "landscape.dimension",
+    ),
+    "census": (
+        "seed",
+        "coordinates",
+        "model",
+        "target",
+        "reduce.draw_block",
+        "reduce.max_block_mb",
+        "reduce.pca.n_components",
+        "landscape.census",
+        "figures.dpi",
+    ),
+    "compare": (
+        "seed",
+        "coordinates",
+        "model",
+        "target.box",
+        "target.good_threshold",
+        "reduce.draw_block",
+        "reduce.max_block_mb",
+        "landscape.compare",
+        "experiments",
+        "figures.dpi",
+    ),
+}
+RUNTIME: dict[str, tuple[str, ...]] = {"sample": ("dask",)}
+
+
+class UndeclaredSetting(KeyError):
+    """A step read a setting outside its declared ones (:data:`READS`)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _canonical(obj):
+    if isinstance(obj, Mapping):
+        return {k: _canonical(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list | tuple):
+        return [_canonical(v) for v in obj]
+    return obj
+
+
+class Settings(dict):
+    """The settings one step may read, in the config's order.
+
+    Reading an undeclared key raises :class:`UndeclaredSetting` naming the step and the path.
+    ``repr`` sorts the keys: Snakemake compares params by their repr, so reordering a config
+    file must not rerun anything.
+    """
+
+    def __init__(self, values: Mapping, step: str, prefix: str = ""):
+        super().__init__(
+            (k, Settings(v, step, f"{prefix}{k}.") if isinstance(v, Mapping) else v)
+            for k, v in values.items()
+        )
+        self.step, self.prefix = step, prefix
+
+    def __missing__(self, key):
+        raise UndeclaredSetting(
+            f"step {self.step!r} read the setting {self.prefix}{key}, which it does not "
+            f"declare: add it to lossatlas.steps.READS[{self.step!r}] (the rule's params)"
+        )
+
+    def __repr__(self) -> str:
+        return repr(_canonical(self))
+
+    def __reduce__(self):
+        # Snakemake hands params to scripts pickled: rebuild with the step's name
+        return (Settings, (dict(self), self.step, self.prefix))
+
+
+def _pick(cfg: Mapping, paths: tuple[str, ...]) -> dict:
+    """The parts of ``cfg`` at the dotted ``paths``, nested, in the config's order."""
+    out: dict = {}
+    for key, value in cfg.items():
+        below = tuple(p[len(key) + 1 :] for p in paths if p.startswith(f"{key}."))
+        if key in paths:
+            out[key] = value
+        elif below:
+            out[key] = _pick(value, below)
+    return out
+
+
+def settings(step: str, cfg: Mapping) -> Settings:
+    """The settings of a validated config that ``step`` reads (:data:`READS`)."""
+    return Settings(_pick(cfg, READS[step]), step)
+
+
+def runtime(step: str, cfg: Mapping) -> Settings:
+    """The run-time settings of ``step`` (:data:`RUNTIME`): where it runs, not what it computes."""
+    return Settings(_pick(cfg, RUNTIME.get(step, ())), step)
+
+
+# --- settings -> library arguments ----------------------------------------------------------
+
+
+def experiment(values: Mapping) -> lacfg.Experiment:
+    """An experiment from a rule's ``experiment`` param (name, index, transforms)."""
+    transforms = tuple(tuple(t) for t in values["transforms"])
+    return lacfg.Experiment(name=values["name"], index=int(values["index"]), transforms=transforms)
+
+
+def sampling_arguments(s: Mapping) -> dict[str, Any]:
+    """Keyword arguments of :func:`lossatlas.engine.run_experiment` and ``batch_specs``."""
+    t = s["target"]
+    return {
+        "seed": s["seed"],
+        "model": dict(s["model"]),
+        "target": {"box": t["box"], "beta": t["beta"], "energy": t["energy"]},
+        "sampler": _plain(s["sampler"]),
+    }
+
+
+def _plain(obj):
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj
+
+
+def target(s: Mapping, dataset):
+    """The :class:`lossatlas.model.Target` of the settings' model and target on ``dataset``."""
+    from lossatlas import model
+
+    m, t = s["model"], s["target"]
+    return model.target_for(
+        dataset,
+        hidden=m["hidden"],
+        activation=m["activation"],
+        loss=m["loss"],
+        box=t["box"],
+        beta=t["beta"],
+        energy=t["energy"],
+    )
+
+
+def sizes(s: Mapping, dataset) -> tuple[int, ...]:
+    from lossatlas import model
+
+    return model.layer_sizes(dataset, s["model"]["hidden"])
+
+
+def coordinates(s: Mapping, dataset):
+    """The analysis coordinates' transform of ``coordinates`` (None: raw)."""
+    from lossatlas import views
+
+    m = s["model"]
+    return views.coordinate_transform(
+        s["coordinates"], sizes(s, dataset), m["activation"], m["loss"]
+    )
+
+
+def blocks(s: Mapping) -> dict[str, Any]:
+    """How many draws one read of the store holds (``reduce.draw_block``, ``max_block_mb``)."""
+    return {"draw_block": s["reduce"]["draw_block"], "max_block_mb": s["reduce"]["max_block_mb"]}
+
+
+def reduce_arguments(s: Mapping) -> dict[str, Any]:
+    """Keyword arguments of :func:`lossatlas.reduce.reduce`."""
+    r = s["reduce"]
+    return {
+        "good_threshold": s["target"]["good_threshold"],
+        "seed": s["seed"],
+        "kpca": dict(r["kpca"]),
+        "n_pca": r["pca"]["n_components"],
+        "max_gather_mb": r["pca"]["max_gather_mb"],
+        **blocks(s),
+    }
+
+
+def invariant_arguments(s: Mapping) -> dict[str, Any]:
+    """Keyword arguments of :func:`lossatlas.landscape.invariant_diagnostics`."""
+    c = s["diagnose"]
+    return {
+        "param_block": c["param_block"],
+        "rhat_max": c["rhat_max"],
+        "ess_min": c["ess_min"],
+        **blocks(s),
+    }
+
+
+def dimension_arguments(s: Mapping) -> dict[str, Any]:
+    """Keyword arguments of :func:`lossatlas.landscape.dimension_rows`."""
+    kpca = {
+        "n_kpca": s["reduce"]["kpca"]["n_components"],
+        "n_pca": s["reduce"]["pca"]["n_components"],
+        "gamma": s["reduce"]["kpca"]["gamma"],
+    }
+    return {
+        "coordinates": s["coordinates"],
+        "good_threshold": s["target"]["good_threshold"],
+        "box": s["target"]["box"],
+        "seed": s["seed"],
+        "kpca": kpca,
+        **blocks(s),
+        **s["landscape"]["dimension"],
+    }
+
+
+def census_arguments(s: Mapping) -> dict[str, Any]:
+    """Keyword arguments of :func:`lossatlas.landscape.run_census`."""
+    return {
+        "coordinates_name": s["coordinates"],
+        "good_threshold": s["target"]["good_threshold"],
+        "seed": s["seed"],
+        **blocks(s),
+        **s["landscape"]["census"],
+    }
+
+
+def plane_arguments(s: Mapping) -> dict[str, Any]:
+    """Keyword arguments of :func:`lossatlas.landscape.good_plane`."""
+    return {
+        "n_components": s["reduce"]["pca"]["n_components"],
+        "max_mb": s["landscape"]["census"]["max_mb"],
+        **blocks(s),
+    }
+
+
+def good_rows_arguments(s: Mapping) -> dict[str, Any]:
+    """Keyword arguments of :func:`lossatlas.landscape.good_rows`."""
+    cc = s["landscape"]["compare"]
+    return {
+        "good_threshold": s["target"]["good_threshold"],
+        "max_points": cc["max_points"],
+        "max_mb": cc["max_mb"],
+        "seed": s["seed"],
+        **blocks(s),
+    }
+
+
+def compare_arguments(s: Mapping) -> dict[str, Any]:
+    """Keyword arguments of :func:`lossatlas.landscape.compare_rows`."""
+    return {
+        "coordinates": s["coordinates"],
+        "box": s["target"]["box"],
+        "seed": s["seed"],
+        **s["landscape"]["compare"],
+    }
+
+
+def _write_json(path, doc) -> None:
+    Path(path).write_text(json.dumps(doc, indent=2, default=float) + "\n")
+
+
+# --- the steps -------------------------------------------------------------------------------
+
+
+def dataset(output, s: Mapping, exp: Mapping, log: logging.Logger) -> None:
+    """Write one experiment's transformed dataset."""
+    from lossatlas import data
+
+    e = experiment(exp)
+    ds = data.for_experiment(_plain(s["dataset"]), e.transforms)
+    ds.save(output)
+    log.info(
+        "%s: %d points, %d features, transforms %s",
+        e.name,
+        ds.n_points,
+        ds.n_features,
+        e.transforms,
+    )
+
+
+def sample(
+    dataset_path,
+    samples_path,
+    s: Mapping,
+    run: Mapping,
+    exp: Mapping,
+    threads: int,
+    log: logging.Logger,
+) -> dict:
+    """Run one experiment's chains on Dask, resuming from the batch checkpoints; returns the
+    resume summary. ``run``: the :data:`RUNTIME` settings (``dask``)."""
+    from lossatlas import cluster, engine
+    from lossatlas.data import Dataset
+
+    e = experiment(exp)
+    ds = Dataset.load(dataset_path)
+    out = Path(samples_path)
+    d = run["dask"]
+    timing = {"lock_timeout": d["lock_timeout"], "progress_interval": d["progress_interval"]}
+    # The lock first: a run waiting for another one's lock holds no workers (SLURM jobs)
+    # meanwhile. connect() logs the cluster size and the dashboard address.
+    with (
+        engine.experiment_lock(out.parent, log=log, **timing),
+        cluster.connect(_plain(d), threads=threads, log=log) as client,
+    ):
+        summary = engine.run_experiment(
+            e, ds, out.parent, client, log, locked=True, **timing, **sampling_arguments(s)
+        )
+    log.info(
+        "resume summary: resumed=%d computed=%d total=%d draws over %d batches",
+        summary["draws_resumed"],
+        summary["draws_computed"],
+        summary["draws_total"],
+        summary["n_batches"],
+    )
+    for b in summary["batches"]:
+        log.info("resume summary: %s", b)
+    if not out.exists():
+        raise FileNotFoundError(f"engine.run_experiment did not write {out}")
+    return summary
+
+
+def diagnose(inputs, outputs, s: Mapping, name: str, threads: int, log: logging.Logger) -> None:
+    """Convergence table and checks, the same on canonical parameters and invariant
+    quantities, and their figures."""
+    from lossatlas import diagnostics, landscape, plots
+    from lossatlas.data import Dataset
+    from lossatlas.store import SampleStore
+
+    c = s["diagnose"]
+    ds = Dataset.load(inputs.dataset)
+    with SampleStore(inputs.samples) as store:
+        energy = store.stat("energy")
+        # Streams theta by parameter blocks; the whole array is never read.
+        table, norm, verdict = diagnostics.diagnose(
+            store.theta,
+            energy,
+            store.param_names,
+            block=c["param_block"],
+            rhat_max=c["rhat_max"],
+            ess_min=c["ess_min"],
+            alpha=c["normality_alpha"],
+            n_batches=c["n_batches"],
+            workers=threads,
+        )
+        # Symmetric copies of one network look like unmixed modes in raw coordinates; canonical
+        # parameters and the outputs on the data do not change under the symmetries.
+        inv, inv_summary = landscape.invariant_diagnostics(
+            store,
+            ds,
+            target(s, ds),
+            table,
+            workers=threads,
+            tmp_dir=Path(outputs.summary).parent,
+            **invariant_arguments(s),
+        )
+    inv.to_csv(outputs.invariant, index=False)
+    Path(outputs.invariant_summary).write_text(json.dumps(inv_summary, indent=2) + "\n")
+    table.to_csv(outputs.summary, index=False)
+    norm.to_csv(outputs.normality, index=False)
+    Path(outputs.convergence).write_text(json.dumps(verdict, indent=2) + "\n")
+
+    dpi = s["figures"]["dpi"]
+    plots.trace(energy, outputs.trace, name="U", title=name, dpi=dpi)
+    plots.rank(energy, outputs.rank, name="U", title=name, dpi=dpi)
+    plots.rhat(table, outputs.rhat, rhat_max=c["rhat_max"], title=name, dpi=dpi)
+    plots.plot_energy_hist(energy, outputs.energy_hist, dpi=dpi)
+    for space in ("U", "raw parameters", "canonical parameters", "outputs on the data"):
+        log.info("%s: %s %s", name, space, inv_summary[space])
+    log.info("%s: pass=%s, U: %s", name, verdict["pass"], verdict["energy"])
+
+
+def reduce(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
+    """Kernel PCA of all draws, linear PCA of the good ones (in the analysis coordinates), and
+    the 3-D kernel-PCA figure."""
+    from lossatlas import plots, views
+    from lossatlas import reduce as rd
+    from lossatlas.data import Dataset
+    from lossatlas.store import SampleStore
+
+    with SampleStore(inputs.samples) as store:
+        # theta is streamed by draw blocks; energy and mean loss are (chain, draw), small.
+        transform = coordinates(s, Dataset.load(inputs.dataset))
+        # canonical coordinates are computed one block of draws at a time as reduce reads them
+        theta = (
+            store.theta
+            if transform is None
+            else views.DrawView(store.theta, transform, **blocks(s))
+        )
+        result = rd.reduce(
+            theta, store.stat("energy"), store.stat("mean_loss"), **reduce_arguments(s)
+        )
+        result.summary["coordinates"] = s["coordinates"]
+    result.save(outputs.reduction)
+    Path(outputs.summary).write_text(json.dumps(result.summary, indent=2) + "\n")
+    plots.plot_kpca_3d(
+        result.embedding, result.energy, outputs.kpca_3d, seed=s["seed"], dpi=s["figures"]["dpi"]
+    )
+    log.info("%s: kernel PCA %s", name, json.dumps(result.summary["kpca"]))
+    log.info("%s: good draws %s", name, json.dumps(result.summary["good"]))
+
+
+def _titles(s: Mapping, names) -> dict[str, str]:
+    from lossatlas import plots
+
+    exps = lacfg.experiments(s)
+    return {n: plots.experiment_title(n, exps[n].transforms) for n in names}
+
+
+def figures(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
+    """The report's Figure 1 (datasets) and Figure 2 (good minima), one panel each."""
+    from lossatlas import plots
+    from lossatlas import reduce as rd
+    from lossatlas.data import Dataset
+
+    names = list(names)
+    dpi = s["figures"]["dpi"]
+    titles = _titles(s, names)
+    datasets = {n: Dataset.load(p) for n, p in zip(names, inputs.datasets, strict=True)}
+    plots.datasets_figure(datasets, outputs.fig1, titles=titles, dpi=dpi)
+    reductions = {n: rd.load(p) for n, p in zip(names, inputs.reductions, strict=True)}
+    threshold = s["target"]["good_threshold"]
+    plots.good_minima_figure(reductions, outputs.fig2, titles=titles, threshold=threshold, dpi=dpi)
+    log.info("wrote %s and %s", outputs.fig1, outputs.fig2)
+
+
+def dataset_figure(inputs, outputs, s: Mapping, exp: Mapping, log: logging.Logger) -> None:
+    """One experiment's dataset, for its section of the report."""
+    from lossatlas import plots
+    from lossatlas.data import Dataset
+
+    e = experiment(exp)
+    title = plots.experiment_title(e.name, e.transforms)
+    ds = Dataset.load(inputs.dataset)
+    plots.datasets_figure(
+        {e.name: ds}, outputs.figure, titles={e.name: title}, dpi=s["figures"]["dpi"]
+    )
+    log.info("wrote %s", outputs.figure)
+
+
+def dimension(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
+    """Dimension statistics of the good draws against null models."""
+    from lossatlas import landscape
+    from lossatlas.data import Dataset
+    from lossatlas.store import SampleStore
+
+    dc = s["landscape"]["dimension"]
+    with SampleStore(inputs.samples) as store:
+        rows, meta = landscape.dimension_rows(
+            store, coordinates(s, Dataset.load(inputs.dataset)), **dimension_arguments(s)
+        )
+    # the settings sit after the threshold in the JSON, as they always have
+    keys = list(meta)
+    at = keys.index("threshold") + 1
+    meta = {
+        **{k: meta[k] for k in keys[:at]},
+        "settings": _plain(dc),
+        **{k: meta[k] for k in keys[at:]},
+    }
+    table = pd.DataFrame(rows)
+    table.insert(0, "experiment", name)
+    table.to_csv(outputs.table, index=False)
+    _write_json(outputs.json, {**meta, "experiment": name, "rows": table.to_dict(orient="records")})
+    for r in rows:
+        log.info("%s %s/%s: %s", name, r["statistic"], r["null"], r["verdict"])
+
+
+def census(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
+    """Critical points from many starts, classified; their figures."""
+    from lossatlas import landscape, plots
+    from lossatlas import reduce as rd
+    from lossatlas.data import Dataset
+    from lossatlas.store import SampleStore
+
+    cc = s["landscape"]["census"]
+    ds = Dataset.load(inputs.dataset)
+    transform = coordinates(s, ds)
+    with SampleStore(inputs.samples) as store:
+        c, table, meta = landscape.run_census(
+            store, target(s, ds), transform, **census_arguments(s)
+        )
+        meta["settings"] = _plain(cc)
+        reduction = rd.load(inputs.reduction)
+        plane = landscape.good_plane(store, transform, reduction, c.points, **plane_arguments(s))
+    table.insert(0, "experiment", name)
+    table.to_csv(outputs.table, index=False)
+    meta["plane"] = (
+        "no plane: fewer than 2 good draws"
+        if plane is None
+        else {"explained_variance_ratio": plane["ratio"], "matches_reduce": plane["matches_reduce"]}
+    )
+    _write_json(outputs.json, {**meta, "experiment": name, "rows": table.to_dict(orient="records")})
+    np.savez(
+        outputs.points,
+        points=c.points,
+        ends=c.ends,
+        end_U=c.end_U,
+        assignment=c.assignment,
+    )
+    dpi = s["figures"]["dpi"]
+    plots.plot_census_loss_index(table, outputs.loss_index, title=name, dpi=dpi)
+    plots.plot_census_plane(plane, table, outputs.plane, title=name, dpi=dpi)
+    log.info("%s: %d starts, counts %s", name, meta["n_starts"], meta["counts"])
+    log.info("%s: plane %s", name, meta["plane"])
+
+
+def compare(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
+    """Each experiment's good draws against the reference's, before and after mapping them
+    back through the dataset transform."""
+    from lossatlas import landscape, plots
+    from lossatlas.data import Dataset
+    from lossatlas.store import SampleStore
+
+    names = list(names)
+    ref_name = lacfg.reference(s)
+    exps = lacfg.experiments(s)
+    stores = dict(zip(names, inputs.samples, strict=True))
+    datasets = dict(zip(names, inputs.datasets, strict=True))
+    threshold = s["target"]["good_threshold"]
+
+    def good(name):
+        with SampleStore(stores[name]) as store:
+            n_good = int((store.stat("mean_loss") < threshold).sum())
+            return landscape.good_rows(store, **good_rows_arguments(s)), n_good
+
+    ref, n_ref = good(ref_name)
+    rows, full, figure = [], [], {}
+    for name in names:
+        if name == ref_name:
+            continue
+        other, n_other = good(name)
+        ds = Dataset.load(datasets[name])
+        sz, key = sizes(s, ds), coordinates(s, ds)
+        r, f = landscape.compare_rows(
+            ref,
+            other,
+            sz,
+            key,
+            exps[ref_name],
+            exps[name],
+            (n_ref, n_other),
+            **compare_arguments(s),
+        )
+        rows += r
+        full.append(f)
+        projection = landscape.compare_projection(ref, other, sz, key, exps[name])
+        figure[name] = {"rows": r, "projection": projection}
+        for row in r:
+            log.info("%s vs %s %s: %s", name, ref_name, row["stage"], row)
+
+    pd.DataFrame(rows).to_csv(outputs.table, index=False)
+    _write_json(outputs.json, full)
+    plots.plot_compare(figure, outputs.figure, dpi=s["figures"]["dpi"])
