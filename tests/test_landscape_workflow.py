@@ -222,3 +222,136 @@ def test_config_error_stops_snakemake_with_one_line(tmp_path):
     lines = [x for x in (proc.stdout + proc.stderr).splitlines() if "invalid config" in x]
     assert len(lines) == 1 and lines[0].startswith("invalid config: coordinates:"), lines
     assert set(os.listdir(wd)) - before <= {".snakemake"}
+
+
+class Files(list):
+    """A rule's named input or output files, as a script sees them (``x.name`` and ``x[i]``)."""
+
+    def __init__(self, **named):
+        super().__init__(named.values())
+        self.__dict__.update(named)
+
+
+@pytest.mark.slow
+def test_each_step_reads_exactly_what_it_declares(landscape_run, tmp_path):
+    """Every step, run here on the workflow's files with its declared settings, reads nothing
+    else (an undeclared read raises) and reads something under each declared path, so the
+    params are neither too narrow (a setting that silently fails to rerun the job) nor too
+    wide; its tables equal the rule's byte for byte."""
+    import logging
+
+    from lossatlas import steps
+
+    cfg = lacfg.load(landscape_run / "config" / "config.yaml")
+    res = landscape_run / "results"
+    log = logging.getLogger("test.steps")
+    name, names = "rotate-0", list(EXPS)
+    exp = next(iter(lacfg.experiments(cfg).values()))
+    exp_param = {"name": exp.name, "index": exp.index, "transforms": exp.transforms}
+    into = Files(samples=res / name / "samples.h5", dataset=res / name / "dataset.npz")
+    out = tmp_path
+
+    def declared(step):
+        s = steps.settings(step, cfg)
+        yield s
+        for path in steps.READS[step]:
+            assert any(r == path or r.startswith(f"{path}.") for r in s.reads), (step, path)
+
+    runs = {
+        "dataset": lambda s: steps.dataset(out / "dataset.npz", s, exp_param, log),
+        "sample": lambda s: steps.sample(
+            into.dataset,
+            out / "sample" / "samples.h5",
+            s,
+            steps.runtime("sample", cfg),
+            exp_param,
+            1,
+            log,
+        ),
+        "diagnose": lambda s: steps.diagnose(
+            into,
+            Files(
+                **{
+                    k: out / f"{k}.{ext}"
+                    for k, ext in (
+                        ("summary", "csv"),
+                        ("normality", "csv"),
+                        ("convergence", "json"),
+                        ("trace", "png"),
+                        ("rank", "png"),
+                        ("rhat", "png"),
+                        ("invariant", "csv"),
+                        ("invariant_summary", "json"),
+                        ("energy_hist", "png"),
+                    )
+                }
+            ),
+            s,
+            name,
+            1,
+            log,
+        ),
+        "reduce": lambda s: steps.reduce(
+            into,
+            Files(
+                reduction=out / "reduction.h5",
+                summary=out / "reduce.json",
+                kpca_3d=out / "kpca.png",
+            ),
+            s,
+            name,
+            log,
+        ),
+        "figures": lambda s: steps.figures(
+            Files(
+                datasets=[res / n / "dataset.npz" for n in names],
+                reductions=[res / n / "reduce" / "reduction.h5" for n in names],
+            ),
+            Files(fig1=out / "fig1.png", fig2=out / "fig2.png"),
+            s,
+            names,
+            log,
+        ),
+        "dataset_figure": lambda s: steps.dataset_figure(
+            into, Files(figure=out / "dataset.png"), s, exp_param, log
+        ),
+        "dimension": lambda s: steps.dimension(
+            into, Files(table=out / "dimension.csv", json=out / "dimension.json"), s, name, log
+        ),
+        "census": lambda s: steps.census(
+            Files(**into.__dict__, reduction=res / name / "reduce" / "reduction.h5"),
+            Files(
+                table=out / "census.csv",
+                json=out / "census.json",
+                points=out / "census_points.npz",
+                loss_index=out / "loss_index.png",
+                plane=out / "plane.png",
+            ),
+            s,
+            name,
+            log,
+        ),
+        "compare": lambda s: steps.compare(
+            Files(
+                samples=[res / n / "samples.h5" for n in names],
+                datasets=[res / n / "dataset.npz" for n in names],
+            ),
+            Files(table=out / "compare.csv", json=out / "compare.json", figure=out / "c.png"),
+            s,
+            names,
+            log,
+        ),
+    }
+    assert sorted(runs) == sorted(steps.READS)
+    for step, run in runs.items():
+        for s in declared(step):
+            run(s)
+    for mine, rules in (
+        ("dataset.npz", f"{name}/dataset.npz"),
+        ("dimension.csv", f"{name}/landscape/dimension.csv"),
+        ("census.csv", f"{name}/landscape/census.csv"),
+        ("summary.csv", f"{name}/diagnostics/summary.csv"),
+        ("reduce.json", f"{name}/reduce/summary.json"),
+        ("compare.csv", "landscape/compare.csv"),
+    ):
+        assert (out / mine).read_bytes() == (res / rules).read_bytes(), mine

@@ -36,7 +36,7 @@ def two_sample_test(
     method: str = "energy",
     n_perm: int = 999,
     seed: int = 0,
-    max_points: int = 2000,
+    max_points: int = 1000,
     gamma: float | None = None,
 ) -> dict:
     """Permutation test of ``X (n, p)`` and ``Y (m, p)`` coming from one distribution.
@@ -126,7 +126,7 @@ def compare(
     method: str = "energy",
     n_perm: int = 999,
     seed: int = 0,
-    max_points: int = 2000,
+    max_points: int = 1000,
 ) -> dict:
     """Compare the good draws ``reference (n, p)`` of the reference experiment with ``other
     (m, p)`` of an experiment with ``transforms``, before and after mapping ``other`` back.

@@ -46,11 +46,11 @@ BatchedUGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 def select_starts(
     theta,
-    n_clusters: int = 20,
-    n_random: int = 20,
+    n_clusters: int = 10,
+    n_random: int = 10,
     seed: int = 0,
     key: Callable[[np.ndarray], np.ndarray] | None = None,
-    max_points: int = 20_000,
+    max_points: int = 5000,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices of starting draws: the draw nearest each KMeans centre (computed on ``key(theta)``,
     e.g. canonical coordinates) plus ``n_random`` draws at random. Returns ``(idx, source)``

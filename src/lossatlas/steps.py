@@ -88,7 +88,8 @@ class UndeclaredSetting(KeyError):
 
 def _canonical(obj):
     if isinstance(obj, Mapping):
-        return {k: _canonical(obj[k]) for k in sorted(obj)}
+        items = dict(dict.items(obj)) if isinstance(obj, dict) else dict(obj)
+        return {k: _canonical(items[k]) for k in sorted(items)}
     if isinstance(obj, list | tuple):
         return [_canonical(v) for v in obj]
     return obj
@@ -99,15 +100,17 @@ class Settings(dict):
 
     Reading an undeclared key raises :class:`UndeclaredSetting` naming the step and the path.
     ``repr`` sorts the keys: Snakemake compares params by their repr, so reordering a config
-    file must not rerun anything.
+    file must not rerun anything. ``reads`` collects the dotted paths of the values read (the
+    tests check each step against its declaration with it).
     """
 
-    def __init__(self, values: Mapping, step: str, prefix: str = ""):
+    def __init__(self, values: Mapping, step: str, prefix: str = "", reads: set | None = None):
+        self.step, self.prefix = step, prefix
+        self.reads = set() if reads is None else reads
         super().__init__(
-            (k, Settings(v, step, f"{prefix}{k}.") if isinstance(v, Mapping) else v)
+            (k, Settings(v, step, f"{prefix}{k}.", self.reads) if isinstance(v, Mapping) else v)
             for k, v in values.items()
         )
-        self.step, self.prefix = step, prefix
 
     def __missing__(self, key):
         raise UndeclaredSetting(
@@ -115,12 +118,31 @@ class Settings(dict):
             f"declare: add it to lossatlas.steps.READS[{self.step!r}] (the rule's params)"
         )
 
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        if not isinstance(value, Settings):
+            self.reads.add(f"{self.prefix}{key}")
+        return value
+
+    def __iter__(self):
+        # a Python-level __iter__ makes dict(s) and f(**s) go through __getitem__ (recorded)
+        return super().__iter__()
+
+    def items(self):
+        return [(k, self[k]) for k in self]
+
+    def values(self):
+        return [self[k] for k in self]
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
     def __repr__(self) -> str:
         return repr(_canonical(self))
 
     def __reduce__(self):
         # Snakemake hands params to scripts pickled: rebuild with the step's name
-        return (Settings, (dict(self), self.step, self.prefix))
+        return (Settings, (dict(dict.items(self)), self.step, self.prefix))
 
 
 def _pick(cfg: Mapping, paths: tuple[str, ...]) -> dict:
