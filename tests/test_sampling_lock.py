@@ -17,7 +17,7 @@ import time
 import pytest
 from test_engine import run_on
 
-from lossatlas import config, engine, store
+from lossatlas import config, lifecycle, store
 
 WAIT_S = 120  # bound on every wait below
 HERE = os.path.dirname(__file__)
@@ -108,7 +108,7 @@ def test_second_run_waits_then_resumes_everything(tmp_path, reference):
         # processes) there, so it is surely mid-run while the second one starts.
         def holding():
             try:
-                info = json.loads((chains / engine.LOCK_NAME).read_text() or "{}")
+                info = json.loads((chains / lifecycle.LOCK_NAME).read_text() or "{}")
             except (OSError, ValueError):
                 return False
             p = store.read_progress(chains / "batch-0000.h5")
@@ -157,20 +157,20 @@ def test_second_run_waits_then_resumes_everything(tmp_path, reference):
     assert any("still waiting" in m for m in lines.lines), lines.lines
     assert any("is free after" in m for m in lines.lines), lines.lines
     # The lock file now names the second run, which held it last.
-    assert json.loads((chains / engine.LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert json.loads((chains / lifecycle.LOCK_NAME).read_text())["pid"] == os.getpid()
 
 
 def test_held_lock_times_out_with_the_holder_named(tmp_path, caplog):
     out = tmp_path / "rotate-0"
     out.joinpath("chains").mkdir(parents=True)
-    path = out / "chains" / engine.LOCK_NAME
+    path = out / "chains" / lifecycle.LOCK_NAME
     path.write_text(json.dumps({"host": "node7", "pid": 4242, "slurm_job_id": "99"}))
     # Another open file description in this process conflicts like another process would.
     fd = os.open(path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         t0 = time.monotonic()
-        with pytest.raises(engine.SamplingLocked, match=r"SLURM job 99, pid 4242 on node7"):
+        with pytest.raises(lifecycle.SamplingLocked, match=r"SLURM job 99, pid 4242 on node7"):
             run(make_cfg(lock_timeout=1), out, logging.getLogger("late"))
         assert time.monotonic() - t0 < 60
     finally:

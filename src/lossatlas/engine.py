@@ -10,13 +10,8 @@ where the checkpoint left off and produces the same numbers as an uninterrupted 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import json
 import logging
 import math
-import os
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -24,19 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from . import model, samplers, store
+from . import lifecycle, model, samplers, store
 from .data import Dataset
 
 __all__ = [
-    "LOCK_NAME",
     "PROGRESS_TOPIC",
-    "SamplingLockError",
-    "SamplingLocked",
     "batch_specs",
     "experiment_lock",
     "run_batch",
     "run_experiment",
-    "sampling_lock",
     "settings_for",
 ]
 
@@ -278,132 +269,8 @@ def _run_batch(spec: dict) -> dict:
 
 # --------------------------------------------------------------------------- experiment lock
 
-LOCK_NAME = ".sampling.lock"
 # The schema's default: as long as the SLURM profile's sampling job may run.
 DEFAULT_LOCK_TIMEOUT = 43200.0
-_LOCK_POLL_S = 0.5
-_HELD = (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
-
-
-class SamplingLocked(RuntimeError):
-    """Another run kept the experiment's sampling lock past ``dask.lock_timeout``."""
-
-
-class SamplingLockError(OSError):
-    """The file system refused the lock itself (no flock support, e.g. NFS without lockd)."""
-
-
-def _try_flock(fd: int, path: Path) -> bool:
-    """True if the exclusive lock was taken, False if another holder has it."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError as e:
-        if e.errno in _HELD:
-            return False
-        # ENOLCK (NFS without lockd), ENOSYS/EOPNOTSUPP (Lustre mounted noflock, ...): without
-        # a working lock two runs could write the same batch files, so refuse to sample.
-        raise SamplingLockError(
-            e.errno,
-            f"cannot lock {path}: {os.strerror(e.errno)}. The results directory is on a file "
-            "system without working flock (NFSv3 needs lockd and rpc.statd; Lustre needs the "
-            "'flock' mount option); see docs/cluster.md",
-        ) from e
-
-
-def _holder(path: Path) -> str:
-    try:
-        info = json.loads(path.read_text() or "{}")
-    except (OSError, ValueError):
-        info = {}
-    if not info:
-        return "an unknown process"
-    job = info.get("slurm_job_id")
-    where = f"pid {info.get('pid')} on {info.get('host')}"
-    return (f"SLURM job {job}, " if job else "") + where + f" (since {info.get('since', '?')})"
-
-
-def _wait_for(fd: int, path: Path, timeout: float, interval: float, log, what: str, who) -> None:
-    """Block until ``fd`` holds the flock, logging ``who()`` holds it once, then every
-    ``interval`` seconds; SamplingLocked after ``timeout`` seconds."""
-    if _try_flock(fd, path):
-        return
-    t0 = time.monotonic()
-    log.warning(
-        "%s is held by %s; waiting for it (dask.lock_timeout = %g s). Its checkpoints are "
-        "resumed when it finishes or dies.",
-        what,
-        who(),
-        timeout,
-    )
-    next_report = t0 + interval
-    while not _try_flock(fd, path):
-        now = time.monotonic()
-        if now - t0 > timeout:
-            raise SamplingLocked(
-                f"{what} is still held by {who()} after {timeout:g} s "
-                "(dask.lock_timeout). That run is still sampling this experiment: let it "
-                "finish, or cancel it (scancel <job> / kill <pid>), then run the same command."
-            )
-        if now >= next_report:
-            log.info("still waiting for %s, held by %s (%.0f s)", what, who(), now - t0)
-            next_report = now + interval
-        time.sleep(min(_LOCK_POLL_S, interval))
-    log.info("%s is free after %.1f s of waiting", what, time.monotonic() - t0)
-
-
-@contextlib.contextmanager
-def sampling_lock(
-    chains_dir, timeout: float, interval: float = 5.0, log: logging.Logger | None = None
-):
-    """Hold the exclusive flock on ``chains_dir/.sampling.lock`` for the block.
-
-    One sampling run per experiment: a run whose snakemake was killed may still be running as
-    a SLURM job when the same command starts a second one. The second waits here (up to
-    ``timeout`` s) instead of meeting the first in the batch files, then resumes whatever the
-    first checkpointed. The kernel drops a flock when its holder dies, so a dead run never
-    blocks. The file records the holder (host, pid, SLURM job) for the waiting run's log.
-    """
-    log = log or logger
-    chains_dir = Path(chains_dir)
-    chains_dir.mkdir(parents=True, exist_ok=True)
-    path = chains_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        _wait_for(
-            fd, path, timeout, interval, log, f"the sampling lock {path}", lambda: _holder(path)
-        )
-        me = {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode(), 0)
-        _wait_for_batch_writers(chains_dir, timeout, interval, log)
-        yield path
-    finally:
-        os.close(fd)  # releases the flock
-
-
-def _earlier_task() -> str:
-    return "a task of an earlier run (a worker that outlived its sampling job)"
-
-
-def _wait_for_batch_writers(chains_dir: Path, timeout: float, interval: float, log) -> None:
-    """Wait until no process still holds a batch file's writer lock (store's ``.h5.lock``).
-
-    With ``dask.placement: slurm`` the worker jobs of a killed sampling job run on until they
-    notice their scheduler is gone; a task of theirs may still be writing a batch file after
-    the sampling lock was released. Taking and dropping each lock here waits for them.
-    """
-    for lock in sorted(chains_dir.glob("batch-*.h5.lock")):
-        fd = os.open(lock, os.O_RDWR)
-        try:
-            _wait_for(fd, lock, timeout, interval, log, f"the writer lock {lock}", _earlier_task)
-        finally:
-            os.close(fd)
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -424,7 +291,7 @@ def experiment_lock(
     with ``dask.placement: slurm`` a run that waits for the lock would otherwise hold its idle
     worker jobs for the whole wait.
     """
-    return sampling_lock(
+    return lifecycle.sampling_lock(
         Path(out_dir) / "chains",
         timeout=float(lock_timeout),
         interval=float(progress_interval),

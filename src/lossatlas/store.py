@@ -40,8 +40,6 @@ source paths, ``posterior/theta`` and ``sample_stats/<name>``, and netCDF-4 dime
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -53,6 +51,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from lossatlas import lifecycle
 
 __all__ = [
     "BatchFile",
@@ -336,15 +336,16 @@ class BatchFile:
 def _lock(path: Path) -> int:
     fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
+        taken = lifecycle.try_flock(fd, Path(f"{path}.lock"))
+    except BaseException:
         os.close(fd)
-        if e.errno in (errno.EAGAIN, errno.EACCES):
-            raise BatchLocked(
-                f"{path} is being written by another process (lock {path}.lock is held); "
-                "two writers on one batch file would corrupt it"
-            ) from None
         raise
+    if not taken:
+        os.close(fd)
+        raise BatchLocked(
+            f"{path} is being written by another process (lock {path}.lock is held); "
+            "two writers on one batch file would corrupt it"
+        )
     return fd
 
 

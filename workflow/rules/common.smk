@@ -1,13 +1,8 @@
 """Experiment names, output paths and the config pieces each rule depends on."""
 
-import json
-import os
 import re
-import socket
 
-import psutil
-
-from lossatlas import steps
+from lossatlas import lifecycle, steps
 
 EXPERIMENTS = lacfg.experiments(CFG)
 RESULTS = CFG["results"].rstrip("/")
@@ -80,50 +75,5 @@ def compare_outputs():
     return [f"{RESULTS}/landscape/compare.csv", f"{RESULTS}/landscape/compare.png"]
 
 
-OWNERS = Path(".snakemake/lossatlas-owners.json")
-
-
-def _alive(entry):
-    try:
-        return psutil.Process(entry["pid"]).create_time() == entry["started"]
-    except psutil.Error:
-        return False
-
-
-def clear_stale_lock():
-    """Let the same command resume after snakemake was killed (kill -9, power loss).
-
-    A killed snakemake leaves its lock in .snakemake/locks and the next run refuses to start
-    until `snakemake --unlock`. Every snakemake that parses this workflow here records its pid;
-    the lock is removed only when all recorded processes are gone and ran on this host, so a
-    running snakemake (here or elsewhere) keeps its lock.
-    """
-    locks = Path(".snakemake/locks")
-    try:
-        owners = json.loads(OWNERS.read_text())
-    except (OSError, ValueError):
-        owners = []
-    host = socket.gethostname()
-    held = locks.is_dir() and any(locks.iterdir())
-    if held:
-        if not owners or any(o["host"] != host or _alive(o) for o in owners):
-            return  # taken by a live (or unknown) snakemake: its lock stands
-        for f in locks.iterdir():
-            f.unlink(missing_ok=True)
-        pids = ", ".join(str(o["pid"]) for o in owners)
-        print(
-            f"lossatlas: removed the stale lock of a killed snakemake (pid {pids})",
-            file=sys.stderr,
-        )
-        owners = []
-    me = psutil.Process()
-    owners = [o for o in owners if o["host"] == host and _alive(o)]
-    owners.append({"host": host, "pid": me.pid, "started": me.create_time()})
-    OWNERS.parent.mkdir(exist_ok=True)
-    tmp = OWNERS.with_suffix(f".{me.pid}.tmp")
-    tmp.write_text(json.dumps(owners))
-    os.replace(tmp, OWNERS)
-
-
 if workflow.is_main_process:
-    clear_stale_lock()
+    lifecycle.clear_stale_snakemake_lock()
