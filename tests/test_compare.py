@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from lossatlas import compare, data, symmetry
+from lossatlas.layout import ParamLayout
 
 SIZES = (2, 2, 2, 2)
 
@@ -55,7 +56,7 @@ def test_mapping_back_recovers_the_reference_cloud(transforms):
     ref = rng.normal(0, 2, size=(300, 18))
     ref[:, :6] *= [3, 0.3, 1, 1, 0.5, 2]  # anisotropic first layer: rotation is visible
     A, t, _ = data.experiment_affine(transforms, 2)
-    other = data.to_transformed(ref, SIZES, A, t)  # W1 -> W1 A^{-1}, b1 -> b1 - W1 A^{-1} t
+    other = ParamLayout(SIZES).map_first_layer(ref, A, t)  # W1 -> W1 A^{-1}, b1 -> b1 - W1 A^{-1} t
     mapped, info = compare.map_back(other, SIZES, transforms, box=10.0)
     np.testing.assert_allclose(mapped, ref, atol=1e-12)
     assert info["exact"]
@@ -71,7 +72,7 @@ def test_compare_in_canonical_coordinates():
     ref = rng.normal(size=18) + 0.2 * rng.normal(size=(200, 18))  # one mode, no symmetry
     R = data.rotation_matrix(120)
     copies = symmetry.random_transform(ref, SIZES, "tanh", "cross_entropy", rng)
-    other = data.to_transformed(copies, SIZES, R)
+    other = ParamLayout(SIZES).map_first_layer(copies, R)
     transforms = [("rotate", 120)]
     raw = compare.compare(ref, other, SIZES, transforms, n_perm=200)
     assert raw["after"]["pvalue"] < 0.01

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from lossatlas import config, data
+from lossatlas.layout import ParamLayout
 from lossatlas.model import MLP, Target
 
 
@@ -124,7 +125,7 @@ def test_parameter_map_algebra(steps):
     ds = data.generate(_ds_cfg())
     moved = data.apply(ds, steps)
     A, t, _ = data.experiment_affine(steps, 2)
-    theta_t = data.to_transformed(theta, sizes, A, t)
+    theta_t = ParamLayout(sizes).map_first_layer(theta, A, t)
     # only the first layer changes, and it maps back exactly
     np.testing.assert_array_equal(theta_t[:, 6:], theta[:, 6:])
     np.testing.assert_allclose(data.to_reference(theta_t, sizes, A, t), theta, atol=1e-12)

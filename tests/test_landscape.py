@@ -18,6 +18,7 @@ from lossatlas import (
     symmetry,
     views,
 )
+from lossatlas.layout import ParamLayout
 
 SIZES = (2, 2, 2, 2)
 P = symmetry.n_params(SIZES)
@@ -177,7 +178,7 @@ def test_compare_rows_skip_with_too_few_good_draws(ds):
     assert all(r["status"].startswith("skipped: n_good=40 (reference), 2 (this)") for r in rows)
     # a rotated copy of the reference's draws agrees with it once mapped back
     A, _, _ = data.experiment_affine(other.transforms, 2)
-    moved = data.to_transformed(x, SIZES, A)
+    moved = ParamLayout(SIZES).map_first_layer(x, A)
     rows, full = compare_rows(x, moved, cfg, ds, ref, other, (40, 40))
     after = rows[1]
     assert after["stage"] == "after" and after["pvalue"] == 1.0 and after["max_angle"] < 1e-4

@@ -1,10 +1,10 @@
 """Datasets: base generators, the per-experiment transforms, and their parameter-space maps.
 
 Every input transform is affine, ``x' = A x + t``. A network with first layer ``(W1, b1)`` on
-``x`` computes exactly what the network with ``W1' = W1 A^{-1}``, ``b1' = b1 - W1 A^{-1} t`` (all
-other layers unchanged) computes on ``x'`` (:func:`to_transformed`); :func:`to_reference` is the
-inverse, ``W1 = W1' A``, ``b1 = b1' + W1' t``. ``label_noise`` changes labels, not inputs: it has
-no parameter map.
+``x`` computes exactly what the network with ``W1' = W1 A^{-1}``, ``b1' = b1 - W1 A^{-1} t``
+(all other layers unchanged) computes on ``x'`` (:meth:`ParamLayout.map_first_layer`);
+:func:`to_reference` is the inverse, ``W1 = W1' A``, ``b1 = b1' + W1' t``. ``label_noise``
+changes labels, not inputs: it has no parameter map.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn import datasets as skd
+
+from lossatlas.layout import ParamLayout
 
 
 @dataclass(frozen=True)
@@ -269,37 +271,9 @@ def experiment_affine(transforms, d: int) -> tuple[np.ndarray, np.ndarray, bool]
 # --- parameter-space maps --------------------------------------------------------------------
 
 
-def _first_layer(theta: np.ndarray, sizes: Sequence[int]):
-    theta = np.array(theta, dtype=np.float64)  # a copy: the maps return new arrays
-    d, h = int(sizes[0]), int(sizes[1])
-    if theta.ndim != 2:
-        raise ValueError(f"theta must be (n, p), got shape {theta.shape}")
-    n = theta.shape[0]
-    W1 = theta[:, : h * d].reshape(n, h, d).copy()
-    return theta, W1, theta[:, h * d : h * d + h].copy(), h * d
-
-
-def to_transformed(
-    theta: np.ndarray, sizes: Sequence[int], A: np.ndarray, t: np.ndarray | None = None
-) -> np.ndarray:
-    """Draws ``theta (n, p)`` for data ``x`` -> the same networks for data ``x' = A x + t``:
-    ``W1' = W1 A^{-1}``, ``b1' = b1 - W1 A^{-1} t``."""
-    theta, W1, b1, nw = _first_layer(theta, sizes)
-    A = np.asarray(A, dtype=np.float64)
-    W1n = np.linalg.solve(A.T, W1.transpose(0, 2, 1)).transpose(0, 2, 1)  # W1 A^{-1}
-    theta[:, :nw] = W1n.reshape(theta.shape[0], -1)
-    if t is not None:
-        theta[:, nw : nw + b1.shape[1]] = b1 - W1n @ np.asarray(t, dtype=np.float64)
-    return theta
-
-
 def to_reference(
     theta: np.ndarray, sizes: Sequence[int], A: np.ndarray, t: np.ndarray | None = None
 ) -> np.ndarray:
-    """Inverse of :func:`to_transformed`: draws for ``x' = A x + t`` -> the same networks on
-    ``x``: ``W1 = W1' A``, ``b1 = b1' + W1' t``."""
-    theta, W1, b1, nw = _first_layer(theta, sizes)
-    theta[:, :nw] = (W1 @ np.asarray(A, dtype=np.float64)).reshape(theta.shape[0], -1)
-    if t is not None:
-        theta[:, nw : nw + b1.shape[1]] = b1 + W1 @ np.asarray(t, dtype=np.float64)
-    return theta
+    """Draws ``theta (n, p)`` for data ``x' = A x + t`` -> the same networks on ``x``:
+    ``W1 = W1' A``, ``b1 = b1' + W1' t`` (:meth:`ParamLayout.unmap_first_layer`)."""
+    return ParamLayout(sizes).unmap_first_layer(theta, A, t)

@@ -13,7 +13,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-ACTIVATIONS = ("tanh", "relu", "sigmoid", "linear", "quadratic")
+from lossatlas.activations import ACTIVATIONS, GRAD_FROM_OUTPUT
+from lossatlas.activations import act as _act
+from lossatlas.activations import act_inplace as _act_inplace
+from lossatlas.activations import mul_act_grad as _mul_act_grad
+from lossatlas.layout import ParamLayout
+
 LOSSES = ("cross_entropy", "squared")
 ENERGIES = ("sum", "mean")
 # From this many points x widest layer on, a batch is computed chain by chain, with bitwise the
@@ -22,72 +27,6 @@ ENERGIES = ("sum", "mean")
 # batch's do not. Below, the per-chain Python overhead costs more than that saves.
 CHAINWISE_MIN_GRAD = 1 << 13
 CHAINWISE_MIN_ENERGY = 1 << 15
-
-
-def _act(name: str, z: np.ndarray) -> np.ndarray:
-    if name == "tanh":
-        return np.tanh(z)
-    if name == "relu":
-        return np.maximum(z, 0)
-    if name == "sigmoid":
-        # tanh form: no overflow warning for large |z|
-        return 0.5 * (1 + np.tanh(0.5 * z))
-    if name == "linear":
-        return z
-    if name == "quadratic":
-        return z * z
-    raise ValueError(f"unknown activation {name!r}; use one of {', '.join(ACTIVATIONS)}")
-
-
-def _act_inplace(name: str, z: np.ndarray) -> None:
-    """``z = act(z)`` in place, with the same arithmetic as :func:`_act`."""
-    if name == "tanh":
-        np.tanh(z, out=z)
-    elif name == "relu":
-        np.maximum(z, 0, out=z)
-    elif name == "sigmoid":
-        z *= 0.5
-        np.tanh(z, out=z)
-        z += 1
-        z *= 0.5
-    elif name == "quadratic":
-        np.multiply(z, z, out=z)
-    elif name != "linear":
-        raise ValueError(f"unknown activation {name!r}; use one of {', '.join(ACTIVATIONS)}")
-
-
-def _act_grad(name: str, z: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """d act / dz, from the pre-activation ``z`` and the activation ``a``."""
-    if name == "tanh":
-        return 1 - a * a
-    if name == "relu":
-        return (z > 0).astype(z.dtype)
-    if name == "sigmoid":
-        return a * (1 - a)
-    if name == "linear":
-        return np.ones_like(z)
-    if name == "quadratic":
-        return 2 * z
-    raise ValueError(f"unknown activation {name!r}")
-
-
-# activations whose derivative _mul_act_grad computes from the activation alone
-_GRAD_FROM_OUTPUT = ("tanh", "sigmoid", "linear")
-
-
-def _mul_act_grad(name: str, dz: np.ndarray, z: np.ndarray, a: np.ndarray) -> None:
-    """``dz *= act'(z)`` in place, with the same arithmetic as :func:`_act_grad`: at p ~ 1e5
-    each fresh (C, n, width) temporary costs as much as a pass over it (page faults)."""
-    if name == "tanh":
-        t = np.multiply(a, a)
-        np.subtract(1, t, out=t)
-        dz *= t
-    elif name == "sigmoid":
-        t = np.subtract(1, a)
-        t *= a  # a * (1 - a), the same product
-        dz *= t
-    elif name != "linear":  # linear: act' = 1 leaves dz as it is
-        dz *= _act_grad(name, z, a)
 
 
 # activation -> kind code of the compiled backward kernel (activations it covers)
@@ -140,8 +79,6 @@ class MLP:
 
     def __init__(self, sizes: Sequence[int], activation: str = "tanh", loss: str = "cross_entropy"):
         sizes = tuple(int(s) for s in sizes)
-        if len(sizes) < 2 or min(sizes) < 1:
-            raise ValueError(f"sizes must be (d, *hidden, k) with positive widths, got {sizes}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; use one of {ACTIVATIONS}")
         if loss not in LOSSES:
@@ -149,16 +86,10 @@ class MLP:
         self.sizes = sizes
         self.activation = activation
         self.loss = loss
-        # (W slice, b slice, out, in) per layer
-        self._layers = []
-        off = 0
-        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-            w = slice(off, off + n_out * n_in)
-            off += n_out * n_in
-            b = slice(off, off + n_out)
-            off += n_out
-            self._layers.append((w, b, n_out, n_in))
-        self.p = off
+        self.layout = ParamLayout(sizes)
+        # (W slice, b slice, out, in) per layer, unpacked once for the per-chain loops below
+        self._layers = [(s.weights, s.biases, s.n_out, s.n_in) for s in self.layout.layers]
+        self.p = self.layout.p
 
     @property
     def n_layers(self) -> int:
@@ -166,18 +97,11 @@ class MLP:
 
     def param_names(self) -> list[str]:
         """Names in flat order: ``W1[i,j]`` (row i = output unit, column j = input), ``b1[i]``."""
-        names = []
-        for layer, (_, _, n_out, n_in) in enumerate(self._layers, start=1):
-            names += [f"W{layer}[{i},{j}]" for i in range(n_out) for j in range(n_in)]
-            names += [f"b{layer}[{i}]" for i in range(n_out)]
-        return names
+        return self.layout.names()
 
     def unflatten(self, theta: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Views ``[(W (C, out, in), b (C, out)), ...]`` of ``theta (C, p)``."""
-        c = theta.shape[0]
-        return [
-            (theta[:, w].reshape(c, n_out, n_in), theta[:, b]) for w, b, n_out, n_in in self._layers
-        ]
+        return self.layout.views(theta)
 
     def forward(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
         """Outputs ``(C, n, k)`` for inputs ``X (n, d)``."""
@@ -202,7 +126,7 @@ class MLP:
             add_bias(z, th[bsl])
             if layer == last:
                 a = z
-            elif not keep or self.activation in _GRAD_FROM_OUTPUT:
+            elif not keep or self.activation in GRAD_FROM_OUTPUT:
                 _act_inplace(self.activation, z)
                 a = z
             else:
@@ -229,7 +153,7 @@ class MLP:
                 z += b[:, None, :]  # in place: the same sum, one temporary fewer
                 if layer == last:
                     a = z
-                elif self.activation in _GRAD_FROM_OUTPUT:
+                elif self.activation in GRAD_FROM_OUTPUT:
                     # the backward pass reads only the activation: overwrite z with it
                     _act_inplace(self.activation, z)
                     a = z

@@ -1,19 +1,9 @@
 """Symmetries of an MLP's flat parameter vector, and one canonical point per orbit.
 
-Layout (docs/design.md): layer by layer ``W_l`` (out x in, row-major) then ``b_l`` (out), for
-``sizes = (d, *hidden, k)``. Hidden units of one layer can be permuted; depending on the
-activation a unit can also be sign-flipped or rescaled without changing the network's function:
-
-============  ======================================  ==========================================
-activation    sign (incoming v -> -v)                 positive rescaling (v -> v / s)
-============  ======================================  ==========================================
-tanh          outgoing column negated (odd)           --
-linear        outgoing column negated (odd)           outgoing column times s
-relu          --                                      outgoing column times s
-quadratic     outgoing column unchanged (even)        outgoing column times s**2
-sigmoid       outgoing column negated, next bias      --
-              plus the old column (sigmoid(-z) = 1 - sigmoid(z))
-============  ======================================  ==========================================
+Layout (:mod:`lossatlas.layout`): layer by layer ``W_l`` (out x in, row-major) then ``b_l``
+(out), for ``sizes = (d, *hidden, k)``. Hidden units of one layer can be permuted; depending on the
+activation a unit can also be sign-flipped or rescaled without changing the network's function.
+The sign and rescaling facts of each activation are in :mod:`lossatlas.activations`.
 
 With a softmax (``loss="cross_entropy"``) adding one vector to every row of the last weight
 matrix and one constant to every output bias leaves all outputs' differences, hence the loss,
@@ -30,41 +20,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
-SIGN = {"tanh": "odd", "linear": "odd", "quadratic": "even", "sigmoid": "sigmoid"}
-SCALE_DEGREE = {"relu": 1, "linear": 1, "quadratic": 2}
-ACTIVATIONS = ("tanh", "relu", "sigmoid", "linear", "quadratic")
-
-
-def _slices(sizes: Sequence[int]) -> tuple[list[tuple[slice, slice, int, int]], int]:
-    """(W slice, b slice, out, in) per layer, and p."""
-    layers, off = [], 0
-    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-        w = slice(off, off + n_out * n_in)
-        off += n_out * n_in
-        b = slice(off, off + n_out)
-        off += n_out
-        layers.append((w, b, int(n_out), int(n_in)))
-    return layers, off
+from lossatlas.activations import ACTIVATIONS, SCALE_DEGREE, SIGN
+from lossatlas.layout import ParamLayout
 
 
 def n_params(sizes: Sequence[int]) -> int:
-    return _slices(sizes)[1]
+    return ParamLayout(sizes).p
 
 
 def unpack(theta: np.ndarray, sizes: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Copies ``[(W (n, out, in), b (n, out)), ...]`` of ``theta (n, p)``."""
-    layers, p = _slices(sizes)
-    theta = np.asarray(theta)
-    if theta.ndim != 2 or theta.shape[1] != p:
-        raise ValueError(f"theta must be (n, {p}) for sizes {tuple(sizes)}, got {theta.shape}")
-    n = theta.shape[0]
-    return [(theta[:, w].reshape(n, o, i).copy(), theta[:, b].copy()) for w, b, o, i in layers]
+    return ParamLayout(sizes).unpack(theta)
 
 
-def pack(params: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Inverse of :func:`unpack`."""
-    n = params[0][0].shape[0]
-    return np.concatenate([a.reshape(n, -1) for W, b in params for a in (W, b)], axis=1)
+pack = ParamLayout.pack
 
 
 def _check(activation: str, loss: str) -> None:
@@ -147,10 +116,12 @@ def flat_directions(sizes: Sequence[int], loss: str = "cross_entropy") -> np.nda
     """Orthonormal basis ``(m, p)`` of the exactly flat directions (softmax shift invariance):
     one per column of the last weight matrix plus one for the output bias; none for squared
     loss."""
-    layers, p = _slices(sizes)
+    layout = ParamLayout(sizes)
+    p = layout.p
     if loss != "cross_entropy":
         return np.zeros((0, p))
-    w, b, k, h = layers[-1]
+    last = layout.layers[-1]
+    w, b, k, h = last.weights, last.biases, last.n_out, last.n_in
     basis = np.zeros((h + 1, p))
     rows = np.arange(k)
     for j in range(h):

@@ -52,8 +52,7 @@ FUSED_FLOPS_AT_8 = 1.5e4
 
 def energy_flops(target) -> float:
     """Floating-point operations of one chain's energy: 2 per multiply-add of the layers."""
-    mlp = target.mlp
-    return 2.0 * target.X.shape[0] * sum(n_out * n_in for _, _, n_out, n_in in mlp._layers)
+    return 2.0 * target.X.shape[0] * target.mlp.layout.flops_per_point()
 
 
 def max_fused_flops(n_chains: int) -> float:
@@ -67,7 +66,7 @@ def evaluates(target) -> bool:
     mlp = getattr(target, "mlp", None)
     return (
         mlp is not None
-        and hasattr(mlp, "_layers")
+        and hasattr(mlp, "layout")
         and getattr(mlp, "activation", None) in _ACT
         and getattr(mlp, "loss", None) in _LOSS
         and getattr(target, "energy", None) in ("sum", "mean")
@@ -89,9 +88,7 @@ class Arch:
         mlp = target.mlp
         self.dtype = np.dtype(dtype)
         self.p = mlp.p
-        self.layers = np.array(
-            [[w.start, b.start, n_out, n_in] for w, b, n_out, n_in in mlp._layers], dtype=np.int64
-        )
+        self.layers = mlp.layout.table()
         self.maxw = int(max(mlp.sizes))
         self.act = _ACT[mlp.activation]
         self.loss = _LOSS[mlp.loss]

@@ -1,0 +1,83 @@
+"""The ``lossatlas`` command: check a config before a run, summarise a sample store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from lossatlas import __version__
+from lossatlas import config as lacfg
+
+
+def _validate(args) -> int:
+    from lossatlas import model
+
+    try:
+        cfg = lacfg.load(args.config)
+    except (OSError, lacfg.ConfigError) as err:
+        print(f"{args.config}: {err}", file=sys.stderr)
+        return 1
+    s, d = cfg["sampler"], cfg["dataset"]
+    names = list(lacfg.experiments(cfg))
+    n_features = 64 if d["generator"] == "digits" else d["n_features"]
+    n_classes = 10 if d["generator"] == "digits" else d["n_classes"]
+    sizes = (n_features, *cfg["model"]["hidden"], n_classes)
+    p = model.MLP(sizes).n_params
+    draws = s["n_chains"] * s["draws"]
+    print(f"{args.config}: valid")
+    print(f"  experiments: {len(names)} ({', '.join(names)}), reference {lacfg.reference(cfg)}")
+    print(f"  network: {' -> '.join(map(str, sizes))} {cfg['model']['activation']}, p = {p}")
+    print(
+        f"  sampler: {s['kind']} ({s['backend']}), {s['n_chains']} chains in batches of "
+        f"{s['chains_per_batch']}, {s['warmup']} warm-up steps, {s['draws']} draws "
+        f"thinned by {s['thin']}"
+    )
+    size = draws * p * np.dtype(s["dtype"]).itemsize * len(names)
+    print(f"  draws: {draws} per experiment, about {size / 2**20:.1f} MiB on disk in all")
+    print(f"  results: {cfg['results']}/")
+    return 0
+
+
+def _summary(args) -> int:
+    from arviz_stats.base import array_stats
+
+    from lossatlas.store import SampleStore
+
+    with SampleStore(args.store) as store:
+        theta = store.theta
+        energy = np.asarray(store.stat("energy"), dtype=np.float64)
+        mean_loss = np.asarray(store.stat("mean_loss"), dtype=np.float64)
+        print(f"{args.store}")
+        print(
+            f"  theta: {store.n_chains} chains x {store.n_draws} draws x {store.n_params} "
+            f"parameters, {theta.dtype}"
+        )
+        print(f"  sample_stats: {', '.join(store.stat_names)}")
+        rhat = float(array_stats.rhat(energy, method="rank", chain_axis=0, draw_axis=1))
+        ess = float(array_stats.ess(energy, method="bulk", chain_axis=0, draw_axis=1))
+        print(f"  U: mean {energy.mean():.4g}, R-hat {rhat:.4f}, bulk ESS {ess:.0f}")
+        q = np.quantile(mean_loss, [0.0, 0.05, 0.5])
+        print(f"  mean loss: min {q[0]:.4g}, 5% {q[1]:.4g}, median {q[2]:.4g}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lossatlas", description="Map neural-network loss landscapes by MCMC."
+    )
+    parser.add_argument("--version", action="version", version=f"lossatlas {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("validate", help="check a config file and say what it will run")
+    v.add_argument("config", help="a YAML config, e.g. config/config.yaml")
+    v.set_defaults(run=_validate)
+    s = sub.add_parser("summary", help="summarise a sample store (samples.h5)")
+    s.add_argument("store", help="e.g. results/rotate-0/samples.h5")
+    s.set_defaults(run=_summary)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
