@@ -1,4 +1,5 @@
-"""views (lazy rows and derived coordinates), landscape glue and its figures, on small arrays."""
+"""Streaming views (lazy rows, derived coordinates), landscape glue and its figures, on small
+arrays."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from lossatlas import (
     model,
     plots,
     steps,
+    streaming,
     symmetry,
-    views,
 )
 from lossatlas.layout import ParamLayout
 
@@ -92,7 +93,7 @@ def theta():
 
 
 def test_rowview_reads_rows_in_chain_major_order(theta):
-    v = views.RowView(theta, draw_block=8)
+    v = streaming.RowView(theta, draw_block=8)
     flat = theta.reshape(-1, P)
     assert v.shape == (200, P) and v.dpb == 2
     idx = np.array([199, 3, 57, 57, 120])
@@ -107,9 +108,9 @@ def test_rowview_and_drawview_apply_the_transform_by_blocks(theta, ds):
     flat = theta.reshape(-1, P)
     want = symmetry.canonicalize(flat, SIZES)
     np.testing.assert_allclose(
-        views.RowView(theta, canon, **steps.blocks(cfg))[np.arange(200)], want
+        streaming.RowView(theta, canon, **steps.blocks(cfg))[np.arange(200)], want
     )
-    dv = views.DrawView(theta, canon, **steps.blocks(cfg))
+    dv = streaming.DrawView(theta, canon, **steps.blocks(cfg))
     assert dv.shape == theta.shape
     np.testing.assert_allclose(dv[:, 5:40, 3:9], want.reshape(theta.shape)[:, 5:40, 3:9])
     np.testing.assert_allclose(np.asarray(dv), want.reshape(theta.shape))
@@ -118,9 +119,9 @@ def test_rowview_and_drawview_apply_the_transform_by_blocks(theta, ds):
 
 def test_materialized_view_is_the_view_chunked_by_columns_and_then_removed(theta, ds, tmp_path):
     cfg = cfg_for(coordinates="canonical")
-    dv = views.DrawView(theta, steps.coordinates(cfg, ds), **steps.blocks(cfg))
+    dv = streaming.DrawView(theta, steps.coordinates(cfg, ds), **steps.blocks(cfg))
     assert dv.dpb < theta.shape[1]  # written in several draw blocks
-    with views.materialized(dv, tmp_path, col_block=4) as x:
+    with streaming.materialized(dv, tmp_path, col_block=4) as x:
         assert x.shape == dv.shape and x.dtype == np.float64 and x.chunks[2] == 4
         np.testing.assert_array_equal(x[()], np.asarray(dv))
         a = diagnostics.summarize(x, theta[:, :, 0], block=4)
@@ -128,7 +129,7 @@ def test_materialized_view_is_the_view_chunked_by_columns_and_then_removed(theta
         b = diagnostics.summarize(x, theta[:, :, 0], block=4, workers=2)
         pd.testing.assert_frame_equal(a, b)
     assert list(tmp_path.iterdir()) == []
-    with views.materialized(dv, tmp_path, col_block=4, dtype=np.float32) as x:
+    with streaming.materialized(dv, tmp_path, col_block=4, dtype=np.float32) as x:
         assert x.dtype == np.float32
         np.testing.assert_array_equal(x[()], np.asarray(dv).astype(np.float32))
 

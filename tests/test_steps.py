@@ -21,7 +21,7 @@ from lossatlas import (
     plots,
     reduce,
     steps,
-    views,
+    streaming,
 )
 
 SCRIPTS = sorted(p for p in (REPO / "workflow" / "scripts").glob("*.py") if p.name != "_common.py")
@@ -144,10 +144,10 @@ DEFAULTS = {
     (reduce.reduce, "max_block_mb"): "reduce.max_block_mb",
     (reduce.pca_of_rows, "n_components"): "reduce.pca.n_components",
     (reduce.pca_of_rows, "max_gather_mb"): "reduce.pca.max_gather_mb",
-    (views.RowView, "draw_block"): "reduce.draw_block",
-    (views.RowView, "max_block_mb"): "reduce.max_block_mb",
-    (views.DrawView, "draw_block"): "reduce.draw_block",
-    (views.DrawView, "max_block_mb"): "reduce.max_block_mb",
+    (streaming.RowView, "draw_block"): "reduce.draw_block",
+    (streaming.RowView, "max_block_mb"): "reduce.max_block_mb",
+    (streaming.DrawView, "draw_block"): "reduce.draw_block",
+    (streaming.DrawView, "max_block_mb"): "reduce.max_block_mb",
     (diagnostics.diagnose, "block"): "diagnose.param_block",
     (diagnostics.diagnose, "rhat_max"): "diagnose.rhat_max",
     (diagnostics.diagnose, "ess_min"): "diagnose.ess_min",

@@ -27,6 +27,8 @@ import pandas as pd
 from arviz_stats.base import array_stats
 from scipy import stats
 
+from lossatlas.streaming import iter_param_blocks
+
 RHAT_MAX = 1.01
 ESS_MIN = 400.0
 ALPHA = 0.05
@@ -65,12 +67,8 @@ def _blocks(theta, energy, param_names, block):
     names = list(param_names) if param_names is not None else [f"theta[{j}]" for j in range(p)]
     if len(names) != p:
         raise ValueError(f"{len(names)} parameter names for {p} parameters")
-    block = int(block)
-    if block < 1:
-        raise ValueError("block must be >= 1")
-    for j0 in range(0, p, block):
-        j1 = min(j0 + block, p)
-        yield names[j0:j1], "param", np.asarray(theta[:, :, j0:j1], dtype=np.float64)
+    for j0, j1, x in iter_param_blocks(theta, block):
+        yield names[j0:j1], "param", x
 
 
 def _summary_rows(names, kind, x) -> list[dict]:

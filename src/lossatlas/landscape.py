@@ -1,6 +1,6 @@
 """The landscape analyses of one sampled experiment, from the store and plain arguments.
 
-Glue between the store (read lazily through :mod:`lossatlas.views`) and the analysis modules:
+Glue between the store (read through :mod:`lossatlas.streaming`) and the analysis modules:
 - :func:`invariant_diagnostics`: R-hat/ESS of U, of the canonical parameters and of the
   network's softmax outputs on the data (all invariant under the symmetries, unlike raw
   parameters);
@@ -27,9 +27,7 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
-from lossatlas import compare, data, diagnostics, dimension, minima, model, views
-
-MiB = 2**20
+from lossatlas import compare, data, diagnostics, dimension, minima, model, streaming, symmetry
 
 
 def _good(store, good_threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -40,7 +38,7 @@ def _good(store, good_threshold: float) -> tuple[np.ndarray, np.ndarray]:
 
 def budget_rows(p: int, max_mb: float) -> int:
     """Rows of ``p`` float64 numbers that fit in ``max_mb`` MiB (at least 1)."""
-    return max(1, int(max_mb * MiB // (8 * max(int(p), 1))))
+    return streaming.rows_in_budget(p, max_mb)
 
 
 def row_budget(p: int, max_mb: float, **wanted: int) -> dict:
@@ -87,19 +85,19 @@ def invariant_diagnostics(
     parameters (canonical) and the outputs on the data (outputs) of ``target``'s network.
     Summary: per space, raw parameters included from ``raw_table``, the worst R-hat, smallest
     ESS and pass/fail against ``rhat_max`` and ``ess_min``. ``tmp_dir``: where
-    a derived view wider than one parameter block is written once (:func:`views.materialized`)
+    a derived view wider than one parameter block is written once (:func:`streaming.materialized`)
     instead of being recomputed per block; ``workers``: processes of the diagnostics."""
     energy = store.stat("energy")
     blocks = {"draw_block": draw_block, "max_block_mb": max_block_mb}
     mlp = target.mlp
-    canonical = views.canonical_transform(mlp.sizes, mlp.activation, mlp.loss)
-    canon = views.DrawView(store.theta, canonical, **blocks)
-    outs = views.DrawView(store.theta, minima.target_outputs(target), **blocks)
+    canonical = symmetry.canonical_transform(mlp.sizes, mlp.activation, mlp.loss)
+    canon = streaming.DrawView(store.theta, canonical, **blocks)
+    outs = streaming.DrawView(store.theta, minima.target_outputs(target), **blocks)
     tables = []
     for view, names in ((canon, store.param_names), (outs, output_names(dataset))):
         # more than one column block: transform every draw once, not once per block
         with (
-            views.materialized(view, tmp_dir, param_block)
+            streaming.materialized(view, tmp_dir, param_block)
             if tmp_dir is not None and view.shape[2] > param_block
             else contextlib.nullcontext(view)
         ) as x:
@@ -133,8 +131,7 @@ def _subset_grams(theta, max_mb: float, subsets) -> list[np.ndarray]:
     n_chains, n_draws, p = theta.shape
     width = budget_rows(n_chains * n_draws, max_mb)
     grams = [np.zeros((len(s), len(s))) for s in subsets]
-    for j0 in range(0, p, width):
-        block = np.asarray(theta[:, :, j0 : j0 + width], dtype=np.float64)
+    for _, _, block in streaming.iter_param_blocks(theta, width):
         block = block.reshape(n_chains * n_draws, -1)
         for K, s in zip(grams, subsets, strict=True):
             rows = block[s]
@@ -144,7 +141,7 @@ def _subset_grams(theta, max_mb: float, subsets) -> list[np.ndarray]:
 
 def dimension_rows(
     store,
-    transform: views.Transform | None,
+    transform: streaming.Transform | None,
     *,
     coordinates: str,
     good_threshold: float,
@@ -171,7 +168,7 @@ def dimension_rows(
     say why in ``verdict`` (``skipped: n_good=...``). The other arguments are the
     ``landscape.dimension`` settings
     (config/README.md)."""
-    rows_view = views.RowView(
+    rows_view = streaming.RowView(
         store.theta, transform, draw_block=draw_block, max_block_mb=max_block_mb
     )
     ml, good = _good(store, good_threshold)
@@ -261,7 +258,7 @@ def dimension_rows(
 
 def select_census_starts(
     store,
-    coordinates: views.Transform | None,
+    coordinates: streaming.Transform | None,
     *,
     good_threshold: float,
     seed: int,
@@ -275,7 +272,7 @@ def select_census_starts(
     """Flat draw indices and their source (``cluster-all``, ``random-all``, ``cluster-good``,
     ``random-good``), sorted by index. Clustering runs in the analysis ``coordinates`` (None:
     raw) on at most ``max_points`` draws per pool, fewer when ``max_mb`` says so."""
-    raw = views.RowView(store.theta, None, draw_block=draw_block, max_block_mb=max_block_mb)
+    raw = streaming.RowView(store.theta, None, draw_block=draw_block, max_block_mb=max_block_mb)
     max_points = min(max_points, budget_rows(raw.shape[1], max_mb))
     _, good = _good(store, good_threshold)
     kw = {"n_clusters": n_clusters, "n_random": n_random, "seed": seed}
@@ -298,7 +295,7 @@ def select_census_starts(
 def run_census(
     store,
     target: model.Target,
-    coordinates: views.Transform | None,
+    coordinates: streaming.Transform | None,
     *,
     coordinates_name: str,
     good_threshold: float,
@@ -337,12 +334,12 @@ def run_census(
         max_mb=max_mb,
         **blocks,
     )
-    starts = views.RowView(store.theta, None, **blocks)[idx]
+    starts = streaming.RowView(store.theta, None, **blocks)[idx]
     mlp = target.mlp
     merge_key = (
         minima.target_outputs(target)
         if key == "outputs"
-        else views.canonical_transform(mlp.sizes, mlp.activation, mlp.loss)
+        else symmetry.canonical_transform(mlp.sizes, mlp.activation, mlp.loss)
     )
     c = minima.census(
         target.U_and_grad,
@@ -394,7 +391,7 @@ def run_census(
 
 def good_plane(
     store,
-    transform: views.Transform | None,
+    transform: streaming.Transform | None,
     reduction,
     points: np.ndarray,
     *,
@@ -418,7 +415,9 @@ def good_plane(
     if len(gi) < 2:
         return None
     flat = gi[:, 0] * store.n_draws + gi[:, 1]
-    view = views.RowView(store.theta, transform, draw_block=draw_block, max_block_mb=max_block_mb)
+    view = streaming.RowView(
+        store.theta, transform, draw_block=draw_block, max_block_mb=max_block_mb
+    )
     k = min(n_components, len(flat), view.shape[1])
     stored = np.asarray(reduction.pca_param)[:, :k]
     P = points if transform is None or len(points) == 0 else transform(points)
@@ -475,14 +474,16 @@ def good_rows(
     max_points = min(max_points, budget_rows(store.theta.shape[2], max_mb))
     if len(idx) > max_points:
         idx = np.sort(np.random.default_rng(seed).choice(idx, size=max_points, replace=False))
-    return views.RowView(store.theta, None, draw_block=draw_block, max_block_mb=max_block_mb)[idx]
+    return streaming.RowView(store.theta, None, draw_block=draw_block, max_block_mb=max_block_mb)[
+        idx
+    ]
 
 
 def compare_rows(
     ref,
     other,
     sizes,
-    key: views.Transform | None,
+    key: streaming.Transform | None,
     ref_exp,
     exp,
     n_good,
@@ -550,7 +551,7 @@ def compare_rows(
     return rows, dict(base, status="ok", memory=memory, **res)
 
 
-def compare_projection(ref, other, sizes, key: views.Transform | None, exp) -> dict | None:
+def compare_projection(ref, other, sizes, key: streaming.Transform | None, exp) -> dict | None:
     """Both clouds, before and after mapping back, on the reference's top-2 PCA plane (in the
     analysis coordinates ``key``, None: raw), for the figure."""
     if min(len(ref), len(other)) < 3:

@@ -6,9 +6,10 @@ variant (PCA of the good draws' kernel-PCA coordinates) and PCA of the good draw
 parameters are computed and named apart: ``pca_kpca`` and ``pca_param``.
 
 ``theta`` is an array-like (chain, draw, param) sliceable like numpy (an h5py dataset or an
-ndarray); it is read in blocks ``theta[:, d0:d1, :]`` of at most ``draw_block`` rows and
-``max_block_mb`` MiB. Rows are flattened chain-major: row ``c * n_draws + d`` is draw ``d`` of
-chain ``c``. Per-draw outputs come back shaped (chain, draw, ...).
+ndarray); it is read through :mod:`lossatlas.streaming` in blocks of draws of at most
+``draw_block`` rows and ``max_block_mb`` MiB. Rows are flattened chain-major: row
+``c * n_draws + d`` is draw ``d`` of chain ``c``. Per-draw outputs come back shaped
+(chain, draw, ...).
 
 Memory: the exact kernel is n x n (n = chains x draws <= max_exact); the approximations hold
 their reference rows (subsample or landmarks, plus the held-out rows) in memory as float64,
@@ -46,7 +47,15 @@ from sklearn.decomposition import PCA, IncrementalPCA, KernelPCA
 from sklearn.kernel_approximation import Nystroem
 from sklearn.metrics.pairwise import rbf_kernel
 
-MiB = 2**20
+from lossatlas.streaming import (
+    block_flat,
+    draw_rows,
+    draws_per_block,
+    gather,
+    iter_draw_blocks,
+    rows_in_budget,
+)
+
 # PCA of gathered rows holds about this many copies of them (rows, centred rows, SVD factors).
 GATHER_COPIES = 4
 IPCA_KEEP = 20  # components IncrementalPCA carries between batches (see pca_of_rows)
@@ -64,49 +73,6 @@ NYSTROEM_ERROR_DEFINITION = "||K_H - F_H F_H^T||_F / ||K_H||_F on held-out non-l
 
 def _theta_of(store_like):
     return getattr(store_like, "theta", store_like)
-
-
-def draws_per_block(shape, draw_block: int = 4096, max_block_mb: float = 256) -> int:
-    """Draws per read so that one block has <= draw_block rows and <= max_block_mb MiB."""
-    n_chains, _, p = shape
-    rows = min(int(draw_block), int(max_block_mb * MiB // (8 * max(p, 1))))
-    return max(1, rows // n_chains)
-
-
-def iter_draw_blocks(theta, dpb: int):
-    """Yield (d0, d1, x) with x = theta[:, d0:d1, :] as float64 rows (chain-major in block)."""
-    n_chains, n_draws, p = theta.shape
-    for d0 in range(0, n_draws, dpb):
-        d1 = min(d0 + dpb, n_draws)
-        yield d0, d1, np.asarray(theta[:, d0:d1, :], dtype=np.float64).reshape(-1, p)
-
-
-def _block_flat(n_draws, d0, d1, n_chains):
-    """Global flat indices (c * n_draws + d) of a block's rows, in block order."""
-    c = np.repeat(np.arange(n_chains), d1 - d0)
-    d = np.tile(np.arange(d0, d1), n_chains)
-    return c * n_draws + d
-
-
-def _gather(theta, flat_sets, dpb, on_block=None):
-    """Rows of theta at each sorted flat-index array in ``flat_sets``, in one pass.
-
-    ``on_block(x)`` is called on every block too, so a statistic can share the pass.
-    """
-    n_chains, n_draws, p = theta.shape
-    out = [np.empty((len(s), p)) for s in flat_sets]
-    for d0, d1, x in iter_draw_blocks(theta, dpb):
-        if on_block is not None:
-            on_block(x)
-        for k, s in enumerate(flat_sets):
-            c, d = np.divmod(s, n_draws)
-            sel = (d >= d0) & (d < d1)
-            if sel.any():
-                rows = c[sel] * (d1 - d0) + (d[sel] - d0)
-                # Sorted flat indices are chain-major; place them where they belong.
-                where = np.flatnonzero(sel)
-                out[k][where] = x[rows]
-    return out
 
 
 class _Moments:
@@ -157,7 +123,7 @@ def reference_rows(p: int, max_reference_mb: float | None) -> int | None:
     """How many float64 rows of ``p`` parameters fit in ``max_reference_mb`` MiB (None: no cap)."""
     if max_reference_mb is None:
         return None
-    return max(2, int(max_reference_mb * MiB // (8 * max(p, 1))))
+    return rows_in_budget(p, max_reference_mb, minimum=2)
 
 
 def _variance_gamma(mean_var: float, p: int) -> float:
@@ -233,7 +199,7 @@ def kernel_pca(
         h = min(h, n - m)
         sizes = {"n_landmarks_requested": m_req, "n_heldout_requested": h_req}
         refs = [np.sort(perm[:m]), np.sort(perm[m : m + h])]
-    ref_rows = _gather(theta, refs, dpb, on_block=mom)
+    ref_rows = gather(theta, refs, dpb, on_block=mom)
     gamma_source = "config"
     if gamma is None:
         gamma = _variance_gamma(mom.mean_variance(), p)
@@ -266,7 +232,7 @@ def kernel_pca(
         (xs,) = ref_rows
         kp = KernelPCA(n_components=k, kernel="rbf", gamma=gamma, random_state=seed).fit(xs)
         for d0, d1, x in iter_draw_blocks(theta, dpb):
-            flat_emb[_block_flat(n_draws, d0, d1, n_chains)] = kp.transform(x)
+            flat_emb[block_flat(n_draws, d0, d1, n_chains)] = kp.transform(x)
         lam = kp.eigenvalues_
         m = xs.shape[0]
         trace_c = m - rbf_kernel(xs, gamma=gamma).sum() / m
@@ -285,7 +251,7 @@ def kernel_pca(
         evecs *= np.sign(evecs[np.abs(evecs).argmax(axis=0), np.arange(evecs.shape[1])])
         for d0, d1, x in iter_draw_blocks(theta, dpb):  # pass 3: project
             f = ny.transform(x) - sc.mean
-            flat_emb[_block_flat(n_draws, d0, d1, n_chains)] = f @ evecs
+            flat_emb[block_flat(n_draws, d0, d1, n_chains)] = f @ evecs
         lam = evals[:k] * sc.n  # eigenvalues of the approximate centred kernel F_c F_c^T
         trace_c = float(evals.sum()) * sc.n
         kh = rbf_kernel(xh, gamma=gamma)
@@ -321,8 +287,7 @@ def _kernel_blockwise(theta, gamma, dpb) -> np.ndarray:
     bounds = [(d0, min(d0 + dpb, n_draws)) for d0 in starts]
 
     def read(d0, d1):
-        x = np.asarray(theta[:, d0:d1, :], dtype=np.float64).reshape(n_chains * (d1 - d0), -1)
-        return x, _block_flat(n_draws, d0, d1, n_chains)
+        return draw_rows(theta, d0, d1), block_flat(n_draws, d0, d1, n_chains)
 
     for i, (a0, a1) in enumerate(bounds):
         xi, fi = read(a0, a1)
@@ -398,11 +363,11 @@ def pca_of_rows(
     flat = np.flatnonzero(np.asarray(good).reshape(-1))
     n_good = len(flat)
     dpb = draws_per_block(theta.shape, draw_block, max_block_mb)
-    budget_rows = max(1, int(max_gather_mb * MiB // (GATHER_COPIES * 8 * max(p, 1))))
+    budget_rows = rows_in_budget(GATHER_COPIES * p, max_gather_mb)
     if n_good < 2 or n_good <= budget_rows:
         if n_good < 2:
             return pca_in_memory(np.empty((n_good, p)), n_components)
-        (x,) = _gather(theta, [flat], dpb)
+        (x,) = gather(theta, [flat], dpb)
         return pca_in_memory(x, n_components)
     k = min(n_components, p)
     # Between batches IncrementalPCA keeps only its components: with just k of them, the

@@ -217,10 +217,10 @@ def sizes(s: Mapping, dataset) -> tuple[int, ...]:
 
 def coordinates(s: Mapping, dataset):
     """The analysis coordinates' transform of ``coordinates`` (None: raw)."""
-    from lossatlas import views
+    from lossatlas import symmetry
 
     m = s["model"]
-    return views.coordinate_transform(
+    return symmetry.coordinate_transform(
         s["coordinates"], sizes(s, dataset), m["activation"], m["loss"]
     )
 
@@ -432,7 +432,7 @@ def diagnose(inputs, outputs, s: Mapping, name: str, threads: int, log: logging.
 def reduce(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     """Kernel PCA of all draws, linear PCA of the good ones (in the analysis coordinates), and
     the 3-D kernel-PCA figure."""
-    from lossatlas import plots, views
+    from lossatlas import plots, streaming
     from lossatlas import reduce as rd
     from lossatlas.data import Dataset
     from lossatlas.store import SampleStore
@@ -444,7 +444,7 @@ def reduce(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
         theta = (
             store.theta
             if transform is None
-            else views.DrawView(store.theta, transform, **blocks(s))
+            else streaming.DrawView(store.theta, transform, **blocks(s))
         )
         result = rd.reduce(
             theta, store.stat("energy"), store.stat("mean_loss"), **reduce_arguments(s)

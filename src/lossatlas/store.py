@@ -52,7 +52,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from lossatlas import lifecycle
+from lossatlas import lifecycle, streaming
 
 __all__ = [
     "BatchFile",
@@ -660,9 +660,8 @@ class SampleStore:
 
     def iter_param_blocks(self, size: int) -> Iterator[tuple[slice, np.ndarray]]:
         """``(slice, theta[:, :, slice])`` for consecutive blocks of ``size`` parameters."""
-        for a in range(0, self.n_params, size):
-            sl = slice(a, min(a + size, self.n_params))
-            yield sl, self.theta[:, :, sl]
+        for a, b, block in streaming.iter_param_blocks(self.theta, size, dtype=None):
+            yield slice(a, b), block
 
     def iter_draw_blocks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """``(chain (n,), draw (n,), rows (n, p))`` covering every (chain, draw) once.
@@ -673,10 +672,7 @@ class SampleStore:
         """
         n, d = self.n_chains, self.n_draws
         if size >= n:
-            k = size // n
-            for a in range(0, d, k):
-                b = min(a + k, d)
-                rows = self.theta[:, a:b, :].reshape(n * (b - a), self.n_params)
+            for a, b, rows in streaming.iter_draw_blocks(self.theta, size // n, dtype=None):
                 chain = np.repeat(np.arange(n), b - a)
                 draw = np.tile(np.arange(a, b), n)
                 yield chain, draw, rows

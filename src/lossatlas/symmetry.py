@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 
@@ -171,3 +172,16 @@ def random_transform(
         basis = flat_directions(sizes, loss)
         out += rng.uniform(-shift, shift, size=(n, basis.shape[0])) @ basis
     return out
+
+
+def canonical_transform(sizes: Sequence[int], activation: str, loss: str):
+    """Rows ``(m, p)`` -> their canonical forms (:func:`canonicalize`) for the network of layer
+    widths ``sizes``."""
+    return partial(canonicalize, sizes=tuple(sizes), activation=activation, loss=loss)
+
+
+def coordinate_transform(coordinates: str, sizes: Sequence[int], activation: str, loss: str):
+    """The analysis coordinates ``coordinates``: None (raw) or :func:`canonical_transform`."""
+    if coordinates == "raw":
+        return None
+    return canonical_transform(sizes, activation, loss)

@@ -1,13 +1,20 @@
-"""Lazy views of the stored draws: a 2-D row view, and draws in derived coordinates.
+"""Reading the draws in bounded memory: the one layer between the store and the analyses.
 
-The store holds ``theta (chain, draw, param)`` on disk. Downstream analyses want either rows
-(one parameter vector per draw, as the dimension and census code expects) or the same
-``(chain, draw, q)`` shape in other coordinates (canonical parameters, the network's outputs on
-the data). Both views read ``theta`` one block of draws at a time, so nothing ever holds all of
-it; a ``transform`` maps rows ``(m, p) -> (m, q)`` and must act row by row.
+The store holds ``theta (chain, draw, param)`` on disk (an h5py dataset; an ndarray works the
+same). Nothing reads all of it:
 
-Rows are flattened chain-major, as in :mod:`lossatlas.reduce`: row ``c * n_draws + d`` is draw
-``d`` of chain ``c``.
+- memory budgets: :func:`rows_in_budget` turns MiB into float64 rows, :func:`draws_per_block`
+  into draws per read;
+- block iterators: :func:`iter_draw_blocks` (all chains over a range of draws, as rows) and
+  :func:`iter_param_blocks` (all draws of a range of parameters); :func:`gather` picks rows
+  by flat index in one pass;
+- views: :class:`RowView` (one row per draw, as the dimension and census code expects) and
+  :class:`DrawView` (the ``(chain, draw, q)`` shape in derived coordinates: canonical
+  parameters, the network's outputs on the data), both computed one block of draws at a time;
+  :func:`materialized` writes a derived view once when many column blocks will read it.
+
+A ``transform`` maps rows ``(m, p) -> (m, q)`` and must act row by row. Rows are flattened
+chain-major: row ``c * n_draws + d`` is draw ``d`` of chain ``c``.
 """
 
 from __future__ import annotations
@@ -15,30 +22,90 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from functools import partial
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from lossatlas import reduce, symmetry
-
 Transform = Callable[[np.ndarray], np.ndarray]
+MiB = 2**20
 
 
-def canonical_transform(sizes: Sequence[int], activation: str, loss: str) -> Transform:
-    """Rows ``(m, p)`` -> their canonical forms (:func:`symmetry.canonicalize`) for the network
-    of layer widths ``sizes``."""
-    return partial(symmetry.canonicalize, sizes=tuple(sizes), activation=activation, loss=loss)
+# --- memory budgets ----------------------------------------------------------------------------
 
 
-def coordinate_transform(
-    coordinates: str, sizes: Sequence[int], activation: str, loss: str
-) -> Transform | None:
-    """The analysis coordinates ``coordinates``: None (raw) or canonicalisation."""
-    if coordinates == "raw":
-        return None
-    return canonical_transform(sizes, activation, loss)
+def rows_in_budget(width: int, max_mb: float, minimum: int = 1) -> int:
+    """Rows of ``width`` float64 numbers that fit in ``max_mb`` MiB (at least ``minimum``)."""
+    return max(int(minimum), int(max_mb * MiB // (8 * max(int(width), 1))))
+
+
+def draws_per_block(shape, draw_block: int = 4096, max_block_mb: float = 256) -> int:
+    """Draws per read of ``theta`` of ``shape (chain, draw, p)``: one block holds at most
+    ``draw_block`` rows and ``max_block_mb`` MiB (at least one draw of every chain)."""
+    n_chains, _, p = shape
+    rows = min(int(draw_block), rows_in_budget(p, max_block_mb, minimum=0))
+    return max(1, rows // n_chains)
+
+
+# --- block iterators ---------------------------------------------------------------------------
+
+
+def draw_rows(theta, d0: int, d1: int, dtype=np.float64) -> np.ndarray:
+    """Draws ``d0:d1`` of every chain as rows ``(chain * (d1 - d0), p)``, chain-major, as
+    ``dtype`` (None: the stored type)."""
+    x = np.asarray(theta[:, d0:d1, :], dtype=dtype)
+    return x.reshape(-1, theta.shape[2])
+
+
+def iter_draw_blocks(theta, dpb: int, dtype=np.float64) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield ``(d0, d1, rows)``: :func:`draw_rows` of consecutive blocks of ``dpb`` draws."""
+    n_draws = theta.shape[1]
+    for d0 in range(0, n_draws, dpb):
+        d1 = min(d0 + dpb, n_draws)
+        yield d0, d1, draw_rows(theta, d0, d1, dtype)
+
+
+def iter_param_blocks(theta, width: int, dtype=np.float64) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield ``(j0, j1, theta[:, :, j0:j1])`` for consecutive blocks of ``width`` parameters,
+    as ``dtype`` (None: the stored type)."""
+    width = int(width)
+    if width < 1:
+        raise ValueError("block must be >= 1")
+    p = theta.shape[2]
+    for j0 in range(0, p, width):
+        j1 = min(j0 + width, p)
+        yield j0, j1, np.asarray(theta[:, :, j0:j1], dtype=dtype)
+
+
+def block_flat(n_draws: int, d0: int, d1: int, n_chains: int) -> np.ndarray:
+    """Global flat indices (c * n_draws + d) of a draw block's rows, in block order."""
+    c = np.repeat(np.arange(n_chains), d1 - d0)
+    d = np.tile(np.arange(d0, d1), n_chains)
+    return c * n_draws + d
+
+
+def gather(theta, flat_sets, dpb: int, on_block=None) -> list[np.ndarray]:
+    """Rows of theta at each sorted flat-index array in ``flat_sets``, in one pass.
+
+    ``on_block(rows)`` is called on every block too, so a statistic can share the pass.
+    """
+    n_chains, n_draws, p = theta.shape
+    out = [np.empty((len(s), p)) for s in flat_sets]
+    for d0, d1, x in iter_draw_blocks(theta, dpb):
+        if on_block is not None:
+            on_block(x)
+        for k, s in enumerate(flat_sets):
+            c, d = np.divmod(s, n_draws)
+            sel = (d >= d0) & (d < d1)
+            if sel.any():
+                rows = c[sel] * (d1 - d0) + (d[sel] - d0)
+                # Sorted flat indices are chain-major; place them where they belong.
+                where = np.flatnonzero(sel)
+                out[k][where] = x[rows]
+    return out
+
+
+# --- views -------------------------------------------------------------------------------------
 
 
 def _apply(transform: Transform | None, x: np.ndarray) -> np.ndarray:
@@ -64,7 +131,7 @@ class RowView:
         q = p if transform is None else _apply(transform, np.zeros((1, p))).shape[1]
         self.shape = (self.n_chains * self.n_draws, q)
         self.ndim = 2
-        self.dpb = reduce.draws_per_block(theta.shape, draw_block, max_block_mb)
+        self.dpb = draws_per_block(theta.shape, draw_block, max_block_mb)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -110,7 +177,7 @@ class DrawView:
         self.shape = (c, d, q)
         self.ndim = 3
         self.names = list(names) if names is not None else [f"q[{j}]" for j in range(q)]
-        self.dpb = reduce.draws_per_block(theta.shape, draw_block, max_block_mb)
+        self.dpb = draws_per_block(theta.shape, draw_block, max_block_mb)
 
     def __getitem__(self, key) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
