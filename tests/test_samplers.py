@@ -365,3 +365,28 @@ def test_checkpoint_resume_is_bit_identical(kind):
 def test_build_rejects_unknown_kind():
     with pytest.raises(ValueError, match="sampler.kind: .nuts. is not one of"):
         samplers.build({"kind": "nuts"}, Flat(1, 1.0))
+
+
+@pytest.mark.parametrize("kind", ["rwm", "mala", "hmc", "tempered"])
+def test_run_is_n_steps(kind):
+    """Every sampler has the multi-step run() the engine calls: bitwise the positions and the
+    per-chain info sums of n calls of step() on the same generator."""
+    target = GaussianBox([0.3, -0.2, 0.0], [0.5, 1.0, 2.0], box=2.0)
+    if kind == "tempered":
+        sampler = _build("rwm", target, backend="numpy", tempering={"n_temps": 3})
+    else:
+        sampler = _build(kind, target, backend="numpy")
+    p = 3
+    state = sampler.init(np.random.default_rng(1).uniform(-1, 1, (6, p)), np.random.default_rng(2))
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    ran, sums = sampler.run(state, a, 7)
+    stepped, want = state, {}
+    for _ in range(7):
+        stepped, info = sampler.step(stepped, b, adapt=False)
+        for name, value in zip(type(info)._fields, info, strict=True):
+            want[name] = want.get(name, 0.0) + np.asarray(value, dtype=np.float64)
+    np.testing.assert_array_equal(ran.position, stepped.position)
+    assert sums.keys() == want.keys()
+    for name in want:
+        np.testing.assert_array_equal(sums[name], want[name])
+    assert a.random() == b.random()

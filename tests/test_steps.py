@@ -20,6 +20,7 @@ from lossatlas import (
     minima,
     plots,
     reduce,
+    samplers,
     steps,
     streaming,
 )
@@ -159,6 +160,20 @@ DEFAULTS = {
     (plots.rhat, "rhat_max"): "diagnose.rhat_max",
     (plots.plot_rhat, "threshold"): "diagnose.rhat_max",
     (engine.run_experiment, "lock_timeout"): "dask.lock_timeout",
+    (samplers.RWM, "step_size"): "sampler.step_size",
+    (samplers.RWM, "target_accept"): "sampler.target_accept",
+    (samplers.RWM, "dtype"): "sampler.dtype",
+    (samplers.MALA, "step_size"): "sampler.step_size",
+    (samplers.MALA, "target_accept"): "sampler.mala.target_accept",
+    (samplers.HMC, "step_size"): "sampler.step_size",
+    (samplers.HMC, "target_accept"): "sampler.hmc.target_accept",
+    (samplers.HMC, "n_leapfrog"): "sampler.hmc.n_leapfrog",
+    (samplers.HMC, "mass_window"): "sampler.hmc.mass_window",
+    (samplers.HMC, "adapt_mass"): "sampler.hmc.adapt_mass",
+    (samplers.Tempered, "beta_min"): "sampler.tempering.beta_min",
+    (samplers.Tempered, "ladder"): "sampler.tempering.ladder",
+    (samplers.Tempered, "adapt_swap_rate"): "sampler.tempering.adapt_swap_rate",
+    (samplers.Tempered, "target_swap_rate"): "sampler.tempering.target_swap_rate",
 }
 
 

@@ -230,18 +230,10 @@ def _run_batch(spec: dict) -> dict:
             theta = np.empty((n, k, p), dtype=dtype)
             stats = {name: np.empty((n, k), dtype=dt) for name, dt in stat_dtypes.items()}
             for j in range(k):
-                if hasattr(sampler, "run"):
-                    # the thinned transitions in one call (one launch on a GPU), with the same
-                    # random numbers and info sums as `thin` calls of step
-                    state, all_sums = sampler.run(state, rng, thin)
-                    sums = {name: all_sums[name] for name in info_names}
-                else:
-                    sums = {}
-                    for _ in range(thin):
-                        state, info = sampler.step(state, rng, adapt=False)
-                        for name in info_names:
-                            value = np.asarray(getattr(info, name), dtype=np.float64)
-                            sums[name] = sums.get(name, 0.0) + value
+                # the thinned transitions in one call (one launch on a GPU), with the same
+                # random numbers and info sums as `thin` calls of step
+                state, all_sums = sampler.run(state, rng, thin)
+                sums = {name: all_sums[name] for name in info_names}
                 theta[:, j] = state.position
                 stats["energy"][:, j] = state.U
                 stats["mean_loss"][:, j] = target.mean_loss(state.U)

@@ -584,9 +584,7 @@ class FusedRWM(RWM):
         self.arch = Arch(target, self.dtype)
 
     def init(self, position, rng=None):
-        x = np.array(position, dtype=self.dtype)
-        if x.ndim != 2:
-            raise ValueError(f"position must be (n_chains, p), got {x.shape}")
+        x = self._position(position)
         u, _ = self.arch.U_and_grad(x, want_grad=False)
         return self.state_cls(position=x, U=u, **da_init(self.step_size, x.shape[0]))
 

@@ -6,7 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._common import beta_column, da_finish, da_init, da_update, metropolis
+from ._common import beta_column, da_init, da_update, metropolis
+from .base import Kernel
 
 DIVERGENCE = 1000.0  # energy error that marks a trajectory as divergent
 
@@ -56,7 +57,7 @@ def reflect_with_momentum(x, p, box):
     return x, np.where(odd, -p, p), np.minimum(np.abs(hits), 2**40).astype(np.int64).sum(axis=1)
 
 
-class HMC:
+class HMC(Kernel):
     """Static-length HMC (``n_leapfrog`` steps) with reflective walls.
 
     Warm-up tunes the step size by dual averaging to ``target_accept`` and the diagonal mass
@@ -78,19 +79,16 @@ class HMC:
         adapt_mass=True,
         dtype="float64",
     ):
-        self.target = target
-        self.step_size = float(step_size)
-        self.target_accept = float(target_accept)
+        super().__init__(target, step_size, target_accept, dtype)
         self.n_leapfrog = int(n_leapfrog)
         self.mass_window = int(mass_window)
         self.adapt_mass = bool(adapt_mass)
-        self.dtype = np.dtype(dtype)
 
     def _U_and_grad(self, x: np.ndarray):
         return self.target.U_and_grad(x)
 
     def init(self, position: np.ndarray, rng: np.random.Generator | None = None) -> HMCState:
-        x = np.array(position, dtype=self.dtype)
+        x = self._position(position)
         c, p = x.shape
         u, g = self._U_and_grad(x)
         ints = lambda v: np.full(c, v, dtype=np.int64)  # noqa: E731
@@ -107,10 +105,6 @@ class HMC:
             mm_window_end=ints(self.mass_window),
             **da_init(self.step_size, c),
         )
-
-    def step(self, state: HMCState, rng: np.random.Generator, adapt: bool = False):
-        """One trajectory per chain; step size and mass matrix adaptation when ``adapt``."""
-        return self.step_at(state, rng, adapt, self.target.beta)
 
     def step_at(self, state: HMCState, rng: np.random.Generator, adapt: bool, beta):
         x0, u0, g0 = state.position, state.U, state.grad
@@ -177,6 +171,3 @@ class HMC:
             base = new.get(k, getattr(state, k))
             out[k] = np.where(done, v, base)
         return out
-
-    def end_warmup(self, state: HMCState) -> HMCState:
-        return state._replace(**da_finish(state))

@@ -6,7 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._common import beta_column, da_finish, da_init, da_update, metropolis
+from ._common import beta_column, da_init, da_update, metropolis
+from .base import Kernel
 
 
 class MALAState(NamedTuple):
@@ -28,7 +29,7 @@ class MALAInfo(NamedTuple):
     outside: np.ndarray  # (C,) bool: the proposal left the box (and was rejected)
 
 
-class MALA:
+class MALA(Kernel):
     """Langevin proposal ``y = x - (eps^2 / 2) beta grad U(x) + eps z``, Metropolis-Hastings.
 
     The box is handled by rejecting proposals outside it: the proposal density stays the plain
@@ -44,19 +45,12 @@ class MALA:
     config_fields = ("position", "U", "grad")
 
     def __init__(self, target, step_size=0.1, target_accept=0.574, dtype="float64"):
-        self.target = target
-        self.step_size = float(step_size)
-        self.target_accept = float(target_accept)
-        self.dtype = np.dtype(dtype)
+        super().__init__(target, step_size, target_accept, dtype)
 
     def init(self, position: np.ndarray, rng: np.random.Generator | None = None) -> MALAState:
-        x = np.array(position, dtype=self.dtype)
+        x = self._position(position)
         u, g = self.target.U_and_grad(x)
         return MALAState(x, u, g, **da_init(self.step_size, x.shape[0]))
-
-    def step(self, state: MALAState, rng: np.random.Generator, adapt: bool = False):
-        """One transition of every chain; dual averaging of the step size when ``adapt``."""
-        return self.step_at(state, rng, adapt, self.target.beta)
 
     def step_at(self, state: MALAState, rng: np.random.Generator, adapt: bool, beta):
         x, g = state.position, state.grad
@@ -84,6 +78,3 @@ class MALA:
         if adapt:
             new.update(da_update(state, accept_prob, self.target_accept, 100 * self.target.box))
         return state._replace(**new), MALAInfo(accept_prob, accepted, outside)
-
-    def end_warmup(self, state: MALAState) -> MALAState:
-        return state._replace(**da_finish(state))

@@ -6,7 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._common import da_finish, da_init, da_update, metropolis, reflect
+from ._common import da_init, da_update, metropolis, reflect
+from .base import Kernel
 
 
 class RWMState(NamedTuple):
@@ -30,36 +31,25 @@ class RWMInfo(NamedTuple):
     accepted: np.ndarray  # (C,) bool
 
 
-class RWM:
+class RWM(Kernel):
     """Gaussian random walk ``y = reflect(x + eps * z)`` accepted with min(1, e^{-beta dU}).
 
     The per-chain step size is tuned in warm-up by dual averaging on ``log eps`` towards
     ``target_accept`` and frozen (to the running average) by :meth:`end_warmup`.
     """
 
-    def __init__(self, target, step_size=0.1, target_accept=0.234, dtype="float64"):
-        self.target = target
-        self.step_size = float(step_size)
-        self.target_accept = float(target_accept)
-        self.dtype = np.dtype(dtype)
-
-    def init(self, position: np.ndarray, rng: np.random.Generator | None = None) -> RWMState:
-        x = np.array(position, dtype=self.dtype)
-        if x.ndim != 2:
-            raise ValueError(f"position must be (n_chains, p), got {x.shape}")
-        return RWMState(position=x, U=self.target.U(x), **da_init(self.step_size, x.shape[0]))
-
-    # fields that move with the configuration when parallel tempering swaps replicas
     state_cls = RWMState
     info_cls = RWMInfo
     config_fields = ("position", "U")
 
-    def step(self, state: RWMState, rng: np.random.Generator, adapt: bool = False):
-        """One transition of every chain; dual averaging of the step size when ``adapt``."""
-        return self.step_at(state, rng, adapt, self.target.beta)
+    def __init__(self, target, step_size=0.1, target_accept=0.234, dtype="float64"):
+        super().__init__(target, step_size, target_accept, dtype)
+
+    def init(self, position: np.ndarray, rng: np.random.Generator | None = None) -> RWMState:
+        x = self._position(position)
+        return RWMState(position=x, U=self.target.U(x), **da_init(self.step_size, x.shape[0]))
 
     def step_at(self, state: RWMState, rng: np.random.Generator, adapt: bool, beta):
-        """:meth:`step` at inverse temperature ``beta`` (scalar or per chain)."""
         x = state.position
         eps = np.exp(state.log_step_size).astype(x.dtype)[:, None]
         z = rng.standard_normal(x.shape, dtype=x.dtype)
@@ -74,6 +64,3 @@ class RWM:
         if adapt:
             new.update(da_update(state, accept_prob, self.target_accept, 100 * self.target.box))
         return state._replace(**new), RWMInfo(accept_prob, accepted)
-
-    def end_warmup(self, state: RWMState) -> RWMState:
-        return state._replace(**da_finish(state))

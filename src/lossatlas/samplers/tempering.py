@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from functools import cache
 from typing import NamedTuple
 
 import numpy as np
 
-
-def _register(cls: type) -> type:
-    """Make a generated type importable by name, so states pickle (e.g. across Dask workers)."""
-    cls.__module__ = __name__
-    globals()[cls.__name__] = cls
-    return cls
+from .base import run_steps
+from .hmc import HMCInfo, HMCState
+from .mala import MALAInfo, MALAState
+from .rwm import RWMInfo, RWMState
 
 
-@cache
-def state_class(base_cls: type) -> type:
+def _state_class(base_cls: type) -> type:
     """The tempered state type for a base state type.
 
     Fields: ``position``, ``U``, ``log_step_size`` of the beta = 1 replica (the sample), then
@@ -27,16 +23,33 @@ def state_class(base_cls: type) -> type:
     fields = [("position", np.ndarray), ("U", np.ndarray), ("log_step_size", np.ndarray)]
     fields += [(f"rep_{f}", np.ndarray) for f in base_cls._fields]
     fields += [("log_gaps", np.ndarray), ("pt_count", np.ndarray)]
-    return _register(NamedTuple(f"Tempered{base_cls.__name__}", fields))
+    return NamedTuple(f"Tempered{base_cls.__name__}", fields)
 
 
-@cache
-def info_class(base_cls: type) -> type:
+def _info_class(base_cls: type) -> type:
     """Base info of the beta = 1 replica plus ``swap_accept_prob (C, R-1)`` (NaN where the pair
     was not attempted this transition) and ``swap_accept (C,)``, its mean over attempted pairs."""
     fields = [(f, np.ndarray) for f in base_cls._fields]
     fields += [("swap_accept_prob", np.ndarray), ("swap_accept", np.ndarray)]
-    return _register(NamedTuple(f"Tempered{base_cls.__name__}", fields))
+    return NamedTuple(f"Tempered{base_cls.__name__}", fields)
+
+
+# One tempered state and info type per kernel, made at import under their own names in this
+# module, so they pickle by reference (e.g. across Dask workers).
+TemperedRWMState = _state_class(RWMState)
+TemperedMALAState = _state_class(MALAState)
+TemperedHMCState = _state_class(HMCState)
+TemperedRWMInfo = _info_class(RWMInfo)
+TemperedMALAInfo = _info_class(MALAInfo)
+TemperedHMCInfo = _info_class(HMCInfo)
+_TEMPERED = {
+    RWMState: TemperedRWMState,
+    MALAState: TemperedMALAState,
+    HMCState: TemperedHMCState,
+    RWMInfo: TemperedRWMInfo,
+    MALAInfo: TemperedMALAInfo,
+    HMCInfo: TemperedHMCInfo,
+}
 
 
 class Tempered:
@@ -56,7 +69,7 @@ class Tempered:
     def __init__(
         self,
         base,
-        n_temps=4,
+        n_temps: int,
         beta_min=0.1,
         ladder="geometric",
         adapt_swap_rate=False,
@@ -75,8 +88,8 @@ class Tempered:
         self.adapt_swap_rate = bool(adapt_swap_rate)
         self.target_swap_rate = float(target_swap_rate)
         self._base_state_cls = base.state_cls
-        self._state_cls = state_class(base.state_cls)
-        self._info_cls = info_class(base.info_cls)
+        self._state_cls = _TEMPERED[base.state_cls]
+        self._info_cls = _TEMPERED[base.info_cls]
 
     def betas(self, state) -> np.ndarray:
         """Inverse temperatures ``(C, R)``, replica 0 first."""
@@ -163,6 +176,10 @@ class Tempered:
         cold = [v.reshape(c, r, *v.shape[1:])[:, 0] for v in base_info]
         info = self._info_cls(*cold, swap_prob, swap_mean)
         return new, info
+
+    def run(self, state, rng: np.random.Generator, n_steps: int):
+        """``n_steps`` transitions without adaptation: ``(state, sums)`` of the info fields."""
+        return run_steps(self, state, rng, n_steps)
 
     def end_warmup(self, state):
         c = state.position.shape[0]
