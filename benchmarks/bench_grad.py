@@ -15,7 +15,7 @@ process's, which other jobs' load barely moves; XLA computes on a thread of its 
 
 ``--crossover``: energy evaluations/s of the fused numba kernel against the numpy kernel over
 network widths, data sizes and chain counts (one thread each), the measurement behind
-``samplers.fused.supports`` (FUSED_FLOPS_AT_8).
+``sampling.fused.supports`` (FUSED_FLOPS_AT_8).
 
 ``--chainwise``: the numpy kernel's chainwise path against its batched one (the same numbers),
 gradients and energies, over the same grid: the measurement behind ``model.CHAINWISE_MIN_*``.
@@ -54,8 +54,9 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from lossatlas import data, model  # noqa: E402
-from lossatlas.samplers import fused  # noqa: E402
+from lossatlas import data  # noqa: E402
+from lossatlas.model import network as model  # noqa: E402
+from lossatlas.sampling import fused  # noqa: E402
 
 SIZES = (64, 384, 192, 10)
 

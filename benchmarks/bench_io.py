@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lossatlas import engine, model, samplers, store
+from lossatlas import model, sampling
+from lossatlas.sampling import engine
+from lossatlas.storage import store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +48,7 @@ def writer_template(n_chains: int, sizes=(64, 384, 192, 10)):
     mlp = model.MLP(sizes)
     rng = np.random.default_rng(0)
     t = model.Target(mlp, rng.standard_normal((1, sizes[0])), np.zeros(1, dtype=int), box=1.0)
-    sampler = samplers.build({"kind": "rwm", "backend": "numpy", "dtype": "float32"}, t)
+    sampler = sampling.build({"kind": "rwm", "backend": "numpy", "dtype": "float32"}, t)
     state = sampler.init(rng.uniform(-1, 1, (n_chains, mlp.p)).astype(np.float32), rng)
     _, probe = sampler.step(state, np.random.default_rng(1), adapt=False)
     return state, engine._stat_dtypes(probe), rng

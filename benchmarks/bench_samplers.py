@@ -32,7 +32,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from arviz_stats.base import array_stats  # noqa: E402
 
-from lossatlas import config, data, model, samplers, steps  # noqa: E402
+from lossatlas import config, data, model, sampling, steps  # noqa: E402
 
 
 def report_target() -> model.Target:
@@ -52,7 +52,7 @@ def timed(fn, repeat=3):
 
 def ours_steps_per_s(target, kind, n_chains, n_steps, **cfg):
     """Chain-steps/s of ``sampler.step`` (the engine's call), compile and tuning excluded."""
-    sampler = samplers.build({"kind": kind, **cfg}, target)
+    sampler = sampling.build({"kind": kind, **cfg}, target)
     rng = np.random.default_rng(0)
     x0 = rng.uniform(-1, 1, (n_chains, target.p))
     state = sampler.init(x0, rng)
@@ -117,7 +117,7 @@ def blackjax_steps_per_s(target, algo, n_chains, n_steps):
 def ess_of_U_per_s(target, cfg, n_chains, warmup, draws):
     """Bulk ESS of U over (chain, draw) per second of sampling (warm-up included, compilation
     excluded: a short run first)."""
-    sampler = samplers.build(cfg, target)
+    sampler = sampling.build(cfg, target)
     rng = np.random.default_rng(1)
     s = sampler.init(rng.uniform(-1, 1, (n_chains, target.p)), rng)
     s, _ = sampler.step(sampler.end_warmup(sampler.step(s, rng, adapt=True)[0]), rng)
@@ -159,7 +159,7 @@ def cuda_steps_per_s(target, kind, n_chains, n_steps, **cfg):
     """Chain-steps/s of our CUDA kernels: ``run`` (``n_steps`` transitions in one launch, state
     copied in and out once, as BlackJAX's scan returns its state) and ``step`` (a copy in and
     out per transition, the engine's call); compile and a short tuning excluded."""
-    sampler = samplers.build({"kind": kind, "backend": "cuda", "dtype": "float32", **cfg}, target)
+    sampler = sampling.build({"kind": kind, "backend": "cuda", "dtype": "float32", **cfg}, target)
     rng = np.random.default_rng(0)
     state = sampler.init(rng.uniform(-1, 1, (n_chains, target.p)), rng)
     for _ in range(5):  # compiles, and tunes a little so acceptance is realistic
@@ -181,7 +181,7 @@ def gpu_main(args):
     """Our CUDA kernels against BlackJAX on the GPU (see the module docstring)."""
     # JAX would take 75% of the GPU's memory at start, leaving our kernels too little
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    from lossatlas.samplers import cuda
+    from lossatlas.sampling import cuda
 
     why = cuda.unavailable()
     if why is not None:

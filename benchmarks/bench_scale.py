@@ -51,7 +51,9 @@ class _Columns:
 
 
 def child_sample(args) -> dict:
-    from lossatlas import config, data, engine, steps, store
+    from lossatlas import config, data, steps
+    from lossatlas.sampling import engine
+    from lossatlas.storage import store
 
     hidden = HIDDEN[args.p]
     cfg = config.validate(
@@ -81,7 +83,8 @@ def child_sample(args) -> dict:
 
 
 def child_diagnose(args) -> dict:
-    from lossatlas import diagnostics, store
+    from lossatlas.analysis import diagnostics
+    from lossatlas.storage import store
 
     with store.SampleStore(Path(args.dir) / "samples.h5") as s:
         theta = _Columns(s.theta, args.diag_params)
@@ -114,8 +117,8 @@ def main():
         c.add_argument("--dir", default=".")
         a = c.parse_args(sys.argv[2:])
         if a.what == "floor":
-            import lossatlas.diagnostics  # noqa: F401
-            import lossatlas.engine  # noqa: F401
+            import lossatlas.analysis.diagnostics  # noqa: F401
+            import lossatlas.sampling.engine  # noqa: F401
 
             r = {"seconds": 0.0}
         else:

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from distributed.security import Security
 
-from lossatlas import cluster, config
+from lossatlas import config
+from lossatlas.sampling import cluster
 
 DASK = str(Path(sys.executable).with_name("dask"))
 
@@ -40,7 +41,7 @@ def test_local_cluster_sizes_binds_and_pins_threads(monkeypatch, caplog):
     # A caller's OMP_NUM_THREADS must not leak into the workers: nested BLAS pools would
     # oversubscribe the job's cores.
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
-    caplog.set_level(logging.INFO, logger="lossatlas.cluster")
+    caplog.set_level(logging.INFO, logger="lossatlas.sampling.cluster")
     with cluster.connect(_dask_cfg(n_workers=2), threads=8) as client:
         info = client.scheduler_info(n_workers=-1)
         workers = info["workers"]
@@ -216,7 +217,7 @@ def test_tls_files_must_exist(tmp_path):
 
 UNGUARDED = """
 import os, signal, sys
-from lossatlas import cluster
+from lossatlas.sampling import cluster
 print("top level", flush=True)
 with cluster.connect({"placement": "local", "n_workers": 2, "dashboard": False}, 2) as c:
     victim = sorted(c.scheduler_info(n_workers=-1)["workers"])[0]

@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 
-from lossatlas import compare, data, symmetry
-from lossatlas.layout import ParamLayout
+from lossatlas import data
+from lossatlas.analysis import compare
+from lossatlas.model import symmetry
+from lossatlas.model.layout import ParamLayout
 
 SIZES = (2, 2, 2, 2)
 

@@ -19,9 +19,9 @@ import pytest
 import test_engine
 from test_samplers import Flat, _assert_states_equal, _copy, check_resume_bit_identical
 
-from lossatlas import engine, model, samplers
+from lossatlas import model, sampling
 from lossatlas.config import ConfigError
-from lossatlas.samplers import fused
+from lossatlas.sampling import engine, fused
 
 cuda_module = pytest.importorskip("numba.cuda", reason="numba without its CUDA target")
 
@@ -43,7 +43,7 @@ def _target():
 
 def _sampler(backend, case):
     cfg = {"backend": backend, "step_size": 0.8, "hmc": {"n_leapfrog": 5, "mass_window": 3}}
-    return samplers.build({**cfg, **case}, _target())
+    return sampling.build({**cfg, **case}, _target())
 
 
 def _trajectory(backend, case) -> dict[str, np.ndarray]:
@@ -79,7 +79,7 @@ def _trajectory(backend, case) -> dict[str, np.ndarray]:
 
 def _child(out_dir):
     """In the simulator: every case's trajectory, and the resume check."""
-    from lossatlas.samplers import cuda
+    from lossatlas.sampling import cuda
 
     assert cuda.simulated() and cuda.unavailable() is None
     for name, case in CASES.items():
@@ -145,7 +145,7 @@ def test_simulated_resume_is_bit_exact(simulated):
 
 
 def test_run_keys_are_the_step_keys():
-    from lossatlas.samplers import cuda
+    from lossatlas.sampling import cuda
 
     a, b = np.random.default_rng(8), np.random.default_rng(8)
     np.testing.assert_array_equal(cuda.keys(a, 5), [fused._key(b) for _ in range(5)])
@@ -156,11 +156,11 @@ def test_no_gpu_is_a_config_error_naming_the_field():
     if cuda_module.is_available():
         pytest.skip("a CUDA GPU is present")
     with pytest.raises(ConfigError, match=r"sampler\.backend is cuda.*no CUDA GPU.*numba"):
-        samplers.build({"kind": "hmc", "backend": "cuda"}, _target())
+        sampling.build({"kind": "hmc", "backend": "cuda"}, _target())
 
 
 def test_kinds_and_targets_without_cuda_kernel_are_config_errors():
     with pytest.raises(ConfigError, match=r"sampler\.kind mala has no CUDA kernel"):
-        samplers.build({"kind": "mala", "backend": "cuda"}, _target())
+        sampling.build({"kind": "mala", "backend": "cuda"}, _target())
     with pytest.raises(ConfigError, match="this target has no CUDA kernel"):
-        samplers.build({"kind": "rwm", "backend": "cuda"}, Flat(p=2, box=1.0))
+        sampling.build({"kind": "rwm", "backend": "cuda"}, Flat(p=2, box=1.0))

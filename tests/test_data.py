@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from lossatlas import config, data
-from lossatlas.layout import ParamLayout
 from lossatlas.model import MLP, Target
+from lossatlas.model.layout import ParamLayout
 
 
 def _ds_cfg(**kw):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from arviz_stats.base import array_stats
 
-from lossatlas import diagnostics as dg
+from lossatlas.analysis import diagnostics as dg
 
 N_CHAINS, N_DRAWS, P = 4, 200, 7
 
@@ -133,7 +133,7 @@ def test_shape_mismatch_is_an_error():
 def test_long_diagnose_logs_progress_with_eta(monkeypatch, caplog):
     x = np.random.default_rng(3).normal(size=(4, 50, 40))
     monkeypatch.setattr(dg, "PROGRESS_EVERY", 0.0)
-    with caplog.at_level("INFO", logger="lossatlas.diagnostics"):
+    with caplog.at_level("INFO", logger="lossatlas.analysis.diagnostics"):
         table, _, _ = dg.diagnose(x, x[:, :, 0], block=8)
     lines = [r.getMessage() for r in caplog.records if "quantities diagnosed" in r.message]
     # U, then 5 blocks of 8: a line after every block but the last

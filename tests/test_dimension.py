@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_swiss_roll
 
-from lossatlas import dimension
+from lossatlas.analysis import dimension
 
 N = 2000
 

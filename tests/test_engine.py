@@ -15,7 +15,9 @@ import tracemalloc
 import h5py
 import pytest
 
-from lossatlas import config, data, engine, steps, store
+from lossatlas import config, data, steps
+from lossatlas.sampling import engine
+from lossatlas.storage import store
 
 WAIT_S = 120  # bound on every poll below
 
@@ -103,7 +105,7 @@ KILLED_RUN = textwrap.dedent(
     import sys
     sys.path.insert(0, {testdir!r})
     from test_engine import make_cfg, setup
-    from lossatlas import engine
+    from lossatlas.sampling import engine
     spec = setup(make_cfg(draws=10**6), {out!r})[2][0]
     engine.run_batch(spec)
     """

@@ -23,8 +23,8 @@ from test_samplers import (
 )
 
 from lossatlas import fastmath as fm
-from lossatlas import model, samplers
-from lossatlas.samplers import fused
+from lossatlas import model, sampling
+from lossatlas.sampling import fused
 
 
 @njit(fastmath=fm.FASTMATH, error_model="numpy")
@@ -196,7 +196,7 @@ FUSED = {
 
 
 def _build(name, target, backend="numba", **kw):
-    return samplers.build({"step_size": 0.3, "backend": backend, **FUSED[name], **kw}, target)
+    return sampling.build({"step_size": 0.3, "backend": backend, **FUSED[name], **kw}, target)
 
 
 @pytest.mark.parametrize("name", list(FUSED))
@@ -243,7 +243,7 @@ def test_fused_rwm_folds_huge_steps_exactly():
     mlp = model.MLP((1, 1), "linear", "squared")
     target = model.Target(mlp, np.zeros((1, 1)), np.zeros(1, dtype=int), box=1.0)
     # U = (b - 1)^2 depends on b only; w is uniform on [-1, 1]
-    sampler = samplers.build({"kind": "rwm", "step_size": 50.0, "backend": "numba"}, target)
+    sampler = sampling.build({"kind": "rwm", "step_size": 50.0, "backend": "numba"}, target)
     rng = np.random.default_rng(24)
     state = sampler.init(np.full((4000, 2), 0.999), rng)
     for _ in range(200):  # an independence sampler in effect: converged well before 200
@@ -260,7 +260,7 @@ def test_non_finite_energy_is_rejected():
     # quadratic activations overflow float32 for far proposals: the energy is inf/NaN there
     # and such proposals must be rejected, never accepted as garbage
     target = _mlp_target((2, 4, 4, 2), "quadratic", "cross_entropy", "sum", box=1e9)
-    sampler = samplers.build(
+    sampler = sampling.build(
         {"kind": "rwm", "step_size": 1e8, "backend": "numba", "dtype": "float32"}, target
     )
     rng = np.random.default_rng(25)
@@ -307,11 +307,11 @@ def test_results_do_not_depend_on_thread_count(name):
 
 def test_build_picks_backend():
     target = _mlp_target((2, 2, 2), "tanh", "cross_entropy", "sum")
-    assert type(samplers.build({"kind": "rwm"}, target)) is fused.FusedRWM  # the default
-    assert type(samplers.build({"kind": "hmc", "backend": "numba"}, target)) is fused.FusedHMC
-    assert type(samplers.build({"kind": "rwm", "backend": "numpy"}, target)) is samplers.RWM
+    assert type(sampling.build({"kind": "rwm"}, target)) is fused.FusedRWM  # the default
+    assert type(sampling.build({"kind": "hmc", "backend": "numba"}, target)) is fused.FusedHMC
+    assert type(sampling.build({"kind": "rwm", "backend": "numpy"}, target)) is sampling.RWM
     # no fused MALA, and no fused code for non-MLP targets: the numpy kernels
-    assert type(samplers.build({"kind": "mala", "backend": "numba"}, target)) is samplers.MALA
+    assert type(sampling.build({"kind": "mala", "backend": "numba"}, target)) is sampling.MALA
 
     class Quadratic:
         box, beta = 1.0, 1.0
@@ -319,9 +319,9 @@ def test_build_picks_backend():
         def U(self, x):
             return (x * x).sum(axis=1)
 
-    assert type(samplers.build({"kind": "rwm", "backend": "numba"}, Quadratic())) is samplers.RWM
+    assert type(sampling.build({"kind": "rwm", "backend": "numba"}, Quadratic())) is sampling.RWM
     with pytest.raises(ValueError, match="sampler.backend: .opencl. is not one of"):
-        samplers.build({"kind": "rwm", "backend": "opencl"}, target)
+        sampling.build({"kind": "rwm", "backend": "opencl"}, target)
 
 
 def test_wide_networks_fall_back_to_numpy():
@@ -334,19 +334,19 @@ def test_wide_networks_fall_back_to_numpy():
     )
     report = _mlp_target((2, 2, 2, 2), "tanh", "cross_entropy", "sum", n=10)
     for kind, fused_cls, numpy_cls in [
-        ("rwm", fused.FusedRWM, samplers.RWM),
-        ("hmc", fused.FusedHMC, samplers.HMC),
+        ("rwm", fused.FusedRWM, sampling.RWM),
+        ("hmc", fused.FusedHMC, sampling.HMC),
     ]:
         cfg = {"kind": kind, "backend": "numba"}
-        assert type(samplers.build(cfg, report)) is fused_cls
-        assert type(samplers.build(cfg, digits_like)) is numpy_cls
+        assert type(sampling.build(cfg, report)) is fused_cls
+        assert type(sampling.build(cfg, digits_like)) is numpy_cls
         # even with a full block of chains the BLAS kernels stay
-        assert type(samplers.build({**cfg, "chains_per_batch": 4096}, digits_like)) is numpy_cls
+        assert type(sampling.build({**cfg, "chains_per_batch": 4096}, digits_like)) is numpy_cls
     assert fused.supports(report, 8) and not fused.supports(digits_like, 4096)
     # in between the chain count decides: a mid-size net is fused for a block of 128 chains
     # (measured 2x) and numpy for 8 (measured 7x the other way)
     mid = _mlp_target((64, 16, 8, 10), "tanh", "cross_entropy", "sum", n=100)
     assert fused.supports(mid, 128) and not fused.supports(mid, 8)
-    assert type(samplers.build({"kind": "rwm", "chains_per_batch": 128}, mid)) is fused.FusedRWM
+    assert type(sampling.build({"kind": "rwm", "chains_per_batch": 128}, mid)) is fused.FusedRWM
     tempered = {"kind": "rwm", "chains_per_batch": 16, "tempering": {"n_temps": 8}}
-    assert type(samplers.build(tempered, mid).base) is fused.FusedRWM
+    assert type(sampling.build(tempered, mid).base) is fused.FusedRWM

@@ -7,19 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lossatlas import (
-    config,
-    data,
-    diagnostics,
-    dimension,
-    landscape,
-    model,
-    plots,
-    steps,
-    streaming,
-    symmetry,
-)
-from lossatlas.layout import ParamLayout
+from lossatlas import config, data, model, plots, steps
+from lossatlas.analysis import diagnostics, dimension, landscape
+from lossatlas.model import symmetry
+from lossatlas.model.layout import ParamLayout
+from lossatlas.storage import streaming
 
 SIZES = (2, 2, 2, 2)
 P = symmetry.n_params(SIZES)

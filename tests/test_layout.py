@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lossatlas import data, model, symmetry
-from lossatlas.layout import ParamLayout
+from lossatlas import data, model
+from lossatlas.model import symmetry
+from lossatlas.model.layout import ParamLayout
 
 
 def test_layout_of_the_reports_network():

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from lossatlas import minima, symmetry
-from lossatlas.model import MLP, Target
+from lossatlas.analysis import minima
+from lossatlas.model import MLP, Target, symmetry
 
 
 def double_well(theta):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from lossatlas import model
 from lossatlas.model import ACTIVATIONS, LOSSES, MLP, Target
+from lossatlas.model import network as model
 
 ARCHS = [(2, 1, 2), (3, 5, 4), (2, 2, 2, 2), (2, 3, 1, 4, 3)]  # depth 1-3, widths 1-5, 2-4 classes
 

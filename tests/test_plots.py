@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from lossatlas import config, plots, steps  # noqa: E402
-from lossatlas import reduce as rd  # noqa: E402
+from lossatlas.analysis import reduce as rd  # noqa: E402
 from lossatlas.data import Dataset  # noqa: E402
 
 
@@ -68,7 +68,7 @@ def test_diagnostic_plots(tmp_path, reduction):
 
 def test_names_the_workflow_scripts_call(tmp_path, reduction):
     """The calls of workflow/scripts/diagnose.py and figures.py, as written there."""
-    from lossatlas import diagnostics
+    from lossatlas.analysis import diagnostics
 
     rng = np.random.default_rng(3)
     theta = rng.normal(size=(4, 60, 3))

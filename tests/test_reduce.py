@@ -8,7 +8,7 @@ import pytest
 from sklearn.decomposition import PCA, KernelPCA
 
 from lossatlas import config, steps
-from lossatlas import reduce as rd
+from lossatlas.analysis import reduce as rd
 
 C, D, P = 4, 75, 18  # 300 draws
 

@@ -14,7 +14,7 @@ import pytest
 from arviz_stats.base import array_stats
 from scipy import integrate, stats
 
-from lossatlas import samplers
+from lossatlas import sampling
 
 Z = 4.5
 
@@ -141,7 +141,7 @@ def check_moments(draws, mean, var, max_se=0.03):
 
 def _build(kind, target, **kw):
     cfg = {"step_size": 0.3, **SAMPLERS[kind], **kw}
-    return samplers.build(cfg, target)
+    return sampling.build(cfg, target)
 
 
 SAMPLERS = {
@@ -246,7 +246,7 @@ def test_rwm_reflection_stays_in_box_and_is_uniform_on_flat_target():
     # steps 50x the box width fold many times; a wrong fold (clipping, one bounce) piles mass
     # at the walls and fails the uniformity test
     target = Flat(p=2, box=1.0)
-    sampler = samplers.build({"kind": "rwm", "step_size": 50.0}, target)
+    sampler = sampling.build({"kind": "rwm", "step_size": 50.0}, target)
     rng = np.random.default_rng(4)
     state = sampler.init(np.full((4000, 2), 0.999), rng)
     for _ in range(3):
@@ -258,7 +258,7 @@ def test_rwm_reflection_stays_in_box_and_is_uniform_on_flat_target():
 
 
 def test_reflect_fold():
-    from lossatlas.samplers._common import reflect
+    from lossatlas.sampling._common import reflect
 
     y = np.array([-1.0, 1.0, 1.5, -1.5, 3.0, 5.0, -7.25, 0.3])
     np.testing.assert_allclose(reflect(y, 1.0), [-1, 1, 0.5, -0.5, -1, 1, 0.75, 0.3])
@@ -292,7 +292,7 @@ def test_hmc_reflections_on_flat_target():
     # zero gradient: trajectories are straight lines folded at the walls; the energy error is
     # exactly zero, every trajectory is accepted, and the folded flow keeps the uniform density
     target = Flat(p=2, box=1.0)
-    sampler = samplers.build({"kind": "hmc", "step_size": 0.7, "hmc": {"n_leapfrog": 7}}, target)
+    sampler = sampling.build({"kind": "hmc", "step_size": 0.7, "hmc": {"n_leapfrog": 7}}, target)
     rng = np.random.default_rng(15)
     state = sampler.init(np.full((4000, 2), 0.999), rng)
     for _ in range(10):
@@ -308,7 +308,7 @@ def test_hmc_adapts_mass_matrix():
     # per-coordinate scales 0.05 and 1 (far from the walls): the adapted inverse mass is the
     # variance, to the sampling error of a 200-draw window (about 20%)
     target = GaussianBox(mu=[0.0, 0.0], sigma=[0.05, 1.0], box=10.0)
-    sampler = samplers.build({"kind": "hmc", "hmc": {"mass_window": 50}}, target)
+    sampler = sampling.build({"kind": "hmc", "hmc": {"mass_window": 50}}, target)
     x0 = np.random.default_rng(16).normal(0, 0.5, (32, 2))
     _, state = run(sampler, x0, seed=17, warmup=350, draws=10)
     ratio = state.inv_mass / np.array([0.05**2, 1.0])
@@ -364,7 +364,7 @@ def test_checkpoint_resume_is_bit_identical(kind):
 
 def test_build_rejects_unknown_kind():
     with pytest.raises(ValueError, match="sampler.kind: .nuts. is not one of"):
-        samplers.build({"kind": "nuts"}, Flat(1, 1.0))
+        sampling.build({"kind": "nuts"}, Flat(1, 1.0))
 
 
 @pytest.mark.parametrize("kind", ["rwm", "mala", "hmc", "tempered"])

@@ -17,7 +17,8 @@ import time
 import pytest
 from test_engine import run_on
 
-from lossatlas import config, lifecycle, store
+from lossatlas import config, lifecycle
+from lossatlas.storage import store
 
 WAIT_S = 120  # bound on every wait below
 HERE = os.path.dirname(__file__)

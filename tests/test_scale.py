@@ -10,8 +10,10 @@ import yaml
 from arviz_stats.base import array_stats
 from sklearn.decomposition import PCA, KernelPCA
 
-from lossatlas import config, data, diagnostics, engine, model, reduce, steps
-from lossatlas.store import SampleStore, build
+from lossatlas import config, data, model, steps
+from lossatlas.analysis import diagnostics, reduce
+from lossatlas.sampling import engine
+from lossatlas.storage.store import SampleStore, build
 
 CONFIG = Path(__file__).parent / "configs" / "scale.yaml"
 N_COLS = 300  # parameters diagnosed (arviz-stats costs ~10 ms each): two blocks and a remainder

@@ -18,7 +18,9 @@ from conftest import TEST_CONFIGS, make_workdir, output_of, run_snakemake, snake
 from slurm_cluster import SlurmCluster, SlurmUnavailable, run, wait_until, why_unavailable
 from test_workflow import read_samples
 
-from lossatlas import cluster, config, store
+from lossatlas import config
+from lossatlas.sampling import cluster
+from lossatlas.storage import store
 
 pytestmark = pytest.mark.slurm
 

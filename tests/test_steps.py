@@ -11,19 +11,10 @@ import re
 import pytest
 from conftest import REPO
 
-from lossatlas import (
-    compare,
-    config,
-    diagnostics,
-    dimension,
-    engine,
-    minima,
-    plots,
-    reduce,
-    samplers,
-    steps,
-    streaming,
-)
+from lossatlas import config, plots, sampling, steps
+from lossatlas.analysis import compare, diagnostics, dimension, minima, reduce
+from lossatlas.sampling import engine
+from lossatlas.storage import streaming
 
 SCRIPTS = sorted(p for p in (REPO / "workflow" / "scripts").glob("*.py") if p.name != "_common.py")
 RULES = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
@@ -160,20 +151,20 @@ DEFAULTS = {
     (plots.rhat, "rhat_max"): "diagnose.rhat_max",
     (plots.plot_rhat, "threshold"): "diagnose.rhat_max",
     (engine.run_experiment, "lock_timeout"): "dask.lock_timeout",
-    (samplers.RWM, "step_size"): "sampler.step_size",
-    (samplers.RWM, "target_accept"): "sampler.target_accept",
-    (samplers.RWM, "dtype"): "sampler.dtype",
-    (samplers.MALA, "step_size"): "sampler.step_size",
-    (samplers.MALA, "target_accept"): "sampler.mala.target_accept",
-    (samplers.HMC, "step_size"): "sampler.step_size",
-    (samplers.HMC, "target_accept"): "sampler.hmc.target_accept",
-    (samplers.HMC, "n_leapfrog"): "sampler.hmc.n_leapfrog",
-    (samplers.HMC, "mass_window"): "sampler.hmc.mass_window",
-    (samplers.HMC, "adapt_mass"): "sampler.hmc.adapt_mass",
-    (samplers.Tempered, "beta_min"): "sampler.tempering.beta_min",
-    (samplers.Tempered, "ladder"): "sampler.tempering.ladder",
-    (samplers.Tempered, "adapt_swap_rate"): "sampler.tempering.adapt_swap_rate",
-    (samplers.Tempered, "target_swap_rate"): "sampler.tempering.target_swap_rate",
+    (sampling.RWM, "step_size"): "sampler.step_size",
+    (sampling.RWM, "target_accept"): "sampler.target_accept",
+    (sampling.RWM, "dtype"): "sampler.dtype",
+    (sampling.MALA, "step_size"): "sampler.step_size",
+    (sampling.MALA, "target_accept"): "sampler.mala.target_accept",
+    (sampling.HMC, "step_size"): "sampler.step_size",
+    (sampling.HMC, "target_accept"): "sampler.hmc.target_accept",
+    (sampling.HMC, "n_leapfrog"): "sampler.hmc.n_leapfrog",
+    (sampling.HMC, "mass_window"): "sampler.hmc.mass_window",
+    (sampling.HMC, "adapt_mass"): "sampler.hmc.adapt_mass",
+    (sampling.Tempered, "beta_min"): "sampler.tempering.beta_min",
+    (sampling.Tempered, "ladder"): "sampler.tempering.ladder",
+    (sampling.Tempered, "adapt_swap_rate"): "sampler.tempering.adapt_swap_rate",
+    (sampling.Tempered, "target_swap_rate"): "sampler.tempering.target_swap_rate",
 }
 
 

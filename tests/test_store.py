@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from lossatlas import store
+from lossatlas.storage import store
 
 
 class State(NamedTuple):
@@ -100,7 +100,7 @@ def test_other_settings_moved_aside(tmp_path, caplog):
     path = tmp_path / "batch-0003.h5"
     write(path, {"beta": 1.0}, blocks(3, 1))
     old = store.settings_hash({"beta": 1.0})
-    with caplog.at_level(logging.WARNING, logger="lossatlas.store"):
+    with caplog.at_level(logging.WARNING, logger="lossatlas.storage.store"):
         bf, ck = store.open_batch(path, {"beta": 2.0}, state=template(), stats=STATS, block=BLOCK)
     bf.close()
     assert ck is None
@@ -111,7 +111,7 @@ def test_other_settings_moved_aside(tmp_path, caplog):
 def test_unreadable_file_moved_aside(tmp_path, caplog):
     path = tmp_path / "batch-0000.h5"
     path.write_bytes(b"not an hdf5 file")
-    with caplog.at_level(logging.WARNING, logger="lossatlas.store"):
+    with caplog.at_level(logging.WARNING, logger="lossatlas.storage.store"):
         bf, ck = store.open_batch(path, {"a": 1}, state=template(), stats=STATS, block=BLOCK)
     bf.close()
     assert ck is None
@@ -134,7 +134,7 @@ KILLED_WRITER = textwrap.dedent(
     import numpy as np
     sys.path.insert(0, {testdir!r})
     from test_store import BLOCK, STATS, blocks, template
-    from lossatlas import store
+    from lossatlas.storage import store
     bf, _ = store.open_batch({path!r}, {{"a": 1}}, state=template(), stats=STATS, block=BLOCK)
     rng = np.random.default_rng(0)
     data = blocks(4, 3)
@@ -154,7 +154,7 @@ def test_killed_writer_is_recovered(tmp_path, caplog):
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
     with pytest.raises(OSError):  # the superblock still says "open for write"
         h5py.File(path, "r").close()
-    with caplog.at_level(logging.WARNING, logger="lossatlas.store"):
+    with caplog.at_level(logging.WARNING, logger="lossatlas.storage.store"):
         bf, ck = store.open_batch(path, {"a": 1}, state=template(), stats=STATS, block=BLOCK)
     bf.close()
     assert "unclean shutdown" in caplog.text

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from lossatlas import symmetry
-from lossatlas.model import MLP, Target
+from lossatlas.model import MLP, Target, symmetry
 
 ACTS = ("tanh", "relu", "sigmoid", "linear", "quadratic")
 LOSSES = ("cross_entropy", "squared")

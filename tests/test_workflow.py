@@ -28,7 +28,7 @@ from conftest import (
 )
 
 from lossatlas import config as lacfg
-from lossatlas import store
+from lossatlas.storage import store
 
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"
 PROFILES = sorted(p.name for p in (REPO / "profiles").iterdir() if (p / "config.yaml").is_file())

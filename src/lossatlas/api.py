@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lossatlas import config as lacfg
 from lossatlas import steps
-from lossatlas.store import SampleStore
+from lossatlas.storage.store import SampleStore
 
 __all__ = ["load_config", "sample"]
 

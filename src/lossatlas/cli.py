@@ -43,7 +43,7 @@ def _validate(args) -> int:
 def _summary(args) -> int:
     from arviz_stats.base import array_stats
 
-    from lossatlas.store import SampleStore
+    from lossatlas.storage.store import SampleStore
 
     with SampleStore(args.store) as store:
         theta = store.theta

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn import datasets as skd
 
-from lossatlas.layout import ParamLayout
+from lossatlas.model.layout import ParamLayout
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ Random numbers: ``mix64`` is the SplitMix64 output function; ``counter_u64(key, 
 ``n``-th SplitMix64 output from state ``key``, so a whole step's numbers are a pure function
 of one 64-bit key (drawn from the caller's ``numpy.random.Generator``) and a counter.
 
-Everything here also compiles for the CUDA target (:mod:`lossatlas.samplers.cuda` calls the
+Everything here also compiles for the CUDA target (:mod:`lossatlas.sampling.cuda` calls the
 same functions from its kernels): the overloads are registered for the generic target, and
 ``floor``/``sqrt`` pick ``np.floor``/``np.sqrt`` on the CPU and ``math.floor``/``math.sqrt``
 on CUDA, which has no NumPy ufuncs for them (the CPU numbers are the same as with the ufuncs).

@@ -177,7 +177,7 @@ def experiment(values: Mapping) -> lacfg.Experiment:
 
 
 def sampling_arguments(s: Mapping) -> dict[str, Any]:
-    """Keyword arguments of :func:`lossatlas.engine.run_experiment` and ``batch_specs``."""
+    """Keyword arguments of :func:`lossatlas.sampling.engine.run_experiment` and ``batch_specs``."""
     t = s["target"]
     return {
         "seed": s["seed"],
@@ -217,7 +217,7 @@ def sizes(s: Mapping, dataset) -> tuple[int, ...]:
 
 def coordinates(s: Mapping, dataset):
     """The analysis coordinates' transform of ``coordinates`` (None: raw)."""
-    from lossatlas import symmetry
+    from lossatlas.model import symmetry
 
     m = s["model"]
     return symmetry.coordinate_transform(
@@ -231,7 +231,7 @@ def blocks(s: Mapping) -> dict[str, Any]:
 
 
 def reduce_arguments(s: Mapping) -> dict[str, Any]:
-    """Keyword arguments of :func:`lossatlas.reduce.reduce`."""
+    """Keyword arguments of :func:`lossatlas.analysis.reduce.reduce`."""
     r = s["reduce"]
     return {
         "good_threshold": s["target"]["good_threshold"],
@@ -244,7 +244,7 @@ def reduce_arguments(s: Mapping) -> dict[str, Any]:
 
 
 def invariant_arguments(s: Mapping) -> dict[str, Any]:
-    """Keyword arguments of :func:`lossatlas.landscape.invariant_diagnostics`."""
+    """Keyword arguments of :func:`lossatlas.analysis.landscape.invariant_diagnostics`."""
     c = s["diagnose"]
     return {
         "param_block": c["param_block"],
@@ -255,7 +255,7 @@ def invariant_arguments(s: Mapping) -> dict[str, Any]:
 
 
 def dimension_arguments(s: Mapping) -> dict[str, Any]:
-    """Keyword arguments of :func:`lossatlas.landscape.dimension_rows`."""
+    """Keyword arguments of :func:`lossatlas.analysis.landscape.dimension_rows`."""
     kpca = {
         "n_kpca": s["reduce"]["kpca"]["n_components"],
         "n_pca": s["reduce"]["pca"]["n_components"],
@@ -273,7 +273,7 @@ def dimension_arguments(s: Mapping) -> dict[str, Any]:
 
 
 def census_arguments(s: Mapping) -> dict[str, Any]:
-    """Keyword arguments of :func:`lossatlas.landscape.run_census`."""
+    """Keyword arguments of :func:`lossatlas.analysis.landscape.run_census`."""
     return {
         "coordinates_name": s["coordinates"],
         "good_threshold": s["target"]["good_threshold"],
@@ -284,7 +284,7 @@ def census_arguments(s: Mapping) -> dict[str, Any]:
 
 
 def plane_arguments(s: Mapping) -> dict[str, Any]:
-    """Keyword arguments of :func:`lossatlas.landscape.good_plane`."""
+    """Keyword arguments of :func:`lossatlas.analysis.landscape.good_plane`."""
     return {
         "n_components": s["reduce"]["pca"]["n_components"],
         "max_mb": s["landscape"]["census"]["max_mb"],
@@ -293,7 +293,7 @@ def plane_arguments(s: Mapping) -> dict[str, Any]:
 
 
 def good_rows_arguments(s: Mapping) -> dict[str, Any]:
-    """Keyword arguments of :func:`lossatlas.landscape.good_rows`."""
+    """Keyword arguments of :func:`lossatlas.analysis.landscape.good_rows`."""
     cc = s["landscape"]["compare"]
     return {
         "good_threshold": s["target"]["good_threshold"],
@@ -305,7 +305,7 @@ def good_rows_arguments(s: Mapping) -> dict[str, Any]:
 
 
 def compare_arguments(s: Mapping) -> dict[str, Any]:
-    """Keyword arguments of :func:`lossatlas.landscape.compare_rows`."""
+    """Keyword arguments of :func:`lossatlas.analysis.landscape.compare_rows`."""
     return {
         "coordinates": s["coordinates"],
         "box": s["target"]["box"],
@@ -348,8 +348,8 @@ def sample(
 ) -> dict:
     """Run one experiment's chains on Dask, resuming from the batch checkpoints; returns the
     resume summary. ``run``: the :data:`RUNTIME` settings (``dask``)."""
-    from lossatlas import cluster, engine
     from lossatlas.data import Dataset
+    from lossatlas.sampling import cluster, engine
 
     e = experiment(exp)
     ds = Dataset.load(dataset_path)
@@ -382,9 +382,10 @@ def sample(
 def diagnose(inputs, outputs, s: Mapping, name: str, threads: int, log: logging.Logger) -> None:
     """Convergence table and checks, the same on canonical parameters and invariant
     quantities, and their figures."""
-    from lossatlas import diagnostics, landscape, plots
+    from lossatlas import plots
+    from lossatlas.analysis import diagnostics, landscape
     from lossatlas.data import Dataset
-    from lossatlas.store import SampleStore
+    from lossatlas.storage.store import SampleStore
 
     c = s["diagnose"]
     ds = Dataset.load(inputs.dataset)
@@ -432,10 +433,11 @@ def diagnose(inputs, outputs, s: Mapping, name: str, threads: int, log: logging.
 def reduce(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     """Kernel PCA of all draws, linear PCA of the good ones (in the analysis coordinates), and
     the 3-D kernel-PCA figure."""
-    from lossatlas import plots, streaming
-    from lossatlas import reduce as rd
+    from lossatlas import plots
+    from lossatlas.analysis import reduce as rd
     from lossatlas.data import Dataset
-    from lossatlas.store import SampleStore
+    from lossatlas.storage import streaming
+    from lossatlas.storage.store import SampleStore
 
     with SampleStore(inputs.samples) as store:
         # theta is streamed by draw blocks; energy and mean loss are (chain, draw), small.
@@ -469,7 +471,7 @@ def _titles(s: Mapping, names) -> dict[str, str]:
 def figures(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
     """The report's Figure 1 (datasets) and Figure 2 (good minima), one panel each."""
     from lossatlas import plots
-    from lossatlas import reduce as rd
+    from lossatlas.analysis import reduce as rd
     from lossatlas.data import Dataset
 
     names = list(names)
@@ -499,9 +501,9 @@ def dataset_figure(inputs, outputs, s: Mapping, exp: Mapping, log: logging.Logge
 
 def dimension(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     """Dimension statistics of the good draws against null models."""
-    from lossatlas import landscape
+    from lossatlas.analysis import landscape
     from lossatlas.data import Dataset
-    from lossatlas.store import SampleStore
+    from lossatlas.storage.store import SampleStore
 
     dc = s["landscape"]["dimension"]
     with SampleStore(inputs.samples) as store:
@@ -526,10 +528,11 @@ def dimension(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> No
 
 def census(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     """Critical points from many starts, classified; their figures."""
-    from lossatlas import landscape, plots
-    from lossatlas import reduce as rd
+    from lossatlas import plots
+    from lossatlas.analysis import landscape
+    from lossatlas.analysis import reduce as rd
     from lossatlas.data import Dataset
-    from lossatlas.store import SampleStore
+    from lossatlas.storage.store import SampleStore
 
     cc = s["landscape"]["census"]
     ds = Dataset.load(inputs.dataset)
@@ -566,9 +569,10 @@ def census(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
 def compare(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
     """Each experiment's good draws against the reference's, before and after mapping them
     back through the dataset transform."""
-    from lossatlas import landscape, plots
+    from lossatlas import plots
+    from lossatlas.analysis import landscape
     from lossatlas.data import Dataset
-    from lossatlas.store import SampleStore
+    from lossatlas.storage.store import SampleStore
 
     names = list(names)
     ref_name = lacfg.reference(s)

@@ -6,10 +6,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .base import run_steps
-from .hmc import HMCInfo, HMCState
-from .mala import MALAInfo, MALAState
-from .rwm import RWMInfo, RWMState
+from lossatlas.sampling.base import run_steps
+from lossatlas.sampling.hmc import HMCInfo, HMCState
+from lossatlas.sampling.mala import MALAInfo, MALAState
+from lossatlas.sampling.rwm import RWMInfo, RWMState
 
 
 def _state_class(base_cls: type) -> type:

@@ -6,8 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._common import da_init, da_update, metropolis, reflect
-from .base import Kernel
+from lossatlas.sampling._common import da_init, da_update, metropolis, reflect
+from lossatlas.sampling.base import Kernel
 
 
 class RWMState(NamedTuple):

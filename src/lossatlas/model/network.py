@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lossatlas.activations import ACTIVATIONS, GRAD_FROM_OUTPUT
-from lossatlas.activations import act as _act
-from lossatlas.activations import act_inplace as _act_inplace
-from lossatlas.activations import mul_act_grad as _mul_act_grad
-from lossatlas.layout import ParamLayout
+from lossatlas.model.activations import ACTIVATIONS, GRAD_FROM_OUTPUT
+from lossatlas.model.activations import act as _act
+from lossatlas.model.activations import act_inplace as _act_inplace
+from lossatlas.model.activations import mul_act_grad as _mul_act_grad
+from lossatlas.model.layout import ParamLayout
 
 LOSSES = ("cross_entropy", "squared")
 ENERGIES = ("sum", "mean")
@@ -40,7 +40,7 @@ def _kernels():
     numbers are bitwise those of the batched path."""
     from numba import njit
 
-    from .fastmath import like
+    from lossatlas.fastmath import like
 
     jit = njit(cache=True, error_model="numpy", nogil=True)
 

@@ -1,9 +1,9 @@
 """Symmetries of an MLP's flat parameter vector, and one canonical point per orbit.
 
-Layout (:mod:`lossatlas.layout`): layer by layer ``W_l`` (out x in, row-major) then ``b_l``
+Layout (:mod:`lossatlas.model.layout`): layer by layer ``W_l`` (out x in, row-major) then ``b_l``
 (out), for ``sizes = (d, *hidden, k)``. Hidden units of one layer can be permuted; depending on the
 activation a unit can also be sign-flipped or rescaled without changing the network's function.
-The sign and rescaling facts of each activation are in :mod:`lossatlas.activations`.
+The sign and rescaling facts of each activation are in :mod:`lossatlas.model.activations`.
 
 With a softmax (``loss="cross_entropy"``) adding one vector to every row of the last weight
 matrix and one constant to every output bias leaves all outputs' differences, hence the loss,
@@ -21,8 +21,8 @@ from functools import partial
 
 import numpy as np
 
-from lossatlas.activations import ACTIVATIONS, SCALE_DEGREE, SIGN
-from lossatlas.layout import ParamLayout
+from lossatlas.model.activations import ACTIVATIONS, SCALE_DEGREE, SIGN
+from lossatlas.model.layout import ParamLayout
 
 
 def n_params(sizes: Sequence[int]) -> int:

@@ -6,7 +6,7 @@ variant (PCA of the good draws' kernel-PCA coordinates) and PCA of the good draw
 parameters are computed and named apart: ``pca_kpca`` and ``pca_param``.
 
 ``theta`` is an array-like (chain, draw, param) sliceable like numpy (an h5py dataset or an
-ndarray); it is read through :mod:`lossatlas.streaming` in blocks of draws of at most
+ndarray); it is read through :mod:`lossatlas.storage.streaming` in blocks of draws of at most
 ``draw_block`` rows and ``max_block_mb`` MiB. Rows are flattened chain-major: row
 ``c * n_draws + d`` is draw ``d`` of chain ``c``. Per-draw outputs come back shaped
 (chain, draw, ...).
@@ -47,7 +47,7 @@ from sklearn.decomposition import PCA, IncrementalPCA, KernelPCA
 from sklearn.kernel_approximation import Nystroem
 from sklearn.metrics.pairwise import rbf_kernel
 
-from lossatlas.streaming import (
+from lossatlas.storage.streaming import (
     block_flat,
     draw_rows,
     draws_per_block,

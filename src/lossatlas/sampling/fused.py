@@ -26,11 +26,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .. import fastmath as fm
-from ..model import ACTIVATIONS, LOSSES
-from ._common import DA_GAMMA, DA_KAPPA, DA_T0, da_init
-from .hmc import DIVERGENCE, HMC, HMCInfo
-from .rwm import RWM, RWMInfo
+from lossatlas import fastmath as fm
+from lossatlas.model.network import ACTIVATIONS, LOSSES
+from lossatlas.sampling._common import DA_GAMMA, DA_KAPPA, DA_T0, da_init
+from lossatlas.sampling.hmc import DIVERGENCE, HMC, HMCInfo
+from lossatlas.sampling.rwm import RWM, RWMInfo
 
 BLOCK = 128  # chains per block: fixed, so results never depend on the thread count
 _ACT = {name: i for i, name in enumerate(ACTIVATIONS)}  # tanh relu sigmoid linear quadratic

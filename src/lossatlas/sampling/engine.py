@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from . import lifecycle, model, samplers, store
-from .data import Dataset
+from lossatlas import lifecycle, model, sampling
+from lossatlas.data import Dataset
+from lossatlas.storage import store
 
 __all__ = [
     "PROGRESS_TOPIC",
@@ -45,7 +46,7 @@ def settings_for(spec: dict) -> dict:
     """Everything that determines a batch's numbers (hashed into its checkpoint)."""
     return {
         "format": store.FORMAT,
-        "algorithm": samplers.ALGORITHM_VERSION,
+        "algorithm": sampling.ALGORITHM_VERSION,
         "dataset": spec["dataset"],
         "model": spec["model"],
         "target": {k: spec["target"][k] for k in ("box", "beta", "energy")},
@@ -166,7 +167,7 @@ def _run_batch(spec: dict) -> dict:
         n_classes=int(spec["dataset"]["n_classes"]),
     )
     target = model.target_for(ds, **spec["model"], **spec["target"])
-    sampler = samplers.build(s, target)
+    sampler = sampling.build(s, target)
     c0, c1 = spec["chains"]
     n, p = c1 - c0, target.p
     dtype = np.dtype(s["dtype"])

@@ -6,8 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._common import beta_column, da_init, da_update, metropolis
-from .base import Kernel
+from lossatlas.sampling._common import beta_column, da_init, da_update, metropolis
+from lossatlas.sampling.base import Kernel
 
 
 class MALAState(NamedTuple):

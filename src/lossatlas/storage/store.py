@@ -52,7 +52,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from lossatlas import lifecycle, streaming
+from lossatlas import lifecycle
+from lossatlas.storage import streaming
 
 __all__ = [
     "BatchFile",

@@ -33,7 +33,7 @@ import functools
 import numpy as np
 from numba import njit
 
-from .fused import (
+from lossatlas.sampling.fused import (
     DIVERGENCE,
     FusedHMC,
     FusedRWM,
@@ -211,7 +211,7 @@ def require() -> None:
     """Raise :class:`lossatlas.config.ConfigError` if the CUDA kernels cannot run here."""
     why = unavailable()
     if why is not None:
-        from ..config import ConfigError
+        from lossatlas.config import ConfigError
 
         raise ConfigError(
             f"invalid config: sampler.backend is cuda, but {why}. Run on a machine with an "

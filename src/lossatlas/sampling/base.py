@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ._common import da_finish
+from lossatlas.sampling._common import da_finish
 
 
 class Sampler(Protocol):

@@ -33,10 +33,10 @@ config error, as is a machine without a GPU).
 
 from __future__ import annotations
 
-from .hmc import HMC, HMCInfo, HMCState
-from .mala import MALA, MALAInfo, MALAState
-from .rwm import RWM, RWMInfo, RWMState
-from .tempering import Tempered
+from lossatlas.sampling.hmc import HMC, HMCInfo, HMCState
+from lossatlas.sampling.mala import MALA, MALAInfo, MALAState
+from lossatlas.sampling.rwm import RWM, RWMInfo, RWMState
+from lossatlas.sampling.tempering import Tempered
 
 KINDS = {"rwm": RWM, "mala": MALA, "hmc": HMC}
 BACKENDS = ("numpy", "numba", "cuda")
@@ -79,7 +79,7 @@ def build(sampler_settings: dict, target):
     if backend == "cuda":
         rwm_cls, hmc_cls = _cuda_kernels(kind, target)
     elif backend == "numba" and kind in ("rwm", "hmc"):
-        from . import fused  # numba only when asked for
+        from lossatlas.sampling import fused  # numba only when asked for
 
         # tempering runs every replica of a batch's chains in one kernel call
         n_chains = cfg["chains_per_batch"] * max(t["n_temps"], 1)
@@ -115,8 +115,8 @@ def build(sampler_settings: dict, target):
 def _cuda_kernels(kind: str, target):
     """The CUDA sampler classes ``(rwm, hmc)``, after checking they can run ``kind`` on
     ``target`` here (a config error naming the fix if not)."""
-    from ..config import ConfigError
-    from . import cuda, fused
+    from lossatlas.config import ConfigError
+    from lossatlas.sampling import cuda, fused
 
     if kind not in ("rwm", "hmc") or not fused.evaluates(target):
         what = f"sampler.kind {kind}" if kind not in ("rwm", "hmc") else "this target"

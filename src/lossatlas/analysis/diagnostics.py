@@ -27,7 +27,7 @@ import pandas as pd
 from arviz_stats.base import array_stats
 from scipy import stats
 
-from lossatlas.streaming import iter_param_blocks
+from lossatlas.storage.streaming import iter_param_blocks
 
 RHAT_MAX = 1.01
 ESS_MIN = 400.0

@@ -1,15 +1,15 @@
 """The landscape analyses of one sampled experiment, from the store and plain arguments.
 
-Glue between the store (read through :mod:`lossatlas.streaming`) and the analysis modules:
+Glue between the store (read through :mod:`lossatlas.storage.streaming`) and the analysis modules:
 - :func:`invariant_diagnostics`: R-hat/ESS of U, of the canonical parameters and of the
   network's softmax outputs on the data (all invariant under the symmetries, unlike raw
   parameters);
-- :func:`dimension_rows`: :func:`lossatlas.dimension.dimension_table` on the good draws;
-- :func:`run_census`: :func:`lossatlas.minima.census` from starts among all draws and among the
-  good draws;
+- :func:`dimension_rows`: :func:`lossatlas.analysis.dimension.dimension_table` on the good draws;
+- :func:`run_census`: :func:`lossatlas.analysis.minima.census` from starts among all draws and
+  among the good draws;
 - :func:`good_plane`: the reduce rule's parameter-space PCA of the good draws, refitted, with
   census points projected on it;
-- :func:`compare_rows`: :func:`lossatlas.compare.compare` of one experiment against the
+- :func:`compare_rows`: :func:`lossatlas.analysis.compare.compare` of one experiment against the
   reference.
 Every function copes with few or no good draws: rows say ``skipped: n_good=...``.
 
@@ -27,7 +27,10 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
-from lossatlas import compare, data, diagnostics, dimension, minima, model, streaming, symmetry
+from lossatlas import data, model
+from lossatlas.analysis import compare, diagnostics, dimension, minima
+from lossatlas.model import symmetry
+from lossatlas.storage import streaming
 
 
 def _good(store, good_threshold: float) -> tuple[np.ndarray, np.ndarray]:
