@@ -12,7 +12,7 @@ from lossatlas import config as lacfg
 
 
 def _validate(args) -> int:
-    from lossatlas import model
+    from lossatlas.model.layout import ParamLayout
 
     try:
         cfg = lacfg.load(args.config)
@@ -24,7 +24,7 @@ def _validate(args) -> int:
     n_features = 64 if d["generator"] == "digits" else d["n_features"]
     n_classes = 10 if d["generator"] == "digits" else d["n_classes"]
     sizes = (n_features, *cfg["model"]["hidden"], n_classes)
-    p = model.MLP(sizes).n_params
+    p = ParamLayout(sizes).p
     draws = s["n_chains"] * s["draws"]
     print(f"{args.config}: valid")
     print(f"  experiments: {len(names)} ({', '.join(names)}), reference {lacfg.reference(cfg)}")
