@@ -62,7 +62,7 @@ def test_mapping_back_recovers_the_reference_cloud(transforms):
     mapped, info = compare.map_back(other, SIZES, transforms, box=10.0)
     np.testing.assert_allclose(mapped, ref, atol=1e-12)
     assert info["exact"]
-    r = compare.compare(ref, other, SIZES, transforms, box=10.0, n_perm=200, seed=0)
+    r = compare.compare_clouds(ref, other, SIZES, transforms, box=10.0, n_perm=200, seed=0)
     assert r["before"]["pvalue"] < 0.01
     assert r["after"]["pvalue"] == 1.0 and r["after"]["statistic"] == pytest.approx(0, abs=1e-12)
     assert r["after"]["max_angle"] == pytest.approx(0, abs=1e-5)
@@ -76,13 +76,13 @@ def test_compare_in_canonical_coordinates():
     copies = symmetry.random_transform(ref, SIZES, "tanh", "cross_entropy", rng)
     other = ParamLayout(SIZES).map_first_layer(copies, R)
     transforms = [("rotate", 120)]
-    raw = compare.compare(ref, other, SIZES, transforms, n_perm=200)
+    raw = compare.compare_clouds(ref, other, SIZES, transforms, n_perm=200)
     assert raw["after"]["pvalue"] < 0.01
 
     def key(t):
         return symmetry.canonicalize(t, SIZES, "tanh", "cross_entropy")
 
-    can = compare.compare(ref, other, SIZES, transforms, key=key, n_perm=200)
+    can = compare.compare_clouds(ref, other, SIZES, transforms, key=key, n_perm=200)
     assert can["after"]["pvalue"] == 1.0
 
 

@@ -27,7 +27,7 @@ def reduction():
     theta = rng.normal(size=(3, 40, 5))
     loss = rng.uniform(0, 0.2, size=(3, 40))
     kw = steps.reduce_arguments(config.validate({"seed": 0}))
-    return rd.reduce(theta, loss * 10, loss, **kw)
+    return rd.reduce_draws(theta, loss * 10, loss, **kw)
 
 
 def test_datasets_figure(tmp_path):
@@ -74,15 +74,15 @@ def test_names_the_workflow_scripts_call(tmp_path, reduction):
     theta = rng.normal(size=(4, 60, 3))
     energy = rng.normal(size=(4, 60))
     table = diagnostics.summarize(theta, energy)
-    plots.trace(energy, tmp_path / "t.png", name="U", title="rotate-0", dpi=50)
-    plots.rank(energy, tmp_path / "r.png", name="U", title="rotate-0", dpi=50)
+    plots.plot_trace(energy, tmp_path / "t.png", name="U", title="rotate-0", dpi=50)
+    plots.plot_rank(energy, tmp_path / "r.png", name="U", title="rotate-0", dpi=50)
     plots.rhat(table, tmp_path / "h.png", rhat_max=1.01, title="rotate-0", dpi=50)
     X = rng.uniform(-1, 1, (10, 2))
     ds = {"rotate-0": Dataset(X, np.arange(10) % 2, 2), "rotate--30": Dataset(X, np.zeros(10), 2)}
-    plots.datasets_figure(ds, tmp_path / "f1.png", dpi=50)
+    plots.plot_datasets(ds, tmp_path / "f1.png", dpi=50)
     reduction.save(tmp_path / "red.h5")
     reductions = {"rotate-0": rd.load(tmp_path / "red.h5")}
-    plots.good_minima_figure(reductions, tmp_path / "f2.png", threshold=0.1, dpi=50)
+    plots.plot_good_minima(reductions, tmp_path / "f2.png", threshold=0.1, dpi=50)
     for name in ("t", "r", "h", "f1", "f2"):
         _check_png(tmp_path / f"{name}.png")
     assert plots.experiment_title("rotate--30") == "rotate--30: θ = -30°"

@@ -124,7 +124,7 @@ def test_plane_incremental_pca_close_to_exact():
 
 
 def _cfg(**reduce):
-    """reduce.reduce's arguments for these reduce settings, as the workflow gives them."""
+    """reduce_draws' arguments for these reduce settings, as the workflow gives them."""
     raw = {"seed": 1, "target": {"good_threshold": 0.1}, "reduce": reduce}
     return steps.reduce_arguments(config.validate(raw))
 
@@ -132,7 +132,7 @@ def _cfg(**reduce):
 def test_reduce_entry_point_and_round_trip(tmp_path):
     x = _plane(8)
     mean_loss = np.random.default_rng(9).uniform(0, 0.3, size=(4, 100))
-    res = rd.reduce(x, mean_loss * 10, mean_loss, **_cfg(draw_block=64))
+    res = rd.reduce_draws(x, mean_loss * 10, mean_loss, **_cfg(draw_block=64))
     s = res.summary
     n_good = int((mean_loss < 0.1).sum())
     assert s["kpca"]["method"] == "exact" and s["good"]["n_good"] == n_good
@@ -154,7 +154,7 @@ def test_reduce_states_the_approximation():
     x = _curved(10)
     loss = np.full((C, D), 1.0)
     cfg = _cfg(kpca={"max_exact": 100, "approximation": "subsample"})
-    res = rd.reduce(x, loss, loss, **cfg)
+    res = rd.reduce_draws(x, loss, loss, **cfg)
     assert res.summary["kpca"]["method"] == "subsample"
     assert res.summary["kpca"]["n_fit"] == 100
 
@@ -164,7 +164,7 @@ def test_zero_or_one_good_draw_is_reported_not_raised(n_good):
     x = _plane(11)
     loss = np.ones((4, 100))
     loss.flat[:n_good] = 0.0
-    res = rd.reduce(x, loss, loss, **_cfg())
+    res = rd.reduce_draws(x, loss, loss, **_cfg())
     for key in ("pca_kpca", "pca_param"):
         assert res.summary[key]["status"] == "skipped"
         assert "at least 2" in res.summary[key]["message"]
@@ -177,7 +177,7 @@ def test_identical_good_draws_are_reported_and_store_like_accepted():
         theta = np.tile(np.arange(P, dtype=float), (2, 30, 1))
 
     loss = np.zeros((2, 30))
-    res = rd.reduce(StoreLike(), loss, loss, **_cfg())
+    res = rd.reduce_draws(StoreLike(), loss, loss, **_cfg())
     assert res.summary["pca_param"]["status"] == "skipped"
     assert "coincide" in res.summary["pca_param"]["message"]
     json.loads(json.dumps(res.summary, allow_nan=False))

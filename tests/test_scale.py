@@ -189,7 +189,7 @@ def test_streamed_kernel_pca_equals_in_memory_and_reference_cap(scale_store):
         got = emb.reshape(400, 3)
         np.testing.assert_allclose(np.abs(got), np.abs(want), atol=1e-8 * np.abs(want).max())
         kw = steps.reduce_arguments(cfg)
-        res = reduce.reduce(st, st.stat("energy"), st.stat("mean_loss"), **kw)
+        res = reduce.reduce_draws(st, st.stat("energy"), st.stat("mean_loss"), **kw)
     k = res.summary["kpca"]
     cap = reduce.reference_rows(10_530, 8)
     assert k["method"] == "nystroem" and k["reference_rows_cap"] == cap == 99

@@ -280,13 +280,7 @@ def plot_kpca_3d(
 
 
 # ---------------------------------------------------------------------------------------------
-# The names the workflow scripts call
-
-
-trace = plot_trace
-rank = plot_rank
-datasets_figure = plot_datasets
-good_minima_figure = plot_good_minima
+# A diagnostics table's R-hat
 
 
 def rhat(table, path, rhat_max: float = RHAT_LINE, title: str | None = None, dpi: int = 120):

@@ -231,7 +231,7 @@ def blocks(s: Mapping) -> dict[str, Any]:
 
 
 def reduce_arguments(s: Mapping) -> dict[str, Any]:
-    """Keyword arguments of :func:`lossatlas.analysis.reduce.reduce`."""
+    """Keyword arguments of :func:`lossatlas.analysis.reduce.reduce_draws`."""
     r = s["reduce"]
     return {
         "good_threshold": s["target"]["good_threshold"],
@@ -421,8 +421,8 @@ def diagnose(inputs, outputs, s: Mapping, name: str, threads: int, log: logging.
     Path(outputs.convergence).write_text(json.dumps(verdict, indent=2) + "\n")
 
     dpi = s["figures"]["dpi"]
-    plots.trace(energy, outputs.trace, name="U", title=name, dpi=dpi)
-    plots.rank(energy, outputs.rank, name="U", title=name, dpi=dpi)
+    plots.plot_trace(energy, outputs.trace, name="U", title=name, dpi=dpi)
+    plots.plot_rank(energy, outputs.rank, name="U", title=name, dpi=dpi)
     plots.rhat(table, outputs.rhat, rhat_max=c["rhat_max"], title=name, dpi=dpi)
     plots.plot_energy_hist(energy, outputs.energy_hist, dpi=dpi)
     for space in ("U", "raw parameters", "canonical parameters", "outputs on the data"):
@@ -448,7 +448,7 @@ def reduce(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
             if transform is None
             else streaming.DrawView(store.theta, transform, **blocks(s))
         )
-        result = rd.reduce(
+        result = rd.reduce_draws(
             theta, store.stat("energy"), store.stat("mean_loss"), **reduce_arguments(s)
         )
         result.summary["coordinates"] = s["coordinates"]
@@ -478,10 +478,10 @@ def figures(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
     dpi = s["figures"]["dpi"]
     titles = _titles(s, names)
     datasets = {n: Dataset.load(p) for n, p in zip(names, inputs.datasets, strict=True)}
-    plots.datasets_figure(datasets, outputs.fig1, titles=titles, dpi=dpi)
+    plots.plot_datasets(datasets, outputs.fig1, titles=titles, dpi=dpi)
     reductions = {n: rd.load(p) for n, p in zip(names, inputs.reductions, strict=True)}
     threshold = s["target"]["good_threshold"]
-    plots.good_minima_figure(reductions, outputs.fig2, titles=titles, threshold=threshold, dpi=dpi)
+    plots.plot_good_minima(reductions, outputs.fig2, titles=titles, threshold=threshold, dpi=dpi)
     log.info("wrote %s and %s", outputs.fig1, outputs.fig2)
 
 
@@ -493,7 +493,7 @@ def dataset_figure(inputs, outputs, s: Mapping, exp: Mapping, log: logging.Logge
     e = experiment(exp)
     title = plots.experiment_title(e.name, e.transforms)
     ds = Dataset.load(inputs.dataset)
-    plots.datasets_figure(
+    plots.plot_datasets(
         {e.name: ds}, outputs.figure, titles={e.name: title}, dpi=s["figures"]["dpi"]
     )
     log.info("wrote %s", outputs.figure)

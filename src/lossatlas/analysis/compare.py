@@ -114,7 +114,7 @@ def map_back(
     return mapped, {"exact": exact, "frac_outside_box": outside}
 
 
-def compare(
+def compare_clouds(
     reference,
     other,
     sizes: Sequence[int],

@@ -9,8 +9,8 @@ Glue between the store (read through :mod:`lossatlas.storage.streaming`) and the
   among the good draws;
 - :func:`good_plane`: the reduce rule's parameter-space PCA of the good draws, refitted, with
   census points projected on it;
-- :func:`compare_rows`: :func:`lossatlas.analysis.compare.compare` of one experiment against the
-  reference.
+- :func:`compare_rows`: :func:`lossatlas.analysis.compare.compare_clouds` of one experiment
+  against the reference.
 Every function copes with few or no good draws: rows say ``skipped: n_good=...``.
 
 Memory: every point cloud held as float64 rows is capped by a ``max_mb`` budget of its
@@ -525,7 +525,7 @@ def compare_rows(
         msg = f"skipped: n_good={n_good[0]} (reference), {n_good[1]} (this); needs >= {need} each"
         rows = [dict(base, stage=s, status=msg) for s in ("before", "after")]
         return rows, dict(base, status=msg, memory=memory)
-    res = compare.compare(
+    res = compare.compare_clouds(
         ref,
         other,
         sz,

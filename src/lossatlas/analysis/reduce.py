@@ -411,7 +411,7 @@ def pca_of_rows(
 
 @dataclass
 class Reduction:
-    """Result of :func:`reduce`; arrays per draw are (chain, draw, ...)."""
+    """Result of :func:`reduce_draws`; arrays per draw are (chain, draw, ...)."""
 
     embedding: np.ndarray  # (chain, draw, k) kernel-PCA coordinates of every draw
     energy: np.ndarray  # (chain, draw) U, to colour the embedding
@@ -451,7 +451,7 @@ class Reduction:
         return cls(**arrays, summary=json.loads(text))
 
 
-def reduce(
+def reduce_draws(
     store_like,
     energy,
     mean_loss,
