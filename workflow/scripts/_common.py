@@ -18,8 +18,8 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def setup_logging(snakemake, name: str) -> logging.Logger:
     """Send logging, warnings and uncaught exceptions to the rule's log file.
 
-    The log is appended to: after an interrupted job, its rerun's log still shows what the
-    interrupted attempt did and where it stopped.
+    Snakemake deletes a job's log before it runs the job, so each log holds one run; the
+    resume summary in sample.log says what an earlier, interrupted run had left.
     """
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if snakemake.log:
