@@ -23,54 +23,30 @@ import pandas as pd
 
 from lossatlas import config as lacfg
 
+# what every analysis of the stored draws reads: the network, its coordinates, the read blocks
+_DRAWS = ("seed", "coordinates", "model", "reduce.draw_block", "reduce.max_block_mb")
+_NETWORK = ("model", "target.box", "target.beta", "target.energy")
 READS: dict[str, tuple[str, ...]] = {
     "dataset": ("dataset",),
-    "sample": ("seed", "model", "target.box", "target.beta", "target.energy", "sampler"),
-    "diagnose": (
-        "diagnose",
-        "model",
-        "target.box",
-        "target.beta",
-        "target.energy",
-        "reduce.draw_block",
-        "reduce.max_block_mb",
-        "figures.dpi",
-    ),
+    "sample": ("seed", *_NETWORK, "sampler"),
+    "diagnose": ("diagnose", *_NETWORK, "reduce.draw_block", "reduce.max_block_mb", "figures.dpi"),
     "reduce": ("seed", "coordinates", "model", "reduce", "target.good_threshold", "figures.dpi"),
     "figures": ("experiments", "target.good_threshold", "figures.dpi"),
     "dataset_figure": ("figures.dpi",),
     "dimension": (
-        "seed",
-        "coordinates",
-        "model",
+        *_DRAWS,
         "target.box",
         "target.good_threshold",
-        "reduce.draw_block",
-        "reduce.max_block_mb",
         "reduce.kpca.n_components",
         "reduce.kpca.gamma",
         "reduce.pca.n_components",
         "landscape.dimension",
     ),
-    "census": (
-        "seed",
-        "coordinates",
-        "model",
-        "target",
-        "reduce.draw_block",
-        "reduce.max_block_mb",
-        "reduce.pca.n_components",
-        "landscape.census",
-        "figures.dpi",
-    ),
+    "census": (*_DRAWS, "target", "reduce.pca.n_components", "landscape.census", "figures.dpi"),
     "compare": (
-        "seed",
-        "coordinates",
-        "model",
+        *_DRAWS,
         "target.box",
         "target.good_threshold",
-        "reduce.draw_block",
-        "reduce.max_block_mb",
         "landscape.compare",
         "experiments",
         "figures.dpi",
