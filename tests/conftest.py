@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -38,7 +39,9 @@ def snakemake_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "snakemake", *args]
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+def run_snakemake(
+    workdir: Path, *args: str, timeout: float = 900, env: dict | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         snakemake_cmd(*args),
         cwd=workdir,
@@ -46,7 +49,28 @@ def run_snakemake(workdir: Path, *args: str, timeout: float = 900) -> subprocess
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
+
+
+def user_config_env(home: Path) -> dict[str, str]:
+    """The environment of a user whose home (and Snakemake's profile folder) is ``home``."""
+    return {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+
+
+def install_slurm_profile(home: Path) -> dict[str, str]:
+    """Do the documented one-time step (`lossatlas install-profile`) for a user whose home is
+    ``home``; returns that user's environment."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = user_config_env(home)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lossatlas.cli", "install-profile"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, output_of(proc)
+    return env
 
 
 def output_of(proc: subprocess.CompletedProcess) -> str:

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -129,12 +130,27 @@ def local_reference(tmp_path: Path, cfg, target: str) -> dict[str, bytes]:
     return read_samples(wd / target)
 
 
-# The documented command (docs/cluster.md): without --workflow-profile none, Snakemake would
-# lay profiles/default over the SLURM profile.
-SLURM_CMD = ("--profile", "profiles/slurm", "--workflow-profile", "none")
+# The documented command (docs/cluster.md), after its one-time `lossatlas install-profile`.
+SLURM_CMD = ("--profile", "slurm")
+
+
+def slurm_user_env(wd: Path) -> dict[str, str]:
+    """This user's environment with Snakemake's profile folder under ``wd``, where the one-time
+    step has installed the SLURM profile."""
+    env = {**os.environ, "XDG_CONFIG_HOME": str(wd / ".config")}
+    if not (wd / ".config" / "snakemake" / "slurm").is_dir():
+        install = subprocess.run(
+            [sys.executable, "-m", "lossatlas.cli", "install-profile"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert install.returncode == 0, output_of(install)
+    return env
 
 
 def start_slurm_run(wd: Path, target: str, *extra: str) -> subprocess.Popen:
+    env = slurm_user_env(wd)
     with open(wd / "snakemake.out", "a") as out:
         return subprocess.Popen(
             snakemake_cmd(*SLURM_CMD, *extra, target),
@@ -142,6 +158,7 @@ def start_slurm_run(wd: Path, target: str, *extra: str) -> subprocess.Popen:
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
+            env=env,
         )
 
 

@@ -1,4 +1,5 @@
-"""The ``lossatlas`` command: check a config before a run, summarise a sample store."""
+"""The ``lossatlas`` command: check a config before a run, summarise a sample store, install
+the SLURM profile."""
 
 from __future__ import annotations
 
@@ -63,6 +64,19 @@ def _summary(args) -> int:
     return 0
 
 
+def _install_profile(args) -> int:
+    from lossatlas import snakemake_profiles
+
+    try:
+        where, what = snakemake_profiles.install_slurm_profile(force=args.force)
+    except snakemake_profiles.ProfileExists as err:
+        print(f"lossatlas: {err}", file=sys.stderr)
+        return 1
+    print(f"SLURM profile {what}: {where}")
+    print("run the workflow on SLURM from the repository root with: snakemake --profile slurm")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lossatlas", description="Map neural-network loss landscapes by MCMC."
@@ -75,6 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("summary", help="summarise a sample store (samples.h5)")
     s.add_argument("store", help="e.g. results/rotate-0/samples.h5")
     s.set_defaults(run=_summary)
+    i = sub.add_parser(
+        "install-profile",
+        help="install the SLURM profile where Snakemake finds `--profile slurm`",
+    )
+    i.add_argument(
+        "--force", action="store_true", help="replace a different slurm profile (kept as .bak)"
+    )
+    i.set_defaults(run=_install_profile)
     args = parser.parse_args(argv)
     return args.run(args)
 
