@@ -24,6 +24,7 @@ def test_a_wheel_ships_the_schema_and_works_outside_the_checkout(tmp_path):
         text=True,
     )
     assert install.returncode == 0, output_of(install)
+    assert (target / "lossatlas" / "profiles" / "slurm" / "config.yaml").is_file()
     code = (
         "import lossatlas, lossatlas.config as c; "
         "print(lossatlas.__file__); print(c.validate({})['sampler']['n_chains'])"
