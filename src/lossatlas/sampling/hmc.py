@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from lossatlas.sampling._common import beta_column, da_init, da_update, metropolis
+from lossatlas.sampling._common import beta_column, da_init, da_update, metropolis, reflect
 from lossatlas.sampling.base import Kernel
 
 DIVERGENCE = 1000.0  # energy error that marks a trajectory as divergent
@@ -51,8 +51,7 @@ def reflect_with_momentum(x, p, box):
     leapfrog stays reversible (Neal 2011, section 5.5.1)."""
     L = np.asarray(box, dtype=x.dtype)
     hits = np.floor((x + L) / (2 * L))
-    t = np.mod(x + L, 4 * L)
-    x = L - np.abs(t - 2 * L)
+    x = reflect(x, box)
     odd = np.mod(hits, 2) != 0
     return x, np.where(odd, -p, p), np.minimum(np.abs(hits), 2**40).astype(np.int64).sum(axis=1)
 
