@@ -62,7 +62,11 @@ def install_slurm_profile(home: Path) -> dict[str, str]:
     """Do the documented one-time step (`lossatlas install-profile`) for a user whose home is
     ``home``; returns that user's environment."""
     home.mkdir(parents=True, exist_ok=True)
-    env = user_config_env(home)
+    return install_profile_for(user_config_env(home))
+
+
+def install_profile_for(env: dict[str, str]) -> dict[str, str]:
+    """`lossatlas install-profile` in the environment ``env``; returns ``env``."""
     proc = subprocess.run(
         [sys.executable, "-m", "lossatlas.cli", "install-profile"],
         env=env,

@@ -8,14 +8,20 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 import yaml
-from conftest import TEST_CONFIGS, make_workdir, output_of, run_snakemake, snakemake_cmd
+from conftest import (
+    TEST_CONFIGS,
+    install_profile_for,
+    make_workdir,
+    output_of,
+    run_snakemake,
+    snakemake_cmd,
+)
 from slurm_cluster import SlurmCluster, SlurmUnavailable, run, wait_until, why_unavailable
 from test_workflow import read_samples
 
@@ -139,13 +145,7 @@ def slurm_user_env(wd: Path) -> dict[str, str]:
     step has installed the SLURM profile."""
     env = {**os.environ, "XDG_CONFIG_HOME": str(wd / ".config")}
     if not (wd / ".config" / "snakemake" / "slurm").is_dir():
-        install = subprocess.run(
-            [sys.executable, "-m", "lossatlas.cli", "install-profile"],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        assert install.returncode == 0, output_of(install)
+        install_profile_for(env)
     return env
 
 
