@@ -47,8 +47,8 @@ def test_local_cluster_sizes_binds_and_pins_threads(monkeypatch, caplog):
         workers = info["workers"]
         assert len(workers) == 2
         assert all(w["nthreads"] == 1 for w in workers.values())
-        assert all(a.startswith("tcp://127.0.0.1:") for a in workers)
-        assert info["address"].startswith("tcp://127.0.0.1:")
+        assert all(a.startswith("tls://127.0.0.1:") for a in workers)
+        assert info["address"].startswith("tls://127.0.0.1:")
         envs = client.run(lambda: {k: os.environ.get(k) for k in cluster.THREAD_ENV})
         assert all(e == cluster.THREAD_ENV for e in envs.values())
         pids = set(client.run(os.getpid).values())
@@ -58,6 +58,26 @@ def test_local_cluster_sizes_binds_and_pins_threads(monkeypatch, caplog):
         assert client.submit(sum, [1, 2, 3]).result() == 6
     assert os.environ["OMP_NUM_THREADS"] == "4"
     assert "Dask dashboard: http://127.0.0.1:" in caplog.text
+
+
+def test_local_cluster_refuses_clients_without_its_credentials():
+    """Another user of the machine cannot reach the sampling job's scheduler: not in plain TCP,
+    not without credentials, not with TLS credentials of their own."""
+    from distributed import Client
+    from distributed.security import Security
+
+    with cluster.connect(_dask_cfg(n_workers=1, dashboard=False), threads=1) as client:
+        address = client.scheduler.address
+        assert address.startswith("tls://127.0.0.1:")
+        attempts = [
+            {"address": address.replace("tls://", "tcp://")},
+            {"address": address},
+            {"address": address, "security": Security.temporary()},
+        ]
+        for kw in attempts:
+            with pytest.raises((OSError, TypeError, TimeoutError)):
+                Client(**kw, timeout="5s")
+        assert client.submit(sum, [1, 2]).result() == 3  # the job's own client still works
 
 
 def test_local_cluster_defaults_to_threads_and_no_dashboard():

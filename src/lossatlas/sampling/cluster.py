@@ -133,6 +133,10 @@ def connect(dask_cfg: dict, threads: int, log=None) -> Iterator[Client]:
 def _local(dask_cfg: dict, threads: int, say) -> Iterator[Client]:
     n_workers = int(dask_cfg["n_workers"] or threads or 1)
     dashboard = bool(dask_cfg["dashboard"])
+    # Loopback alone does not keep other users of a shared login node out: anyone on the
+    # machine could connect and run code as this user. Temporary TLS credentials, held in this
+    # process and passed to the workers it starts, make the scheduler refuse everyone else.
+    security = Security.temporary()
     with _main_not_reimported():
         with _environ(THREAD_ENV):
             cluster = LocalCluster(
@@ -140,6 +144,8 @@ def _local(dask_cfg: dict, threads: int, say) -> Iterator[Client]:
                 threads_per_worker=1,
                 # Processes, not threads: the samplers are Python/numpy loops holding the GIL.
                 processes=True,
+                protocol="tls://",
+                security=security,
                 host="127.0.0.1",
                 scheduler_port=0,
                 # The scheduler's HTTP server (health, metrics, and the dashboard when on)
@@ -153,7 +159,7 @@ def _local(dask_cfg: dict, threads: int, say) -> Iterator[Client]:
             with Client(cluster) as client:
                 say(
                     f"Dask: local cluster of {n_workers} worker processes x 1 thread "
-                    f"at {cluster.scheduler_address}"
+                    f"at {cluster.scheduler_address} (TLS, temporary credentials)"
                 )
                 if dashboard:
                     say(_dashboard_line(client))
