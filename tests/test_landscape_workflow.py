@@ -247,7 +247,7 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, tmp_path):
     log = logging.getLogger("test.steps")
     name, names = "rotate-0", list(EXPS)
     exp = next(iter(lacfg.experiments(cfg).values()))
-    exp_param = {"name": exp.name, "index": exp.index, "transforms": exp.transforms}
+    exp_param = steps.experiment_param(exp)
     into = Files(samples=res / name / "samples.h5", dataset=res / name / "dataset.npz")
     out = tmp_path
 

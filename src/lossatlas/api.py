@@ -53,8 +53,7 @@ def sample(
             f"experiment {name!r} is not in the sweep; the config's experiments are "
             f"{', '.join(exps)}"
         )
-    e = exps[name]
-    exp = {"name": e.name, "index": e.index, "transforms": [list(t) for t in e.transforms]}
+    exp = steps.experiment_param(exps[name])
     out = Path(cfg["results"]) / name
     out.mkdir(parents=True, exist_ok=True)
     dataset = out / "dataset.npz"

@@ -13,6 +13,7 @@ from lossatlas import config as lacfg
 
 
 def _validate(args) -> int:
+    from lossatlas import data
     from lossatlas.model.layout import ParamLayout
 
     try:
@@ -20,10 +21,9 @@ def _validate(args) -> int:
     except (OSError, lacfg.ConfigError) as err:
         print(f"{args.config}: {err}", file=sys.stderr)
         return 1
-    s, d = cfg["sampler"], cfg["dataset"]
+    s = cfg["sampler"]
     names = list(lacfg.experiments(cfg))
-    n_features = 64 if d["generator"] == "digits" else d["n_features"]
-    n_classes = 10 if d["generator"] == "digits" else d["n_classes"]
+    n_features, n_classes = data.feature_and_class_counts(cfg["dataset"])
     sizes = (n_features, *cfg["model"]["hidden"], n_classes)
     p = ParamLayout(sizes).p
     draws = s["n_chains"] * s["draws"]

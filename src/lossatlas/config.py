@@ -135,7 +135,7 @@ def section(name: str, values: dict | None = None) -> dict:
     """The top-level section ``name`` with ``values`` validated and the schema's defaults filled
     in: library calls outside the workflow (notebooks, tests, benchmarks) get the workflow's
     defaults, which live in the schema only."""
-    schema = load_schema()
+    schema = _package_schema()  # read only: the validator fills defaults into copies
     sub = {**schema, "properties": {name: schema["properties"][name]}, "required": []}
     cfg = {name: copy.deepcopy(values or {})}
     errors = list(_Validator(sub).iter_errors(cfg))

@@ -89,6 +89,14 @@ def teacher(n: int, d: int, k: int, seed: int = 0, noise: float = 0.0) -> Datase
     return Dataset(X=X, y=np.argmax(logits, axis=1).astype(np.int64), n_classes=k)
 
 
+def feature_and_class_counts(settings: dict) -> tuple[int, int]:
+    """``(n_features, n_classes)`` of the dataset :func:`generate` would make, without making
+    it (digits has its own, whatever the settings say)."""
+    if settings["generator"] == "digits":
+        return DIGITS_FEATURES, DIGITS_CLASSES
+    return int(settings["n_features"]), int(settings["n_classes"])
+
+
 def generate(settings: dict) -> Dataset:
     """The base dataset of the ``dataset`` settings (see config/README.md; keys left out take
     the schema's defaults), fixed by its seed.

@@ -291,9 +291,9 @@ _NO_JOBS = (
 
 def runs_jobs(argv: list[str]) -> bool:
     """Whether snakemake's command line ``argv`` (without the program) executes jobs."""
-    from snakemake.cli import get_argument_parser
+    from lossatlas.snakemake_profiles import snakemake_args
 
-    args, _ = get_argument_parser().parse_known_args(argv)
+    args = snakemake_args(argv)
     return not any(getattr(args, name, None) for name in _NO_JOBS)
 
 

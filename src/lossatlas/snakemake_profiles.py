@@ -40,14 +40,20 @@ def _profile_executor(name: str) -> str | None:
     return values.get("executor") if isinstance(values, dict) else None
 
 
+def snakemake_args(argv: list[str]):
+    """snakemake's own parse of its command line ``argv`` (without the program), profiles not
+    applied."""
+    from snakemake.cli import get_argument_parser
+
+    args, _ = get_argument_parser().parse_known_args(argv)
+    return args
+
+
 def runs_locally(argv: list[str] | None = None) -> bool:
     """Whether snakemake's command line ``argv`` (default: this process's) runs its jobs on this
     machine: no ``--executor`` and no ``--profile`` (or ``$SNAKEMAKE_PROFILE``) that sets a
     cluster or cloud executor."""
-    from snakemake.cli import get_argument_parser
-
-    argv = sys.argv[1:] if argv is None else argv
-    args, _ = get_argument_parser().parse_known_args(argv)
+    args = snakemake_args(sys.argv[1:] if argv is None else argv)
     if args.executor not in LOCAL_EXECUTORS:
         return False
     profiles = args.profile or []

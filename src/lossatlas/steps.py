@@ -146,6 +146,11 @@ def runtime(step: str, cfg: Mapping) -> Settings:
 # --- settings -> library arguments ----------------------------------------------------------
 
 
+def experiment_param(e: lacfg.Experiment) -> dict[str, Any]:
+    """A rule's ``experiment`` param: name, sweep index (it seeds the chains), transforms."""
+    return {"name": e.name, "index": e.index, "transforms": [list(t) for t in e.transforms]}
+
+
 def experiment(values: Mapping) -> lacfg.Experiment:
     """An experiment from a rule's ``experiment`` param (name, index, transforms)."""
     transforms = tuple(tuple(t) for t in values["transforms"])
@@ -392,9 +397,12 @@ def diagnose(inputs, outputs, s: Mapping, name: str, threads: int, log: logging.
         )
     inv.to_csv(outputs.invariant, index=False)
     Path(outputs.invariant_summary).write_text(json.dumps(inv_summary, indent=2) + "\n")
-    table.to_csv(outputs.summary, index=False)
-    norm.to_csv(outputs.normality, index=False)
-    Path(outputs.convergence).write_text(json.dumps(verdict, indent=2) + "\n")
+    written = diagnostics.write(Path(outputs.summary).parent, table, norm, verdict)
+    for key in ("summary", "normality", "convergence"):
+        if Path(written[key]) != Path(getattr(outputs, key)):
+            raise RuntimeError(
+                f"diagnostics.write wrote {written[key]}, the rule expects {getattr(outputs, key)}"
+            )
 
     dpi = s["figures"]["dpi"]
     plots.plot_trace(energy, outputs.trace, name="U", title=name, dpi=dpi)

@@ -19,12 +19,7 @@ def step_settings(step):
 
 def experiment_params(wildcards):
     """Name, sweep index (it seeds the chains) and transforms of one experiment."""
-    e = EXPERIMENTS[wildcards.exp]
-    return {
-        "name": e.name,
-        "index": e.index,
-        "transforms": [list(t) for t in e.transforms],
-    }
+    return steps.experiment_param(EXPERIMENTS[wildcards.exp])
 
 
 def n_batches():

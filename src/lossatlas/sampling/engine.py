@@ -21,6 +21,8 @@ import numpy as np
 
 from lossatlas import lifecycle, model, sampling
 from lossatlas.data import Dataset
+from lossatlas.model.layout import ParamLayout
+from lossatlas.model.network import layer_sizes
 from lossatlas.storage import store
 
 __all__ = [
@@ -260,18 +262,18 @@ def _run_batch(spec: dict) -> dict:
     }
 
 
-# --------------------------------------------------------------------------- experiment lock
-
-# The schema's default: as long as the SLURM profile's sampling job may run.
-DEFAULT_LOCK_TIMEOUT = 43200.0
-
-
 def _fmt_eta(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
     m, s = divmod(int(round(seconds)), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+# --------------------------------------------------------------------------- experiment lock
+
+# The schema's default: as long as the SLURM profile's sampling job may run.
+DEFAULT_LOCK_TIMEOUT = 43200.0
 
 
 def experiment_lock(
@@ -315,21 +317,19 @@ def run_experiment(
     ``sampler`` as in :func:`batch_specs`.
     """
     log = log or logger
-    lock = experiment_lock(
-        out_dir, lock_timeout=lock_timeout, progress_interval=progress_interval, log=log
-    )
     specs = batch_specs(
         experiment, dataset, out_dir, seed=seed, model=model, target=target, sampler=sampler
     )
-    names = model_param_names(dataset, model)
-    with contextlib.nullcontext() if locked else lock:
+    names = ParamLayout(layer_sizes(dataset, model["hidden"])).names()
+    lock = (
+        contextlib.nullcontext()
+        if locked
+        else experiment_lock(
+            out_dir, lock_timeout=lock_timeout, progress_interval=progress_interval, log=log
+        )
+    )
+    with lock:
         return _run_experiment(specs, experiment, names, out_dir, client, log, progress_interval)
-
-
-def model_param_names(dataset: Dataset, model_settings: dict) -> list[str]:
-    """Names of the flat parameters (``W1[0,1]``, ``b2[1]``, ...) of the network on ``dataset``."""
-    sizes = model.layer_sizes(dataset, model_settings["hidden"])
-    return model.MLP(sizes, model_settings["activation"], model_settings["loss"]).param_names()
 
 
 def _run_experiment(
