@@ -115,8 +115,8 @@ def test_unreadable_file_moved_aside(tmp_path, caplog):
         bf, ck = store.open_batch(path, {"a": 1}, state=template(), stats=STATS, block=BLOCK)
     bf.close()
     assert ck is None
-    assert (tmp_path / "batch-0000.h5.unreadable").read_bytes() == b"not an hdf5 file"
-    assert "cannot be opened" in caplog.text
+    assert (tmp_path / "batch-0000.h5.damaged").read_bytes() == b"not an hdf5 file"
+    assert "is damaged: not an HDF5 file" in caplog.text
 
 
 def test_second_writer_fails(tmp_path):

@@ -1,5 +1,5 @@
-"""The ``lossatlas`` command: check a config before a run, summarise a sample store, install
-the SLURM profile."""
+"""The ``lossatlas`` command: check a config before a run, summarise a sample store, verify and
+prune a results directory, install the SLURM profile."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from lossatlas import __version__
+from lossatlas import __version__, lifecycle
 from lossatlas import config as lacfg
 
 
@@ -64,6 +64,37 @@ def _summary(args) -> int:
     return 0
 
 
+def _verify(args) -> int:
+    from lossatlas.storage import maintenance
+
+    checks = maintenance.verify(args.results, repair=args.repair)
+    for c in checks:
+        print(f"{c.status:>11}  {c.path}: {c.detail}")
+    bad = [c for c in checks if c.status == "damaged"]
+    moved = [c for c in checks if c.status == "moved aside"]
+    print(f"{len(checks)} batch files, {len(bad) + len(moved)} damaged")
+    if moved:
+        print("run the same snakemake command again: it samples only the batches moved aside")
+    elif bad:
+        print(f"`lossatlas verify --repair {args.results}` moves them aside for a rerun")
+    aside = maintenance.describe_aside(args.results)
+    if aside:
+        print(aside)
+    return 1 if bad else 0
+
+
+def _prune(args) -> int:
+    from lossatlas.storage import maintenance
+
+    try:
+        n, size = maintenance.prune(args.results)
+    except lifecycle.SamplingLocked as err:
+        print(f"lossatlas: {err}", file=sys.stderr)
+        return 1
+    print(f"removed {n} moved-aside files, {size / 2**20:.1f} MiB")
+    return 0
+
+
 def _install_profile(args) -> int:
     from lossatlas import snakemake_profiles
 
@@ -89,6 +120,21 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("summary", help="summarise a sample store (samples.h5)")
     s.add_argument("store", help="e.g. results/rotate-0/samples.h5")
     s.set_defaults(run=_summary)
+    c = sub.add_parser(
+        "verify", help="check every batch file of a results directory against its checksums"
+    )
+    c.add_argument("results", nargs="?", default="results", help="default: results")
+    c.add_argument(
+        "--repair",
+        action="store_true",
+        help="move damaged batch files aside so the next run samples only them again",
+    )
+    c.set_defaults(run=_verify)
+    r = sub.add_parser(
+        "prune", help="remove batch files that earlier runs moved aside (stale or damaged)"
+    )
+    r.add_argument("results", nargs="?", default="results", help="default: results")
+    r.set_defaults(run=_prune)
     i = sub.add_parser(
         "install-profile",
         help="install the SLURM profile where Snakemake finds `--profile slurm`",

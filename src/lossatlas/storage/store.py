@@ -11,6 +11,15 @@ Batch file ``results/<exp>/chains/batch-0003.h5`` (written by one process, see :
     /checkpoint/draws_done      (2,)  int64
     /checkpoint/steps_done      (2,)  int64
     /checkpoint/phase           (2,)  int64  index into PHASES
+    /checkpoint/digest          (2, 32) uint8: sha256 of the slot (integrity.checkpoint_digest)
+    /checkpoint/block_end       (block,) int64: the draw each appended block ends at
+    /checkpoint/block_sha256    (block, 32) uint8: sha256 of its draws and stats
+
+Integrity (see :mod:`lossatlas.storage.integrity`): every block and checkpoint carries a
+sha256; a resume and :func:`build` verify them all, so a damaged file is moved aside
+(``.damaged``) and only its batch is redone, from its last verified checkpoint or from scratch.
+``samples.h5`` records the size and mtime of each batch file it verified, and a reader
+re-verifies any file changed since.
 
 Crash consistency. The writer runs in HDF5 SWMR mode: the library orders its metadata writes
 so that the file on disk is a valid HDF5 file at every flush, and a process killed between
@@ -53,12 +62,14 @@ import h5py
 import numpy as np
 
 from lossatlas import lifecycle
-from lossatlas.storage import streaming
+from lossatlas.storage import integrity, streaming
+from lossatlas.storage.integrity import Damaged
 
 __all__ = [
     "BatchFile",
     "BatchLocked",
     "Checkpoint",
+    "Damaged",
     "PHASES",
     "SampleStore",
     "build",
@@ -69,7 +80,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "lossatlas-batch-1"
+# 2: sha256 of every block and checkpoint; a file of format 1 has
+# another settings hash, so it is moved aside and redone, never mixed with checked files
+FORMAT = "lossatlas-batch-2"
 PHASES = ("warmup", "sampling")
 PARAM_CHUNK = 256  # the default diagnose.param_block: a parameter block reads whole chunks
 CHUNK_BYTES = 1 << 20  # near the default chunk cache, large enough for few index entries
@@ -190,6 +203,8 @@ class _Layout:
             a = np.asarray(value)
             if a.ndim == 0 or a.shape[0] != n:
                 raise ValueError(f"state field {name} must have the chain as leading axis")
+            if name in integrity.CHECKPOINT_META:
+                raise ValueError(f"state field {name} clashes with a checkpoint dataset")
             fields[name] = (a.shape, a.dtype)
         pc = min(p, PARAM_CHUNK)
         return cls(
@@ -227,6 +242,15 @@ class _Layout:
         ck.create_dataset("rng_state", shape=(2, RNG_BYTES), dtype=np.uint8)
         for name in ("draws_done", "steps_done", "phase"):
             ck.create_dataset(name, data=np.zeros(2, dtype=np.int64))
+        ck.create_dataset("digest", shape=(2, integrity.DIGEST_BYTES), dtype=np.uint8)
+        ck.create_dataset("block_end", shape=(0,), maxshape=(None,), chunks=(256,), dtype=np.int64)
+        ck.create_dataset(
+            "block_sha256",
+            shape=(0, integrity.DIGEST_BYTES),
+            maxshape=(None, integrity.DIGEST_BYTES),
+            chunks=(256, integrity.DIGEST_BYTES),
+            dtype=np.uint8,
+        )
 
     def matches(self, f: h5py.File) -> str | None:
         """None if ``f`` has this layout, else what differs."""
@@ -273,9 +297,12 @@ class BatchFile:
         self._layout = layout
         self._lock_fd = lock_fd
         self._theta = f["posterior/theta"]
-        self._stats = {k: f["sample_stats"][k] for k in layout.stats}
+        # the file's (name) order, in which integrity.audit hashes the stats too
+        self._stats = {k: f["sample_stats"][k] for k in sorted(layout.stats)}
         ck = f["checkpoint"]
         self._ck = ck
+        self._block_end = ck["block_end"]
+        self._block_sha = ck["block_sha256"]
         self._active = int(ck["active"][()])
         self.draws_stored = self._theta.shape[1]
 
@@ -284,48 +311,68 @@ class BatchFile:
         return self._layout.draw_chunk
 
     def append(self, theta: np.ndarray, stats: Mapping[str, np.ndarray]) -> None:
-        """Append draws ``theta (chain, k, param)`` and ``stats[name] (chain, k)``."""
-        k = theta.shape[1]
-        a, b = self.draws_stored, self.draws_stored + k
+        """Append draws ``theta (chain, k, param)`` and ``stats[name] (chain, k)`` with their
+        sha256; they are committed by the next :meth:`checkpoint`."""
         if set(stats) != set(self._stats):
             raise ValueError(f"stats {sorted(stats)} differ from {sorted(self._stats)}")
+        theta = np.ascontiguousarray(theta, dtype=self._layout.dtype)
+        columns = [np.ascontiguousarray(stats[k], dtype=ds.dtype) for k, ds in self._stats.items()]
+        k = theta.shape[1]
+        a, b = self.draws_stored, self.draws_stored + k
+        digest = integrity.hash_in_background(theta, columns)
         self._theta.resize(b, axis=1)
         self._theta[:, a:b, :] = theta
-        for name, ds in self._stats.items():
+        for column, ds in zip(columns, self._stats.values(), strict=True):
             ds.resize(b, axis=1)
-            ds[:, a:b] = stats[name]
+            ds[:, a:b] = column
+        i = self._block_end.shape[0]
+        self._block_end.resize(i + 1, axis=0)
+        self._block_end[i] = b
+        self._block_sha.resize(i + 1, axis=0)
+        self._block_sha[i] = np.frombuffer(digest.digest(), dtype=np.uint8)
         self.draws_stored = b
         self._f.flush()
 
     def checkpoint(
         self, state, rng: np.random.Generator, draws_done: int, steps_done: int, phase: str
     ) -> None:
-        """Write a complete checkpoint to the inactive slot, then make it the active one."""
+        """Write a complete checkpoint and its sha256 to the inactive slot, then make it the
+        active one."""
         if draws_done > self.draws_stored:
             raise ValueError(f"draws_done {draws_done} > draws stored {self.draws_stored}")
         raw = _rng_json(rng)
         if len(raw) > RNG_BYTES:
             raise ValueError(f"RNG state needs {len(raw)} bytes > {RNG_BYTES}")
+        # JSON ignores trailing whitespace, so a space-padded buffer decodes as is
+        raw = raw.ljust(RNG_BYTES, b" ")
         slot = 1 - self._active if self._active >= 0 else 0
         ck = self._ck
-        for name, value in zip(type(state)._fields, state, strict=True):
-            ck[name][slot] = np.asarray(value)
-        # JSON ignores trailing whitespace, so a space-padded buffer decodes as is
-        ck["rng_state"][slot] = np.frombuffer(raw.ljust(RNG_BYTES, b" "), dtype=np.uint8)
+        values = {
+            name: np.asarray(value, dtype=self._layout.fields[name][1])
+            for name, value in zip(type(state)._fields, state, strict=True)
+        }
+        phase_index = PHASES.index(phase)
+        for name, value in values.items():
+            ck[name][slot] = value
+        ck["rng_state"][slot] = np.frombuffer(raw, dtype=np.uint8)
         ck["draws_done"][slot] = draws_done
         ck["steps_done"][slot] = steps_done
-        ck["phase"][slot] = PHASES.index(phase)
+        ck["phase"][slot] = phase_index
+        digest = integrity.checkpoint_digest(values, raw, draws_done, steps_done, phase_index)
+        ck["digest"][slot] = np.frombuffer(digest, dtype=np.uint8)
         self._f.flush()
         ck["active"][()] = slot
         self._f.flush()
         self._active = slot
 
     def close(self) -> None:
-        if self._f.id.valid:
-            self._f.close()
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)  # releases the flock
-            self._lock_fd = -1
+        try:
+            if self._f.id.valid:
+                self._f.close()  # flushes: may fail, e.g. on a full disk
+        finally:
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = -1
 
     def __enter__(self) -> BatchFile:
         return self
@@ -350,7 +397,7 @@ def _lock(path: Path) -> int:
     return fd
 
 
-def _move_aside(path: Path, tag: str) -> Path:
+def move_aside(path: Path, tag: str) -> Path:
     dest = path.with_name(f"{path.name}.{tag}")
     k = 1
     while dest.exists():
@@ -368,52 +415,108 @@ def _create(path: Path, layout: _Layout, shash: str, settings_json: str) -> None
     os.replace(tmp, path)
 
 
-def _recover(path: Path, layout: _Layout, shash: str, log: logging.Logger) -> str:
-    """Copy the committed part of a file left by a killed SWMR writer into a clean file.
+def _copy_verified(src: h5py.File, path: Path, layout: _Layout, found: integrity.Audit) -> None:
+    """Write the verified part of ``src`` (up to checkpoint ``found.slot``) into a fresh file
+    that replaces ``path``; chunk by chunk, so memory stays bounded."""
+    tmp = path.with_name(path.name + ".recover")
+    ck_src = src["checkpoint"]
+    done = found.draws if found.slot is not None else 0
+    with h5py.File(tmp, "w", libver=LIBVER) as dst:
+        layout.create(dst, str(ck_src.attrs["settings_hash"]), str(ck_src.attrs["settings"]))
+        step = layout.draw_chunk
+        pairs = [(src["posterior/theta"], dst["posterior/theta"])]
+        pairs += [(src["sample_stats"][k], dst["sample_stats"][k]) for k in layout.stats]
+        for s, d in pairs:
+            d.resize(done, axis=1)
+            for a in range(0, done, step):
+                d[:, a : a + step] = s[:, a : a + step]
+        if found.slot is not None:
+            ck = dst["checkpoint"]
+            ends = ck_src["block_end"][()]
+            kept = int(np.searchsorted(ends, done, side="right"))
+            for name in ("block_end", "block_sha256"):
+                ck[name].resize(kept, axis=0)
+                ck[name][:kept] = ck_src[name][:kept]
+            for name in [
+                *layout.fields,
+                "rng_state",
+                "draws_done",
+                "steps_done",
+                "phase",
+                "digest",
+            ]:
+                ck[name][0] = ck_src[name][found.slot]
+            ck["active"][()] = 0
+    os.replace(tmp, path)
 
-    Returns ``"recovered"``, ``"stale"`` (other settings or layout: left for the caller to move
-    aside) or ``"unreadable"`` (not readable even in SWMR-read mode).
+
+def _examine(path: Path, layout: _Layout, shash: str, log: logging.Logger) -> None:
+    """Leave at ``path`` a closed batch file that passes every check, or none at all.
+
+    A clean, intact file stays as it is. A killed writer's file, or one whose latest checkpoint
+    or blocks fail verification, is replaced by a copy of its verified part; the damaged
+    original is moved aside. A file of other settings is moved aside as stale.
     """
     try:
-        src = h5py.File(path, "r", swmr=True)
-    except OSError:
-        return "unreadable"
-    tmp = path.with_name(path.name + ".recover")
-    with src:
+        unclean = integrity.check_superblock(path) != 0
+        if unclean:
+            integrity.clear_write_flags(path)
+        f = h5py.File(path, "r", libver=LIBVER)
+    except (Damaged, OSError) as e:
+        _moved(path, "damaged", getattr(e, "what", None) or f"cannot be opened ({e})", None, log)
+        return
+    with f:
         try:
-            ck_src = src["checkpoint"]
-            old = str(ck_src.attrs["settings_hash"])
-        except KeyError:
-            return "unreadable"
-        if old != shash or layout.matches(src) is not None:
-            return "stale"
-        slot = int(ck_src["active"][()])
-        done = int(ck_src["draws_done"][slot]) if slot >= 0 else 0
-        with h5py.File(tmp, "w", libver=LIBVER) as dst:
-            layout.create(dst, shash, str(ck_src.attrs["settings"]))
-            step = layout.draw_chunk
-            pairs = [(src["posterior/theta"], dst["posterior/theta"])]
-            pairs += [(src["sample_stats"][k], dst["sample_stats"][k]) for k in layout.stats]
-            for s, d in pairs:
-                d.resize(done, axis=1)
-                for a in range(0, done, step):  # one chunk at a time: memory stays bounded
-                    d[:, a : a + step] = s[:, a : a + step]
-            if slot >= 0:
-                ck = dst["checkpoint"]
-                for name in [*layout.fields, "rng_state", "draws_done", "steps_done", "phase"]:
-                    ck[name][0] = ck_src[name][slot]
-                ck["active"][()] = 0
-    os.replace(tmp, path)
-    log.warning(
-        "%s: recovered after an unclean shutdown of its writer; kept %d committed draws",
-        path,
-        done,
+            old = str(f["checkpoint"].attrs["settings_hash"])
+        except Exception as e:  # our files always have it: damaged metadata
+            old, damage = None, f"unreadable structure ({type(e).__name__}: {e})"
+        else:
+            why = layout.matches(f)
+            if old != shash:
+                f.close()
+                _stale(path, old, shash, why, log)
+                return
+            # same settings, other layout: only damage does that
+            damage = None if why is None else f"unreadable structure ({why})"
+        found = integrity.audit(f) if damage is None else integrity.Audit(None, 0, -1, damage)
+        if found.intact and not unclean:
+            return
+        if found.damage is None:
+            _copy_verified(f, path, layout, found)
+            log.warning(
+                "%s: recovered after an unclean shutdown of its writer; kept %d committed draws",
+                path,
+                found.draws,
+            )
+            return
+        aside = move_aside(path, "damaged")
+        kept = None
+        if found.slot is not None:
+            try:
+                _copy_verified(f, path, layout, found)
+                kept = found.draws
+            except Exception:  # the verified part cannot be read after all: start over
+                path.unlink(missing_ok=True)
+    _report_damage(path, aside, found.damage, kept, log)
+
+
+def _moved(path: Path, tag: str, what: str, kept: int | None, log: logging.Logger) -> None:
+    _report_damage(path, move_aside(path, tag), what, kept, log)
+
+
+def _report_damage(
+    path: Path, aside: Path, what: str, kept: int | None, log: logging.Logger
+) -> None:
+    redo = (
+        "redoing the batch from scratch"
+        if kept is None
+        else f"resuming from its last verified checkpoint ({kept} draws)"
     )
-    return "recovered"
+    log.warning("%s is damaged: %s; moved to %s, %s", path, what, aside.name, redo)
 
 
 def _stale(path: Path, old: str, new: str, why: str | None, log: logging.Logger) -> None:
-    dest = _move_aside(path, f"stale-{old[:8] or 'nohash'}")
+    dest = move_aside(path, f"stale-{old[:8] or 'nohash'}")
     log.warning(
         "%s was written under other settings (settings_hash %s, now %s%s); "
         "moved to %s and starting fresh",
@@ -439,9 +542,11 @@ def open_batch(
 
     ``state`` is a template sampler state (field shapes and dtypes), ``stats`` maps
     sample-stat names to dtypes, ``block`` is the number of draws per append. Returns the
-    writer and the restored checkpoint (None when starting fresh). The data is truncated to
-    the checkpoint's ``draws_done``. A file written under other settings, or one that cannot
-    be read, is moved aside (``.stale-<hash8>`` / ``.unreadable``) with a log line, never reused.
+    writer and the restored checkpoint (None when starting fresh). Every committed block and
+    the checkpoint are verified first (:func:`integrity.audit`); the data is truncated to the
+    checkpoint's ``draws_done``. A file written under other settings, or a damaged one, is
+    moved aside (``.stale-<hash8>`` / ``.damaged``) with a log line, never reused; of a damaged
+    file the verified part up to its last good checkpoint is kept.
     ``compression`` (:func:`filters`) applies to a new file's draws; a resumed file keeps the
     filter it was created with (the numbers are the same either way).
     """
@@ -453,35 +558,10 @@ def open_batch(
     sjson = canonical_json(settings)
     lock_fd = _lock(path)
     try:
-        ckpt = None
-        for _attempt in range(3):
-            if not path.exists():
-                _create(path, layout, shash, sjson)
-                break
-            try:
-                f = h5py.File(path, "r+", libver=LIBVER)
-            except OSError:
-                status = _recover(path, layout, shash, log)
-                if status == "stale":
-                    _stale(path, _peek_hash(path), shash, None, log)
-                elif status == "unreadable":
-                    dest = _move_aside(path, "unreadable")
-                    log.warning(
-                        "%s cannot be opened (killed mid-write?); moved to %s and starting fresh",
-                        path,
-                        dest,
-                    )
-                continue
-            with f:
-                ck = f.get("checkpoint")
-                old = str(ck.attrs.get("settings_hash", "")) if ck is not None else ""
-                why = layout.matches(f)
-            if old != shash or why is not None:
-                _stale(path, old, shash, why, log)
-                continue
-            break
-        else:
-            raise RuntimeError(f"{path}: could not be opened or recreated")
+        if path.exists():
+            _examine(path, layout, shash, log)
+        if not path.exists():
+            _create(path, layout, shash, sjson)
         f = h5py.File(path, "r+", libver=LIBVER)
         try:
             ckpt = _read_checkpoint(f, layout)
@@ -490,6 +570,10 @@ def open_batch(
                 f["posterior/theta"].resize(done, axis=1)
                 for k in layout.stats:
                     f["sample_stats"][k].resize(done, axis=1)
+            ck = f["checkpoint"]
+            kept = int(np.searchsorted(ck["block_end"][()], done, side="right"))
+            for name in ("block_end", "block_sha256"):
+                ck[name].resize(kept, axis=0)
             f.swmr_mode = True
         except BaseException:
             f.close()
@@ -500,17 +584,13 @@ def open_batch(
         raise
 
 
-def _peek_hash(path: Path) -> str:
-    try:
-        with h5py.File(path, "r", swmr=True) as f:
-            return str(f["checkpoint"].attrs["settings_hash"])
-    except (OSError, KeyError):
-        return ""
-
-
 def read_progress(path: str | os.PathLike) -> tuple[int, int, str] | None:
     """``(draws_done, steps_done, phase)`` of a batch file's last checkpoint, also while it is
     being written (SWMR read); None if there is none yet or it cannot be read."""
+    try:
+        integrity.check_superblock(path)  # SWMR reads of a damaged file retry for minutes
+    except (Damaged, OSError):
+        return None
     for kw in ({"swmr": True}, {}):
         try:
             with h5py.File(path, "r", **kw) as f:
@@ -531,6 +611,29 @@ def read_progress(path: str | os.PathLike) -> tuple[int, int, str] | None:
 # --------------------------------------------------------------------------- virtual view
 
 
+def _identity(path: Path) -> list[int]:
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns]
+
+
+def verify_batch(path: str | os.PathLike, n_draws: int | None) -> list[int]:
+    """Check a closed batch file's superblock and its first ``n_draws`` draws (default: all
+    committed); returns its size and mtime as verified. Raises :class:`Damaged`."""
+    before = _identity(Path(path))
+    if integrity.check_superblock(path) != 0:
+        raise Damaged(path, "still marked open for writing: its writer was killed")
+    try:
+        with h5py.File(path, "r") as f:
+            found = integrity.audit(f, upto=n_draws)
+    except OSError as e:
+        raise Damaged(path, f"cannot be opened ({e})") from None
+    if found.damage is not None:
+        raise Damaged(path, found.damage)
+    if _identity(Path(path)) != before:
+        raise Damaged(path, "changed while it was being verified")
+    return before
+
+
 def _scale(group: h5py.Group, name: str, data) -> h5py.Dataset:
     ds = group.create_dataset(name, data=data)
     ds.make_scale(name)
@@ -544,7 +647,8 @@ def build(
     n_draws: int | None = None,
     attrs: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``samples.h5``: virtual datasets over the batch files, in batch order.
+    """Write ``samples.h5``: virtual datasets over the batch files, in batch order, after
+    verifying every draw shown (raises :class:`Damaged` naming the first damaged file).
 
     ``posterior/theta (chain, draw, param)`` and ``sample_stats/<name> (chain, draw)`` with
     dimension scales ``chain``, ``draw``, ``param`` (names as strings) in each group, so xarray
@@ -556,7 +660,9 @@ def build(
     out_path = Path(out_path)
     base = out_path.parent.resolve()
     infos = []
+    verified = {}
     for bp in batch_paths:
+        verified[os.path.relpath(Path(bp).resolve(), base)] = verify_batch(bp, n_draws)
         with h5py.File(bp, "r") as f:
             th = f["posterior/theta"]
             ck = f["checkpoint"]
@@ -605,6 +711,7 @@ def build(
     with h5py.File(tmp, "w", libver=LIBVER) as f:
         for k, v in (attrs or {}).items():
             f.attrs[k] = v
+        f.attrs["verified_sources"] = json.dumps(verified, sort_keys=True)
         post = f.create_group("posterior")
         chain = _scale(post, "chain", np.arange(n_chains, dtype=np.int64))
         draw = _scale(post, "draw", np.arange(n_draws, dtype=np.int64))
@@ -625,6 +732,11 @@ def build(
 
 # --------------------------------------------------------------------------- reader
 
+REPAIR_HINT = (
+    "run `lossatlas verify --repair` to move damaged batches aside, then rerun snakemake: "
+    "only those batches are sampled again"
+)
+
 
 class SampleStore:
     """Lazy reader of ``samples.h5``; nothing here reads all of ``theta`` at once."""
@@ -639,17 +751,31 @@ class SampleStore:
             s.decode() if isinstance(s, bytes) else str(s) for s in self._f["posterior/param"][()]
         ]
 
-    def _check_sources(self) -> None:
-        # HDF5 fills unreadable virtual sources silently; say which file is missing instead
+    def sources(self) -> list[Path]:
+        """The batch files behind the view, in chain order."""
         base = self.path.resolve().parent
-        missing = sorted(
-            {m.file_name for m in self.theta.virtual_sources() if not (base / m.file_name).exists()}
-        )
+        return [
+            base / name for name in dict.fromkeys(m.file_name for m in self.theta.virtual_sources())
+        ]
+
+    def _check_sources(self) -> None:
+        # HDF5 fills unreadable virtual sources silently, and reads a truncated one as zeros:
+        # name the file instead
+        sources = self.sources()
+        missing = [str(p) for p in sources if not p.exists()]
         if missing:
             self.close()
-            raise FileNotFoundError(
-                f"{self.path}: batch files missing (relative to {base}): {', '.join(missing)}"
-            )
+            raise FileNotFoundError(f"{self.path}: batch files missing: {', '.join(missing)}")
+        verified = json.loads(self._f.attrs.get("verified_sources", "{}"))
+        base = self.path.resolve().parent
+        for p in sources:
+            if verified.get(os.path.relpath(p, base)) == _identity(p):
+                continue  # unchanged since build verified it
+            try:
+                verify_batch(p, self.theta.shape[1])
+            except Damaged as e:
+                self.close()
+                raise Damaged(e.path, f"{e.what}; {REPAIR_HINT}") from None
 
     @property
     def stat_names(self) -> list[str]:
