@@ -238,7 +238,7 @@ def test_two_workers_same_samples(one_worker, exp_cfg, tmp_path):
     assert samples(out) == samples(one_worker[0])
 
 
-def test_killed_worker_same_samples(one_worker, exp_cfg, tmp_path):
+def test_killed_worker_same_samples(one_worker, exp_cfg, tmp_path, caplog):
     out = tmp_path / "rotate-0"
     killed = {}
 
@@ -253,8 +253,14 @@ def test_killed_worker_same_samples(one_worker, exp_cfg, tmp_path):
         os.kill(pid, signal.SIGKILL)
         killed[addr] = pid
 
-    summary, _ = run_on(2, exp_cfg, out, logging.getLogger("test.kill"), during=kill_a_busy_worker)
+    with caplog.at_level(logging.WARNING, logger="test.kill"):
+        summary, _ = run_on(
+            2, exp_cfg, out, logging.getLogger("test.kill"), during=kill_a_busy_worker
+        )
     assert killed
+    # the job's log says what happened on the workers, not only their terminals
+    assert "batch 0000 restarted" in caplog.text
+    assert "batch 0000 (worker pid" in caplog.text and "unclean shutdown" in caplog.text
     assert samples(out) == samples(one_worker[0])
     assert summary["draws_resumed"] + summary["draws_computed"] == 600
     assert summary["batches"][0]["draws_resumed"] >= 1  # batch 0 went on from its checkpoint

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from test_engine import contents, make_cfg, setup
 
-from lossatlas import cli
+from lossatlas import cli, lifecycle
 from lossatlas.sampling import engine
 from lossatlas.storage import integrity, maintenance, store
 
@@ -193,3 +193,47 @@ def test_verify_command_repairs_and_the_rerun_redoes_only_the_damaged_batch(
     assert cli.main(["prune", str(tmp_path)]) == 0
     assert maintenance.aside_files(tmp_path) == []
     assert maintenance.describe_aside(tmp_path) is None
+
+
+def test_the_sampling_log_names_a_damaged_batch(tmp_path, caplog):
+    from test_engine import run_on
+
+    cfg = make_cfg()
+    out = tmp_path / "rotate-0"
+    spec = setup(cfg, out)[2][0]
+    engine.run_batch({**spec, "stop_after_blocks": 4})
+    scribble(spec["path"], data_offsets(spec["path"])[0] + 8, 64)
+    with caplog.at_level(logging.WARNING, logger="test.damaged"):
+        summary, _ = run_on(1, cfg, out, logging.getLogger("test.damaged"))
+    assert "batch 0000 (worker pid" in caplog.text
+    assert "is damaged: draws 0-10 fail verification" in caplog.text
+    assert summary["batches"][0]["draws_computed"] == 30
+
+
+def _mount_tmpfs(where, size: str) -> bool:
+    where.mkdir()
+    if os.geteuid() != 0:
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                          capture_output=True).returncode == 0  # fmt: skip
+
+
+def test_full_disk_says_so_and_releases_the_lock(tmp_path):
+    """A real full file system (a 256 KB tmpfs; needs root, else skipped)."""
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "256k"):
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        spec = setup(make_cfg(draws=3000), disk)[2][0]
+        first = engine.run_batch(spec)
+        assert first["error"].startswith(f"no space left on {disk / 'chains'}: ")
+        assert "needs about" in first["error"] and "lossatlas prune" in first["error"]
+        # released on the error path: the next try meets the disk, not a held lock
+        lock = f"{spec['path']}.lock"
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            assert lifecycle.try_flock(fd, lock)
+        finally:
+            os.close(fd)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

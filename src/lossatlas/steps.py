@@ -331,6 +331,7 @@ def sample(
     resume summary. ``run``: the :data:`RUNTIME` settings (``dask``)."""
     from lossatlas.data import Dataset
     from lossatlas.sampling import cluster, engine
+    from lossatlas.storage import maintenance
 
     e = experiment(exp)
     ds = Dataset.load(dataset_path)
@@ -343,6 +344,9 @@ def sample(
         engine.experiment_lock(out.parent, log=log, **timing),
         cluster.connect(_plain(d), threads=threads, log=log) as client,
     ):
+        aside = maintenance.describe_aside(out.parent.parent)
+        if aside:
+            log.info(aside)
         summary = engine.run_experiment(
             e, ds, out.parent, client, log, locked=True, **timing, **sampling_arguments(s)
         )

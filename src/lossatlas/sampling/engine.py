@@ -10,8 +10,12 @@ where the checkpoint left off and produces the same numbers as an uninterrupted 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
+import os
+import shutil
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +30,9 @@ from lossatlas.model.network import layer_sizes
 from lossatlas.storage import store
 
 __all__ = [
+    "BatchFailed",
+    "LOG_TOPIC",
+    "NoSpace",
     "PROGRESS_TOPIC",
     "batch_specs",
     "experiment_lock",
@@ -37,7 +44,23 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PROGRESS_TOPIC = "lossatlas-progress"
+LOG_TOPIC = "lossatlas-log"
+# Retries are for what a rerun can fix (a lost worker, a transient error); a full disk or a
+# damaged file fails the same way on every try, so run_batch returns those as "error" instead.
 RETRIES = 3
+
+
+class NoSpace(OSError):
+    """The disk of the batch files filled up."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+class BatchFailed(RuntimeError):
+    """A batch failed in a way a retry cannot fix; the message says why and what to do."""
+
+
 # Sampler settings that do not change the numbers of a batch: more draws extend a finished
 # run, and the checkpoint interval and the total chain count only change where the run stops
 # or how many batches there are; compression changes the bytes on disk, not the numbers.
@@ -156,8 +179,84 @@ def run_batch(spec: dict) -> dict:
     else:
         # one BLAS thread: the workers already use one core each
         limits = threadpool_limits(1)
-    with limits:
-        return _run_batch(spec)
+    forward = _ForwardWarnings(_worker(), spec)
+    lossatlas_log = logging.getLogger("lossatlas")
+    lossatlas_log.addHandler(forward)
+    try:
+        with limits:
+            out = _run_batch(spec)
+    except (NoSpace, store.Damaged) as e:
+        out = {**_identify(spec), "error": str(e)}
+    except Exception as e:  # h5py raises a full disk as OSError or RuntimeError
+        full = _no_space(e, spec)
+        if full is None:
+            raise
+        out = {**_identify(spec), "error": str(full)}
+    finally:
+        lossatlas_log.removeHandler(forward)
+    return {**out, "pid": os.getpid(), "warnings": forward.messages}
+
+
+def _identify(spec: dict) -> dict:
+    return {"experiment": spec["experiment"], "batch": spec["batch"], "path": spec["path"]}
+
+
+def _no_space(error: BaseException, spec: dict) -> NoSpace | None:
+    """:func:`no_space` if ENOSPC is anywhere in ``error``'s chain (HDF5 reports it only inside
+    its message)."""
+    chain, e = [], error
+    while e is not None and len(chain) < 10:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    if not any(getattr(x, "errno", None) == errno.ENOSPC or "errno = 28" in str(x) for x in chain):
+        return None
+    return no_space(spec, 0)
+
+
+# Room kept free beyond a block's draws for the checkpoint and HDF5's metadata: a write that
+# HDF5 itself finds the disk full for leaves a file it cannot close (see BatchFile._abandon).
+HEADROOM = 16 << 20
+
+
+def no_space(spec: dict, draws_done: int) -> NoSpace:
+    """The full-disk error of a batch: where, how much it still needs, how much is free."""
+    where = Path(spec["path"]).parent
+    s = spec["sampler"]
+    c0, c1 = spec["chains"]
+    d = spec["dataset"]
+    n_params = ParamLayout((d["X"].shape[1], *spec["model"]["hidden"], d["n_classes"])).p
+    need = (c1 - c0) * (s["draws"] - draws_done) * n_params * np.dtype(s["dtype"]).itemsize
+    free = shutil.disk_usage(where).free
+    return NoSpace(
+        errno.ENOSPC,
+        f"no space left on {where}: this batch needs about {need / 2**20:.1f} MB more, "
+        f"{free / 2**20:.1f} MB are free. Free some space (`lossatlas prune` removes batch "
+        "files moved aside by earlier runs) and run the same command: the batch resumes "
+        "from its last checkpoint",
+    )
+
+
+class _ForwardWarnings(logging.Handler):
+    """Keeps a batch's warnings (a file moved aside or recovered) for the sampling job's log, and
+    sends each at once as a Dask event: a worker's own log is elsewhere (its terminal, its SLURM
+    output). The summary repeats them, as an event may come after the job has stopped
+    listening."""
+
+    def __init__(self, worker, spec: dict):
+        super().__init__(logging.WARNING)
+        self.worker, self.spec = worker, spec
+        self.messages: list[str] = []
+        self.thread = threading.get_ident()  # tasks in other threads log their own
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread:
+            return
+        message = record.getMessage()
+        self.messages.append(message)
+        if self.worker is not None:
+            self.worker.log_event(
+                LOG_TOPIC, {**_identify(self.spec), "pid": os.getpid(), "message": message}
+            )
 
 
 def _run_batch(spec: dict) -> dict:
@@ -244,6 +343,9 @@ def _run_batch(spec: dict) -> dict:
                 for name, total in sums.items():
                     stats[_STAT_NAMES.get(name, name)][:, j] = total / thin
             steps += k * thin
+            block_bytes = theta.nbytes + sum(a.nbytes for a in stats.values())
+            if shutil.disk_usage(bf.path.parent).free < block_bytes + HEADROOM:
+                raise no_space(spec, draws)
             draws += k
             bf.append(theta, stats)
             stopped = commit(draws)
@@ -362,11 +464,33 @@ def _run_experiment(
         if msg.get("experiment") != experiment.name:
             return
         b = msg["batch"]
+        if "resumed_steps" in msg and b in latest:  # the first event of a second attempt
+            log.warning(
+                "%s batch %04d restarted (its worker was lost, or the task failed and is "
+                "retried); resuming from its checkpoint at draw %d",
+                experiment.name,
+                b,
+                msg["resumed_draws"],
+            )
         # the first event of a batch says how far its checkpoint had got: not work done now
         baseline.setdefault(b, msg.get("resumed_steps", 0) * msg["n_chains"])
         latest[b] = msg
 
+    logged: set[tuple[int, str]] = set()
+
+    def log_warning(batch: int, pid: int, message: str) -> None:
+        # a task in a thread of this process has logged here already
+        if pid != os.getpid() and (batch, message) not in logged:
+            logged.add((batch, message))
+            log.warning("batch %04d (worker pid %d): %s", batch, pid, message)
+
+    def on_log(event) -> None:
+        _, msg = event
+        if msg.get("experiment") == experiment.name:
+            log_warning(msg["batch"], msg["pid"], msg["message"])
+
     client.subscribe_topic(PROGRESS_TOPIC, on_event)
+    client.subscribe_topic(LOG_TOPIC, on_log)
     try:
         dashboard = client.dashboard_link
     except Exception:  # no dashboard on this scheduler
@@ -420,7 +544,17 @@ def _run_experiment(
         summaries = client.gather(futures)
     finally:
         client.unsubscribe_topic(PROGRESS_TOPIC)
+        client.unsubscribe_topic(LOG_TOPIC)
     seconds = time.monotonic() - t0
+    for x in summaries:
+        for message in x["warnings"]:
+            log_warning(x["batch"], x["pid"], message)
+    failed = [x for x in summaries if "error" in x]
+    if failed:
+        raise BatchFailed(
+            "; ".join(f"batch {x['batch']:04d}: {x['error']}" for x in failed)
+            + " (not retried: a retry would fail the same way)"
+        )
 
     out = store.build(
         [spec["path"] for spec in specs],

@@ -288,6 +288,17 @@ def _read_checkpoint(f: h5py.File, layout: _Layout) -> Checkpoint | None:
 # --------------------------------------------------------------------------- batch writer
 
 
+_ABANDONED: list[dict] = []
+
+
+def _failed_write(error: BaseException) -> bool:
+    """True for the errors HDF5 raises when the file system refuses a write."""
+    text = str(error)
+    return isinstance(error, OSError | RuntimeError) and (
+        "write failed" in text or "errno = " in text or getattr(error, "errno", None) is not None
+    )
+
+
 class BatchFile:
     """A batch file open for SWMR writing; create or resume it with :func:`open_batch`."""
 
@@ -296,6 +307,7 @@ class BatchFile:
         self._f = f
         self._layout = layout
         self._lock_fd = lock_fd
+        self._failed = False
         self._theta = f["posterior/theta"]
         # the file's (name) order, in which integrity.audit hashes the stats too
         self._stats = {k: f["sample_stats"][k] for k in sorted(layout.stats)}
@@ -367,17 +379,26 @@ class BatchFile:
 
     def close(self) -> None:
         try:
-            if self._f.id.valid:
-                self._f.close()  # flushes: may fail, e.g. on a full disk
+            if self._f.id.valid and not self._failed:
+                self._f.close()
         finally:
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)  # releases the flock
                 self._lock_fd = -1
 
+    def _abandon(self) -> None:
+        # After a failed write (a full disk), HDF5 fails to close the file and then crashes
+        # the process when the half-closed objects are freed. Keeping them alive instead leaks
+        # one file handle; the last checkpoint on disk is intact, so the file resumes.
+        self._failed = True
+        _ABANDONED.append(self.__dict__.copy())
+
     def __enter__(self) -> BatchFile:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, error, tb) -> None:
+        if error is not None and _failed_write(error):
+            self._abandon()
         self.close()
 
 
