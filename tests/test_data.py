@@ -39,7 +39,7 @@ def test_xor_labels_and_blobs_classes():
     np.testing.assert_array_equal(ds.y, (ds.X[:, 0] * ds.X[:, 1] > 0).astype(int))
     ds = data.generate(_ds_cfg(generator="blobs", n_points=90, n_classes=3, n_features=4))
     assert ds.X.shape == (90, 4) and ds.n_classes == 3 and set(ds.y) == {0, 1, 2}
-    with pytest.raises(ValueError, match="n_classes must be 2"):
+    with pytest.raises(ValueError, match="dataset.n_classes: must be 2"):
         data.generate(_ds_cfg(generator="moons", n_classes=3))
 
 

@@ -4,7 +4,6 @@ config errors of the new fields. Run directories come from conftest.make_workdir
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import numpy as np
@@ -183,45 +182,6 @@ def test_invariant_diagnostics_and_report(landscape_run):
     html = (landscape_run / "report.html").read_text(errors="replace")
     for name in ("dimension.csv", "census.csv", "compare.csv", "energy_hist.png", "kpca_3d.png"):
         assert name in html, name
-
-
-BAD = [
-    ("coordinates", {"coordinates": "sorted"}),
-    ("landscape.dimension.n_null", {"landscape": {"dimension": {"n_null": 0}}}),
-    ("landscape.census.key", {"landscape": {"census": {"key": "raw"}}}),
-    ("landscape.compare.method", {"landscape": {"compare": {"method": "ks"}}}),
-    ("landscape.dimension.mle_k1", {"landscape": {"dimension": {"mle_k1": 30}}}),
-    ("dataset.n_classes", {"dataset": {"generator": "moons", "n_classes": 3}}),
-    (
-        "dataset.n_features",
-        {
-            "dataset": {"generator": "xor", "n_features": 3},
-            "experiments": {"sweep": {"scale": [1]}},
-        },
-    ),
-    (
-        "experiments.sweep.shear",
-        {"dataset": {"n_features": 1}, "experiments": {"sweep": {"shear": [0.5]}}},
-    ),
-]
-
-
-@pytest.mark.parametrize(("field", "change"), BAD, ids=[f for f, _ in BAD])
-def test_config_errors_of_new_fields(field, change):
-    with pytest.raises(lacfg.ConfigError) as err:
-        lacfg.validate(change)
-    msg = str(err.value)
-    assert "\n" not in msg and msg.startswith(f"invalid config: {field}"), msg
-
-
-def test_config_error_stops_snakemake_with_one_line(tmp_path):
-    wd = make_workdir(tmp_path, {"coordinates": "sorted"})
-    before = set(os.listdir(wd))
-    proc = run_snakemake(wd, "-n", timeout=120)
-    assert proc.returncode != 0
-    lines = [x for x in (proc.stdout + proc.stderr).splitlines() if "invalid config" in x]
-    assert len(lines) == 1 and lines[0].startswith("invalid config: coordinates:"), lines
-    assert set(os.listdir(wd)) - before <= {".snakemake"}
 
 
 class Files(list):

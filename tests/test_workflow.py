@@ -127,49 +127,6 @@ def test_dry_run_profiles(tmp_path, profile):
     assert job_counts(proc.stdout + proc.stderr) == expected_jobs(DEFAULT_CONFIG)
 
 
-# ----------------------------------------------------------------------------- config errors
-
-BAD_FIELDS = [
-    ("sampler.n_chains", {"sampler": {"n_chains": -4}}),
-    ("sampler.draws", {"sampler": {"draws": 0}}),
-    ("sampler.kind", {"sampler": {"kind": "gibbs"}}),
-    ("model.hidden", {"model": {"hidden": []}}),
-    ("model.hidden.1", {"model": {"hidden": [2, 0]}}),
-    ("target.box", {"target": {"box": 0}}),
-    ("target.box", {"target": {"box": -10.0}}),
-    ("target.good_threshold", {"target": {"good_threshold": 0}}),
-    ("target.good_threshold", {"target": {"good_threshold": -0.1}}),
-    ("sampler.n_chain", {"sampler": {"n_chain": 8}}),
-    ("colour", {"colour": "red"}),
-]
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-    return out
-
-
-@pytest.mark.parametrize(("field", "change"), BAD_FIELDS, ids=[f for f, _ in BAD_FIELDS])
-def test_config_error_is_one_line_and_writes_nothing(tmp_path, field, change):
-    """A real run (not a dry run), so a config error that slipped through would write results."""
-    wd = make_workdir(tmp_path, _merge(yaml.safe_load(DEFAULT_CONFIG.read_text()), change))
-    before = set(os.listdir(wd))
-    proc = run_snakemake(wd, "--profile", "profiles/default", timeout=120)
-    assert proc.returncode != 0, output_of(proc)
-    text = proc.stdout + proc.stderr
-    errors = [line for line in text.splitlines() if "invalid config" in line]
-    assert len(errors) == 1, output_of(proc)
-    assert errors[0].startswith(f"invalid config: {field}:"), errors[0]
-    assert "Traceback" not in text and "Error" not in text, output_of(proc)
-    # Nothing of the workflow's; snakemake itself opens .snakemake/log/ before it reads the
-    # Snakefile, and that is all it may leave.
-    assert set(os.listdir(wd)) - before <= {".snakemake"}
-    if (wd / ".snakemake").exists():
-        assert os.listdir(wd / ".snakemake") == ["log"]
-
-
 # ----------------------------------------------------------------------------- a whole run
 
 SMALL = TEST_CONFIGS / "small.yaml"

@@ -13,13 +13,20 @@ from lossatlas import config as lacfg
 
 
 def _validate(args) -> int:
-    from lossatlas import data
+    from lossatlas import data, preflight
     from lossatlas.model.layout import ParamLayout
 
     try:
         cfg = lacfg.load(args.config)
-    except (OSError, lacfg.ConfigError) as err:
-        print(f"{args.config}: {err}", file=sys.stderr)
+        est = preflight.check(cfg, local=not args.remote)
+    except FileNotFoundError:
+        print(f"{args.config}: no such file", file=sys.stderr)
+        return 1
+    except lacfg.ConfigError as err:
+        text = str(err)
+        print(
+            text if text.startswith(str(args.config)) else f"{args.config}: {text}", file=sys.stderr
+        )
         return 1
     s = cfg["sampler"]
     names = list(lacfg.experiments(cfg))
@@ -35,8 +42,12 @@ def _validate(args) -> int:
         f"{s['chains_per_batch']}, {s['warmup']} warm-up steps, {s['draws']} draws "
         f"thinned by {s['thin']}"
     )
-    size = draws * p * np.dtype(s["dtype"]).itemsize * len(names)
-    print(f"  draws: {draws} per experiment, about {size / 2**20:.1f} MiB on disk in all")
+    print(f"  draws: {draws} per experiment, about {est.disk / 2**20:.1f} MiB on disk in all")
+    print(
+        f"  memory: about {est.worker_memory / 2**20:.0f} MiB per sampling worker "
+        f"({', '.join(f'{k} {v / 2**20:.0f}' for k, v in est.memory_parts.items())}), "
+        f"{est.workers} workers"
+    )
     print(f"  results: {cfg['results']}/")
     return 0
 
@@ -116,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     v = sub.add_parser("validate", help="check a config file and say what it will run")
     v.add_argument("config", help="a YAML config, e.g. config/config.yaml")
+    v.add_argument(
+        "--remote",
+        action="store_true",
+        help="the jobs run elsewhere (SLURM): skip the checks of this machine's GPU",
+    )
     v.set_defaults(run=_validate)
     s = sub.add_parser("summary", help="summarise a sample store (samples.h5)")
     s.add_argument("store", help="e.g. results/rotate-0/samples.h5")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -75,6 +76,11 @@ def validate(config: dict | None, schema: dict | str | Path | None = None) -> di
     if not isinstance(schema, dict):
         schema = load_schema(schema)
     cfg = copy.deepcopy(config or {})
+    for path, value in _non_finite(cfg):
+        # JSON Schema compares NaN with nothing, so `minimum` lets it through
+        raise ConfigError(
+            f"invalid config: {_field(path)}: {value} is not a finite number; give a number"
+        )
     errors = sorted(
         _Validator(schema).iter_errors(cfg), key=lambda e: (len(e.absolute_path), e.path)
     )
@@ -85,36 +91,47 @@ def validate(config: dict | None, schema: dict | str | Path | None = None) -> di
     return cfg
 
 
+def _non_finite(obj, path=()):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        yield path, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _non_finite(v, (*path, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _non_finite(v, (*path, i))
+
+
 def _check_semantics(cfg: dict) -> None:
     """Rules JSON Schema cannot express."""
     ds = cfg["dataset"]
     if ds["low"] >= ds["high"]:
         raise ConfigError(
-            f"invalid config: dataset.low ({ds['low']}) must be below dataset.high ({ds['high']})"
+            f"invalid config: dataset.low: {ds['low']} must be below dataset.high ({ds['high']})"
         )
     if "rotate" in cfg["experiments"]["sweep"] and ds["n_features"] != 2:
         raise ConfigError(
-            "invalid config: experiments.sweep.rotate needs dataset.n_features = 2 "
-            f"(got {ds['n_features']}); drop the rotation or use 2-D inputs"
+            "invalid config: dataset.n_features: experiments.sweep.rotate needs 2-D inputs "
+            f"(got {ds['n_features']}); drop the rotation or set dataset.n_features: 2"
         )
     sweep = cfg["experiments"]["sweep"]
     for name in ("reflect", "shear"):
         if name in sweep and ds["n_features"] < 2:
             raise ConfigError(
-                f"invalid config: experiments.sweep.{name} needs dataset.n_features >= 2 "
-                f"(got {ds['n_features']})"
+                f"invalid config: dataset.n_features: experiments.sweep.{name} needs "
+                f"at least 2 (got {ds['n_features']})"
             )
     if ds["generator"] in ("xor", "moons", "circles"):
         for key in ("n_features", "n_classes"):
             if ds[key] != 2:
                 raise ConfigError(
-                    f"invalid config: dataset.{key} must be 2 for dataset.generator "
+                    f"invalid config: dataset.{key}: must be 2 for dataset.generator "
                     f"{ds['generator']} (got {ds[key]})"
                 )
     lc = cfg.get("landscape", {}).get("dimension", {})
     if lc and lc["mle_k1"] >= lc["mle_k2"]:
         raise ConfigError(
-            f"invalid config: landscape.dimension.mle_k1 ({lc['mle_k1']}) must be below "
+            f"invalid config: landscape.dimension.mle_k1: {lc['mle_k1']} must be below "
             f"landscape.dimension.mle_k2 ({lc['mle_k2']})"
         )
     names = list(experiments(cfg))
@@ -127,7 +144,7 @@ def _check_semantics(cfg: dict) -> None:
     for placement in ("address", "scheduler_file"):
         if dask["placement"] == placement and not dask[placement]:
             raise ConfigError(
-                f"invalid config: dask.{placement} must be set when dask.placement is {placement}"
+                f"invalid config: dask.{placement}: must be set when dask.placement is {placement}"
             )
 
 
@@ -148,7 +165,13 @@ def section(name: str, values: dict | None = None) -> dict:
 def load(path: str | Path, schema: dict | str | Path | None = None) -> dict:
     """Read a YAML config file and validate it."""
     with open(path) as fh:
-        raw = yaml.safe_load(fh)
+        try:
+            raw = yaml.safe_load(fh)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            problem = getattr(err, "problem", None) or str(err)
+            raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
     return validate(raw, schema)
 
 

@@ -12,6 +12,20 @@ wildcard_constraints:
     exp="|".join(re.escape(name) for name in EXPERIMENTS),
 
 
+def unknown_experiment_pattern():
+    """Any first path component under results/ that is neither an experiment nor shared."""
+    known = [*EXPERIMENTS, "figures", "landscape"]
+    return "(?!(" + "|".join(re.escape(k) for k in known) + ")/)[^/]+"
+
+
+def refuse_unknown_experiment(wildcards):
+    raise ValueError(
+        f"{RESULTS}/{wildcards.other}/{wildcards.path}: {wildcards.other!r} is not an "
+        f"experiment of this config; its experiments are {', '.join(EXPERIMENTS)} "
+        "(experiments.sweep), and `snakemake -n` with no target plans them all"
+    )
+
+
 def step_settings(step):
     """The settings ``step`` reads, as its params: the rerun trigger and its interface."""
     return steps.settings(step, CFG)
