@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-import socket
+import subprocess
+import sys
+import textwrap
+import time
 
 import pytest
 from conftest import TEST_CONFIGS, make_workdir, output_of, run_snakemake
@@ -32,30 +33,75 @@ def test_runs_jobs(argv, runs):
 
 
 def stale_lock(wd):
-    """A lock left by a snakemake (pid 2**22 + 1, never alive) killed on this host."""
+    """A lock left by a snakemake killed here: no process holds the running lock."""
     locks = wd / ".snakemake" / "locks"
     locks.mkdir(parents=True)
     (locks / "0.input.lock").write_text("x")
-    owner = {"host": socket.gethostname(), "pid": 2**22 + 1, "started": 1.0}
-    (wd / ".snakemake" / "lossatlas-owners.json").write_text(json.dumps([owner]))
     return locks
 
 
-def test_a_dry_run_leaves_a_stale_lock_and_a_run_removes_it(tmp_path):
+def test_a_dry_run_leaves_a_stale_lock_and_a_run_removes_it(tmp_path, monkeypatch):
     wd = make_workdir(tmp_path / "wd", TEST_CONFIGS / "small.yaml")
     locks = stale_lock(wd)
     for argv in (["-n"], ["--lint"]):
         proc = run_snakemake(wd, *argv, timeout=300)
         assert "removed the stale lock" not in proc.stderr, output_of(proc)
         assert list(locks.iterdir()), argv
-    cwd = os.getcwd()
-    os.chdir(wd)
-    try:
-        assert not lifecycle.clear_stale_snakemake_lock(["-n"])
-        assert list(locks.iterdir())
-        assert lifecycle.clear_stale_snakemake_lock(["--profile", "profiles/default"])
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(wd)
+    assert not lifecycle.clear_stale_snakemake_lock(["-n"])
+    assert list(locks.iterdir())
+    assert lifecycle.clear_stale_snakemake_lock(["--profile", "profiles/default"])
     assert not list(locks.iterdir())
-    owners = json.loads((wd / ".snakemake" / "lossatlas-owners.json").read_text())
-    assert [o["pid"] for o in owners] == [os.getpid()]
+
+
+# A snakemake that runs jobs: registers itself, then lives until told to stop (its stdin closes).
+STARTER = textwrap.dedent(
+    """
+    import sys, time
+    from lossatlas import lifecycle
+    barrier = float(sys.argv[1])
+    while time.time() < barrier:  # all start at once
+        time.sleep(0.001)
+    removed = lifecycle.clear_stale_snakemake_lock(["--profile", "profiles/default"])
+    print("removed" if removed else "kept", flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def start(wd, n: int) -> list[subprocess.Popen]:
+    barrier = time.time() + 2.0
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", STARTER, str(barrier)],
+            cwd=wd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for _ in range(n)
+    ]
+    return procs
+
+
+def test_simultaneous_starts_never_remove_a_live_runs_lock(tmp_path):
+    """The race that a pid record lost: several snakemakes start at once, then one more."""
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    live = start(wd, 6)
+    try:
+        said = [p.stdout.readline().strip() for p in live]
+        assert said == ["kept"] * 6  # nothing was locked yet
+        locks = stale_lock(wd)  # the live runs' lock now (snakemake takes it after parsing)
+        for p in start(wd, 3):
+            assert p.stdout.readline().strip() == "kept"
+            p.communicate("", timeout=30)
+        assert list(locks.iterdir())
+    finally:
+        for p in live:
+            p.communicate("", timeout=30)
+    # all gone: the next run finds the lock stale
+    (late,) = start(wd, 1)
+    assert late.stdout.readline().strip() == "removed"
+    late.communicate("", timeout=30)
+    assert not list(locks.iterdir())

@@ -258,7 +258,11 @@ def exit_with_snakemake(log: logging.Logger, interval: float = 0.2) -> None:
 
 # --- snakemake's own lock ------------------------------------------------------------------------
 
-OWNERS = Path(".snakemake/lossatlas-owners.json")
+# Every snakemake that runs jobs here holds a shared flock on this file for its lifetime; the
+# kernel drops it when the process dies, so a free exclusive lock means no live snakemake.
+# (A record of pids, read and rewritten by each start, lost entries when two started at once.)
+RUNNING = Path(".snakemake/lossatlas-running.lock")
+_running_fds: dict[Path, int] = {}  # per working directory, kept open for the process's life
 # snakemake options that run no job: a stale lock stays for them (they do not need it gone,
 # and a dry run must change nothing)
 _NO_JOBS = (
@@ -297,55 +301,36 @@ def runs_jobs(argv: list[str]) -> bool:
     return not any(getattr(args, name, None) for name in _NO_JOBS)
 
 
-def _alive(entry) -> bool:
-    try:
-        return psutil.Process(entry["pid"]).create_time() == entry["started"]
-    except psutil.Error:
-        return False
-
-
 def clear_stale_snakemake_lock(argv: list[str] | None = None) -> bool:
     """Let the same command resume after snakemake was killed (kill -9, power loss); True if a
     stale lock was removed.
 
     A killed snakemake leaves its lock in .snakemake/locks and the next run refuses to start
-    until ``snakemake --unlock``. Every snakemake that runs jobs here records its pid; the lock
-    is removed only when all recorded processes are gone and ran on this host, so a running
-    snakemake (here or elsewhere) keeps its lock. Nothing happens for a command that runs no
-    job (``-n``, ``--lint``, ``--report``, ``--unlock``, ...) or outside the snakemake command
-    line (``argv`` defaults to this process's).
+    until ``snakemake --unlock``. Every snakemake that runs jobs here holds a shared flock on
+    :data:`RUNNING` while it lives; the lock is removed only when no process holds it, so a
+    running snakemake keeps its lock. Nothing happens for a command that runs no job (``-n``,
+    ``--lint``, ``--report``, ``--unlock``, ...) or outside the snakemake command line
+    (``argv`` defaults to this process's).
     """
     if argv is None:
         prog = Path(sys.argv[0])  # the snakemake script, or snakemake/__main__.py (-m)
         if prog.name != "snakemake" and prog.parent.name != "snakemake":
             return False
         argv = sys.argv[1:]
-    if not runs_jobs(argv):
+    if not runs_jobs(argv) or RUNNING.resolve() in _running_fds:
         return False
+    RUNNING.parent.mkdir(exist_ok=True)
+    fd = os.open(RUNNING, os.O_RDWR | os.O_CREAT, 0o644)
     locks = Path(".snakemake/locks")
-    try:
-        owners = json.loads(OWNERS.read_text())
-    except (OSError, ValueError):
-        owners = []
-    host = socket.gethostname()
-    held = locks.is_dir() and any(locks.iterdir())
     removed = False
-    if held:
-        if not owners or any(o["host"] != host or _alive(o) for o in owners):
-            return False  # taken by a live (or unknown) snakemake: its lock stands
+    if locks.is_dir() and any(locks.iterdir()) and try_flock(fd, RUNNING):
         for f in locks.iterdir():
             f.unlink(missing_ok=True)
-        pids = ", ".join(str(o["pid"]) for o in owners)
         print(
-            f"lossatlas: removed the stale lock of a killed snakemake (pid {pids}) in {locks}",
-            file=sys.stderr,
+            f"lossatlas: removed the stale lock of a killed snakemake in {locks}", file=sys.stderr
         )
-        owners, removed = [], True
-    me = psutil.Process()
-    owners = [o for o in owners if o["host"] == host and _alive(o)]
-    owners.append({"host": host, "pid": me.pid, "started": me.create_time()})
-    OWNERS.parent.mkdir(exist_ok=True)
-    tmp = OWNERS.with_suffix(f".{me.pid}.tmp")
-    tmp.write_text(json.dumps(owners))
-    os.replace(tmp, OWNERS)
+        removed = True
+    # converts the exclusive lock, or waits the moment another start holds one
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    _running_fds[RUNNING.resolve()] = fd
     return removed
