@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -237,3 +238,10 @@ def test_full_disk_says_so_and_releases_the_lock(tmp_path):
             os.close(fd)
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_verify_reports_a_killed_writers_file_as_interrupted(tmp_path):
+    spec = killed_batch(tmp_path / "rotate-0")
+    (check,) = maintenance.verify(tmp_path)
+    assert (check.path, check.status) == (Path(spec["path"]), "interrupted")
+    assert integrity.check_superblock(spec["path"]) != 0  # verify changed nothing

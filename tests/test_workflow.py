@@ -11,10 +11,12 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 import psutil
 import pytest
 import yaml
@@ -325,9 +327,10 @@ def sampler_cfg() -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["kill-9", "ctrl-c"])
+@pytest.mark.parametrize("how", ["kill-9", "ctrl-c", "kill-9+truncated", "kill-9+scribbled"])
 def test_interrupted_snakemake_then_rerun_is_bit_identical(tmp_path, resume_reference, how):
-    """kill -9 of snakemake alone, or Ctrl-C (SIGINT to the whole foreground process group)."""
+    """kill -9 of snakemake alone, or Ctrl-C (SIGINT to the whole foreground process group);
+    then, for the damage cases, a batch file truncated or overwritten in the middle."""
     s = sampler_cfg()
     wd = make_workdir(tmp_path, RESUME)
     proc = start(wd)
@@ -352,11 +355,56 @@ def test_interrupted_snakemake_then_rerun_is_bit_identical(tmp_path, resume_refe
         f"batches finished after snakemake was stopped (at the kill: {at_kill}, now: {progress})"
     )
 
+    damaged = wd / "results" / RESUME_EXP / "chains" / "batch-0001.h5"
+    damage(damaged, how)
+
     # The same command again: stale lock and incomplete output are handled, sampling resumes.
     again = run_snakemake(wd, "--profile", "profiles/default", RESUME_TARGET)
     assert again.returncode == 0, output_of(again)
     resumed, computed, total = resume_counts(wd)
-    assert resumed >= min(p[0] for p in progress) > 0 and resumed + computed == total
+    assert read_samples(wd / RESUME_TARGET) == resume_reference
+    if "+" in how:  # named in the job's log, moved aside, only that batch redone
+        log = (wd / "logs" / RESUME_EXP / "sample.log").read_text()
+        assert f"{damaged.relative_to(wd)} is damaged: " in log
+        assert "batch-0001.h5.damaged" in log and "batch 0001 (worker pid" in log
+        assert (damaged.parent / "batch-0001.h5.damaged").exists()
+        assert resumed >= progress[0][0] > 0 and resumed + computed == total
+    else:
+        assert resumed >= min(p[0] for p in progress) > 0 and resumed + computed == total
+
+
+def damage(path: Path, how: str) -> None:
+    """Truncate ``path`` to half, or write random bytes over its middle chunk of committed draws
+    (per ``how``)."""
+    if how.endswith("truncated"):
+        os.truncate(path, path.stat().st_size // 2)
+    elif how.endswith("scribbled"):
+        with h5py.File(path, "r", swmr=True) as f:
+            theta = f["posterior/theta"].id
+            chunk = theta.get_chunk_info(theta.get_num_chunks() // 2)
+        with open(path, "r+b") as fh:
+            fh.seek(chunk.byte_offset)
+            fh.write(np.random.default_rng(1).bytes(min(4096, chunk.size)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["truncated", "scribbled"])
+def test_damage_after_a_complete_run_is_repaired_bit_identical(tmp_path, resume_reference, how):
+    """A finished run whose batch file is damaged: `lossatlas verify` finds it, `--repair`
+    moves it aside, and the same snakemake command redoes that batch alone."""
+    wd = make_workdir(tmp_path, RESUME)
+    first = run_snakemake(wd, "--profile", "profiles/default", RESUME_TARGET)
+    assert first.returncode == 0, output_of(first)
+    damage(wd / "results" / RESUME_EXP / "chains" / "batch-0000.h5", how)
+    verify = [sys.executable, "-m", "lossatlas.cli", "verify", "results"]
+    found = subprocess.run(verify, cwd=wd, capture_output=True, text=True, timeout=300)
+    assert found.returncode == 1 and "batch-0000.h5" in found.stdout, found.stdout
+    repair = subprocess.run([*verify, "--repair"], cwd=wd, capture_output=True, text=True)
+    assert repair.returncode == 0, repair.stdout + repair.stderr
+    again = run_snakemake(wd, "--profile", "profiles/default", RESUME_TARGET)
+    assert again.returncode == 0, output_of(again)
+    resumed, computed, total = resume_counts(wd)
+    assert (resumed, computed) == (total // 2, total // 2)  # batch 1 kept, batch 0 redone
     assert read_samples(wd / RESUME_TARGET) == resume_reference
 
 

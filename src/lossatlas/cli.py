@@ -78,7 +78,11 @@ def _summary(args) -> int:
 def _verify(args) -> int:
     from lossatlas.storage import maintenance
 
-    checks = maintenance.verify(args.results, repair=args.repair)
+    try:
+        checks = maintenance.verify(args.results, repair=args.repair)
+    except lifecycle.SamplingLocked as err:
+        print(f"lossatlas: {err}", file=sys.stderr)
+        return 1
     for c in checks:
         print(f"{c.status:>11}  {c.path}: {c.detail}")
     bad = [c for c in checks if c.status == "damaged"]

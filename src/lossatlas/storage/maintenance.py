@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lossatlas import lifecycle
-from lossatlas.storage import store
+from lossatlas.storage import integrity, store
 
 __all__ = ["BatchCheck", "aside_files", "describe_aside", "prune", "verify"]
 
@@ -24,7 +24,7 @@ ASIDE = re.compile(r"batch-\d{4}\.h5\.(stale-\w+|damaged|unreadable|recover|new)
 @dataclass(frozen=True)
 class BatchCheck:
     path: Path
-    status: str  # "ok", "damaged", "in use"
+    status: str  # "ok", "damaged", "interrupted" (resumable), "in use", "moved aside"
     detail: str
 
 
@@ -55,6 +55,10 @@ def verify(results: str | os.PathLike, *, repair: bool = False) -> list[BatchChe
                 found.append(BatchCheck(path, "in use", "a sampling job is writing it"))
                 continue
             try:
+                if integrity.check_superblock(path) != 0:
+                    what = "its writer was killed; the next run recovers what verifies"
+                    found.append(BatchCheck(path, "interrupted", what))
+                    continue
                 size, _ = store.verify_batch(path, None)
             except store.Damaged as e:
                 found.append(BatchCheck(path, "damaged", e.what))
