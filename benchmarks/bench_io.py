@@ -3,11 +3,13 @@
 The writer is the engine's: ``store.open_batch`` with a real RWM state of the digits network
 (64 -> [384, 192] -> 10, p = 100,810, float32), then per block ``BatchFile.append`` of
 ``(chains, checkpoint_every, p)`` draws plus the per-draw stats, and ``BatchFile.checkpoint``,
-as ``engine.run_batch`` does (config/digits.yaml: 8 chains x 25 draws = 81 MB per block). The
+as ``engine.run_batch`` does (config/digits.yaml: 8 chains x 25 draws = 81 MB per block),
+each append with the sha256 of its block (hashed in a thread beside HDF5's write). The
 reference writes the same bytes with ``numpy.ndarray.tofile`` into one file, and ``dd`` writes
 as many zeros; every write ends with an fsync, so each figure is disk throughput, not page cache.
-Rows for compression null / lzf / gzip (``sampler.compression``) use the same draws, random
-walk positions in float32 (their mantissas are as incompressible as real draws').
+The row "no sha256" is the same writer with the block digests replaced by zeros: what the
+checksums cost. Rows for compression null / lzf / gzip (``sampler.compression``) use the same
+draws, random walk positions in float32 (their mantissas are as incompressible as real draws').
 
 Files go to a temporary directory under ``results/`` (the disk the workflow writes to) and are
 removed at the end.
@@ -29,7 +31,7 @@ import numpy as np
 
 from lossatlas import model, sampling
 from lossatlas.sampling import engine
-from lossatlas.storage import store
+from lossatlas.storage import integrity, store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,6 +85,14 @@ def h5_write(path, blocks, state, stats, rng, compression):
             bf.checkpoint(state, rng, done, done, "sampling")
     _fsync(path)
     return time.perf_counter() - t0
+
+
+class _NoDigest:
+    def __init__(self, *arrays):
+        pass
+
+    def digest(self) -> bytes:
+        return bytes(integrity.DIGEST_BYTES)
 
 
 def plain_write(path, blocks, stats):
@@ -146,6 +156,15 @@ def main():
             path.unlink()
             return dt, size
 
+        def h5_without_digests():
+            # what the checksums cost: the same writer with the digest replaced by zeros
+            real = integrity.hash_in_background
+            integrity.hash_in_background = _NoDigest
+            try:
+                return h5(None)
+            finally:
+                integrity.hash_in_background = real
+
         def dd():
             dt = dd_write(tmp / "dd.bin", n_bytes)
             (tmp / "dd.bin").unlink()
@@ -158,6 +177,7 @@ def main():
         for name, fn in [
             ("dd zeros + fdatasync", dd),
             ("h5 writer, null", lambda: h5(None)),
+            ("h5 writer, null, no sha256", h5_without_digests),
             ("h5 writer, lzf", lambda: h5("lzf")),
             ("h5 writer, gzip", lambda: h5("gzip")),
         ]:
