@@ -129,3 +129,17 @@ def test_wide_clouds_gram_path_equals_the_row_path():
         assert (a["statistic"], a["null"]) == (b["statistic"], b["null"])
         for col in ("value", "null_value", "null_lo", "null_hi", "p_null"):
             assert b[col] == pytest.approx(a[col], rel=1e-8, nan_ok=True), (a, col)
+
+
+def test_too_few_null_replicates_cannot_decide():
+    """With 19 replicates the smallest two-sided rank p-value is 0.1: no verdict at level 0.05,
+    even for a real plane far outside the null (it used to read "within the null")."""
+    rng = np.random.default_rng(6)
+    Q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    good = rng.uniform(-3, 3, size=(150, 2)) @ Q[:2]
+    theta = np.vstack([good, rng.uniform(-10, 10, size=(150, 5))])
+    loss = np.r_[np.full(150, 0.01), np.ones(150)]
+    rows = dimension.dimension_table(theta, loss, 0.5, 10.0, seed=0, n_boot=20, n_null=19)
+    for row in rows:
+        assert row["verdict"].startswith("cannot be decided with 19 null replicates"), row
+        assert "n_null >= 39" in row["verdict"]

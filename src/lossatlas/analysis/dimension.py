@@ -252,13 +252,23 @@ def _p_null(value, null_values):
     return float(min(1.0, 2 * min(lower, upper) / (len(v) + 1)))
 
 
-def _verdict(value, null, nv, nlo, nhi, p, alpha):
+def _verdict(value, null, nv, nlo, nhi, p, alpha, n_replicates):
     if not np.isfinite(p):
         return "not computed (too few good draws)"
-    if p > alpha:
+    smallest = 2 / (n_replicates + 1)  # the rank p-value of a value beyond every replicate
+    if smallest > alpha:
+        need = int(np.ceil(2 / alpha - 1))
         return (
-            f"explained by construction: {value:.3g} is within the {null} null "
-            f"({nv:.3g} [{nlo:.3g}, {nhi:.3g}], p = {p:.2g})"
+            f"cannot be decided with {n_replicates} null replicates: the smallest p-value is "
+            f"{smallest:.2g} > alpha = {alpha:g}; set landscape.dimension.n_null >= {need} "
+            f"({value:.3g} vs the {null} null {nv:.3g} [{nlo:.3g}, {nhi:.3g}])"
+        )
+    if p > alpha:
+        # "not distinguishable", not "within": the interval's ends are quantiles, so a value
+        # just past one can still have p > alpha
+        return (
+            f"explained by construction: {value:.3g} is not distinguishable from the {null} "
+            f"null ({nv:.3g} [{nlo:.3g}, {nhi:.3g}], p = {p:.2g})"
         )
     side = "above" if value > nv else "below"
     return f"{side} the {null} null ({value:.3g} vs {nv:.3g} [{nlo:.3g}, {nhi:.3g}], p = {p:.2g})"
@@ -290,11 +300,12 @@ def dimension_table(
     Data intervals: bootstrap percentiles (``n_boot`` for twonn/mle, ``n_null`` refits for
     ``pca_ev``; none for the pipeline, NaN). Null value and interval: median and 2.5-97.5%
     range over ``n_null`` null replicates. ``p_null``: two-sided rank p-value of the value
-    among the null replicates; verdict "explained by construction" when ``p_null > alpha``
-    (so ``n_null >= 2 / alpha - 1`` is needed to ever reject). ``kpca``: keyword arguments of
-    :func:`pipeline_ev`. At most ``max_points`` good draws (random subset, fixed seed) enter the
-    good-draw statistics. ``null_transform`` maps uniform null points ``(m, p)`` into the
-    coordinates ``theta`` is in (e.g. canonicalisation), so both sides are measured alike.
+    among the null replicates; verdict "explained by construction" when ``p_null > alpha``, and
+    "cannot be decided" when fewer than ``2 / alpha - 1`` replicates could never reject.
+    ``kpca``: keyword arguments of :func:`pipeline_ev`. At most ``max_points`` good draws
+    (random subset, fixed seed) enter the good-draw statistics. ``null_transform`` maps uniform
+    null points ``(m, p)`` into the coordinates ``theta`` is in (e.g. canonicalisation), so
+    both sides are measured alike.
 
     ``subset_grams(subsets) -> [K]``, when given, returns the Gram matrices of ``theta``'s rows
     at each sorted index array: the shuffled nulls are then measured by :func:`gram_stats`
@@ -387,8 +398,10 @@ def dimension_table(
     rows = []
     for stat, (value, lo, hi) in real.items():
         for null in ("uniform", "shuffled"):
-            nv, nlo, nhi = _interval(nulls[null].get(stat, []))
-            pn = _p_null(value, nulls[null].get(stat, []))
+            replicates = np.asarray(nulls[null].get(stat, []), dtype=float)
+            nv, nlo, nhi = _interval(replicates)
+            pn = _p_null(value, replicates)
+            n_finite = int(np.isfinite(replicates).sum())
             rows.append(
                 {
                     "statistic": stat,
@@ -400,7 +413,7 @@ def dimension_table(
                     "null_lo": nlo,
                     "null_hi": nhi,
                     "p_null": pn,
-                    "verdict": _verdict(value, null, nv, nlo, nhi, pn, alpha),
+                    "verdict": _verdict(value, null, nv, nlo, nhi, pn, alpha, n_finite),
                     "n_good": n_good,
                 }
             )
