@@ -16,8 +16,10 @@ import ipaddress
 import json
 import logging
 import os
+import socket
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -98,11 +100,19 @@ def _dashboard_line(client: Client) -> str:
         link = client.dashboard_link
     except KeyError:  # the scheduler runs no dashboard
         return "Dask dashboard: none (the scheduler serves no dashboard)"
+    port = urllib.parse.urlsplit(link).port
+    # the scheduler listens on this machine only: a laptop reaches it through an SSH tunnel
+    reach = (
+        f"; from a laptop: ssh -L {port}:127.0.0.1:{port} {socket.gethostname()}, then open "
+        f"http://127.0.0.1:{port}/status"
+        if port and urllib.parse.urlsplit(link).hostname in ("127.0.0.1", "localhost")
+        else ""
+    )
     try:
         import bokeh  # noqa: F401
     except ImportError:
-        return f"Dask dashboard: {link} (install bokeh to see its plots)"
-    return f"Dask dashboard: {link}"
+        return f"Dask dashboard: {link} (pip install 'lossatlas[dashboard]' for its plots{reach})"
+    return f"Dask dashboard: {link}{' (' + reach[2:] + ')' if reach else ''}"
 
 
 @contextlib.contextmanager

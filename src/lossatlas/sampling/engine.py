@@ -516,11 +516,26 @@ def _run_experiment(
         for spec in specs
     ]
 
+    shown = {"steps": -1, "waiting": False}
+
     def report() -> None:
         snap = list(latest.values())
         done = sum(m["draws_done"] * m["n_chains"] for m in snap)
         steps = sum(m["steps_done"] * m["n_chains"] for m in snap)
         elapsed = max(time.monotonic() - t0, 1e-9)
+        if steps == sum(baseline.values()):  # no checkpoint of this run yet
+            if not shown["waiting"]:
+                shown["waiting"] = True
+                log.info(
+                    "%s: starting the chains; the first run on a machine compiles the "
+                    "kernels first (a minute or more; cached afterwards), then warms up "
+                    "until the first checkpoint",
+                    experiment.name,
+                )
+            return
+        if steps == shown["steps"]:  # the same line again says nothing
+            return
+        shown["steps"] = steps
         rate_steps = (steps - sum(baseline.values())) / elapsed
         eta = (steps_total - steps) / rate_steps if rate_steps > 0 else math.inf
         resumed = sum(m.get("resumed_draws", 0) * m["n_chains"] for m in snap)
