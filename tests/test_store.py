@@ -231,6 +231,23 @@ def test_samples_xarray_and_arviz(results):
     assert dt["posterior"]["theta"].shape == theta.shape
 
 
+def test_arviz_stats_runs_on_the_store(results):
+    """What the README promises with the package's own dependencies: arviz-stats' summary,
+    R-hat and ESS straight on the store's DataTree, agreeing with the array functions."""
+    import arviz_stats as azs
+    from arviz_stats.base import array_stats
+
+    res, theta = results
+    tree = xr.open_datatree(res / "samples.h5", engine="h5netcdf")
+    table = azs.summary(tree, var_names=["theta"])
+    assert list(table.index) == [f"theta[w[{i}]]" for i in range(P)]
+    rhat = azs.rhat(tree, var_names=["theta"])["theta"].values
+    want = array_stats.rhat(theta, method="rank", chain_axis=0, draw_axis=1)
+    np.testing.assert_allclose(rhat, want, rtol=1e-12)
+    ess = azs.ess(tree, var_names=["theta"])["theta"].values
+    assert ess.shape == (P,) and np.isfinite(ess).all()
+
+
 def test_samples_from_other_cwd_and_moved(results, tmp_path, monkeypatch):
     res, theta = results
     elsewhere = tmp_path / "elsewhere"
