@@ -9,6 +9,7 @@ points when there are too many to draw).
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -132,12 +133,16 @@ def plot_good_minima(
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, name in zip(axes, names, strict=False):
         coords, ratios, message, status, colour = _good_panel(results[name], which)
-        ax.set_title((titles or {}).get(name) or experiment_title(name))
+        title = (titles or {}).get(name) or experiment_title(name)
         if status != "ok" or len(coords) < 2:
-            ax.text(0.5, 0.5, message or "no good draws", ha="center", va="center", wrap=True)
+            ax.set_title(title)
+            # wrapped to the panel by hand: matplotlib's wrap=True wraps to the figure
+            text = textwrap.fill(message or "no good draws", width=34)
+            ax.text(0.5, 0.5, text, ha="center", va="center", fontsize="small")
             ax.set_xticks([])
             ax.set_yticks([])
             continue
+        ax.set_title(f"{title}\n{len(coords)} good draws")
         sc = ax.scatter(coords[:, 0], coords[:, 1], s=4, c=colour, cmap="viridis", alpha=0.7)
         if colour is not None:
             fig.colorbar(sc, ax=ax, label="mean loss")
@@ -236,15 +241,27 @@ def plot_rhat(
     return _save(fig, path, dpi)
 
 
-def plot_energy_hist(energy, path, bins: int = 60, dpi: int = 120) -> Path:
-    """Histogram of U over all draws."""
+def plot_energy_hist(
+    energy,
+    path,
+    bins: int = 60,
+    title: str | None = None,
+    good_below: float | None = None,
+    dpi: int = 120,
+) -> Path:
+    """Histogram of U over all draws; ``good_below``: the U under which a draw is good."""
     e = np.asarray(energy, dtype=float).ravel()
     fig = _figure(5, 3.4)
     ax = fig.subplots()
     ax.hist(e[np.isfinite(e)], bins=bins, color="C0")
+    if good_below is not None:
+        n_good = int((e < good_below).sum())
+        ax.axvline(good_below, color="C3", linestyle="--", label=f"good: U < {good_below:.3g}")
+        ax.legend(title=f"{n_good} of {e.size} draws good", fontsize="small")
     ax.set_xlabel("U")
     ax.set_ylabel("draws")
-    ax.set_title(f"Energy histogram ({e.size} draws)")
+    head = f"{title}: " if title else ""
+    ax.set_title(f"{head}energy histogram ({e.size} draws)")
     return _save(fig, path, dpi)
 
 

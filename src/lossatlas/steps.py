@@ -29,7 +29,14 @@ _NETWORK = ("model", "target.box", "target.beta", "target.energy")
 READS: dict[str, tuple[str, ...]] = {
     "dataset": ("dataset",),
     "sample": ("seed", *_NETWORK, "sampler"),
-    "diagnose": ("diagnose", *_NETWORK, "reduce.draw_block", "reduce.max_block_mb", "figures.dpi"),
+    "diagnose": (
+        "diagnose",
+        *_NETWORK,
+        "target.good_threshold",
+        "reduce.draw_block",
+        "reduce.max_block_mb",
+        "figures.dpi",
+    ),
     "reduce": ("seed", "coordinates", "model", "reduce", "target.good_threshold", "figures.dpi"),
     "figures": ("experiments", "target.good_threshold", "figures.dpi"),
     "dataset_figure": ("figures.dpi",),
@@ -412,7 +419,9 @@ def diagnose(inputs, outputs, s: Mapping, name: str, threads: int, log: logging.
     plots.plot_trace(energy, outputs.trace, name="U", title=name, dpi=dpi)
     plots.plot_rank(energy, outputs.rank, name="U", title=name, dpi=dpi)
     plots.rhat(table, outputs.rhat, rhat_max=c["rhat_max"], title=name, dpi=dpi)
-    plots.plot_energy_hist(energy, outputs.energy_hist, dpi=dpi)
+    # mean_loss is U over the point count (energy: sum) or U itself (energy: mean)
+    good_below = s["target"]["good_threshold"] / float(target(s, ds).mean_loss(1.0))
+    plots.plot_energy_hist(energy, outputs.energy_hist, title=name, good_below=good_below, dpi=dpi)
     for space in ("U", "raw parameters", "canonical parameters", "outputs on the data"):
         log.info("%s: %s %s", name, space, inv_summary[space])
     log.info("%s: pass=%s, U: %s", name, verdict["pass"], verdict["energy"])
