@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from scipy.stats import rankdata
 
 RHAT_LINE = 1.01
@@ -334,7 +335,19 @@ def plot_census_loss_index(table, path, title: str | None = None, dpi: int = 120
             edgecolor="k",
             label=f"{kind} ({int(sel.sum())})",
         )
-    ax.set_xlabel("Hessian index (negative eigenvalues, free coordinates)")
+    index = np.asarray(table["index"], dtype=float)
+    if len(index) and np.isfinite(index).any():
+        lo, hi = int(np.nanmin(index)), int(np.nanmax(index))
+        ax.set_xlim(lo - 0.5, hi + 0.5)
+        if hi - lo <= 20:
+            ax.set_xticks(range(lo, hi + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(
+        "Hessian index (negative eigenvalues, free coordinates);\n"
+        "points spread by up to ±0.12 around it so equal ones stay visible",
+        fontsize="small",
+    )
     ax.set_ylabel("mean per-point loss")
     head = f"{title}: " if title else ""
     ax.set_title(f"{head}census of {len(table)} critical points (area = basin share)")
