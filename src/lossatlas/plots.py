@@ -162,18 +162,30 @@ def plot_good_minima(
 # Diagnostics
 
 
+CHAINS_PER_PANEL = 8  # more lines than this in one panel cannot be told apart
+
+
 def plot_trace(energy, path, name: str = "U", title: str | None = None, dpi: int = 120) -> Path:
-    """Trace of a (chain, draw) quantity, one line per chain."""
+    """Trace of a (chain, draw) quantity: at most 8 chains per panel, each its own colour,
+    panels sharing the y axis, so every chain can be followed and compared."""
     e = np.asarray(energy, dtype=float)
-    fig = _figure(8, 3.2)
-    ax = fig.subplots()
-    alpha = max(0.15, min(0.9, 4.0 / e.shape[0]))
-    for c in range(e.shape[0]):
-        ax.plot(e[c], lw=0.6, alpha=alpha)
-    ax.set_xlabel("draw")
-    ax.set_ylabel(name)
+    n = e.shape[0]
+    groups = [range(a, min(a + CHAINS_PER_PANEL, n)) for a in range(0, n, CHAINS_PER_PANEL)]
+    rows, cols = _grid(len(groups), max_cols=2)
+    fig = _figure(8 if cols == 1 else 11, 2.6 * rows + 0.6)
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True).ravel()
+    for ax, chains in zip(axes, groups, strict=False):
+        for i, c in enumerate(chains):
+            ax.plot(e[c], lw=0.6, color=f"C{i}", alpha=0.85)
+        label = f"chain {chains[0]}" if len(chains) == 1 else f"chains {chains[0]}-{chains[-1]}"
+        ax.set_title(label, fontsize="small")
+        ax.set_ylabel(name)
+    for ax in axes[len(groups) :]:
+        ax.set_axis_off()
+    for ax in axes[-cols:]:
+        ax.set_xlabel("draw")
     head = f"{title}: " if title else ""
-    ax.set_title(f"{head}trace of {name} ({e.shape[0]} chains)")
+    fig.suptitle(f"{head}trace of {name} ({n} chains)")
     return _save(fig, path, dpi)
 
 
