@@ -279,12 +279,21 @@ def plot_energy_hist(
 
 
 def plot_kpca_3d(
-    embedding, colour, path, max_points: int = 20000, seed: int = 0, dpi: int = 120
+    embedding,
+    colour,
+    path,
+    max_points: int = 20000,
+    seed: int = 0,
+    fractions=None,
+    title: str | None = None,
+    dpi: int = 120,
 ) -> Path:
     """3-D scatter of the kernel-PCA coordinates coloured by U (2-D if fewer components).
 
     ``embedding`` is (chain, draw, k) or (n, k) and ``colour`` has the matching leading shape.
-    Above ``max_points`` a uniform subsample is drawn, only to keep the file readable.
+    ``fractions``: each component's share of the centred kernel's variance, shown on its axis
+    and summed in the title. Above ``max_points`` a uniform subsample is drawn, only to keep
+    the file readable.
     """
     emb = np.asarray(embedding, dtype=float)
     emb = emb.reshape(-1, emb.shape[-1])
@@ -297,15 +306,23 @@ def plot_kpca_3d(
     if k >= 3:
         ax = fig.add_subplot(projection="3d")
         sc = ax.scatter(emb[:, 0], emb[:, 1], emb[:, 2], c=col, s=2, cmap="viridis")
-        ax.set_zlabel("KPC3")
     else:
         ax = fig.add_subplot()
         y = emb[:, 1] if k == 2 else np.zeros(len(emb))
         sc = ax.scatter(emb[:, 0], y, c=col, s=2, cmap="viridis")
-    ax.set_xlabel("KPC1")
-    ax.set_ylabel("KPC2" if k >= 2 else "")
+    share = list(fractions or [])
+
+    def label(i: int) -> str:
+        return f"KPC{i + 1}" + (f" ({share[i]:.1%})" if i < len(share) else "")
+
+    ax.set_xlabel(label(0))
+    ax.set_ylabel(label(1) if k >= 2 else "")
+    if k >= 3:
+        ax.set_zlabel(label(2))
     fig.colorbar(sc, ax=ax, label="U", shrink=0.7, pad=0.12)
-    ax.set_title(f"Kernel PCA of {len(emb)} draws")
+    head = f"{title}: " if title else ""
+    kept = f"\nthe {min(k, 3)} components keep {sum(share[:3]):.1%} of the kernel variance"
+    ax.set_title(f"{head}kernel PCA of {len(emb)} draws" + (kept if share else ""))
     return _save(fig, path, dpi)
 
 

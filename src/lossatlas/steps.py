@@ -452,7 +452,13 @@ def reduce(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     result.save(outputs.reduction)
     Path(outputs.summary).write_text(json.dumps(result.summary, indent=2) + "\n")
     plots.plot_kpca_3d(
-        result.embedding, result.energy, outputs.kpca_3d, seed=s["seed"], dpi=s["figures"]["dpi"]
+        result.embedding,
+        result.energy,
+        outputs.kpca_3d,
+        seed=s["seed"],
+        fractions=result.summary["kpca"].get("component_fraction"),
+        title=name,
+        dpi=s["figures"]["dpi"],
     )
     log.info("%s: kernel PCA %s", name, json.dumps(result.summary["kpca"]))
     log.info("%s: good draws %s", name, json.dumps(result.summary["good"]))
