@@ -421,11 +421,12 @@ def plot_census_plane(plane, table, path, title: str | None = None, dpi: int = 1
     return _save(fig, path, dpi)
 
 
-def plot_compare(results: Mapping, path, dpi: int = 120) -> Path:
+def plot_compare(results: Mapping, path, reference: str = "reference", dpi: int = 120) -> Path:
     """One row per compared experiment: the reference's and the experiment's good draws on the
     reference's PCA plane, before and after mapping back. ``results`` maps name -> dict with
     ``projection`` (``reference``, ``before``, ``after`` (n, 2) arrays, or None) and ``rows``
-    (the two table rows, before and after)."""
+    (the two table rows, before and after); ``reference`` names the reference experiment.
+    Open markers, so neither cloud hides the other."""
     names = list(results) or ["(none)"]
     fig = _figure(9, 3.6 * len(names))
     axes = fig.subplots(len(names), 2, squeeze=False)
@@ -436,20 +437,19 @@ def plot_compare(results: Mapping, path, dpi: int = 120) -> Path:
         for ax, stage in zip(row, ("before", "after"), strict=True):
             r = stages.get(stage, {})
             if proj is None:
-                ax.text(
-                    0.5,
-                    0.5,
-                    r.get("status", "not compared"),
-                    ha="center",
-                    va="center",
-                    wrap=True,
-                    fontsize="small",
-                )
+                text = textwrap.fill(str(r.get("status", "not compared")), width=40)
+                ax.text(0.5, 0.5, text, ha="center", va="center", fontsize="small")
                 ax.set_axis_off()
                 ax.set_title(f"{name}: {stage} mapping back")
                 continue
-            ax.scatter(*proj["reference"].T, s=5, alpha=0.5, label="reference")
-            ax.scatter(*proj[stage].T, s=5, alpha=0.5, label=name)
+            for pts, who, colour, marker in (
+                (proj["reference"], f"{reference} (reference)", "C0", "o"),
+                (proj[stage], name, "C1", "^"),
+            ):
+                ax.scatter(
+                    *pts.T, s=9, marker=marker, facecolors="none", edgecolors=colour,
+                    linewidths=0.6, alpha=0.7, label=f"{who}, {len(pts)} good draws",
+                )  # fmt: skip
             ax.set_xlabel("reference PC1")
             ax.set_ylabel("reference PC2")
             ax.set_title(
@@ -458,5 +458,5 @@ def plot_compare(results: Mapping, path, dpi: int = 120) -> Path:
                 fontsize="small",
             )
             ax.legend(fontsize="x-small")
-    fig.suptitle("Good draws against the reference experiment's")
+    fig.suptitle(f"Good draws against those of the reference, {reference}")
     return _save(fig, path, dpi)

@@ -616,4 +616,4 @@ def compare(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
 
     pd.DataFrame(rows).to_csv(outputs.table, index=False)
     _write_json(outputs.json, full)
-    plots.plot_compare(figure, outputs.figure, dpi=s["figures"]["dpi"])
+    plots.plot_compare(figure, outputs.figure, reference=ref_name, dpi=s["figures"]["dpi"])
