@@ -412,11 +412,24 @@ def plot_census_plane(plane, table, path, title: str | None = None, dpi: int = 1
     ax.set_ylabel(f"PC2 ({r[1]:.1%} var.)" if len(r) > 1 else "PC2")
     ax.set_title(f"{head}census points on the good draws' PCA plane")
     if len(g):
-        # keep the good cloud in view; far critical points sit on the frame's edge
+        # frame the good cloud and the critical points near it (within its own extent again);
+        # farther ones would shrink the cloud to a dot, so they are counted instead
         lo, hi = g.min(axis=0), g.max(axis=0)
-        pad = 0.5 * (hi - lo) + 1e-9
+        span = hi - lo + 1e-9
+        near = np.all((pts >= lo - span) & (pts <= hi + span), axis=1) if len(pts) else []
+        if np.any(near):
+            lo = np.minimum(lo, pts[near].min(axis=0))
+            hi = np.maximum(hi, pts[near].max(axis=0))
+        pad = 0.05 * (hi - lo) + 1e-9
         ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
         ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
+        far = int(len(pts) - np.sum(near))
+        if far:
+            ax.text(
+                0.01, 0.01, f"{far} critical point{'s' * (far != 1)} beyond the frame",
+                transform=ax.transAxes,
+                fontsize="x-small", va="bottom",
+            )  # fmt: skip
     ax.legend(fontsize="small")
     return _save(fig, path, dpi)
 
