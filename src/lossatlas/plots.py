@@ -93,7 +93,8 @@ def plot_datasets(datasets: Mapping, path, titles: Mapping | None = None, dpi: i
         ax.legend(fontsize="small", loc="best")
     for ax in axes[len(names) :]:
         ax.set_axis_off()
-    fig.suptitle("Dataset per experiment")
+    if len(datasets) > 1:  # one panel's own title says it all, centred on its axes
+        fig.suptitle("Dataset per experiment")
     return _save(fig, path, dpi)
 
 
