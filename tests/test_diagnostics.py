@@ -139,3 +139,51 @@ def test_long_diagnose_logs_progress_with_eta(monkeypatch, caplog):
     # U, then 5 blocks of 8: a line after every block but the last
     assert [ln.split()[0] for ln in lines] == ["1/41", "9/41", "17/41", "25/41", "33/41"], lines
     assert all("ETA" in ln for ln in lines) and len(table) == 41
+
+
+def _group(max_r_hat, ess=1000.0, name="w[0]"):
+    ok = max_r_hat < 1.01 and ess > 400
+    return {
+        "n": 10,
+        "max_r_hat": max_r_hat,
+        "max_r_hat_name": name,
+        "min_ess_bulk": ess,
+        "min_ess_tail": ess,
+        "n_nonfinite": 0,
+        "n_fail": 0 if ok else 1,
+        "pass": ok,
+    }
+
+
+def _invariant(u=1.001, outputs=1.002, canonical=1.003, raw=1.004):
+    return {
+        "thresholds": {"r_hat_max": 1.01, "ess_min": 400},
+        "U": _group(u, name="U"),
+        "outputs on the data": _group(outputs, name="p[0, 0]"),
+        "canonical parameters": _group(canonical),
+        "raw parameters": _group(raw),
+    }
+
+
+def test_headline_verdict_is_about_what_the_data_identify():
+    """Chains in different symmetric copies: raw R-hat 1.02 fails, the identifiable spaces
+    pass, so the run is converged and says why the raw parameters do not mix."""
+    summary = {"energy": _group(1.001, name="U"), "params": _group(1.02), "pass": False}
+    v = dg.identifiable_verdict(summary, _invariant(raw=1.02))
+    assert v["pass"] is True and v["pass_raw_parameters"] is False
+    assert v["reading"].startswith("converged in what the data identify")
+    assert "raw: R-hat 1.02 (w[0])" in v["reading"] and "symmetric copies" in v["reading"]
+    assert set(v["identifiable"]) == {"U", "outputs on the data", "canonical parameters"}
+
+
+def test_headline_verdict_names_what_did_not_mix():
+    summary = {"energy": _group(1.001, name="U"), "params": _group(1.001), "pass": True}
+    v = dg.identifiable_verdict(summary, _invariant(outputs=1.2))
+    assert v["pass"] is False and v["pass_raw_parameters"] is True
+    assert v["reading"].startswith("not converged: outputs on the data: R-hat 1.2 (p[0, 0])")
+    low_ess = _invariant()
+    low_ess["U"] = _group(1.001, ess=120.0, name="U")
+    v = dg.identifiable_verdict(summary, low_ess)
+    assert not v["pass"] and "U: ess bulk 120.0, ess tail 120.0" in v["reading"]
+    all_ok = dg.identifiable_verdict(summary, _invariant())
+    assert all_ok["pass"] and all_ok["reading"].startswith("converged: U, the outputs")

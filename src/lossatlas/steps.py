@@ -408,6 +408,7 @@ def diagnose(inputs, outputs, s: Mapping, name: str, threads: int, log: logging.
         )
     inv.to_csv(outputs.invariant, index=False)
     Path(outputs.invariant_summary).write_text(json.dumps(inv_summary, indent=2) + "\n")
+    verdict = diagnostics.identifiable_verdict(verdict, inv_summary)
     written = diagnostics.write(Path(outputs.summary).parent, table, norm, verdict)
     for key in ("summary", "normality", "convergence"):
         if Path(written[key]) != Path(getattr(outputs, key)):
@@ -424,7 +425,7 @@ def diagnose(inputs, outputs, s: Mapping, name: str, threads: int, log: logging.
     plots.plot_energy_hist(energy, outputs.energy_hist, title=name, good_below=good_below, dpi=dpi)
     for space in ("U", "raw parameters", "canonical parameters", "outputs on the data"):
         log.info("%s: %s %s", name, space, inv_summary[space])
-    log.info("%s: pass=%s, U: %s", name, verdict["pass"], verdict["energy"])
+    log.info("%s: %s", name, verdict["reading"])
 
 
 def reduce(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:

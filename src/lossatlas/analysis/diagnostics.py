@@ -382,6 +382,58 @@ def verdict(
     return out
 
 
+# What the data identify: the loss, the network's function on the data, and the parameters up
+# to the network's symmetries. Raw parameters are not: a hidden-unit permutation or a sign flip
+# gives another point with the same loss, so chains in different copies never "mix" in them.
+IDENTIFIABLE = ("U", "outputs on the data", "canonical parameters")
+
+
+def _shortfall(name: str, g: dict, rhat_max: float, ess_min: float) -> str:
+    parts = []
+    if g.get("max_r_hat") is None or g["max_r_hat"] >= rhat_max:
+        parts.append(f"R-hat {g.get('max_r_hat')} ({g.get('max_r_hat_name')})")
+    for key in ("min_ess_bulk", "min_ess_tail"):
+        if g.get(key) is None or g[key] <= ess_min:
+            parts.append(f"{key.removeprefix('min_').replace('_', ' ')} {g.get(key)}")
+    return f"{name}: {', '.join(parts) or 'non-finite values'}"
+
+
+def identifiable_verdict(summary: dict, invariant: dict) -> dict:
+    """``summary`` (:func:`verdict` of U and the raw parameters) with the headline ``pass``
+    about what the data identify (:data:`IDENTIFIABLE`, from :func:`landscape.
+    invariant_diagnostics`'s summary), the raw parameters kept beside it as
+    ``pass_raw_parameters``, and ``reading``: one sentence that says which, and why."""
+    th = invariant["thresholds"]
+    rhat_max, ess_min = th["r_hat_max"], th["ess_min"]
+    spaces = {name: invariant[name] for name in IDENTIFIABLE}
+    ok = all(g["pass"] for g in spaces.values())
+    raw_ok = bool(summary["params"]["pass"])
+    if ok and raw_ok:
+        reading = "converged: U, the outputs on the data and the parameters all mix"
+    elif ok:
+        raw = _shortfall("raw", summary["params"], rhat_max, ess_min)
+        reading = (
+            "converged in what the data identify (U, the outputs on the data, canonical "
+            f"parameters); raw parameters do not mix ({raw}) because chains sit in different "
+            "symmetric copies of the network (hidden units permuted or sign-flipped), which "
+            "have the same loss and outputs"
+        )
+    else:
+        failing = [_shortfall(k, g, rhat_max, ess_min) for k, g in spaces.items() if not g["pass"]]
+        reading = f"not converged: {'; '.join(failing)}; run longer chains (sampler.draws, thin)"
+    return {
+        **summary,
+        "pass": ok,
+        "pass_raw_parameters": raw_ok,
+        "identifiable": spaces,
+        "reading": reading,
+        "primary_criteria": (
+            "r_hat and ess (bulk, tail) of U, the outputs on the data and the canonical "
+            "parameters; raw parameters are reported beside them; gaussianity is informative only"
+        ),
+    }
+
+
 def write(out_dir, table: pd.DataFrame, norm: pd.DataFrame, summary: dict) -> dict:
     """Write summary.csv, normality.csv and convergence.json into ``out_dir``; return paths."""
     out = Path(out_dir)
