@@ -70,3 +70,38 @@ def test_summary_of_a_store(sampled, capsys):
     assert cli.main(["summary", path]) == 0
     out = capsys.readouterr().out
     assert "2 chains x 20 draws x 18 parameters" in out and "R-hat" in out
+
+
+def test_open_samples_is_lazy_in_the_batch_files_chunks(sampled):
+    cfg, _ = sampled
+    path = f"{cfg['results']}/rotate-90/samples.h5"
+    post = lossatlas.open_samples(path)
+    theta = post["theta"]
+    # one chain per batch, draws in chunks of the checkpoint block, all 18 parameters
+    assert theta.chunks == ((1, 1), (10, 10), (18,))
+    with lossatlas.sample(cfg, "rotate-90", workers=1) as store:
+        np.testing.assert_array_equal(theta.values, store.theta[()])
+
+
+def test_the_store_follows_inference_data_conventions(sampled):
+    """observed_data (labels) and constant_data (inputs) groups, provenance attributes, and
+    lp = -beta * U beside U."""
+    import arviz_base
+    import h5py
+    import xarray as xr
+
+    cfg, _ = sampled
+    path = f"{cfg['results']}/rotate-90/samples.h5"
+    tree = xr.open_datatree(path, engine="h5netcdf")
+    assert {"posterior", "sample_stats", "observed_data", "constant_data"} <= set(tree.children)
+    data = np.load(f"{cfg['results']}/rotate-90/dataset.npz")
+    np.testing.assert_array_equal(tree["observed_data"]["y"].values, data["y"])
+    np.testing.assert_array_equal(tree["constant_data"]["X"].values, data["X"])
+    stats = tree["sample_stats"]
+    np.testing.assert_array_equal(stats["lp"].values, -1.0 * stats["energy"].values)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["inference_library"] == "lossatlas"
+        assert f.attrs["inference_library_version"] == lossatlas.__version__
+        assert f.attrs["created_at"].endswith("+00:00")
+    dt = arviz_base.convert_to_datatree(tree)
+    assert dt["observed_data"]["y"].shape == (10,)

@@ -6,12 +6,12 @@ Dask cluster and returns its store (:mod:`lossatlas.api`); the workflow runs the
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_config", "sample"]
+__all__ = ["__version__", "load_config", "open_samples", "sample"]
 
 
 def __getattr__(name):
     # lazily, so `import lossatlas.<module>` in a job does not import Dask and the samplers
-    if name in ("sample", "load_config"):
+    if name in ("sample", "load_config", "open_samples"):
         from lossatlas import api
 
         return getattr(api, name)

@@ -20,7 +20,7 @@ from lossatlas import config as lacfg
 from lossatlas import steps
 from lossatlas.storage.store import SampleStore
 
-__all__ = ["load_config", "sample"]
+__all__ = ["load_config", "open_samples", "sample"]
 
 
 def load_config(config: str | os.PathLike | Mapping | None = None) -> dict:
@@ -64,3 +64,14 @@ def sample(
     s, run = steps.settings("sample", cfg), steps.runtime("sample", cfg)
     steps.sample(dataset, samples, s, run, exp, threads, log)
     return SampleStore(samples)
+
+
+def open_samples(path: str | os.PathLike, group: str = "posterior"):
+    """One group of a ``samples.h5`` as an xarray Dataset backed by dask, chunked like the
+    batch files (a virtual dataset reports no chunks, so ``chunks={}`` would read the whole
+    array as one piece): a large store opens lazily and reads whole chunks."""
+    import xarray as xr
+
+    with SampleStore(path) as store:  # also checks the batch files behind it
+        chunks = store.batch_chunks
+    return xr.open_dataset(path, group=group, engine="h5netcdf", chunks=chunks)

@@ -10,6 +10,7 @@ where the checkpoint left off and produces the same numbers as an uninterrupted 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import errno
 import logging
 import math
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+import lossatlas
 from lossatlas import lifecycle, model, sampling
 from lossatlas.data import Dataset
 from lossatlas.model.layout import ParamLayout
@@ -571,12 +573,25 @@ def _run_experiment(
             + " (not retried: a retry would fail the same way)"
         )
 
+    data = specs[0]["dataset"]
     out = store.build(
         [spec["path"] for spec in specs],
         out_dir / "samples.h5",
         param_names,
         n_draws=s["draws"],
-        attrs={"experiment": experiment.name},
+        attrs={
+            "experiment": experiment.name,
+            # InferenceData's provenance attributes
+            "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "inference_library": "lossatlas",
+            "inference_library_version": lossatlas.__version__,
+            "sampler": s["kind"],
+        },
+        beta=specs[0]["target"]["beta"],
+        groups={
+            "observed_data": {"y": (("point",), data["y"])},
+            "constant_data": {"X": (("point", "feature"), data["X"])},
+        },
     )
     resumed = sum(x["draws_resumed"] * x["n_chains"] for x in summaries)
     computed = sum(x["draws_computed"] * x["n_chains"] for x in summaries)

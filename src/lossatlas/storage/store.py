@@ -667,9 +667,16 @@ def build(
     param_names: Sequence[str],
     n_draws: int | None = None,
     attrs: Mapping[str, Any] | None = None,
+    beta: float | None = None,
+    groups: Mapping[str, Mapping[str, tuple[tuple[str, ...], np.ndarray]]] | None = None,
 ) -> Path:
     """Write ``samples.h5``: virtual datasets over the batch files, in batch order, after
     verifying every draw shown (raises :class:`Damaged` naming the first damaged file).
+
+    ArviZ's InferenceData conventions: ``beta`` adds ``sample_stats/lp`` = -beta * energy (the
+    unnormalised log density, a real dataset: one number per draw); ``groups`` adds groups of
+    real datasets, name -> variable -> (dims, array), e.g. ``observed_data`` and
+    ``constant_data``, each dimension a scale of its group.
 
     ``posterior/theta (chain, draw, param)`` and ``sample_stats/<name> (chain, draw)`` with
     dimension scales ``chain``, ``draw``, ``param`` (names as strings) in each group, so xarray
@@ -747,8 +754,26 @@ def build(
             ds = ss.create_virtual_dataset(k, stat_l[k], fillvalue=fill(stat_l[k].dtype))
             ds.dims[0].attach_scale(chain)
             ds.dims[1].attach_scale(draw)
+        if beta is not None and "energy" in stat_names:
+            lp = ss.create_dataset("lp", data=-float(beta) * ss["energy"][()])
+            lp.dims[0].attach_scale(chain)
+            lp.dims[1].attach_scale(draw)
+        for group_name, variables in (groups or {}).items():
+            _real_group(f.create_group(group_name), variables)
     os.replace(tmp, out_path)
     return out_path
+
+
+def _real_group(g: h5py.Group, variables: Mapping[str, tuple[tuple[str, ...], np.ndarray]]):
+    scales = {}
+    for dims, data in variables.values():
+        for dim, size in zip(dims, np.shape(data), strict=True):
+            if dim not in scales:
+                scales[dim] = _scale(g, dim, np.arange(size, dtype=np.int64))
+    for name, (dims, data) in variables.items():
+        ds = g.create_dataset(name, data=np.asarray(data))
+        for i, dim in enumerate(dims):
+            ds.dims[i].attach_scale(scales[dim])
 
 
 # --------------------------------------------------------------------------- reader
@@ -797,6 +822,14 @@ class SampleStore:
             except Damaged as e:
                 self.close()
                 raise Damaged(e.path, f"{e.what}; {REPAIR_HINT}") from None
+
+    @property
+    def batch_chunks(self) -> dict[str, int]:
+        """The batch files' chunking of ``theta`` by dimension: dask chunks that read whole
+        chunks (the virtual dataset itself reports none)."""
+        with h5py.File(self.sources()[0], "r") as f:
+            chunks = f["posterior/theta"].chunks
+        return dict(zip(("chain", "draw", "param"), chunks, strict=True))
 
     @property
     def stat_names(self) -> list[str]:
