@@ -184,6 +184,6 @@ def test_headline_verdict_names_what_did_not_mix():
     low_ess = _invariant()
     low_ess["U"] = _group(1.001, ess=120.0, name="U")
     v = dg.identifiable_verdict(summary, low_ess)
-    assert not v["pass"] and "U: ess bulk 120.0, ess tail 120.0" in v["reading"]
+    assert not v["pass"] and "U: ess bulk 120, ess tail 120" in v["reading"]
     all_ok = dg.identifiable_verdict(summary, _invariant())
     assert all_ok["pass"] and all_ok["reading"].startswith("converged: U, the outputs")

@@ -389,12 +389,15 @@ IDENTIFIABLE = ("U", "outputs on the data", "canonical parameters")
 
 
 def _shortfall(name: str, g: dict, rhat_max: float, ess_min: float) -> str:
+    def fmt(v) -> str:
+        return "non-finite" if v is None else f"{v:.4g}"
+
     parts = []
     if g.get("max_r_hat") is None or g["max_r_hat"] >= rhat_max:
-        parts.append(f"R-hat {g.get('max_r_hat')} ({g.get('max_r_hat_name')})")
+        parts.append(f"R-hat {fmt(g.get('max_r_hat'))} ({g.get('max_r_hat_name')})")
     for key in ("min_ess_bulk", "min_ess_tail"):
         if g.get(key) is None or g[key] <= ess_min:
-            parts.append(f"{key.removeprefix('min_').replace('_', ' ')} {g.get(key)}")
+            parts.append(f"{key.removeprefix('min_').replace('_', ' ')} {fmt(g.get(key))}")
     return f"{name}: {', '.join(parts) or 'non-finite values'}"
 
 
