@@ -45,7 +45,7 @@ def _validate(args) -> int:
     print(f"  draws: {draws} per experiment, about {est.disk / 2**20:.1f} MiB on disk in all")
     print(
         f"  memory: about {est.worker_memory / 2**20:.0f} MiB per sampling worker "
-        f"({', '.join(f'{k} {v / 2**20:.0f}' for k, v in est.memory_parts.items())}), "
+        f"({', '.join(f'{k} {v / 2**20:.1f}' for k, v in est.memory_parts.items())} MiB), "
         f"{est.workers} workers"
     )
     print(f"  results: {cfg['results']}/")
