@@ -242,7 +242,6 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, tmp_path):
                         ("rhat", "png"),
                         ("invariant", "csv"),
                         ("invariant_summary", "json"),
-                        ("energy_hist", "png"),
                     )
                 }
             ),
@@ -257,6 +256,7 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, tmp_path):
                 reduction=out / "reduction.h5",
                 summary=out / "reduce.json",
                 kpca_3d=out / "kpca.png",
+                energy_hist=out / "energy_hist.png",
             ),
             s,
             name,

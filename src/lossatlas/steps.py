@@ -29,15 +29,16 @@ _NETWORK = ("model", "target.box", "target.beta", "target.energy")
 READS: dict[str, tuple[str, ...]] = {
     "dataset": ("dataset",),
     "sample": ("seed", *_NETWORK, "sampler"),
-    "diagnose": (
-        "diagnose",
-        *_NETWORK,
+    "diagnose": ("diagnose", *_NETWORK, "reduce.draw_block", "reduce.max_block_mb", "figures.dpi"),
+    "reduce": (
+        "seed",
+        "coordinates",
+        "model",
+        "reduce",
         "target.good_threshold",
-        "reduce.draw_block",
-        "reduce.max_block_mb",
+        "target.energy",
         "figures.dpi",
     ),
-    "reduce": ("seed", "coordinates", "model", "reduce", "target.good_threshold", "figures.dpi"),
     "figures": ("experiments", "target.good_threshold", "figures.dpi"),
     "dataset_figure": ("figures.dpi",),
     "dimension": (
@@ -420,26 +421,24 @@ def diagnose(inputs, outputs, s: Mapping, name: str, threads: int, log: logging.
     plots.plot_trace(energy, outputs.trace, name="U", title=name, dpi=dpi)
     plots.plot_rank(energy, outputs.rank, name="U", title=name, dpi=dpi)
     plots.rhat(table, outputs.rhat, rhat_max=c["rhat_max"], title=name, dpi=dpi)
-    # mean_loss is U over the point count (energy: sum) or U itself (energy: mean)
-    good_below = s["target"]["good_threshold"] / float(target(s, ds).mean_loss(1.0))
-    plots.plot_energy_hist(energy, outputs.energy_hist, title=name, good_below=good_below, dpi=dpi)
     for space in ("U", "raw parameters", "canonical parameters", "outputs on the data"):
         log.info("%s: %s %s", name, space, inv_summary[space])
     log.info("%s: %s", name, verdict["reading"])
 
 
 def reduce(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
-    """Kernel PCA of all draws, linear PCA of the good ones (in the analysis coordinates), and
-    the 3-D kernel-PCA figure."""
+    """Kernel PCA of all draws, linear PCA of the good ones (in the analysis coordinates), the
+    3-D kernel-PCA figure and the energy histogram with the good cut."""
     from lossatlas import plots
     from lossatlas.analysis import reduce as rd
     from lossatlas.data import Dataset
     from lossatlas.storage import streaming
     from lossatlas.storage.store import SampleStore
 
+    ds = Dataset.load(inputs.dataset)
     with SampleStore(inputs.samples) as store:
         # theta is streamed by draw blocks; energy and mean loss are (chain, draw), small.
-        transform = coordinates(s, Dataset.load(inputs.dataset))
+        transform = coordinates(s, ds)
         # canonical coordinates are computed one block of draws at a time as reduce reads them
         theta = (
             store.theta
@@ -459,6 +458,15 @@ def reduce(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
         seed=s["seed"],
         fractions=result.summary["kpca"].get("component_fraction"),
         title=name,
+        dpi=s["figures"]["dpi"],
+    )
+    # the good cut in U: mean loss times the point count (energy: sum), or U itself (mean)
+    points = len(ds.y) if s["target"]["energy"] == "sum" else 1
+    plots.plot_energy_hist(
+        result.energy,
+        outputs.energy_hist,
+        title=name,
+        good_below=s["target"]["good_threshold"] * points,
         dpi=s["figures"]["dpi"],
     )
     log.info("%s: kernel PCA %s", name, json.dumps(result.summary["kpca"]))

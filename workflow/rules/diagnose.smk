@@ -60,13 +60,6 @@ rule diagnose:
             subcategory="2 convergence",
             labels={"experiment": "{exp}", "item": "raw vs canonical vs invariant"},
         ),
-        energy_hist=report(
-            f"{RESULTS}/{{exp}}/diagnostics/energy_hist.png",
-            caption="../report/energy_hist.rst",
-            category="{exp}",
-            subcategory="3 energy",
-            labels={"experiment": "{exp}", "item": "energy histogram"},
-        ),
     log:
         "logs/{exp}/diagnose.log",
     benchmark:

@@ -19,6 +19,15 @@ rule reduce:
             subcategory="4 reductions",
             labels={"experiment": "{exp}", "item": "kernel PCA, 3-D"},
         ),
+        # here, not in diagnose: it marks the good cut, and a new threshold must not redo the
+        # convergence diagnostics
+        energy_hist=report(
+            f"{RESULTS}/{{exp}}/diagnostics/energy_hist.png",
+            caption="../report/energy_hist.rst",
+            category="{exp}",
+            subcategory="3 energy",
+            labels={"experiment": "{exp}", "item": "energy histogram"},
+        ),
     log:
         "logs/{exp}/reduce.log",
     benchmark:
