@@ -152,7 +152,7 @@ def test_damaged_checkpoint_resumes_from_the_previous_one(tmp_path, reference, c
         row = ck["log_step_size"][0].nbytes
     scribble(spec["path"], offset + active * row, 8)
     summary, _ = rerun(spec, caplog)
-    assert f"checkpoint slot {active} does not match its checksum" in caplog.text
+    assert f"checkpoint slot {active} (the active one) does not match its checksum" in caplog.text
     assert "resuming from its last verified checkpoint (10 draws)" in caplog.text
     assert summary["draws_resumed"] == 10
     assert contents(spec["path"]) == reference
@@ -245,3 +245,20 @@ def test_verify_reports_a_killed_writers_file_as_interrupted(tmp_path):
     (check,) = maintenance.verify(tmp_path)
     assert (check.path, check.status) == (Path(spec["path"]), "interrupted")
     assert integrity.check_superblock(spec["path"]) != 0  # verify changed nothing
+
+
+def test_a_torn_inactive_slot_is_a_normal_kill_not_damage(tmp_path, reference, caplog):
+    """A writer killed inside checkpoint() leaves the slot it was writing torn; the active one
+    still verifies, so the file is recovered, not moved aside."""
+    spec = killed_batch(tmp_path)
+    with h5py.File(spec["path"], "r", swmr=True) as f:
+        ck = f["checkpoint"]
+        inactive = 1 - int(ck["active"][()])
+        offset = ck["log_step_size"].id.get_offset()
+        row = ck["log_step_size"][0].nbytes
+    scribble(spec["path"], offset + inactive * row, 8)
+    summary, _ = rerun(spec, caplog)
+    assert "unclean shutdown" in caplog.text and "is damaged" not in caplog.text
+    assert summary["draws_resumed"] == 20
+    assert not list(tmp_path.glob("chains/*.damaged"))
+    assert contents(spec["path"]) == reference

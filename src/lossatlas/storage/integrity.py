@@ -253,7 +253,13 @@ def audit(f: h5py.File, upto: int | None = None) -> Audit:
     except Exception as e:  # damaged metadata: HDF5 raises OSError, KeyError, ValueError...
         return Audit(None, 0, -1, f"unreadable structure ({type(e).__name__}: {e})")
     need = max(slots.values(), default=0) if upto is None else upto
-    damage = f"checkpoint slot {bad_slots[0]} does not match its checksum" if bad_slots else None
+    # The inactive slot is the one a checkpoint writes before it flips `active`: a writer killed
+    # mid-checkpoint leaves it torn, which is normal. Only the active slot failing is damage.
+    damage = (
+        f"checkpoint slot {active} (the active one) does not match its checksum"
+        if active in bad_slots
+        else None
+    )
     verified, start = 0, 0
     for end, digest in zip(ends, sums, strict=True):
         end = int(end)
