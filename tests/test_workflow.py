@@ -170,7 +170,9 @@ def test_small_run_writes_every_output(small_run):
         # 1200 draws > max_exact = 1000: the kernel must have been approximated, and say so.
         assert "nystroem" in json.dumps(summary["kpca"]).lower()
         log = (wd / "logs" / name / "sample.log").read_text()
-        assert "Dask dashboard" in log and "draws/s" in log and "ETA" in log
+        # progress lines (with an ETA) only when a checkpoint moved between two reports; the
+        # final line always gives the rate
+        assert "Dask dashboard" in log and "draws/s (" in log
     for fig in ("fig1_datasets.png", "fig2_good_minima.png"):
         assert (wd / "results" / "figures" / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # "a couple of minutes" on 2 cores, with margin for a loaded machine

@@ -596,10 +596,11 @@ def _run_experiment(
     resumed = sum(x["draws_resumed"] * x["n_chains"] for x in summaries)
     computed = sum(x["draws_computed"] * x["n_chains"] for x in summaries)
     log.info(
-        "%s: %d draws in %.1fs (%d resumed from checkpoints, %d computed); wrote %s",
+        "%s: %d draws in %.1fs, %.1f draws/s (%d resumed from checkpoints, %d computed); wrote %s",
         experiment.name,
         draws_total,
         seconds,
+        computed / max(seconds, 1e-9),
         resumed,
         computed,
         out,
