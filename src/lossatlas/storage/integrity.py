@@ -72,18 +72,13 @@ def lookup3(data: bytes, initval: int = 0) -> int:
     while len(words) > 12:
         x, y, z = struct.unpack_from("<3I", words)
         a, b, c = (a + x) & m, (b + y) & m, (c + z) & m
-        a = (a - c) & m ^ _rot(c, 4)
-        c = (c + b) & m
-        b = (b - a) & m ^ _rot(a, 6)
-        a = (a + c) & m
-        c = (c - b) & m ^ _rot(b, 8)
-        b = (b + a) & m
-        a = (a - c) & m ^ _rot(c, 16)
-        c = (c + b) & m
-        b = (b - a) & m ^ _rot(a, 19)
-        a = (a + c) & m
-        c = (c - b) & m ^ _rot(b, 4)
-        b = (b + a) & m
+        for ra, rb, rc in ((4, 6, 8), (16, 19, 4)):  # lookup3's mix(): twice the same round
+            a = (a - c) & m ^ _rot(c, ra)
+            c = (c + b) & m
+            b = (b - a) & m ^ _rot(a, rb)
+            a = (a + c) & m
+            c = (c - b) & m ^ _rot(b, rc)
+            b = (b + a) & m
         words = words[12:]
     if not words:
         return c
