@@ -1,6 +1,6 @@
 """Peak memory and wall time of every job of a finished run, one row per job.
 
-Reads, under a run's working directory, each ``logs/**/<rule>.benchmark.tsv`` (Snakemake's
+Reads, under a run's results folder, each ``logs/**/<rule>.benchmark.tsv`` (Snakemake's
 ``benchmark:``: wall seconds, ``max_rss`` and ``max_pss`` of the job's process tree, sampled
 once a second for 30 s and every 30 s after) and the last ``peak RSS:`` line of the matching
 ``<rule>.log`` (the tree's RSS sampled every 0.25 s by the job itself, and the job process's
@@ -8,7 +8,7 @@ kernel-recorded peak). The job's peak is the larger of the two tree RSS figures:
 counts pages that forked workers share with their parent once per process, so it is an upper
 bound; PSS splits shared pages between their processes and is the tree's actual footprint.
 
-    python benchmarks/rule_memory.py [WORKDIR] [--limit-mb 2048] [--csv out.csv]
+    python benchmarks/rule_memory.py [RESULTS] [--limit-mb 2048] [--csv out.csv]
 
 Exits with 1 when a job's peak is above ``--limit-mb``.
 """
@@ -24,11 +24,12 @@ from pathlib import Path
 PEAK = re.compile(r"peak RSS: (\d+) MB process tree .*?, (\d+) MB job process")
 
 
-def rows(workdir: Path) -> list[dict]:
+def rows(results: Path) -> list[dict]:
     out = []
-    for bench in sorted((workdir / "logs").rglob("*.benchmark.tsv")):
+    logs = results / "logs"
+    for bench in sorted(logs.rglob("*.benchmark.tsv")):
         rule = bench.name.removesuffix(".benchmark.tsv")
-        rel = bench.parent.relative_to(workdir / "logs")
+        rel = bench.parent.relative_to(logs)
         with bench.open() as f:
             record = list(csv.DictReader(f, delimiter="\t"))[-1]
         tree = own = float("nan")
@@ -58,13 +59,13 @@ def rows(workdir: Path) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("workdir", nargs="?", default=".", type=Path)
+    ap.add_argument("results", nargs="?", default="results", type=Path)
     ap.add_argument("--limit-mb", type=float, default=2048)
     ap.add_argument("--csv", type=Path, help="also write the table here")
     args = ap.parse_args(argv)
-    table = rows(args.workdir)
+    table = rows(args.results)
     if not table:
-        print(f"no logs/**/*.benchmark.tsv under {args.workdir}", file=sys.stderr)
+        print(f"no logs/**/*.benchmark.tsv under {args.results}", file=sys.stderr)
         return 2
     print(
         "| rule | experiment | wall (s) | peak RSS, tree sum (MB) | Snakemake max_rss "

@@ -221,7 +221,7 @@ def wait_for_draws(wd: Path, proc: subprocess.Popen, timeout: float = 300) -> li
 
 def resume_counts(wd: Path) -> list[tuple[int, int, int]]:
     """(resumed, computed, total) draws of every sample run logged so far, in order."""
-    text = "".join(p.read_text() for p in sorted((wd / "logs").rglob("sample.log*")))
+    text = "".join(p.read_text() for p in sorted((wd / "results" / "logs").rglob("sample.log*")))
     found = re.findall(r"resume summary: resumed=(\d+) computed=(\d+) total=(\d+)", text)
     return [tuple(int(x) for x in m) for m in found]
 
@@ -297,7 +297,7 @@ def stopped(p: psutil.Process) -> bool:
 
 
 def sample_log(wd: Path) -> str:
-    path = wd / "logs" / RESUME_EXP / "sample.log"
+    path = wd / "results" / "logs" / RESUME_EXP / "sample.log"
     return path.read_text() if path.exists() else ""
 
 
@@ -460,5 +460,5 @@ def test_profile_run_without_accounting_matches_local_run(slurm, tmp_path, small
         assert any("rule_sample_wildcards_rotate-0 RUNNING" in line for line in seen), seen
         assert read_samples(wd / SMALL_TARGET) == small_reference
         assert list((wd / "logs" / "slurm" / "rule_sample").rglob("*.log"))
-        log = (wd / "logs" / "rotate-0" / "sample.log").read_text()
+        log = (wd / "results" / "logs" / "rotate-0" / "sample.log").read_text()
         assert "Dask: local cluster of 2 worker processes" in log

@@ -112,6 +112,33 @@ def test_dry_run_default_config(tmp_path):
     assert not (wd / "results").exists() and not (wd / "logs").exists()
 
 
+def test_another_config_file_cannot_overwrite_a_run(tmp_path):
+    """The first run that executes a job records its config file in results/; a run of another
+    file into that folder is refused before any job, naming a folder of its own, while a rerun
+    of the same file with a changed value goes ahead."""
+    wd = make_workdir(tmp_path, SMALL)
+    first = next(iter(lacfg.experiments(lacfg.validate(yaml.safe_load(SMALL.read_text())))))
+    proc = run_snakemake(wd, "-c1", f"results/{first}/dataset.npz")
+    assert proc.returncode == 0, output_of(proc)
+    record = json.loads((wd / "results" / "configfiles.json").read_text())
+    assert record == {"configfiles": ["config/config.yaml"]}
+    (wd / "mine.yaml").write_text("seed: 7\n")
+    before = {p: p.stat().st_mtime_ns for p in (wd / "results").rglob("*")}
+    refused = run_snakemake(wd, "-c1", "--configfile", "mine.yaml")
+    assert refused.returncode != 0
+    assert (
+        "results: results/ holds the results of config/config.yaml; this run of mine.yaml, "
+        "config/config.yaml would overwrite them" in output_of(refused)
+    )
+    assert "--config results=results-mine" in output_of(refused)
+    assert {p: p.stat().st_mtime_ns for p in (wd / "results").rglob("*")} == before
+    assert not (wd / "results-mine").exists()
+    ok = run_snakemake(wd, "-n", "--configfile", "mine.yaml", "--config", "results=results-mine")
+    assert ok.returncode == 0, output_of(ok)
+    again = run_snakemake(wd, "-n", "--config", "seed=7")
+    assert again.returncode == 0, output_of(again)
+
+
 @pytest.mark.parametrize("config", sorted(TEST_CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_dry_run_test_configs(tmp_path, config):
     wd = make_workdir(tmp_path, config)
@@ -169,7 +196,7 @@ def test_small_run_writes_every_output(small_run):
         assert summary["n_chains"] * summary["n_draws"] == 4 * 300
         # 1200 draws > max_exact = 1000: the kernel must have been approximated, and say so.
         assert "nystroem" in json.dumps(summary["kpca"]).lower()
-        log = (wd / "logs" / name / "sample.log").read_text()
+        log = (wd / "results" / "logs" / name / "sample.log").read_text()
         # progress lines (with an ETA) only when a checkpoint moved between two reports; the
         # final line always gives the rate
         assert "Dask dashboard" in log and "draws/s (" in log
@@ -189,7 +216,7 @@ def test_small_run_records_every_jobs_peak_memory(small_run):
     )
     rule_memory = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rule_memory)
-    table = rule_memory.rows(wd)
+    table = rule_memory.rows(wd / "results")
     jobs = {(r["rule"], r["experiment"]) for r in table}
     names = list(lacfg.experiments(lacfg.validate(yaml.safe_load(SMALL.read_text()))))
     for name in names:
@@ -200,8 +227,8 @@ def test_small_run_records_every_jobs_peak_memory(small_run):
         # every job logged its own peak, and a Python job with numpy loaded is tens of MB
         assert 30 < r["tree_peak_mb"] < 2048 and r["process_peak_mb"] > 30, r
         assert r["peak_mb"] >= r["tree_peak_mb"], r
-    assert rule_memory.main([str(wd), "--limit-mb", "2048"]) == 0
-    assert rule_memory.main([str(wd), "--limit-mb", "1"]) == 1
+    assert rule_memory.main([str(wd / "results"), "--limit-mb", "2048"]) == 0
+    assert rule_memory.main([str(wd / "results"), "--limit-mb", "1"]) == 1
 
 
 @pytest.mark.slow
@@ -318,7 +345,7 @@ def start(wd: Path) -> subprocess.Popen:
 
 
 def resume_counts(wd: Path) -> tuple[int, int, int]:
-    log = (wd / "logs" / RESUME_EXP / "sample.log").read_text()
+    log = (wd / "results" / "logs" / RESUME_EXP / "sample.log").read_text()
     m = re.findall(r"resume summary: resumed=(\d+) computed=(\d+) total=(\d+)", log)
     assert m, log
     return tuple(int(x) for x in m[-1])
@@ -366,7 +393,7 @@ def test_interrupted_snakemake_then_rerun_is_bit_identical(tmp_path, resume_refe
     resumed, computed, total = resume_counts(wd)
     assert read_samples(wd / RESUME_TARGET) == resume_reference
     if "+" in how:  # named in the job's log, moved aside, only that batch redone
-        log = (wd / "logs" / RESUME_EXP / "sample.log").read_text()
+        log = (wd / "results" / "logs" / RESUME_EXP / "sample.log").read_text()
         assert f"{damaged.relative_to(wd)} is damaged: " in log
         assert "batch-0001.h5.damaged" in log and "batch 0001 (worker pid" in log
         assert (damaged.parent / "batch-0001.h5.damaged").exists()

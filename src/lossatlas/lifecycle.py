@@ -293,6 +293,14 @@ _NO_JOBS = (
 )
 
 
+def snakemake_argv() -> list[str] | None:
+    """This process's snakemake command line without the program; None outside snakemake."""
+    prog = Path(sys.argv[0])  # the snakemake script, or snakemake/__main__.py (-m)
+    if prog.name != "snakemake" and prog.parent.name != "snakemake":
+        return None
+    return sys.argv[1:]
+
+
 def runs_jobs(argv: list[str]) -> bool:
     """Whether snakemake's command line ``argv`` (without the program) executes jobs."""
     from lossatlas.snakemake_profiles import snakemake_args
@@ -313,11 +321,8 @@ def clear_stale_snakemake_lock(argv: list[str] | None = None) -> bool:
     (``argv`` defaults to this process's).
     """
     if argv is None:
-        prog = Path(sys.argv[0])  # the snakemake script, or snakemake/__main__.py (-m)
-        if prog.name != "snakemake" and prog.parent.name != "snakemake":
-            return False
-        argv = sys.argv[1:]
-    if not runs_jobs(argv) or RUNNING.resolve() in _running_fds:
+        argv = snakemake_argv()
+    if argv is None or not runs_jobs(argv) or RUNNING.resolve() in _running_fds:
         return False
     RUNNING.parent.mkdir(exist_ok=True)
     fd = os.open(RUNNING, os.O_RDWR | os.O_CREAT, 0o644)

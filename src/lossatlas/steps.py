@@ -60,7 +60,7 @@ READS: dict[str, tuple[str, ...]] = {
         "figures.dpi",
     ),
 }
-RUNTIME: dict[str, tuple[str, ...]] = {"sample": ("dask",)}
+RUNTIME: dict[str, tuple[str, ...]] = {"sample": ("dask", "results")}
 
 
 class UndeclaredSetting(KeyError):
@@ -336,7 +336,7 @@ def sample(
     log: logging.Logger,
 ) -> dict:
     """Run one experiment's chains on Dask, resuming from the batch checkpoints; returns the
-    resume summary. ``run``: the :data:`RUNTIME` settings (``dask``)."""
+    resume summary. ``run``: the :data:`RUNTIME` settings (``dask``, ``results``)."""
     from lossatlas.data import Dataset
     from lossatlas.sampling import cluster, engine
     from lossatlas.storage import maintenance
@@ -344,13 +344,17 @@ def sample(
     e = experiment(exp)
     ds = Dataset.load(dataset_path)
     out = Path(samples_path)
-    d = run["dask"]
+    d = _plain(run["dask"])
+    # Worker job logs stay with this run's other logs unless the config names a folder.
+    d["slurm"]["log_directory"] = (
+        d["slurm"]["log_directory"] or f"{run['results']}/logs/dask-workers"
+    )
     timing = {"lock_timeout": d["lock_timeout"], "progress_interval": d["progress_interval"]}
     # The lock first: a run waiting for another one's lock holds no workers (SLURM jobs)
     # meanwhile. connect() logs the cluster size and the dashboard address.
     with (
         engine.experiment_lock(out.parent, log=log, **timing),
-        cluster.connect(_plain(d), threads=threads, log=log) as client,
+        cluster.connect(d, threads=threads, log=log) as client,
     ):
         aside = maintenance.describe_aside(out.parent.parent)
         if aside:

@@ -6,6 +6,8 @@ from lossatlas import lifecycle, steps
 
 EXPERIMENTS = lacfg.experiments(CFG)
 RESULTS = CFG["results"].rstrip("/")
+# Each run keeps its job logs and benchmarks beside its results, so two configs never mix them.
+LOGS = f"{RESULTS}/logs"
 
 
 wildcard_constraints:
@@ -14,7 +16,7 @@ wildcard_constraints:
 
 def unknown_experiment_pattern():
     """Any first path component under results/ that is neither an experiment nor shared."""
-    known = [*EXPERIMENTS, "figures", "landscape"]
+    known = [*EXPERIMENTS, "figures", "landscape", "logs"]
     return "(?!(" + "|".join(re.escape(k) for k in known) + ")/)[^/]+"
 
 

@@ -3,9 +3,9 @@ rule dataset:
     output:
         f"{RESULTS}/{{exp}}/dataset.npz",
     log:
-        "logs/{exp}/dataset.log",
+        f"{LOGS}/{{exp}}/dataset.log",
     benchmark:
-        "logs/{exp}/dataset.benchmark.tsv"
+        f"{LOGS}/{{exp}}/dataset.benchmark.tsv"
     localrule: True
     conda:
         "../../envs/lossatlas.yaml"

@@ -61,9 +61,9 @@ rule diagnose:
             labels={"experiment": "{exp}", "item": "raw vs canonical vs invariant"},
         ),
     log:
-        "logs/{exp}/diagnose.log",
+        f"{LOGS}/{{exp}}/diagnose.log",
     benchmark:
-        "logs/{exp}/diagnose.benchmark.tsv"
+        f"{LOGS}/{{exp}}/diagnose.benchmark.tsv"
     conda:
         "../../envs/lossatlas.yaml"
     # Parameter blocks are diagnosed on a process pool of this size (p ~ 1e5 takes ~30 min on one).

@@ -19,9 +19,9 @@ rule figures:
             labels={"figure": "2", "shows": "good minima"},
         ),
     log:
-        "logs/figures.log",
+        f"{LOGS}/figures.log",
     benchmark:
-        "logs/figures.benchmark.tsv"
+        f"{LOGS}/figures.benchmark.tsv"
     conda:
         "../../envs/lossatlas.yaml"
     resources:

@@ -11,9 +11,9 @@ rule dataset_figure:
             labels={"experiment": "{exp}", "item": "dataset"},
         ),
     log:
-        "logs/{exp}/dataset_figure.log",
+        f"{LOGS}/{{exp}}/dataset_figure.log",
     benchmark:
-        "logs/{exp}/dataset_figure.benchmark.tsv"
+        f"{LOGS}/{{exp}}/dataset_figure.benchmark.tsv"
     localrule: True
     conda:
         "../../envs/lossatlas.yaml"
@@ -40,9 +40,9 @@ rule dimension:
         ),
         json=f"{RESULTS}/{{exp}}/landscape/dimension.json",
     log:
-        "logs/{exp}/dimension.log",
+        f"{LOGS}/{{exp}}/dimension.log",
     benchmark:
-        "logs/{exp}/dimension.benchmark.tsv"
+        f"{LOGS}/{{exp}}/dimension.benchmark.tsv"
     conda:
         "../../envs/lossatlas.yaml"
     resources:
@@ -86,9 +86,9 @@ rule census:
             labels={"experiment": "{exp}", "item": "census on the good draws' plane"},
         ),
     log:
-        "logs/{exp}/census.log",
+        f"{LOGS}/{{exp}}/census.log",
     benchmark:
-        "logs/{exp}/census.benchmark.tsv"
+        f"{LOGS}/{{exp}}/census.benchmark.tsv"
     conda:
         "../../envs/lossatlas.yaml"
     resources:
@@ -121,9 +121,9 @@ rule compare:
             labels={"item": "comparison figure"},
         ),
     log:
-        "logs/compare.log",
+        f"{LOGS}/compare.log",
     benchmark:
-        "logs/compare.benchmark.tsv"
+        f"{LOGS}/compare.benchmark.tsv"
     conda:
         "../../envs/lossatlas.yaml"
     resources:

@@ -29,9 +29,9 @@ rule reduce:
             labels={"experiment": "{exp}", "item": "energy histogram"},
         ),
     log:
-        "logs/{exp}/reduce.log",
+        f"{LOGS}/{{exp}}/reduce.log",
     benchmark:
-        "logs/{exp}/reduce.benchmark.tsv"
+        f"{LOGS}/{{exp}}/reduce.benchmark.tsv"
     conda:
         "../../envs/lossatlas.yaml"
     resources:

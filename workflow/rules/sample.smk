@@ -11,9 +11,9 @@ rule sample:
     output:
         samples=f"{RESULTS}/{{exp}}/samples.h5",
     log:
-        "logs/{exp}/sample.log",
+        f"{LOGS}/{{exp}}/sample.log",
     benchmark:
-        "logs/{exp}/sample.benchmark.tsv"
+        f"{LOGS}/{{exp}}/sample.benchmark.tsv"
     conda:
         "../../envs/lossatlas.yaml"
     # One Dask worker per thread; more workers than batches would sit idle.

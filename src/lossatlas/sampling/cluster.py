@@ -196,7 +196,7 @@ def _slurm(dask_cfg: dict, say) -> Iterator[Client]:
     cores = int(s["cores"])
     interface = s["interface"]
     host = s["host"] or "127.0.0.1"
-    log_dir = Path(s["log_directory"] or "logs/dask-workers").resolve()
+    log_dir = Path(s["log_directory"] or "results/logs/dask-workers").resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
     security = _security_for_slurm(dask_cfg["tls"])
 
