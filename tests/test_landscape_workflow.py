@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import TEST_CONFIGS, make_workdir, output_of, run_snakemake
+from conftest import REPO, TEST_CONFIGS, make_workdir, output_of, run_snakemake
 
 from lossatlas import config as lacfg
 
@@ -291,6 +291,25 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, tmp_path):
             name,
             log,
         ),
+        "findings": lambda s: steps.findings(
+            Files(
+                **{
+                    part: [res / n / sub for n in names]
+                    for part, sub in (
+                        ("convergence", "diagnostics/convergence.json"),
+                        ("reduce", "reduce/summary.json"),
+                        ("dimension", "landscape/dimension.json"),
+                        ("census", "landscape/census.json"),
+                    )
+                },
+                compare=[res / "landscape" / "compare.json"],
+            ),
+            Files(page=out / "findings.rst", html=out / "findings.html", json=out / "f.json"),
+            s,
+            names,
+            (REPO / "workflow" / "report" / "workflow.rst").read_text(),
+            log,
+        ),
         "compare": lambda s: steps.compare(
             Files(
                 samples=[res / n / "samples.h5" for n in names],
@@ -313,5 +332,6 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, tmp_path):
         ("summary.csv", f"{name}/diagnostics/summary.csv"),
         ("reduce.json", f"{name}/reduce/summary.json"),
         ("compare.csv", "landscape/compare.csv"),
+        ("findings.rst", "findings.rst"),
     ):
         assert (out / mine).read_bytes() == (res / rules).read_bytes(), mine

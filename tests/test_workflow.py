@@ -46,6 +46,7 @@ def expected_jobs(cfg_path: Path) -> dict[str, int]:
     cfg = lacfg.validate(yaml.safe_load(cfg_path.read_text()))
     n = len(lacfg.experiments(cfg))
     jobs = {"dataset": n, "sample": n, "diagnose": n, "reduce": n, "figures": 1, "all": 1}
+    jobs["findings"] = 1
     jobs.update(dataset_figure=n, dimension=n, census=n)
     if n > 1:
         jobs["compare"] = 1
@@ -256,6 +257,49 @@ def test_small_run_is_up_to_date_and_reports(small_run):
     assert "fig2_good_minima.png" in html and "summary.csv" in html
 
 
+def _tool(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_report_first_page_states_the_findings_of_the_run(small_run):
+    """The landing page is the findings (one short block per experiment), and the report
+    describes the run as it was made: a config edited since (good_threshold 0.3) changes
+    neither the landing page nor the captions, which keep the run's 0.5."""
+    wd, _ = small_run
+    names = list(lacfg.experiments(lacfg.validate(yaml.safe_load(SMALL.read_text()))))
+    page = (wd / "results" / "findings.rst").read_text()
+    assert page.startswith("Findings\n") and len(page.splitlines()) <= 6 + 7 * len(names)
+    for name in names:
+        assert f"- **{name}**: " in page
+    cfg_file = wd / "config" / "config.yaml"
+    original = cfg_file.read_text()
+    try:
+        cfg = yaml.safe_load(original)
+        cfg["target"]["good_threshold"] = 0.3
+        cfg_file.write_text(yaml.safe_dump(cfg))
+        proc = run_snakemake(wd, "--report", "findings-report.html")
+    finally:
+        cfg_file.write_text(original)
+    assert proc.returncode == 0, output_of(proc)
+    html = (wd / "findings-report.html").read_text(errors="replace")
+    assert "findings.html" in html and "draws good" in html
+    assert re.search(r"loss below\s+0\.5\b", html) and not re.search(r"below\s+0\.3\b", html)
+    shot = _tool("report_screenshot")
+    if shot.chromium() is None:
+        pytest.skip("no Chromium here: the rendered page was not checked")
+    lines = shot.landing_text(shot.render(wd / "findings-report.html", wd / "landing.png"))
+    assert lines[0] == "Findings", lines
+    for name in names:
+        assert any(line.startswith(f"{name}: ") for line in lines), (name, lines)
+    assert (wd / "landing.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 @pytest.mark.slow
 def test_changed_threshold_reruns_only_downstream(small_run, tmp_path):
     """params carry each rule's settings: the 'good' threshold must not resample.
@@ -280,6 +324,7 @@ def test_changed_threshold_reruns_only_downstream(small_run, tmp_path):
         "dimension": 2,
         "census": 2,
         "compare": 1,
+        "findings": 1,
         "all": 1,
     }
 

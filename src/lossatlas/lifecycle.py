@@ -309,6 +309,13 @@ def runs_jobs(argv: list[str]) -> bool:
     return not any(getattr(args, name, None) for name in _NO_JOBS)
 
 
+def makes_report(argv: list[str]) -> bool:
+    """Whether snakemake's command line ``argv`` (without the program) writes a report."""
+    from lossatlas.snakemake_profiles import snakemake_args
+
+    return bool(getattr(snakemake_args(argv), "report", None))
+
+
 def clear_stale_snakemake_lock(argv: list[str] | None = None) -> bool:
     """Let the same command resume after snakemake was killed (kill -9, power loss); True if a
     stale lock was removed.

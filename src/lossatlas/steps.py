@@ -59,6 +59,20 @@ READS: dict[str, tuple[str, ...]] = {
         "experiments",
         "figures.dpi",
     ),
+    # the report's first page states the settings every result was made with
+    "findings": (
+        "seed",
+        "dataset",
+        "experiments",
+        "model",
+        "target",
+        "sampler",
+        "coordinates",
+        "diagnose",
+        "reduce",
+        "landscape",
+        "figures",
+    ),
 }
 RUNTIME: dict[str, tuple[str, ...]] = {"sample": ("dask", "results")}
 
@@ -630,3 +644,30 @@ def compare(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
     pd.DataFrame(rows).to_csv(outputs.table, index=False)
     _write_json(outputs.json, full)
     plots.plot_compare(figure, outputs.figure, reference=ref_name, dpi=s["figures"]["dpi"])
+
+
+def findings(inputs, outputs, s: Mapping, names, method_template: str, log) -> None:
+    """The report's first page (what every experiment found), the findings in full with the
+    method and the settings the results were made with (``findings.json`` keeps them for the
+    report)."""
+    from types import SimpleNamespace
+
+    import jinja2
+
+    from lossatlas import findings as found_mod
+
+    parts = ("convergence", "reduce", "dimension", "census")
+    paths = {
+        p: [getattr(inputs, p)] if len(names) == 1 else list(getattr(inputs, p)) for p in parts
+    }
+    compare = [inputs.compare] if isinstance(inputs.compare, str | Path) else inputs.compare
+    found = found_mod.gather(names, paths, compare[0] if compare else None)
+    alpha = s["landscape"]["dimension"]["alpha"]
+    # the template is the one snakemake --report renders before the run has findings
+    method = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(method_template)
+    text = method.render(snakemake=SimpleNamespace(config=s))
+    Path(outputs.page).write_text(found_mod.summary(found, alpha=alpha))
+    Path(outputs.html).write_text(found_mod.html(found_mod.details(found, text, alpha=alpha)))
+    _write_json(outputs.json, {**found, "config": _plain(s)})
+    for e in found["experiments"]:
+        log.info("%s: converged %s, %d good draws", e["experiment"], e["converged"], e["n_good"])

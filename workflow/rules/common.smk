@@ -57,6 +57,7 @@ def all_outputs():
     ] + landscape_outputs()
     return (
         expand(per_exp, exp=list(EXPERIMENTS))
+        + [f"{RESULTS}/findings.rst", f"{RESULTS}/findings.html"]
         + [
             f"{RESULTS}/figures/fig1_datasets.png",
             f"{RESULTS}/figures/fig2_good_minima.png",
