@@ -180,6 +180,25 @@ def test_chunk_draws_divides_block():
     assert store.chunk_draws(7, 1 << 30) == 1
 
 
+def test_store_follows_arviz_sample_stats(tmp_path):
+    """lp = -beta U beside the energy, and HMC's divergent share becomes ArviZ's boolean
+    `diverging` (True where any transition behind the draw diverged)."""
+    stats = {"energy": np.float64, "divergent": np.float64}
+    path = tmp_path / "chains" / "batch-0000.h5"
+    bf, _ = store.open_batch(path, {"b": 0}, state=template(), stats=stats, block=BLOCK)
+    energy = np.arange(N * BLOCK, dtype=float).reshape(N, BLOCK)
+    divergent = np.zeros((N, BLOCK))
+    divergent[1, 2] = 0.2  # one of five thinned transitions diverged
+    with bf:
+        bf.append(np.zeros((N, BLOCK, P)), {"energy": energy, "divergent": divergent})
+        bf.checkpoint(template(), np.random.default_rng(0), BLOCK, BLOCK, "sampling")
+    out = store.build([path], tmp_path / "samples.h5", [f"w[{i}]" for i in range(P)], beta=0.5)
+    with h5py.File(out, "r") as f:
+        diverging = f["sample_stats/diverging"][()]
+        assert diverging.dtype == bool and diverging.sum() == 1 and diverging[1, 2]
+        np.testing.assert_array_equal(f["sample_stats/lp"][()], -0.5 * energy)
+
+
 @pytest.fixture
 def results(tmp_path):
     """A results dir with two batch files and samples.h5 over them; returns (dir, theta)."""

@@ -674,7 +674,9 @@ def build(
     verifying every draw shown (raises :class:`Damaged` naming the first damaged file).
 
     ArviZ's InferenceData conventions: ``beta`` adds ``sample_stats/lp`` = -beta * energy (the
-    unnormalised log density, a real dataset: one number per draw); ``groups`` adds groups of
+    unnormalised log density, a real dataset: one number per draw); a ``divergent`` stat (HMC)
+    adds ``sample_stats/diverging``, True where a transition behind the draw diverged;
+    ``groups`` adds groups of
     real datasets, name -> variable -> (dims, array), e.g. ``observed_data`` and
     ``constant_data``, each dimension a scale of its group.
 
@@ -758,6 +760,12 @@ def build(
             lp = ss.create_dataset("lp", data=-float(beta) * ss["energy"][()])
             lp.dims[0].attach_scale(chain)
             lp.dims[1].attach_scale(draw)
+        if "divergent" in stat_names:
+            # ArviZ reads `diverging` as a boolean per draw; `divergent` is the share of the
+            # thinned transitions behind the draw that diverged
+            dv = ss.create_dataset("diverging", data=ss["divergent"][()] > 0)
+            dv.dims[0].attach_scale(chain)
+            dv.dims[1].attach_scale(draw)
         for group_name, variables in (groups or {}).items():
             _real_group(f.create_group(group_name), variables)
     os.replace(tmp, out_path)
