@@ -6,12 +6,15 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIGS = REPO / "tests" / "configs"
+SMALL = TEST_CONFIGS / "small.yaml"
 # What a run directory links from the checkout; config/ and everything written are its own.
 WORKFLOW_PARTS = ("Snakefile", "workflow", "profiles", "envs")
 
@@ -32,6 +35,66 @@ def make_workdir(path: Path, config: Path | dict) -> Path:
     else:
         shutil.copyfile(config, target)
     return path
+
+
+def _requirement_closure(root: str) -> set[str]:
+    """Normalised names of ``root`` and every distribution it requires, recursively, with the
+    extras each requirement asks for (not ``root``'s own extras)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: dict[str, set[str]] = {}
+    todo = [(root, set())]
+    while todo:
+        name, extras = todo.pop()
+        key = canonicalize_name(name)
+        if key in seen and extras <= seen[key]:
+            continue
+        seen.setdefault(key, set()).update(extras)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is None or any(
+                req.marker.evaluate({"extra": e}) for e in (extras or {""})
+            ):
+                todo.append((req.name, set(req.extras)))
+    return set(seen)
+
+
+def _top_level_modules(dist) -> set[str]:
+    names = set()
+    for f in dist.files or []:
+        top = f.parts[0]
+        if top.endswith((".dist-info", ".egg-info", ".data")) or top in ("..", "__pycache__"):
+            continue
+        names.add(top.split(".")[0] if top.endswith((".py", ".so", ".pth")) else top)
+    return {n for n in names if n.isidentifier()}
+
+
+def base_install_env(env: dict | None = None) -> dict[str, str]:
+    """An environment whose Python processes import only what ``pip install -e .`` installs:
+    modules of the test extra (and anything else outside lossatlas's requirements) fail to
+    import, so a command that works here works after the README's first command alone."""
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    # a fresh venv brings pip (and on Python 3.11 setuptools) with it
+    allowed = _requirement_closure("lossatlas") | {"pip", "setuptools"}
+    ok, other = set(), set()
+    for dist in metadata.distributions():
+        mods = _top_level_modules(dist)
+        (ok if canonicalize_name(dist.metadata["Name"]) in allowed else other).update(mods)
+    env = dict(os.environ if env is None else env)
+    env["LOSSATLAS_BLOCKED_MODULES"] = ",".join(sorted(other - ok))
+    site = str(REPO / "tests" / "base_install")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [site, env.get("PYTHONPATH")]))
+    return env
 
 
 def snakemake_cmd(*args: str) -> list[str]:
@@ -79,3 +142,14 @@ def install_profile_for(env: dict[str, str]) -> dict[str, str]:
 
 def output_of(proc: subprocess.CompletedProcess) -> str:
     return f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """The whole DAG of tests/configs/small.yaml, with the README's command, importing only
+    what the README's first command installs (no test extra); (folder, seconds)."""
+    wd = make_workdir(tmp_path_factory.mktemp("small"), SMALL)
+    t0 = time.monotonic()
+    proc = run_snakemake(wd, env=base_install_env())
+    assert proc.returncode == 0, output_of(proc)
+    return wd, time.monotonic() - t0

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from conftest import (
     REPO,
+    SMALL,
     TEST_CONFIGS,
     make_workdir,
     output_of,
@@ -158,18 +159,6 @@ def test_dry_run_profiles(tmp_path, profile):
 
 
 # ----------------------------------------------------------------------------- a whole run
-
-SMALL = TEST_CONFIGS / "small.yaml"
-
-
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    """The whole DAG of tests/configs/small.yaml, with the README's command."""
-    wd = make_workdir(tmp_path_factory.mktemp("small"), SMALL)
-    t0 = time.monotonic()
-    proc = run_snakemake(wd, "--profile", "profiles/default")
-    assert proc.returncode == 0, output_of(proc)
-    return wd, time.monotonic() - t0
 
 
 @pytest.mark.slow

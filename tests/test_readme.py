@@ -1,0 +1,112 @@
+"""Every command the README shows works after the README's first command alone.
+
+The commands run in the whole small run's folder (conftest.small_run) with the
+interpreter made to look like a base install (conftest.base_install_env: the test extra's
+modules fail to import). A README command this file does not run fails the first test, so a
+new one cannot slip in untried. Covered elsewhere, as named: the install lines (.ci/run, from
+scratch), the SLURM profile (tests/test_slurm.py, tests/test_profiles.py), the digits run
+(too big for the suite: dry-run here, measured in benchmarks/README.md) and the Snakemake module
+(tests/test_packaging.py).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, SMALL, base_install_env, output_of
+
+from lossatlas import config as lacfg
+
+README = (REPO / "README.md").read_text()
+BIN = Path(sys.executable).parent
+FIRST = lacfg.experiments(lacfg.validate(yaml.safe_load(SMALL.read_text())))
+EXP_A, EXP_B = list(FIRST)[:2]
+
+# README command -> how it runs here (None: covered by the test named in the module docstring)
+COMMANDS = {
+    "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/snakemake": None,
+    'python3 -m venv .venv && .venv/bin/pip install -e ".[test]" && .venv/bin/pytest': None,
+    ".venv/bin/snakemake -n": [sys.executable, "-m", "snakemake", "-n"],
+    ".venv/bin/snakemake": [sys.executable, "-m", "snakemake"],
+    ".venv/bin/snakemake --report report.html": [
+        *(sys.executable, "-m", "snakemake", "--report", "report.html"),
+    ],
+    ".venv/bin/snakemake results/rotate-120/samples.h5": [
+        *(sys.executable, "-m", "snakemake", f"results/{EXP_B}/samples.h5"),
+    ],
+    ".venv/bin/lossatlas validate config/config.yaml": [
+        str(BIN / "lossatlas"),
+        *("validate", "config/config.yaml"),
+    ],
+    ".venv/bin/lossatlas summary results/rotate-0/samples.h5": [
+        str(BIN / "lossatlas"),
+        *("summary", f"results/{EXP_A}/samples.h5"),
+    ],
+    ".venv/bin/lossatlas verify results": [str(BIN / "lossatlas"), "verify", "results"],
+    ".venv/bin/lossatlas prune results": [str(BIN / "lossatlas"), "prune", "results"],
+    ".venv/bin/snakemake --configfile config/digits.yaml --replace-workflow-config": [
+        *(sys.executable, "-m", "snakemake", "-n", "--configfile"),
+        *(str(REPO / "config" / "digits.yaml"), "--replace-workflow-config"),
+    ],
+    ".venv/bin/python benchmarks/rule_memory.py results-digits": [
+        *(sys.executable, str(REPO / "benchmarks" / "rule_memory.py"), "results"),
+    ],
+    "snakemake --profile slurm": None,
+}
+
+
+def readme_commands() -> list[str]:
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+        for line in block.splitlines():
+            command = line.split("  #")[0].strip()
+            if command and not command.startswith("#"):
+                out.append(command)
+    return out
+
+
+def test_every_readme_command_is_tried():
+    missing = [c for c in readme_commands() if c not in COMMANDS]
+    assert not missing, f"README commands no test runs (add them to COMMANDS): {missing}"
+    assert set(COMMANDS) <= set(readme_commands()), "COMMANDS lists a command the README lost"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("readme", [c for c, run in COMMANDS.items() if run is not None])
+def test_readme_command_works_after_the_first_alone(small_run, readme):
+    wd, _ = small_run
+    proc = subprocess.run(
+        COMMANDS[readme],
+        cwd=wd,
+        env=base_install_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, output_of(proc)
+    text = proc.stdout + proc.stderr
+    assert "outside the base install" not in text, text
+
+
+@pytest.mark.slow
+def test_readme_python_snippets_work_after_the_first_alone(small_run):
+    wd, _ = small_run
+    snippet = re.findall(r"```python\n(.*?)```", README, re.S)[0]
+    assert "azs.summary" in snippet and "open_samples" in snippet
+    code = snippet.replace("results/rotate-0/", f"results/{EXP_A}/")
+    code += "\nprint(azs.summary(tree, var_names=['theta']).shape, dict(posterior.sizes))\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=wd,
+        env=base_install_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, output_of(proc)
