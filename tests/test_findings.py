@@ -52,8 +52,9 @@ def test_first_page_states_each_experiments_verdicts(tmp_path):
                 "reference": "rotate-0",
                 "method": "energy",
                 "status": "ok",
-                "before": {"statistic": 3.0, "pvalue": 0.01},
+                "before": {"statistic": 3.0, "pvalue": 0.01, "verdict": "differ (p = 0.01, ...)"},
                 "after": {"statistic": 0.1, "pvalue": 0.62},
+                "common_box": {"other_dropped_fraction": 0.31},
             }
         ],
     )
@@ -70,7 +71,10 @@ def test_first_page_states_each_experiments_verdicts(tmp_path):
     assert "123 of 400 draws good" in page
     assert "uniform: below (p = 0.01)" in page and "uniform: not distinguishable (p = 0.4)" in page
     assert "1 saddle, 2 strict minimum (from 10 starts); 2 of them good" in page
-    assert "as sampled: differs (p = 0.01); mapped back: not distinguishable (p = 0.62)" in page
+    assert (
+        "as sampled: differ (p = 0.01); mapped back inside both boxes (31 % left out): "
+        "not distinguishable (p = 0.62)"
+    ) in page
     full = findings.details(found, "The method.")
     assert "The method." in full and ".. list-table::" in full
     html = findings.html(full)

@@ -166,13 +166,14 @@ def test_compare_rows_skip_with_too_few_good_draws(ds):
     exps = config.experiments(cfg)
     ref, other = exps["rotate-0"], exps["rotate-120"]
     x = np.random.default_rng(0).normal(size=(40, P))
-    rows, full = compare_rows(x, x[:2], cfg, ds, ref, other, (40, 2))
+    chains = np.arange(40) % 8
+    rows, full = compare_rows((x, chains), (x[:2], chains[:2]), cfg, ds, ref, other, (40, 2))
     assert [r["stage"] for r in rows] == ["before", "after"]
     assert all(r["status"].startswith("skipped: n_good=40 (reference), 2 (this)") for r in rows)
     # a rotated copy of the reference's draws agrees with it once mapped back
     A, _, _ = data.experiment_affine(other.transforms, 2)
     moved = ParamLayout(SIZES).map_first_layer(x, A)
-    rows, full = compare_rows(x, moved, cfg, ds, ref, other, (40, 40))
+    rows, full = compare_rows((x, chains), (moved, chains), cfg, ds, ref, other, (40, 40))
     after = rows[1]
     assert after["stage"] == "after" and after["pvalue"] == 1.0 and after["max_angle"] < 1e-4
     assert 0 <= rows[0]["pvalue"] <= 1 and 0 <= rows[0]["max_angle"] <= 90
@@ -272,8 +273,9 @@ def test_memory_budget_caps_the_clouds(theta, ds):
     assert meta["memory"]["max_points"]["limited_by"] == "max_points"
     store = MemStore(theta, ml)
     cfg["landscape"]["compare"]["max_mb"] = mb
-    assert good_rows(store, cfg, 1000, 0).shape == (40, P)
-    assert good_rows(store, cfg_for(), 1000, 0).shape == (100, P)
+    rows, chains = good_rows(store, cfg, 1000, 0)
+    assert rows.shape == (40, P) and chains.shape == (40,)
+    assert good_rows(store, cfg_for(), 1000, 0)[0].shape == (100, P)
 
 
 def test_streamed_plane_equals_the_refit(ds):

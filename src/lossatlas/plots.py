@@ -466,9 +466,11 @@ def plot_compare(results: Mapping, path, reference: str = "reference", dpi: int 
                 )  # fmt: skip
             ax.set_xlabel("reference PC1")
             ax.set_ylabel("reference PC2")
+            nan = float("nan")
             ax.set_title(
-                f"{name}, {stage} mapping back\np = {r.get('pvalue', float('nan')):.3g}, "
-                f"max angle = {r.get('max_angle', float('nan')):.1f}°",
+                f"{name}, {stage} mapping back\np = {r.get('pvalue', nan):.3g} (whole chains), "
+                f"max angle {r.get('max_angle', nan):.1f}° "
+                f"[{r.get('max_angle_lo', nan):.1f}, {r.get('max_angle_hi', nan):.1f}]",
                 fontsize="small",
             )
             ax.legend(fontsize="x-small")

@@ -662,7 +662,7 @@ def findings(inputs, outputs, s: Mapping, names, method_template: str, log) -> N
     }
     compare = [inputs.compare] if isinstance(inputs.compare, str | Path) else inputs.compare
     found = found_mod.gather(names, paths, compare[0] if compare else None)
-    alpha = s["landscape"]["dimension"]["alpha"]
+    alpha = s["landscape"]["compare"]["alpha"]
     # the template is the one snakemake --report renders before the run has findings
     method = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(method_template)
     text = method.render(snakemake=SimpleNamespace(config=s))

@@ -1,33 +1,59 @@
 """Do two experiments' good draws agree once the dataset transform is undone?
 
 An affine input transform ``x' = A x + t`` is undone in parameter space by
-:func:`lossatlas.data.to_reference` (``W1 = W1' A``, ``b1 = b1' + W1' t``); for a rotation this is
-an isometry, up to the box. Agreement is measured by
-- a two-sample test: energy distance or the (biased) RBF-kernel MMD^2, with a permutation
-  p-value (``scipy.stats.permutation_test``, fixed seed) on at most ``max_points`` draws per
-  sample (the pooled distance matrix is ``(n + m)^2``);
-- the principal angles (degrees) between the two clouds' fitted ``k``-dim PCA subspaces
-  (``scipy.linalg.subspace_angles``).
+:func:`lossatlas.data.to_reference` (``W1 = W1' A``, ``b1 = b1' + W1' t``). For a rotation this
+map is an isometry, and the report's kernel PCA and PCA are invariant under it: agreement after
+mapping back holds by construction except where the box cuts, so the comparison checks the
+sampler and the box, not the data. It is made sound by
+- comparing after mapping back only on ``B ∩ M(B)`` (:func:`restrict_to_common_box`), the part
+  of the box both experiments sample: there both target the same density, for any invertible
+  affine map (scale and shear included); outside it the null hypothesis is false by design;
+- a two-sample test (energy distance or the biased RBF-kernel MMD^2) whose p-value permutes
+  whole chains, not draws (:func:`two_sample_test`): draws of one chain are autocorrelated, and
+  permuting them is anti-conservative;
+- the principal angles (degrees) between the two clouds' ``k``-dim PCA subspaces with an
+  interval from a bootstrap over chains, set against the angles between two halves of the
+  reference's own chains (:func:`angle_check`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from itertools import combinations
 
 import numpy as np
 from scipy.linalg import subspace_angles
 from scipy.spatial.distance import cdist
-from scipy.stats import permutation_test
 from sklearn.decomposition import PCA
 
 from lossatlas import data
 
+QUANTILES = (0.025, 0.975)
 
-def _subsample(X, max_points, rng):
+
+def _units(groups, n: int) -> np.ndarray:
+    """Chain ids of ``n`` draws (None: every draw its own unit)."""
+    return np.arange(n) if groups is None else np.asarray(groups)
+
+
+def _subsample(X, g, max_points, rng):
     X = np.asarray(X, dtype=np.float64)
     if len(X) > max_points:
-        X = X[np.sort(rng.choice(len(X), size=max_points, replace=False))]
-    return X
+        keep = np.sort(rng.choice(len(X), size=max_points, replace=False))
+        X, g = X[keep], g[keep]
+    return X, g
+
+
+def _verdict(p: float, smallest: float, alpha: float, n_units: tuple[int, int]) -> str:
+    if smallest > alpha:
+        return (
+            f"cannot be decided with {n_units[0]} + {n_units[1]} chains: the smallest p-value "
+            f"of whole-chain permutations is {smallest:.2g} > alpha = {alpha:g}"
+        )
+    if p <= alpha:
+        return f"differ (p = {p:.2g}, whole chains permuted)"
+    return f"not distinguishable (p = {p:.2g}, whole chains permuted)"
 
 
 def two_sample_test(
@@ -38,16 +64,25 @@ def two_sample_test(
     seed: int = 0,
     max_points: int = 1000,
     gamma: float | None = None,
+    *,
+    groups_x=None,
+    groups_y=None,
+    alpha: float = 0.05,
 ) -> dict:
     """Permutation test of ``X (n, p)`` and ``Y (m, p)`` coming from one distribution.
 
     ``method``: ``energy`` (``2 E|X-Y| - E|X-X'| - E|Y-Y'|``) or ``mmd`` (``E k(X,X') +
     E k(Y,Y') - 2 E k(X,Y)``, ``k = exp(-gamma |.|^2)``, ``gamma`` None = 1 / median squared
     pooled distance). Both are V-statistics over the pooled matrix; larger = more different.
-    Returns ``{"statistic", "pvalue", "n_x", "n_y", "method"}``.
+    ``groups_x``/``groups_y``: each draw's chain; the permutations reassign whole chains (all
+    of them when there are at most ``n_perm`` ways), so autocorrelated draws do not make the
+    test anti-conservative. None: every draw its own unit.
+    Returns ``statistic, pvalue, smallest_pvalue, verdict, n_x, n_y, chains_x, chains_y,
+    method``.
     """
     rng = np.random.default_rng(seed)
-    X, Y = _subsample(X, max_points, rng), _subsample(Y, max_points, rng)
+    X, gx = _subsample(X, _units(groups_x, len(X)), max_points, rng)
+    Y, gy = _subsample(Y, _units(groups_y, len(Y)), max_points, rng)
     Z = np.vstack([X, Y])
     n, m = len(X), len(Y)
     D = cdist(Z, Z)
@@ -61,34 +96,57 @@ def two_sample_test(
         M, sign = np.exp(-gamma * sq), np.array([1.0, 1.0, -2.0])
     else:
         raise ValueError(f"unknown method {method!r}; use energy or mmd")
+    # units: the chains of X, then those of Y; unit_of[i] is draw i's unit
+    ux, unit_x = np.unique(gx, return_inverse=True)
+    uy, unit_y = np.unique(gy, return_inverse=True)
+    unit_of = np.concatenate([unit_x, len(ux) + unit_y])
+    n_units, k_x = len(ux) + len(uy), len(ux)
 
-    def stat(ix, iy, axis=-1):
-        # ix (..., n), iy (..., m): indices into the pooled sample
-        ix, iy = np.atleast_2d(ix), np.atleast_2d(iy)
-        a = np.zeros((len(ix), len(Z)))
-        np.put_along_axis(a, ix, 1.0, axis=1)
+    def stat(members: np.ndarray) -> np.ndarray:
+        # members (B, n_units) bool: the units assigned to X in each of B arrangements
+        a = members[:, unit_of].astype(np.float64)
         b = 1.0 - a
+        na, nb = a.sum(1), b.sum(1)
         Ma = a @ M
-        sxx = (Ma * a).sum(1) / (n * n)
-        syy = ((b @ M) * b).sum(1) / (m * m)
-        sxy = (Ma * b).sum(1) / (n * m)
+        sxx = (Ma * a).sum(1) / (na * na)
+        syy = ((b @ M) * b).sum(1) / (nb * nb)
+        sxy = (Ma * b).sum(1) / (na * nb)
         return sign[0] * sxx + sign[1] * syy + sign[2] * sxy
 
-    res = permutation_test(
-        (np.arange(n), np.arange(n, n + m)),
-        stat,
-        permutation_type="independent",
-        vectorized=True,
-        n_resamples=n_perm,
-        alternative="greater",
-        random_state=seed,
-        batch=64,
-    )
+    observed = np.zeros((1, n_units), dtype=bool)
+    observed[0, :k_x] = True
+    t_obs = float(stat(observed)[0])
+    total = math.comb(n_units, k_x)
+    exact = total <= n_perm
+    if exact:
+        arrangements = combinations(range(n_units), k_x)
+    else:
+        arrangements = (rng.permutation(n_units)[:k_x] for _ in range(n_perm))
+    at_least, done = 0, 0
+    tol = 1e-12 * max(1.0, abs(t_obs))
+    while True:
+        batch = [next(arrangements, None) for _ in range(64)]
+        batch = [c for c in batch if c is not None]
+        if not batch:
+            break
+        members = np.zeros((len(batch), n_units), dtype=bool)
+        for row, chosen in enumerate(batch):
+            members[row, list(chosen)] = True
+        at_least += int((stat(members) >= t_obs - tol).sum())
+        done += len(batch)
+    # exact: the observed arrangement is among all of them; random: it is added (never p = 0)
+    pvalue = at_least / done if exact else (at_least + 1) / (done + 1)
+    smallest = 1.0 / total if exact else 1.0 / (done + 1)
     return {
-        "statistic": float(np.ravel(res.statistic)[0]),
-        "pvalue": float(res.pvalue),
+        "statistic": t_obs,
+        "pvalue": float(pvalue),
+        "smallest_pvalue": float(smallest),
+        "verdict": _verdict(pvalue, smallest, alpha, (len(ux), len(uy))),
+        "permutations": "all" if exact else done,
         "n_x": n,
         "n_y": m,
+        "chains_x": len(ux),
+        "chains_y": len(uy),
         "method": method,
     }
 
@@ -99,6 +157,94 @@ def pca_angles(X, Y, k: int = 2) -> np.ndarray:
     Vx = PCA(n_components=k).fit(np.asarray(X, dtype=np.float64)).components_.T
     Vy = PCA(n_components=k).fit(np.asarray(Y, dtype=np.float64)).components_.T
     return np.degrees(subspace_angles(Vx, Vy))
+
+
+def _centred(G: np.ndarray) -> np.ndarray:
+    return G - G.mean(0, keepdims=True) - G.mean(1, keepdims=True) + G.mean()
+
+
+def _top(C: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    w, U = np.linalg.eigh(C)
+    w, U = w[::-1][:k], U[:, ::-1][:, :k]
+    return U, np.sqrt(np.maximum(w, 1e-300))
+
+
+class _Angles:
+    """Principal angles between PCA subspaces of row subsets of one pooled cloud: direct PCA
+    when the rows are longer than they are many, else from the pooled Gram matrix, computed
+    once (wide clouds: p >> n)."""
+
+    def __init__(self, Z: np.ndarray, k: int):
+        self.Z, self.k = Z, k
+        self.G = Z @ Z.T if Z.shape[1] > len(Z) else None
+
+    def max_angle(self, i: np.ndarray, j: np.ndarray) -> float:
+        if self.G is None:
+            return float(pca_angles(self.Z[i], self.Z[j], self.k).max())
+        Ux, sx = _top(_centred(self.G[np.ix_(i, i)]), self.k)
+        Uy, sy = _top(_centred(self.G[np.ix_(j, j)]), self.k)
+        cos = np.linalg.svd(
+            (Ux / sx).T @ _centred(self.G[np.ix_(i, j)]) @ (Uy / sy), compute_uv=False
+        )
+        return float(np.degrees(np.arccos(np.clip(cos.min(), -1.0, 1.0))))
+
+
+def _rows_of(units: np.ndarray, unit_of: np.ndarray) -> np.ndarray:
+    order = np.argsort(unit_of, kind="stable")
+    bounds = np.searchsorted(unit_of[order], np.arange(unit_of.max() + 2))
+    return np.concatenate([order[bounds[u] : bounds[u + 1]] for u in units])
+
+
+def angle_check(
+    X,
+    Y,
+    k: int = 2,
+    *,
+    groups_x=None,
+    groups_y=None,
+    n_boot: int = 100,
+    n_splits: int = 20,
+    seed: int = 0,
+) -> dict:
+    """The largest principal angle between the ``k``-dim PCA subspaces of ``X`` and ``Y``, an
+    interval from a bootstrap over chains (each cloud's chains resampled with replacement), and
+    the same angle between two random halves of ``X``'s own chains (``n_splits`` splits): what
+    chance alone gives with this many chains."""
+    rng = np.random.default_rng(seed)
+    X, Y = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
+    _, ux = np.unique(_units(groups_x, len(X)), return_inverse=True)
+    _, uy = np.unique(_units(groups_y, len(Y)), return_inverse=True)
+    angles = _Angles(np.vstack([X, Y]), k)
+    ix, iy = np.arange(len(X)), len(X) + np.arange(len(Y))
+    out = {"angles": pca_angles(X, Y, k).tolist()}
+    out["max_angle"] = float(max(out["angles"]))
+    boot = []
+    for _ in range(n_boot):
+        i = ix[_rows_of(rng.integers(0, ux.max() + 1, ux.max() + 1), ux)]
+        j = iy[_rows_of(rng.integers(0, uy.max() + 1, uy.max() + 1), uy)]
+        if min(len(i), len(j)) > k:
+            boot.append(angles.max_angle(i, j))
+    lo, hi = np.quantile(boot, QUANTILES) if boot else (np.nan, np.nan)
+    out["max_angle_interval"] = [float(lo), float(hi)]
+    halves = []
+    n_units = ux.max() + 1
+    for _ in range(n_splits if n_units >= 2 else 0):
+        perm = rng.permutation(n_units)
+        i, j = _rows_of(perm[: n_units // 2], ux), _rows_of(perm[n_units // 2 :], ux)
+        if min(len(i), len(j)) > k:
+            halves.append(angles.max_angle(i, j))
+    if halves:
+        med, q95 = np.median(halves), np.quantile(halves, 0.95)
+        out["split_half_max_angle"] = {"median": float(med), "q95": float(q95), "n": len(halves)}
+        side = "beyond" if lo > q95 else "within"
+        out["angle_verdict"] = (
+            f"{side} what two halves of the reference's own chains give: {out['max_angle']:.3g} "
+            f"deg [{lo:.3g}, {hi:.3g}] vs split halves {med:.3g} deg (95 % below {q95:.3g})"
+        )
+    else:
+        out["split_half_max_angle"] = None
+        out["angle_verdict"] = "not calibrated: the reference has too few chains to split"
+    return out
 
 
 def map_back(
@@ -114,12 +260,24 @@ def map_back(
     return mapped, {"exact": exact, "frac_outside_box": outside}
 
 
+def inside_box_of(theta, sizes: Sequence[int], transforms, box: float) -> np.ndarray:
+    """Which draws ``theta`` (in the untransformed data's coordinates) lie in the box of the
+    experiment with ``transforms``: ``M^-1(theta)`` in ``[-box, box]^p``."""
+    A, t, _ = data.experiment_affine(transforms, int(sizes[0]))
+    A_inv = np.linalg.inv(A)
+    there = data.to_reference(np.asarray(theta, dtype=np.float64), sizes, A_inv, -A_inv @ t)
+    return np.abs(there).max(axis=1) <= box * (1 + 1e-12)
+
+
 def compare_clouds(
     reference,
     other,
     sizes: Sequence[int],
     transforms,
     *,
+    ref_transforms=(),
+    chains_ref=None,
+    chains_other=None,
     box: float | None = None,
     key: Callable[[np.ndarray], np.ndarray] | None = None,
     k: int = 2,
@@ -127,21 +285,48 @@ def compare_clouds(
     n_perm: int = 999,
     seed: int = 0,
     max_points: int = 1000,
+    alpha: float = 0.05,
+    n_boot: int = 100,
+    n_splits: int = 20,
 ) -> dict:
-    """Compare the good draws ``reference (n, p)`` of the reference experiment with ``other
+    """Compare the good draws ``reference (n, p)`` of the reference experiment (in the
+    untransformed data's coordinates; ``ref_transforms`` its own, for its box) with ``other
     (m, p)`` of an experiment with ``transforms``, before and after mapping ``other`` back.
-    ``key`` (e.g. canonicalisation) is applied to both clouds after mapping.
+    ``chains_ref``/``chains_other``: each draw's chain (permutations and bootstraps move whole
+    chains). After mapping back, both clouds keep only their draws inside both experiments'
+    boxes (``box`` None: no box). ``key`` (e.g. canonicalisation) is applied after that.
 
-    Returns ``{"before": {...}, "after": {...}, "exact", "frac_outside_box"}``; each of
-    before/after holds ``statistic, pvalue, angles (degrees, k), max_angle`` and the sizes.
+    Returns ``{"before": {...}, "after": {...}, "exact", "frac_outside_box", ...}``; each
+    stage holds :func:`two_sample_test` and :func:`angle_check`.
     """
     ref = np.asarray(reference, dtype=np.float64)
     oth = np.asarray(other, dtype=np.float64)
+    gr, go = _units(chains_ref, len(ref)), _units(chains_other, len(oth))
     mapped, info = map_back(oth, sizes, transforms, box)
     out = dict(info)
-    for name, cloud in (("before", oth), ("after", mapped)):
-        a, b = (key(ref), key(cloud)) if key is not None else (ref, cloud)
-        r = two_sample_test(a, b, method, n_perm, seed, max_points)
-        angles = pca_angles(a, b, k)
-        out[name] = {**r, "angles": angles.tolist(), "max_angle": float(angles.max())}
+    after = (ref, gr, mapped, go)
+    if box is not None:
+        keep_ref = inside_box_of(ref, sizes, transforms, box)
+        keep_oth = inside_box_of(mapped, sizes, ref_transforms, box)
+        after = (ref[keep_ref], gr[keep_ref], mapped[keep_oth], go[keep_oth])
+        out["common_box"] = {
+            "meaning": "after mapping back, only draws inside both experiments' boxes "
+            "(B ∩ M(B)) are compared: there both sample the same density",
+            "ref_kept": int(keep_ref.sum()),
+            "ref_dropped_fraction": float(1 - keep_ref.mean()) if len(ref) else 0.0,
+            "other_kept": int(keep_oth.sum()),
+            "other_dropped_fraction": float(1 - keep_oth.mean()) if len(oth) else 0.0,
+        }
+    for name, (a, ga, b, gb) in (("before", (ref, gr, oth, go)), ("after", after)):
+        if min(len(a), len(b)) <= k:
+            out[name] = {"status": f"skipped: {len(a)} and {len(b)} draws in the common box"}
+            continue
+        a, b = (key(a), key(b)) if key is not None else (a, b)
+        r = two_sample_test(
+            a, b, method, n_perm, seed, max_points, groups_x=ga, groups_y=gb, alpha=alpha
+        )
+        angles = angle_check(
+            a, b, k, groups_x=ga, groups_y=gb, n_boot=n_boot, n_splits=n_splits, seed=seed
+        )
+        out[name] = {"status": "ok", **r, **angles}
     return out
