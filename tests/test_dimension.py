@@ -143,3 +143,48 @@ def test_too_few_null_replicates_cannot_decide():
     for row in rows:
         assert row["verdict"].startswith("cannot be decided with 19 null replicates"), row
         assert "n_null >= 39" in row["verdict"]
+
+
+def coordinate_walk(n_chains=32, n_draws=100, rho=0.9, seed=0):
+    """A Markov chain on a 2-D plane in 18-D that moves one plane coordinate per step (an
+    AR(1) update of it), so consecutive draws differ along one line: its stationary law is a
+    2-D Gaussian. (draws, chain, step)."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n_chains, n_draws, 2))
+    x[:, 0] = rng.normal(size=(n_chains, 2))
+    rows = np.arange(n_chains)
+    for t in range(1, n_draws):
+        x[:, t] = x[:, t - 1]
+        axis = rng.integers(0, 2, size=n_chains)
+        x[rows, t, axis] = rho * x[rows, t - 1, axis] + np.sqrt(1 - rho**2) * rng.normal(
+            size=n_chains
+        )
+    basis, _ = np.linalg.qr(rng.normal(size=(18, 2)))
+    chains = np.repeat(rows, n_draws)
+    steps = np.tile(np.arange(n_draws), n_chains)
+    return x.reshape(-1, 2) @ basis.T, chains, steps
+
+
+def test_lagged_neighbours_recover_the_dimension_an_autocorrelated_chain_hides():
+    """Known answer 2: with every neighbour, TwoNN reads the chain's one-coordinate moves
+    (1.69 here); neighbours outside a lag window (the integrated autocorrelation time of one
+    coordinate, (1 + rho) / (1 - rho) / (1/2) = 38 draws) give 2 within 0.1, and the interval
+    from whole chains covers it."""
+    X, chains, steps = coordinate_walk()
+    naive = dimension.twonn(X, n_boot=50)
+    lagged = dimension.twonn(X, n_boot=50, chains=chains, steps=steps, window=38)
+    assert abs(naive["value"] - 2) > 0.25
+    assert abs(lagged["value"] - 2) < 0.1 and lagged["lo"] < 2 < lagged["hi"]
+    mle = dimension.mle(X, n_boot=50, chains=chains, steps=steps, window=38)
+    assert abs(mle["value"] - 2) < 0.1
+    scale = dimension.dimension_by_scale(X, 20, chains=chains, steps=steps, window=38)
+    assert scale["k"][0] == 2 and len(scale["dimension"]) == 19
+    assert all(abs(d - 2) < 0.35 for d in scale["dimension"][4:])
+
+
+def test_gram_stats_agree_with_the_lagged_estimates():
+    X, chains, steps = coordinate_walk(n_chains=8, n_draws=40)
+    got = dimension.gram_stats(X @ X.T, chains=chains, steps=steps, window=5)
+    want = dimension.twonn(X, n_boot=1, chains=chains, steps=steps, window=5)["value"]
+    assert got["twonn"] == pytest.approx(want, rel=1e-9)
+    assert got["twonn_naive"] == pytest.approx(dimension.twonn(X, n_boot=1)["value"], rel=1e-9)

@@ -157,7 +157,9 @@ def test_dimension_rows_skip_without_good_draws(theta, ds):
     store = MemStore(theta, np.full(theta.shape[:2], 0.7))
     rows, meta = dimension_rows(store, ds, cfg_for())
     assert meta["n_good"] == 0
-    assert {r["statistic"] for r in rows} == {"twonn", "mle", "pca_ev2", "pipeline_ev2"}
+    assert {r["statistic"] for r in rows} == {
+        *("twonn", "mle", "twonn_naive", "mle_naive", "pca_ev2", "pipeline_ev2"),
+    }
     assert all(r["verdict"].startswith("skipped: n_good=0") for r in rows)
 
 

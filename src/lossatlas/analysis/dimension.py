@@ -7,7 +7,14 @@ Statistics (of the good draws unless stated):
   the slope through the origin of ``-log(1 - F)`` against ``log mu``, the largest
   ``discard`` fraction of ``mu`` left out;
 - ``mle``: Levina-Bickel (2004) maximum likelihood over ``k1..k2`` neighbours, with the
-  MacKay-Ghahramani correction (average the per-point *inverse* estimates, then invert);
+  MacKay-Ghahramani correction (average the per-point *inverse* estimates, then invert).
+
+Draws of one Markov chain are autocorrelated: a draw's nearest neighbours are then mostly its
+own chain's previous and next draws, and the estimates measure the chain's local moves, not the
+set. With each draw's chain and position given, ``twonn`` and ``mle`` take neighbours only
+outside a lag window around the draw in its own chain (other chains always count), and their
+intervals bootstrap whole chains; ``twonn_naive`` and ``mle_naive`` keep every neighbour and
+bootstrap draws, as a plain reading of the cloud would.
 - ``pipeline_ev{n_pca}``: the report's pipeline on all draws: RBF kernel PCA to ``n_kpca``,
   keep the good draws, linear PCA to ``n_pca``, summed explained-variance ratio.
 
@@ -102,12 +109,21 @@ def gram_top_k_ratio(K: np.ndarray, k: int, centred: bool = False) -> float:
 
 
 def gram_stats(
-    K: np.ndarray, k_pca: int = 2, discard: float = 0.1, k1: int = 10, k2: int = 20
+    K: np.ndarray,
+    k_pca: int = 2,
+    discard: float = 0.1,
+    k1: int = 10,
+    k2: int = 20,
+    chains=None,
+    steps=None,
+    window: int = 0,
 ) -> dict:
     """``twonn``, ``mle`` and ``pca_ev{k_pca}`` values (no intervals) of the points whose Gram
     matrix is ``K (n, n)``, as :func:`twonn`, :func:`mle` and the PCA share compute them from
     the points. Repeated points (squared distance below 1e-12 of their squared norms) are
-    dropped for the neighbour statistics, as :func:`_unique` does."""
+    dropped for the neighbour statistics, as :func:`_unique` does. With ``chains`` and
+    ``steps``, also ``twonn_naive`` and ``mle_naive``, and ``twonn``/``mle`` take neighbours
+    outside the lag ``window`` of each point's own chain, as :func:`neighbour_distances`."""
     K = np.asarray(K, dtype=np.float64)
     sq = np.diag(K)
     d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * K, 0.0)
@@ -115,11 +131,72 @@ def gram_stats(
     keep = ~np.tril(same, -1).any(axis=1)  # the first of each group of repeated points
     dist = np.sort(np.sqrt(d2[np.ix_(keep, keep)]), axis=1)
     dist[:, 0] = 0.0  # each point is its own nearest neighbour
-    return {
+    naive = {
         "twonn": _twonn_of(dist, discard, 1, 0)["value"],
         "mle": _mle_of(dist, k1, k2, 1, 0)["value"],
-        f"pca_ev{k_pca}": gram_top_k_ratio(K, k_pca),
     }
+    out = {f"pca_ev{k_pca}": gram_top_k_ratio(K, k_pca)}
+    if chains is None:
+        return {**naive, **out}
+    chains, steps = np.asarray(chains), np.asarray(steps)
+    near = (chains[:, None] == chains[None, :]) & (
+        np.abs(steps[:, None] - steps[None, :]) <= window
+    )
+    d2 = np.where(near, np.inf, d2)
+    far = np.sort(np.sqrt(d2), axis=1)[:, :k2]
+    far = far[far[:, 0] > 0]
+    far = np.hstack([np.zeros((len(far), 1)), far])
+    out.update(
+        twonn=_twonn_of(far, discard, 1, 0)["value"],
+        mle=_mle_of(far, k1, k2, 1, 0)["value"],
+        twonn_naive=naive["twonn"],
+        mle_naive=naive["mle"],
+    )
+    return out
+
+
+# --- neighbours -------------------------------------------------------------------------------
+
+
+def neighbour_distances(
+    X, k: int, chains=None, steps=None, window: int = 0, block: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's ``k`` nearest neighbour distances, sorted, with a leading 0 column (the
+    point itself), ``(m, k + 1)``, and the rows of ``X`` they belong to ``(m,)``.
+
+    Without ``chains``: repeated positions count once (the first). With ``chains`` and
+    ``steps`` (each point's chain and draw index), points of the same chain within ``window``
+    draws are not neighbours, and points whose first neighbour is at distance 0 are left out.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if chains is None:
+        U, rows = np.unique(X, axis=0, return_index=True)
+        dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(U).kneighbors(U)
+        return dist, rows
+    chains, steps = np.asarray(chains), np.asarray(steps)
+    n = len(X)
+    sq = (X * X).sum(1)
+    out = np.empty((n, k + 1))
+    out[:, 0] = 0.0
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
+        d2 = np.maximum(sq[lo:hi, None] + sq[None, :] - 2 * X[lo:hi] @ X.T, 0.0)
+        near = (chains[lo:hi, None] == chains[None, :]) & (
+            np.abs(steps[lo:hi, None] - steps[None, :]) <= window
+        )
+        d2[near] = np.inf
+        part = np.partition(d2, k - 1, axis=1)[:, :k]
+        out[lo:hi, 1:] = np.sqrt(np.sort(part, axis=1))
+    rows = np.flatnonzero(out[:, 1] > 0)
+    return out[rows], rows
+
+
+def _chain_weights(chains, n_boot: int, seed) -> np.ndarray:
+    """Bootstrap weights ``(n_boot, n)`` of points when whole chains are resampled."""
+    _, unit = np.unique(np.asarray(chains), return_inverse=True)
+    n_units = unit.max() + 1
+    counts = _rng(seed).multinomial(n_units, np.full(n_units, 1 / n_units), size=n_boot)
+    return counts[:, unit].astype(np.float64)
 
 
 # --- TwoNN ------------------------------------------------------------------------------------
@@ -136,19 +213,35 @@ def _twonn_fit(mu: np.ndarray, discard: float) -> np.ndarray:
     return (x * y).sum(-1) / (x * x).sum(-1)
 
 
-def twonn(X, discard: float = 0.1, n_boot: int = 200, seed: int = 0) -> dict:
-    """TwoNN estimate ``{"value", "lo", "hi", "n"}``; bootstrap over points (their ratios)."""
-    U = _unique(X)
-    dist, _ = NearestNeighbors(n_neighbors=3).fit(U).kneighbors(U)
-    return _twonn_of(dist, discard, n_boot, seed)
+def twonn(
+    X,
+    discard: float = 0.1,
+    n_boot: int = 200,
+    seed: int = 0,
+    chains=None,
+    steps=None,
+    window: int = 0,
+) -> dict:
+    """TwoNN estimate ``{"value", "lo", "hi", "n"}``; bootstrap over points (their ratios),
+    or over whole chains when ``chains`` is given (neighbours as :func:`neighbour_distances`)."""
+    dist, rows = neighbour_distances(X, 2, chains, steps, window)
+    kept = None if chains is None else np.asarray(chains)[rows]
+    return _twonn_of(dist, discard, n_boot, seed, chains=kept)
 
 
-def _twonn_of(dist, discard, n_boot, seed) -> dict:
-    """TwoNN from each point's sorted neighbour distances ``dist (n, >= 3)``, self first."""
+def _twonn_of(dist, discard, n_boot, seed, chains=None) -> dict:
+    """TwoNN from each point's sorted neighbour distances ``dist (n, >= 3)``, self first;
+    the bootstrap resamples points, or whole ``chains`` (each point's) when given."""
     mu = dist[:, 2] / dist[:, 1]
     value = float(_twonn_fit(mu[None], discard)[0])
-    idx = _rng(seed).integers(0, len(mu), size=(n_boot, len(mu)))
-    boot = _twonn_fit(mu[idx], discard)
+    if chains is None:
+        idx = _rng(seed).integers(0, len(mu), size=(n_boot, len(mu)))
+        boot = _twonn_fit(mu[idx], discard)
+    else:
+        weights = _chain_weights(chains, n_boot, seed)
+        boot = np.array(
+            [_twonn_fit(np.repeat(mu, w.astype(int))[None], discard)[0] for w in weights]
+        )
     lo, hi = np.quantile(boot, QUANTILES)
     return {"value": value, "lo": float(lo), "hi": float(hi), "n": len(mu)}
 
@@ -156,35 +249,61 @@ def _twonn_of(dist, discard, n_boot, seed) -> dict:
 # --- Levina-Bickel MLE -----------------------------------------------------------------------
 
 
-def mle(X, k1: int = 10, k2: int = 20, n_boot: int = 200, seed: int = 0) -> dict:
+def mle(
+    X,
+    k1: int = 10,
+    k2: int = 20,
+    n_boot: int = 200,
+    seed: int = 0,
+    chains=None,
+    steps=None,
+    window: int = 0,
+) -> dict:
     """Levina-Bickel MLE with the MacKay-Ghahramani correction ``{"value", "lo", "hi", "n"}``.
 
     Per point and ``k``: ``1/m_k(x) = 1/(k-1) sum_{j<k} log(T_k / T_j)`` (an unbiased estimate
     of ``1/d`` for a locally uniform density); ``d_k = 1 / mean_x(1/m_k(x))``; the value is the
-    mean of ``d_k`` over ``k = k1..k2``. Bootstrap: points resampled with replacement.
+    mean of ``d_k`` over ``k = k1..k2``. Bootstrap: points resampled with replacement, or whole
+    chains when ``chains`` is given (neighbours as :func:`neighbour_distances`).
     """
-    U = _unique(X)
-    n = len(U)
-    if n <= k2:
-        raise ValueError(f"mle needs more than k2 = {k2} distinct points, got {n}")
-    dist, _ = NearestNeighbors(n_neighbors=k2 + 1).fit(U).kneighbors(U)
-    return _mle_of(dist, k1, k2, n_boot, seed)
+    n_points = len(_unique(X)) if chains is None else len(X)
+    if n_points <= k2:
+        raise ValueError(f"mle needs more than k2 = {k2} distinct points, got {n_points}")
+    dist, rows = neighbour_distances(X, k2, chains, steps, window)
+    kept = None if chains is None else np.asarray(chains)[rows]
+    return _mle_of(dist, k1, k2, n_boot, seed, chains=kept)
 
 
-def _mle_of(dist, k1, k2, n_boot, seed) -> dict:
-    """The MLE from each point's sorted neighbour distances ``dist (n, >= k2 + 1)``."""
-    n = len(dist)
-    dist = dist[:, : k2 + 1]
-    logT = np.log(dist[:, 1:])  # (n, k2): T_1 .. T_k2
-    ks = np.arange(k1, k2 + 1)
+def _inverse_estimates(dist, ks) -> np.ndarray:
+    """Per point and ``k`` in ``ks``: ``1/m_k(x)`` from sorted distances ``dist`` (self first)."""
+    logT = np.log(dist[:, 1 : ks.max() + 1])  # (n, k_max): T_1 .. T_kmax
     csum = np.cumsum(logT, axis=1)
     # sum_{j<k} log(T_k/T_j) = (k-1) log T_k - sum_{j<=k-1} log T_j
-    inv = ((ks - 1) * logT[:, ks - 1] - csum[:, ks - 2]) / (ks - 1)  # (n, K)
+    return ((ks - 1) * logT[:, ks - 1] - csum[:, ks - 2]) / (ks - 1)  # (n, K)
+
+
+def _mle_of(dist, k1, k2, n_boot, seed, chains=None) -> dict:
+    """The MLE from each point's sorted neighbour distances ``dist (n, >= k2 + 1)``; the
+    bootstrap resamples points, or whole ``chains`` (each point's) when given."""
+    n = len(dist)
+    inv = _inverse_estimates(dist, np.arange(k1, k2 + 1))
     value = float(np.mean(1 / inv.mean(axis=0)))
-    counts = _rng(seed).multinomial(n, np.full(n, 1 / n), size=n_boot)  # (b, n)
-    boot = np.mean(1 / ((counts @ inv) / n), axis=1)
+    if chains is None:
+        weights = _rng(seed).multinomial(n, np.full(n, 1 / n), size=n_boot).astype(float)
+    else:
+        weights = _chain_weights(chains, n_boot, seed)
+    boot = np.mean(1 / ((weights @ inv) / weights.sum(1, keepdims=True)), axis=1)
     lo, hi = np.quantile(boot, QUANTILES)
     return {"value": value, "lo": float(lo), "hi": float(hi), "n": n}
+
+
+def dimension_by_scale(X, k_max: int = 20, chains=None, steps=None, window: int = 0) -> dict:
+    """The Levina-Bickel estimate at each neighbour rank ``k = 2..k_max`` (MacKay-Ghahramani
+    averaged): how the dimension changes with the scale it is read at."""
+    dist, _ = neighbour_distances(X, k_max, chains, steps, window)
+    ks = np.arange(2, k_max + 1)
+    d = 1 / _inverse_estimates(dist, ks).mean(axis=0)
+    return {"k": ks.tolist(), "dimension": d.tolist(), "n": len(dist)}
 
 
 # --- the report's pipeline ---------------------------------------------------------------------
@@ -292,6 +411,10 @@ def dimension_table(
     max_points: int = 2000,
     null_transform=None,
     subset_grams=None,
+    chains=None,
+    steps=None,
+    window: int = 0,
+    by_scale: dict | None = None,
 ) -> list[dict]:
     """Rows ``{statistic, value, lo, hi, null, null_value, null_lo, null_hi, p_null, verdict,
     n_good}`` for draws ``theta (n, p)`` with per-draw ``mean_loss (n,)``; good = ``mean_loss <
@@ -311,8 +434,15 @@ def dimension_table(
     at each sorted index array: the shuffled nulls are then measured by :func:`gram_stats`
     from one pass over an on-disk ``theta`` instead of reading random rows per replicate
     (same subsets, same statistics up to rounding).
+
+    ``chains``/``steps`` (each draw's chain and draw index, ``(n,)``): ``twonn`` and ``mle``
+    take neighbours outside a lag ``window`` of the draw's own chain and bootstrap whole chains
+    (the shuffled null's subsets are measured the same way; uniform draws have no chains), and
+    ``twonn_naive``/``mle_naive`` keep the plain reading. ``by_scale``, when a dict, receives
+    :func:`dimension_by_scale` of the good draws.
     """
     rng = _rng(seed)
+    lagged = chains is not None
 
     def uniform(size):
         U = null_uniform(size, p, box, rs)
@@ -337,10 +467,22 @@ def dimension_table(
     T_good = T_loss < threshold
 
     real = {}
+    order = np.sort(idx)  # _rows reads in increasing order
+    lag = {}
+    if lagged:
+        lag = {"chains": np.asarray(chains)[order], "steps": np.asarray(steps)[order]}
+        lag["window"] = window
     if enough:
-        r1 = twonn(G, discard=discard, n_boot=n_boot, seed=seed)
-        r2 = mle(G, k1=k1, k2=k2, n_boot=n_boot, seed=seed)
+        r1 = twonn(G, discard=discard, n_boot=n_boot, seed=seed, **lag)
+        r2 = mle(G, k1=k1, k2=k2, n_boot=n_boot, seed=seed, **lag)
         real = {k: (r["value"], r["lo"], r["hi"]) for k, r in (("twonn", r1), ("mle", r2))}
+        if lagged:
+            r1 = twonn(G, discard=discard, n_boot=n_boot, seed=seed)
+            r2 = mle(G, k1=k1, k2=k2, n_boot=n_boot, seed=seed)
+            real["twonn_naive"] = (r1["value"], r1["lo"], r1["hi"])
+            real["mle_naive"] = (r2["value"], r2["lo"], r2["hi"])
+        if by_scale is not None:
+            by_scale.update(dimension_by_scale(G, k2, **lag))
         ev = _top_k_ratio(G, k_pca)
         br = _rng(seed)
         boots = [_top_k_ratio(G[br.integers(0, m, m)], k_pca) for _ in range(n_null)]
@@ -370,19 +512,33 @@ def dimension_table(
             else:
                 pick = rs.choice(n, size=m, replace=False)
                 cloud = _rows(theta, pick) if enough and grams is None else None
+            # the shuffled subset keeps its draws' chains; uniform draws are independent
+            null_lag = {}
+            if lagged:
+                where = np.sort(pick) if name == "shuffled" else None
+                null_lag = {
+                    "chains": np.arange(m) if where is None else np.asarray(chains)[where],
+                    "steps": np.zeros(m, dtype=np.int64)
+                    if where is None
+                    else np.asarray(steps)[where],
+                    "window": window,
+                }
             if enough and (cloud is None or m < p):
                 # wide clouds (large p): all three statistics from one n x n Gram matrix
                 K = grams[r] if cloud is None else cloud @ cloud.T
-                for stat, v in gram_stats(K, k_pca, discard, k1, k2).items():
+                for stat, v in gram_stats(K, k_pca, discard, k1, k2, **null_lag).items():
                     nulls[name].setdefault(stat, []).append(v)
             elif enough:
-                nulls[name].setdefault("twonn", []).append(
-                    twonn(cloud, discard=discard, n_boot=1)["value"]
-                )
-                nulls[name].setdefault("mle", []).append(
-                    mle(cloud, k1=k1, k2=k2, n_boot=1)["value"]
-                )
-                nulls[name].setdefault(f"pca_ev{k_pca}", []).append(_top_k_ratio(cloud, k_pca))
+                values = {
+                    "twonn": twonn(cloud, discard=discard, n_boot=1, **null_lag)["value"],
+                    "mle": mle(cloud, k1=k1, k2=k2, n_boot=1, **null_lag)["value"],
+                    f"pca_ev{k_pca}": _top_k_ratio(cloud, k_pca),
+                }
+                if lagged:
+                    values["twonn_naive"] = twonn(cloud, discard=discard, n_boot=1)["value"]
+                    values["mle_naive"] = mle(cloud, k1=k1, k2=k2, n_boot=1)["value"]
+                for stat, v in values.items():
+                    nulls[name].setdefault(stat, []).append(v)
             del cloud
         # pipeline nulls, on as many draws as the real pipeline: a uniform cloud with a random
         # good set of the same size; the real draws with their energies shuffled
@@ -395,6 +551,12 @@ def dimension_table(
             pipeline_ev(T, null_shuffled(T_loss, rs) < threshold, **kpca)
         )
 
+    n_kpca, n_pca = kpca.get("n_kpca", 3), kpca.get("n_pca", 2)
+    # PCA of an n_kpca-dimensional cloud keeps at least n_pca / n_kpca of its variance
+    floor = (
+        f"; floor {n_pca}/{n_kpca} = {n_pca / n_kpca:.3g}: any {n_kpca}-D cloud keeps at least "
+        f"that in its top {n_pca}, so pca_ev{k_pca} in the full space is the telling number"
+    )
     rows = []
     for stat, (value, lo, hi) in real.items():
         for null in ("uniform", "shuffled"):
@@ -413,7 +575,8 @@ def dimension_table(
                     "null_lo": nlo,
                     "null_hi": nhi,
                     "p_null": pn,
-                    "verdict": _verdict(value, null, nv, nlo, nhi, pn, alpha, n_finite),
+                    "verdict": _verdict(value, null, nv, nlo, nhi, pn, alpha, n_finite)
+                    + (floor if stat == pipe_name else ""),
                     "n_good": n_good,
                 }
             )

@@ -192,6 +192,9 @@ def dimension_rows(
     # wide clouds of raw draws (large p): shuffled nulls from one streamed pass, see _subset_grams
     wide = transform is None and rows_view.shape[1] > max_points
     grams = partial(_subset_grams, store.theta, max_mb) if wide else None
+    lag = autocorrelation_window(store)
+    n_chains, n_draws = store.theta.shape[:2]
+    by_scale: dict = {}
     rows = dimension.dimension_table(
         rows_view,
         ml,
@@ -209,6 +212,10 @@ def dimension_rows(
         max_points=max_points,
         null_transform=transform,
         subset_grams=grams,
+        chains=np.repeat(np.arange(n_chains), n_draws),
+        steps=np.tile(np.arange(n_draws), n_chains),
+        window=lag["window"],
+        by_scale=by_scale,
     )
     need = {"pipeline": kpca["n_pca"] + 1, "other": mle_k2 + 2}
     for r in rows:
@@ -223,7 +230,7 @@ def dimension_rows(
             r["verdict"] = f"skipped: n_good={n_good} ({why})"
     if not any(r["statistic"] in ("twonn", "mle") for r in rows):
         # dimension_table leaves the neighbour statistics out entirely when too few are good
-        for stat in ("twonn", "mle", f"pca_ev{k_pca}"):
+        for stat in ("twonn", "mle", "twonn_naive", "mle_naive", f"pca_ev{k_pca}"):
             for null in ("uniform", "shuffled"):
                 rows.append(
                     {
@@ -252,8 +259,28 @@ def dimension_rows(
             "uniform": "draws uniform in the box (mapped to the analysis coordinates)",
             "shuffled": "the chain's own draws with energies shuffled (random good set)",
         },
+        "neighbours": lag,
+        "by_scale": by_scale or None,
     }
     return rows, meta
+
+
+def autocorrelation_window(store) -> dict:
+    """The lag window within which draws of one chain are not each other's neighbours: the
+    draws per effective draw, ``chains * draws / ESS_bulk(U)``, rounded up (at most a chain)."""
+    from arviz_stats.base import array_stats
+
+    energy = np.asarray(store.stat("energy"), dtype=np.float64)
+    n_chains, n_draws = energy.shape
+    ess = float(array_stats.ess(energy, method="bulk", chain_axis=0, draw_axis=1))
+    tau = n_chains * n_draws / ess if np.isfinite(ess) and ess > 0 else float(n_draws)
+    return {
+        "window": int(min(n_draws, np.ceil(tau))),
+        "ess_bulk_U": ess,
+        "meaning": "twonn and mle: draws of the same chain closer than `window` draws are not "
+        "neighbours (window = chains x draws / bulk ESS of U); intervals bootstrap whole "
+        "chains. twonn_naive and mle_naive: every draw a neighbour, draws bootstrapped",
+    }
 
 
 # --- census ------------------------------------------------------------------------------------
