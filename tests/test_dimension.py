@@ -77,10 +77,32 @@ def test_table_uniform_data_is_explained_by_construction():
     loss = rng.random(300)
     table = _table(theta, loss)
     assert {s for s, _ in table} == {"twonn", "mle", "pca_ev2", "pipeline_ev2"}
+    assert {n for _, n in table} == {"uniform", "shuffled", "gaussian"}
+    assert ("pipeline_ev2", "gaussian") not in table
     for key, row in table.items():
+        if key[1] == "gaussian":
+            continue  # a cube is no Gaussian: the test below gives this null its own case
         assert row["verdict"].startswith("explained by construction"), (key, row["verdict"])
         assert row["p_null"] > 0.05
         assert row["n_good"] == (loss < 0.5).sum()
+
+
+def test_gaussian_null_explains_a_gaussian_cloud_and_not_a_plane_in_it():
+    """Known answers: good draws from a 5-D Gaussian are a Gaussian cloud (not
+    distinguishable from the null with their mean and covariance); good draws on a curved 1-D
+    arc have a covariance that spreads over 2 dimensions, and the null with that covariance
+    has dimension 2, above theirs."""
+    rng = np.random.default_rng(12)
+    theta = rng.normal(size=(300, 5)) * [3, 2, 1, 1, 0.5]
+    table = _table(theta, np.r_[np.zeros(150), np.ones(150)])
+    for stat in ("twonn", "mle", "pca_ev2"):
+        assert table[(stat, "gaussian")]["p_null"] > 0.05, table[(stat, "gaussian")]
+    t = rng.uniform(0, np.pi, size=150)
+    arc = np.c_[3 * np.cos(t), 3 * np.sin(t), np.zeros((150, 3))]
+    theta = np.vstack([arc, rng.uniform(-10, 10, size=(150, 5))])
+    table = _table(theta, np.r_[np.full(150, 0.01), np.ones(150)])
+    row = table[("twonn", "gaussian")]
+    assert row["verdict"].startswith("below the gaussian null") and row["null_value"] > 1.5
 
 
 def test_table_flags_a_real_plane():
@@ -124,7 +146,7 @@ def test_wide_clouds_gram_path_equals_the_row_path():
 
     rows = dimension.dimension_table(theta, ml, 0.5, 3.0, **kw)
     streamed = dimension.dimension_table(theta, ml, 0.5, 3.0, subset_grams=grams, **kw)
-    assert calls == [4] and len(rows) == len(streamed) == 8
+    assert calls == [4] and len(rows) == len(streamed) == 3 * 3 + 2  # gaussian: no pipeline
     for a, b in zip(rows, streamed, strict=True):
         assert (a["statistic"], a["null"]) == (b["statistic"], b["null"])
         for col in ("value", "null_value", "null_lo", "null_hi", "p_null"):

@@ -21,7 +21,8 @@ bootstrap draws, as a plain reading of the cloud would.
 Intervals are bootstrap percentiles (fixed seed). Nulls: ``uniform`` = draws uniform in the box
 (for the pipeline: as many uniform points as draws, with a random good set of the same size);
 ``shuffled`` = the chain's own draws with energies shuffled, so the good set is a random subset
-of the same size.
+of the same size; ``gaussian`` = independent draws from the Gaussian with the good draws' mean
+and covariance (same spread, no other structure; not for the pipeline).
 
 Exact duplicate draws (repeated positions after rejected proposals) have zero neighbour
 distance and are dropped before neighbour-based estimates.
@@ -39,6 +40,9 @@ from sklearn.decomposition import PCA, IncrementalPCA, KernelPCA
 from sklearn.neighbors import NearestNeighbors
 
 QUANTILES = (0.025, 0.975)
+# uniform in the box; the chain's own draws with a random good set; a Gaussian with the good
+# draws' mean and covariance (a cloud with their spread and no other structure)
+NULLS = ("uniform", "shuffled", "gaussian")
 
 
 def _rng(seed):
@@ -344,6 +348,15 @@ def null_uniform(n: int, p: int, box: float, rng) -> np.ndarray:
     return _rng(rng).uniform(-box, box, size=(n, p))
 
 
+def null_gaussian(G: np.ndarray, rng) -> np.ndarray:
+    """As many independent draws as ``G (m, p)`` has rows from the Gaussian with its mean and
+    covariance: ``mean + Z (G - mean) / sqrt(m - 1)``, ``Z`` standard normal ``(m, m)``, so
+    the p x p covariance is never formed."""
+    m = len(G)
+    mean = G.mean(axis=0)
+    return mean + _rng(rng).standard_normal((m, m)) @ (G - mean) / np.sqrt(max(m - 1, 1))
+
+
 def null_shuffled(mean_loss: np.ndarray, rng) -> np.ndarray:
     """The energies permuted across draws: the good set becomes a random subset of equal size."""
     return _rng(rng).permutation(np.asarray(mean_loss))
@@ -492,7 +505,7 @@ def dimension_table(
     real[pipe_name] = (pipeline_ev(T, T_good, **kpca), float("nan"), float("nan"))
 
     # null replicates
-    nulls = {"uniform": {}, "shuffled": {}}
+    nulls = {name: {} for name in NULLS}
     grams = None
     if enough and subset_grams is not None:
         # the replicates' shuffled subsets, drawn as the loop below draws them
@@ -504,18 +517,21 @@ def dimension_table(
         grams = subset_grams(picks)
     for r in range(n_null):
         rs = _rng([seed, r])
-        for name in ("uniform", "shuffled"):
+        for name in NULLS:
             # one null cloud at a time: at large p each is as big as the good draws; the
             # shuffled draws are read from the store only when they are used
             if name == "uniform":
                 cloud = uniform(m)
+            elif name == "gaussian":
+                # its own random stream, so the other nulls stay as they were
+                cloud = null_gaussian(G, _rng([seed, r, 2])) if enough else None
             else:
                 pick = rs.choice(n, size=m, replace=False)
                 cloud = _rows(theta, pick) if enough and grams is None else None
             # the shuffled subset keeps its draws' chains; uniform draws are independent
             null_lag = {}
             if lagged:
-                where = np.sort(pick) if name == "shuffled" else None
+                where = np.sort(pick) if name == "shuffled" else None  # the others: iid
                 null_lag = {
                     "chains": np.arange(m) if where is None else np.asarray(chains)[where],
                     "steps": np.zeros(m, dtype=np.int64)
@@ -559,7 +575,9 @@ def dimension_table(
     )
     rows = []
     for stat, (value, lo, hi) in real.items():
-        for null in ("uniform", "shuffled"):
+        for null in NULLS:
+            if stat == pipe_name and null == "gaussian":
+                continue  # the pipeline needs all draws, not only a cloud like the good ones
             replicates = np.asarray(nulls[null].get(stat, []), dtype=float)
             nv, nlo, nhi = _interval(replicates)
             pn = _p_null(value, replicates)

@@ -231,7 +231,7 @@ def dimension_rows(
     if not any(r["statistic"] in ("twonn", "mle") for r in rows):
         # dimension_table leaves the neighbour statistics out entirely when too few are good
         for stat in ("twonn", "mle", "twonn_naive", "mle_naive", f"pca_ev{k_pca}"):
-            for null in ("uniform", "shuffled"):
+            for null in dimension.NULLS:
                 rows.append(
                     {
                         "statistic": stat,
@@ -258,6 +258,7 @@ def dimension_rows(
         "nulls": {
             "uniform": "draws uniform in the box (mapped to the analysis coordinates)",
             "shuffled": "the chain's own draws with energies shuffled (random good set)",
+            "gaussian": "independent draws with the good draws' mean and covariance",
         },
         "neighbours": lag,
         "by_scale": by_scale or None,
