@@ -181,3 +181,24 @@ def test_identical_good_draws_are_reported_and_store_like_accepted():
     assert res.summary["pca_param"]["status"] == "skipped"
     assert "coincide" in res.summary["pca_param"]["message"]
     json.loads(json.dumps(res.summary, allow_nan=False))
+
+
+def test_gamma_scan_knows_when_the_reports_error_is_reachable():
+    """Known answers: points on a 3-D linear subspace of R^10 reach the report's error < 0.01
+    at small gamma (the kernel tends to the linear one) with a trustworthy embedding; an
+    isotropic 10-D cloud keeps more than 1 - 3/10 of its variance out of any 3 components, so
+    no gamma reaches it, and the reading says so."""
+    from lossatlas.analysis import reduce as red
+
+    rng = np.random.default_rng(3)
+    basis, _ = np.linalg.qr(rng.normal(size=(10, 3)))
+    flat = rng.normal(size=(300, 3)) * [3, 2, 1] @ basis.T
+    gamma0 = 1.0 / (10 * flat.var(axis=0).mean())
+    scan = red.gamma_scan(flat, gamma0)
+    assert scan["gamma_reaching_report_error"] is not None
+    assert scan["approximation_error"][0] < 0.01 and scan["trustworthiness"][0] > 0.99
+    assert "needs gamma" in scan["reading"]
+    ball = rng.normal(size=(300, 10))
+    scan = red.gamma_scan(ball, 1.0 / 10)
+    assert scan["gamma_reaching_report_error"] is None and min(scan["approximation_error"]) > 0.5
+    assert scan["reading"].startswith("the report's error < 0.01 is not reproduced")

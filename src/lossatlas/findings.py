@@ -35,7 +35,8 @@ def _load(path: Path) -> Any:
 
 def _experiment(name: str, convergence, reduce, dimension, census) -> dict:
     conv = _load(convergence)
-    good = _load(reduce)["good"]
+    reduced = _load(reduce)
+    good = reduced["good"]
     dim = _load(dimension)
     census = _load(census)
     return {
@@ -52,6 +53,7 @@ def _experiment(name: str, convergence, reduce, dimension, census) -> dict:
         "n_good": good["n_good"],
         "good_fraction": good["fraction"],
         "good_threshold": good["threshold"],
+        "kpca_reading": (reduced.get("kpca", {}).get("gamma_scan") or {}).get("reading"),
         "dimension": [
             {k: r[k] for k in ("statistic", "null", "value", "null_value", "p_null", "verdict")}
             for r in dim["rows"]
@@ -237,6 +239,8 @@ def details(found: Mapping, method: str, *, alpha: float = 0.05) -> str:
         lines.append(
             f"- Good draws: {e['n_good']:,} of {e['n_draws']:,} over {e['n_chains']} chains."
         )
+        if e.get("kpca_reading"):
+            lines.append(f"- Kernel PCA: {_escape(e['kpca_reading'])}.")
         lines.append("- Dimension of the good draws:")
         lines.append("")
         for r in e["dimension"]:
