@@ -367,11 +367,11 @@ def run_census(
     )
     starts = streaming.RowView(store.theta, None, **blocks)[idx]
     mlp = target.mlp
-    merge_key = (
-        minima.target_outputs(target)
-        if key == "outputs"
-        else symmetry.canonical_transform(mlp.sizes, mlp.activation, mlp.loss)
-    )
+    merge_key = {
+        "logits": lambda: minima.target_logits(target, seed=seed),
+        "outputs": lambda: minima.target_outputs(target),
+        "canonical": lambda: symmetry.canonical_transform(mlp.sizes, mlp.activation, mlp.loss),
+    }[key]()
     c = minima.census(
         target.U_and_grad,
         starts,
@@ -397,12 +397,31 @@ def run_census(
     table["good"] = table["mean_loss"] < good_threshold
     _, good = _good(store, good_threshold)
     p = int(store.theta.shape[2])
+    walls = []
+    for row, point in zip(c.table, c.points, strict=True):
+        if row["classification"] == minima.WALL:
+            dep = minima.box_dependence(
+                target.U_and_grad, point, target.box, gtol=gtol, maxiter=maxiter,
+                n_restarts=n_restarts,
+            )  # fmt: skip
+            walls.append({"id": row["id"], **dep})
     meta = {
         "key": key,
         "key_meaning": {
+            "logits": "ends merged when the network's centred logits on the data and on 64 "
+            "probe inputs agree (they do not saturate, unlike the softmax)",
             "outputs": "ends merged when the network's softmax outputs on the data agree",
             "canonical": "ends merged when their canonical forms agree (symmetry.canonicalize)",
         }[key],
+        "classes": {
+            minima.WALL: "a coordinate on the box wall with the loss falling outward: a KKT "
+            "point of the box-constrained problem, not a critical point of U; its place and U "
+            "follow the box size (box_dependence). For cross-entropy, once some parameters "
+            "classify every point the loss has its infimum at infinity, so low points inside "
+            "the box end on the wall; model.loss: squared has interior minima",
+        },
+        "box_dependence": walls,
+        "box_reading": _box_reading(walls),
         "clustering_coordinates": coordinates_name,
         "n_starts": int(len(idx)),
         "starts_by_source": {s: int((src == s).sum()) for s in np.unique(src)},
@@ -418,6 +437,17 @@ def run_census(
         "memory": row_budget(p, max_mb, max_points=max_points),
     }
     return c, table, meta
+
+
+def _box_reading(walls: list[dict]) -> str:
+    if not walls:
+        return "no box KKT points"
+    falling = sum(w["falls_with_box"] for w in walls)
+    return (
+        f"U falls as the box grows (L x {', '.join(f'{f:g}' for f in minima.BOX_FACTORS)}) at "
+        f"{falling} of {len(walls)} box KKT points: their U is set by the box, not by the loss"
+        + ("" if falling == len(walls) else "; at the others a larger box finds no lower U")
+    )
 
 
 def good_plane(

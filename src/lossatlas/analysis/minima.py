@@ -6,11 +6,19 @@ Definitions (tolerances are arguments):
   gradient pushes outward; the Hessian is then projected on the free coordinates;
 - an end point is *converged* when the largest free gradient component is at most
   ``grad_tol * (1 + |U|)``;
-- an eigenvalue is *zero* when ``|lambda| <= max(zero_rtol * max|lambda|, zero_atol)``; the
-  index is the number of eigenvalues below ``-that``;
-- classification: ``pinned`` (any pinned coordinate; index and zeros still reported, on the
-  free coordinates), else ``saddle`` (index > 0), ``degenerate minimum`` (index 0, zeros > 0)
-  or ``strict minimum``; ends that did not converge are ``not converged``.
+- *zero* eigenvalues are those below the widest gap, of at least ``gap_decades`` decades, in
+  the sorted ``log10 |lambda|``, none when there is no such gap, and never one above
+  ``zero_rtol * max|lambda|``: a fixed relative tolerance miscounts spectra whose scales
+  differ from point to point. The index is the number of negative eigenvalues outside them;
+- classification: ``box KKT point`` (some coordinate on the box wall with the loss falling
+  outward: a KKT point of the box-constrained problem, not a critical point of U, whose place
+  and U follow the box size L; index and zeros still reported on the free coordinates; see
+  :func:`box_dependence`), else ``saddle`` (index > 0), ``degenerate minimum`` (index 0,
+  zeros > 0) or ``strict minimum``; ends that did not converge are ``not converged``.
+
+Why the wall class is large for cross-entropy: once some parameters classify every point,
+scaling the output layer drives the loss to 0, so its infimum lies at infinity and every low
+point reached inside the box sits on the wall.
 
 Spectrum: with at most ``dense_max`` free coordinates the whole free Hessian is built (central
 differences of the exact gradient) and every eigenvalue is known. Above that (a dense Hessian
@@ -42,6 +50,34 @@ from sklearn.metrics import pairwise_distances_argmin
 
 # U_and_grad(theta (n, p)) -> (U (n,), dU (n, p)), as model.Target.U_and_grad
 BatchedUGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+WALL = "box KKT point"
+# box sizes, relative to the run's, at which box KKT points are re-optimised (box_dependence)
+BOX_FACTORS = (0.5, 1.0, 2.0)
+
+
+def zero_count(
+    eig: np.ndarray, gap_decades: float = 3.0, zero_rtol: float = 1e-6, noise_rtol: float = 1e-9
+) -> tuple[np.ndarray, float]:
+    """Which eigenvalues of ``eig`` are zero, as a mask, and the magnitude that separates them:
+    those under the widest gap (at least ``gap_decades``) of the sorted ``log10 |lambda|``
+    that lies below ``zero_rtol * max|lambda|``; without such a gap, those within the
+    finite-difference noise, ``noise_rtol * max|lambda|``."""
+    eig = np.asarray(eig, dtype=np.float64)
+    mags = np.abs(eig)
+    if mags.size == 0 or mags.max() == 0:
+        return np.ones(mags.size, dtype=bool), 0.0
+    top = mags.max()
+    order = np.argsort(mags)
+    logs = np.log10(np.maximum(mags[order], top * 1e-300))
+    gaps = np.diff(logs)
+    below = mags[order][:-1] <= zero_rtol * top
+    if gaps.size and (gaps * below).max() >= gap_decades:
+        i = int(np.argmax(gaps * below))
+        cut = float(10 ** ((logs[i] + logs[i + 1]) / 2))
+    else:
+        cut = noise_rtol * top
+    return mags <= cut, cut
 
 
 def select_starts(
@@ -196,7 +232,7 @@ def classify(
     *,
     grad_tol: float = 1e-5,
     zero_rtol: float = 1e-6,
-    zero_atol: float = 1e-8,
+    gap_decades: float = 3.0,
     wall_atol: float = 1e-9,
     eps: float = 1e-5,
     **spectrum_kw,
@@ -214,10 +250,8 @@ def classify(
     n_free = int(free.sum())
     grad_norm = float(np.abs(g[free]).max()) if free.any() else 0.0
     eig, method, ok = free_spectrum(U_and_grad, x, free, eps=eps, **spectrum_kw)
-    scale = float(np.abs(eig).max()) if eig.size else 0.0
-    tol = max(zero_rtol * scale, zero_atol)
-    index = int((eig < -tol).sum())
-    n_zero = int((np.abs(eig) <= tol).sum())
+    zero, tol = zero_count(eig, gap_decades, zero_rtol)
+    n_zero, index = int(zero.sum()), int(((eig < 0) & ~zero).sum())
     if eig.size == n_free:
         index_exact = n_zero_exact = True
     else:
@@ -230,7 +264,7 @@ def classify(
     if grad_norm > grad_tol * (1 + abs(u)):
         kind = "not converged"
     elif pinned.any():
-        kind = "pinned"
+        kind = WALL
     elif index > 0:
         kind = "saddle"
     elif not ok:
@@ -378,6 +412,38 @@ def target_accuracy(target) -> Callable[[np.ndarray], np.ndarray]:
         return (out.argmax(axis=2) == target.y[None]).mean(axis=1)
 
     return acc
+
+
+def box_dependence(
+    U_and_grad: BatchedUGrad, point: np.ndarray, box: float, factors=BOX_FACTORS, **minimize_kw
+) -> dict:
+    """U of the point L-BFGS-B reaches from ``point`` inside boxes of ``box * factors``: at a
+    box KKT point U keeps falling as the box grows when the infimum lies beyond it."""
+    sizes = [float(box * f) for f in factors]
+    us = []
+    for size in sizes:
+        _, u, _ = local_minimize(U_and_grad, np.asarray(point)[None], size, **minimize_kw)
+        us.append(float(u[0]))
+    return {"box": sizes, "U": us, "falls_with_box": bool(np.all(np.diff(us) < 0))}
+
+
+def target_logits(target, n_probe: int = 64, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """``points (m, p) -> (m, (n + n_probe) * k)``: the network's outputs before the softmax,
+    centred over the classes (the softmax ignores a shift), on the data and on ``n_probe``
+    inputs uniform in the data's bounding box; raw outputs for squared loss. Unlike the
+    softmax they do not saturate, so two networks that both classify the data with certainty
+    but differ as functions keep different keys."""
+    X = np.asarray(target.X, dtype=np.float64)
+    probes = np.random.default_rng(seed).uniform(X.min(0), X.max(0), size=(n_probe, X.shape[1]))
+    inputs = np.vstack([X, probes])
+
+    def key(points):
+        out = target.mlp.forward(np.asarray(points, dtype=np.float64), inputs)
+        if target.mlp.loss == "cross_entropy":
+            out = out - out.mean(axis=2, keepdims=True)
+        return out.reshape(len(out), -1)
+
+    return key
 
 
 def target_outputs(target) -> Callable[[np.ndarray], np.ndarray]:
