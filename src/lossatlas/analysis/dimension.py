@@ -191,7 +191,8 @@ def neighbour_distances(
         d2[near] = np.inf
         part = np.partition(d2, k - 1, axis=1)[:, :k]
         out[lo:hi, 1:] = np.sqrt(np.sort(part, axis=1))
-    rows = np.flatnonzero(out[:, 1] > 0)
+    # a point with fewer than k allowed neighbours (all in its window) has no estimate
+    rows = np.flatnonzero((out[:, 1] > 0) & np.isfinite(out[:, -1]))
     return out[rows], rows
 
 
@@ -236,6 +237,8 @@ def twonn(
 def _twonn_of(dist, discard, n_boot, seed, chains=None) -> dict:
     """TwoNN from each point's sorted neighbour distances ``dist (n, >= 3)``, self first;
     the bootstrap resamples points, or whole ``chains`` (each point's) when given."""
+    if len(dist) < 3:
+        return {"value": np.nan, "lo": np.nan, "hi": np.nan, "n": len(dist)}
     mu = dist[:, 2] / dist[:, 1]
     value = float(_twonn_fit(mu[None], discard)[0])
     if chains is None:
@@ -290,6 +293,8 @@ def _mle_of(dist, k1, k2, n_boot, seed, chains=None) -> dict:
     """The MLE from each point's sorted neighbour distances ``dist (n, >= k2 + 1)``; the
     bootstrap resamples points, or whole ``chains`` (each point's) when given."""
     n = len(dist)
+    if n < 3:
+        return {"value": np.nan, "lo": np.nan, "hi": np.nan, "n": n}
     inv = _inverse_estimates(dist, np.arange(k1, k2 + 1))
     value = float(np.mean(1 / inv.mean(axis=0)))
     if chains is None:

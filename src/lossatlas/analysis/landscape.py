@@ -262,8 +262,73 @@ def dimension_rows(
         },
         "neighbours": lag,
         "by_scale": by_scale or None,
+        "by_quantile": by_quantile(
+            rows_view,
+            ml,
+            lag["window"],
+            n_draws,
+            max_points=max_points,
+            seed=seed,
+            k_pca=k_pca,
+            discard=twonn_discard,
+            k1=mle_k1,
+            k2=mle_k2,
+            n_boot=n_boot,
+        ),  # fmt: skip
     }
     return rows, meta
+
+
+QUANTILES = (0.01, 0.05, 0.1, 0.25)
+
+
+def by_quantile(
+    rows_view,
+    mean_loss,
+    window: int,
+    n_draws: int,
+    *,
+    max_points: int,
+    seed: int,
+    k_pca: int,
+    discard: float,
+    k1: int,
+    k2: int,
+    n_boot: int,
+    quantiles=QUANTILES,
+) -> list[dict]:
+    """The dimension statistics of the good set defined by rank instead of a fixed threshold:
+    for each q, the lowest q of all draws by mean loss (lag-window neighbours, whole-chain
+    intervals), so a conclusion does not hang on one threshold."""
+    ml = np.asarray(mean_loss, dtype=np.float64).ravel()
+    order = np.argsort(ml, kind="stable")
+    rng = np.random.default_rng([seed, 3])
+    out = []
+    for q in quantiles:
+        idx = order[: max(1, int(round(q * len(ml))))]
+        row = {"quantile": q, "threshold": float(ml[idx[-1]]), "n_good": int(len(idx))}
+        if len(idx) > max_points:
+            idx = rng.choice(idx, size=max_points, replace=False)
+        idx = np.sort(idx)
+        if len(idx) <= k2 + 1:
+            out.append({**row, "status": f"skipped: {len(idx)} draws; needs > {k2 + 1}"})
+            continue
+        lag = {"chains": idx // n_draws, "steps": idx % n_draws, "window": window}
+        X = np.asarray(rows_view[idx], dtype=np.float64)
+        try:
+            t = dimension.twonn(X, discard=discard, n_boot=n_boot, seed=seed, **lag)
+            m = dimension.mle(X, k1=k1, k2=k2, n_boot=n_boot, seed=seed, **lag)
+        except ValueError as err:
+            out.append({**row, "status": f"skipped: {err}"})
+            continue
+        row.update(
+            status="ok",
+            twonn=t["value"], twonn_lo=t["lo"], twonn_hi=t["hi"],
+            mle=m["value"], mle_lo=m["lo"], mle_hi=m["hi"],
+        )  # fmt: skip
+        row[f"pca_ev{k_pca}"] = dimension._top_k_ratio(X, k_pca)
+        out.append(row)
+    return out
 
 
 def autocorrelation_window(store) -> dict:
