@@ -38,6 +38,11 @@ def _experiment(name: str, convergence, reduce, dimension, census) -> dict:
     reduced = _load(reduce)
     good = reduced["good"]
     dim = _load(dimension)
+    quantiles = [
+        {k: q.get(k) for k in ("quantile", "n_good", "twonn", "twonn_lo", "twonn_hi")}
+        for q in dim.get("by_quantile") or []
+        if q.get("status") == "ok"
+    ]
     census = _load(census)
     return {
         "experiment": name,
@@ -58,6 +63,7 @@ def _experiment(name: str, convergence, reduce, dimension, census) -> dict:
             {k: r[k] for k in ("statistic", "null", "value", "null_value", "p_null", "verdict")}
             for r in dim["rows"]
         ],
+        "dimension_by_quantile": quantiles,
         "census": {
             "n_starts": census["n_starts"],
             "key": census["key"],
@@ -245,6 +251,13 @@ def details(found: Mapping, method: str, *, alpha: float = 0.05) -> str:
         lines.append("")
         for r in e["dimension"]:
             lines.append(f"  - {r['statistic']} vs {r['null']}: {_escape(r['verdict'])}")
+        if e.get("dimension_by_quantile"):
+            lines += ["", "- TwoNN of the lowest q of all draws:", ""]
+            for q in e["dimension_by_quantile"]:
+                lines.append(
+                    f"  - q = {100 * q['quantile']:g} % ({q['n_good']:,} draws): "
+                    f"{q['twonn']:.3g} [{q['twonn_lo']:.3g}, {q['twonn_hi']:.3g}]"
+                )
         lines += ["", f"- Census ({e['census']['key']} merged): {_escape(_census_cell(e))}.", ""]
     if compared:
         lines += ["Comparison with the reference", "-----------------------------", ""]
