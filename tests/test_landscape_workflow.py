@@ -42,6 +42,7 @@ CENSUS_COLUMNS = [
     "n_zero",
     "n_pinned",
     "n_starts",
+    "n_roots",
     "basin_share",
     "accuracy",
     "grad_norm",

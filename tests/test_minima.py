@@ -275,3 +275,17 @@ def test_box_kkt_points_follow_the_box():
     dep = minima.box_dependence(index_two, np.array([1.0, -1.0, 0.0]), 1.0)
     assert dep["box"] == [0.5, 1.0, 2.0] and dep["falls_with_box"]
     np.testing.assert_allclose(dep["U"], [-0.5, -2.0, -8.0], atol=1e-8)
+
+
+def test_saddle_search_finds_what_minimization_walks_past():
+    """Starts near the double well's saddle: L-BFGS-B runs downhill to the two minima and
+    never reports the saddle; the gradient-root search from the same starts lands on it."""
+    starts = np.array([[0.3, 0.2], [-0.25, -0.1], [0.8, 0.1]])
+    plain = minima.census(double_well, starts, box=3.0)
+    assert {r["classification"] for r in plain.table} == {"strict minimum"}
+    c = minima.census(double_well, starts, box=3.0, saddle_search=True)
+    saddle = [r for r in c.table if r["classification"] == "saddle"]
+    assert len(saddle) == 1 and saddle[0]["index"] == 1 and saddle[0]["n_starts"] == 0
+    assert saddle[0]["n_roots"] >= 1 and saddle[0]["U"] == pytest.approx(1.0)
+    assert minima.index_counts(c) == {"minimize": {"0": 2}, "gradient root": {"0": 1, "1": 1}}
+    assert len(c.assignment) == len(starts) and sum(r["n_starts"] for r in c.table) == 3

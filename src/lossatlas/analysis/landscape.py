@@ -411,6 +411,7 @@ def run_census(
     n_eig: int,
     eig_tol: float,
     eig_maxiter: int,
+    saddle_search: bool = True,
 ) -> tuple[minima.Census, pd.DataFrame, dict]:
     """(census, table, meta) of ``target`` from starts among the draws in ``store``: the census
     table gains ``good`` (mean loss below ``good_threshold``), ``n_from_all`` and
@@ -437,10 +438,14 @@ def run_census(
         "outputs": lambda: minima.target_outputs(target),
         "canonical": lambda: symmetry.canonical_transform(mlp.sizes, mlp.activation, mlp.loss),
     }[key]()
+    p = int(store.theta.shape[2])
+    # the gradient-root search needs a dense Hessian per iteration
+    search = bool(saddle_search and p <= dense_max)
     c = minima.census(
         target.U_and_grad,
         starts,
         target.box,
+        saddle_search=search,
         key=merge_key,
         merge_tol=merge_tol,
         mean_loss=target.mean_loss,
@@ -461,7 +466,6 @@ def run_census(
     table["n_from_good"] = np.bincount(c.assignment[from_good], minlength=m)[:m]
     table["good"] = table["mean_loss"] < good_threshold
     _, good = _good(store, good_threshold)
-    p = int(store.theta.shape[2])
     walls = []
     for row, point in zip(c.table, c.points, strict=True):
         if row["classification"] == minima.WALL:
@@ -492,6 +496,14 @@ def run_census(
         "starts_by_source": {s: int((src == s).sum()) for s in np.unique(src)},
         "n_good_draws": int(good.sum()),
         "counts": minima.summary(c),
+        "saddle_search": (
+            "least squares on the gradient from the same starts (n_roots per point)"
+            if search
+            else "off"
+            if not saddle_search
+            else f"skipped: p = {p} > dense_max = {dense_max} (it needs a dense Hessian)"
+        ),
+        "index_counts": minima.index_counts(c),
         "spectrum": (
             f"dense Hessian, every eigenvalue: {p} <= dense_max"
             if p <= dense_max

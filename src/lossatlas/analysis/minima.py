@@ -143,6 +143,39 @@ def local_minimize(
     return np.array(ends), np.array(us), np.array(its)
 
 
+def gradient_roots(
+    U_and_grad: BatchedUGrad, starts: np.ndarray, box: float, *, max_nfev: int = 200
+) -> tuple[np.ndarray, np.ndarray]:
+    """Critical points of any index near each start: least squares on the gradient
+    (``scipy.optimize.least_squares``, trust-region reflective inside the box) with the
+    central-difference Hessian as its Jacobian. L-BFGS-B runs downhill and almost never stops
+    at a saddle; this finds the zeros of the gradient whatever their index. Returns ``(ends,
+    U)``; an end that is not a critical point (a local minimum of the gradient's norm) is
+    judged by :func:`classify` as ``not converged``. Dense: for small p only."""
+    from scipy.optimize import least_squares
+
+    def grad(x):
+        return np.asarray(U_and_grad(x[None])[1][0], dtype=np.float64)
+
+    ends = []
+    for x0 in np.clip(np.asarray(starts, dtype=np.float64), -box, box):
+        r = least_squares(
+            grad,
+            x0,
+            jac=lambda x: hessian(U_and_grad, x),
+            bounds=(-box, box),
+            method="trf",
+            xtol=1e-15,
+            ftol=1e-15,
+            gtol=1e-15,
+            max_nfev=max_nfev,
+        )
+        ends.append(r.x)
+    ends = np.array(ends).reshape(len(ends), -1)
+    U = U_and_grad(ends)[0] if len(ends) else np.zeros(0)
+    return ends, np.asarray(U, dtype=np.float64)
+
+
 def hessian(
     U_and_grad: BatchedUGrad, x: np.ndarray, eps: float = 1e-5, free: np.ndarray | None = None
 ) -> np.ndarray:
@@ -331,13 +364,18 @@ def census(
     gtol: float = 1e-10,
     maxiter: int = 20_000,
     n_restarts: int = 20,
+    saddle_search: bool = False,
     **classify_kw,
 ) -> Census:
     """Optimise from every start, merge ends whose ``key`` (e.g. canonical form, default the raw
     point) agrees within ``merge_tol`` (max-norm), classify each distinct point.
 
+    With ``saddle_search``, :func:`gradient_roots` runs from the same starts too and its
+    converged ends join the merge: ``n_roots`` counts them per row (``n_starts`` and
+    ``basin_share`` count L-BFGS-B's ends only).
+
     Table rows: ``id, U, mean_loss, classification, index, n_zero, n_pinned, n_starts,
-    basin_share (of all starts), accuracy, grad_norm, min_eig, max_eig, n_free, n_eig,
+    n_roots, basin_share (of all starts), accuracy, grad_norm, min_eig, max_eig, n_free, n_eig,
     spectrum, index_exact, n_zero_exact``: ``n_eig`` eigenvalues of the ``n_free`` were computed
     (``spectrum`` dense or eigsh; see the module docstring for when the counts are bounds).
     ``mean_loss`` maps U to the mean per-point loss and ``accuracy`` maps points ``(m, p)`` to
@@ -346,6 +384,10 @@ def census(
     ends, end_U, _ = local_minimize(
         U_and_grad, starts, box, gtol=gtol, maxiter=maxiter, n_restarts=n_restarts
     )
+    n_min = len(ends)
+    if saddle_search:
+        roots, root_U = gradient_roots(U_and_grad, starts, box)
+        ends, end_U = np.vstack([ends, roots]), np.concatenate([end_U, root_U])
     keys = key(ends) if key is not None else ends
     labels = merge(keys, merge_tol)
     n_groups = labels.max() + 1 if len(labels) else 0
@@ -357,7 +399,7 @@ def census(
     rows, eigs = [], []
     for g, rep in enumerate(reps):
         c = classify(U_and_grad, ends[rep], box, **classify_kw)
-        n_starts = int((labels == g).sum())
+        n_starts = int((labels[:n_min] == g).sum())
         ev = c["eigenvalues"]
         rows.append(
             {
@@ -369,7 +411,8 @@ def census(
                 "n_zero": c["n_zero"],
                 "n_pinned": c["n_pinned"],
                 "n_starts": n_starts,
-                "basin_share": n_starts / len(ends),
+                "n_roots": int((labels[n_min:] == g).sum()),
+                "basin_share": n_starts / n_min,
                 "accuracy": float(acc[g]),
                 "grad_norm": c["grad_norm"],
                 "min_eig": float(ev[0]) if ev.size else float("nan"),
@@ -389,9 +432,9 @@ def census(
     return Census(
         table=rows,
         points=points[order],
-        assignment=remap[labels] if len(labels) else labels,
-        ends=ends,
-        end_U=end_U,
+        assignment=remap[labels[:n_min]] if n_min else labels[:0],
+        ends=ends[:n_min],
+        end_U=end_U[:n_min],
         eigenvalues=[eigs[i] for i in order],
     )
 
@@ -401,6 +444,20 @@ def summary(c: Census) -> dict[str, int]:
     out: dict[str, int] = {}
     for r in c.table:
         out[r["classification"]] = out.get(r["classification"], 0) + 1
+    return out
+
+
+def index_counts(c: Census) -> dict[str, dict[str, int]]:
+    """Converged critical points (not box KKT points) by Hessian index, as each method found
+    them: ``minimize`` (L-BFGS-B) and ``gradient root`` (saddle search)."""
+    out: dict[str, dict[str, int]] = {"minimize": {}, "gradient root": {}}
+    for r in c.table:
+        if r["classification"] not in ("saddle", "strict minimum", "degenerate minimum"):
+            continue
+        for method, found in (("minimize", r["n_starts"]), ("gradient root", r.get("n_roots", 0))):
+            if found:
+                key = str(r["index"])
+                out[method][key] = out[method].get(key, 0) + 1
     return out
 
 
