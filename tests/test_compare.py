@@ -188,3 +188,44 @@ def test_wide_clouds_take_angles_from_the_gram_matrix():
     assert ang.G is not None
     i, j = np.arange(20), 20 + np.arange(25)
     assert ang.max_angle(i, j) == pytest.approx(compare.pca_angles(X, Y, 2).max(), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_two_runs_of_one_target_are_not_told_apart_by_the_chain_test():
+    """Calibration on the real sampler: the report's network sampled twice with different seeds
+    (8 RWM chains each, from uniform starts, far from mixed), compared draw for draw. Both runs
+    draw their chains from one law, so whole chains are exchangeable: the chain test rejects at
+    5 % in at most 3 of 20 seed pairs (P(>= 4 | 5 %) = 0.016); permuting draws, which treats
+    each chain's draws as independent, rejects in most of them."""
+    from lossatlas import config, data, model, sampling
+
+    cfg = config.validate({})
+    ds = data.generate(cfg["dataset"])
+    m, t = cfg["model"], cfg["target"]
+    target = model.target_for(
+        ds, hidden=m["hidden"], activation=m["activation"], loss=m["loss"], box=t["box"],
+        beta=t["beta"], energy=t["energy"],
+    )  # fmt: skip
+    sampler = sampling.build({"kind": "rwm", "backend": "numpy"}, target)
+
+    def run(seed, n_chains=8, warmup=400, draws=60, thin=5):
+        rng = np.random.default_rng(seed)
+        state = sampler.init(rng.uniform(-t["box"], t["box"], size=(n_chains, target.p)), rng)
+        for _ in range(warmup):
+            state, _ = sampler.step(state, rng, adapt=True)
+        state = sampler.end_warmup(state)
+        out = np.empty((n_chains, draws, target.p))
+        for d in range(draws):
+            for _ in range(thin):
+                state, _ = sampler.step(state, rng)
+            out[:, d] = state.position
+        return out.reshape(-1, target.p), np.repeat(np.arange(n_chains), draws)
+
+    by_chain, by_draw = [], []
+    for seed in range(20):
+        (X, gx), (Y, gy) = run([seed, 0]), run([seed, 1])
+        kw = {"n_perm": 199, "seed": seed}
+        by_chain.append(compare.two_sample_test(X, Y, groups_x=gx, groups_y=gy, **kw)["pvalue"])
+        by_draw.append(compare.two_sample_test(X, Y, **kw)["pvalue"])
+    assert sum(p <= 0.05 for p in by_chain) <= 3, by_chain
+    assert sum(p <= 0.05 for p in by_draw) >= 10, by_draw
