@@ -497,7 +497,8 @@ def run_census(
         "n_good_draws": int(good.sum()),
         "counts": minima.summary(c),
         "saddle_search": (
-            "least squares on the gradient from the same starts (n_roots per point)"
+            f"least squares on the gradient from the same {len(idx)} starts: "
+            f"{c.roots_found} ended at an interior critical point (n_roots per point)"
             if search
             else "off"
             if not saddle_search

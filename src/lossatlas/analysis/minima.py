@@ -350,6 +350,7 @@ class Census:
     ends: np.ndarray
     end_U: np.ndarray
     eigenvalues: list[np.ndarray] = field(default_factory=list)
+    roots_found: int = 0  # saddle-search ends at an interior critical point
 
 
 def census(
@@ -370,9 +371,10 @@ def census(
     """Optimise from every start, merge ends whose ``key`` (e.g. canonical form, default the raw
     point) agrees within ``merge_tol`` (max-norm), classify each distinct point.
 
-    With ``saddle_search``, :func:`gradient_roots` runs from the same starts too and its
-    converged ends join the merge: ``n_roots`` counts them per row (``n_starts`` and
-    ``basin_share`` count L-BFGS-B's ends only).
+    With ``saddle_search``, :func:`gradient_roots` runs from the same starts too and its ends
+    that are interior critical points (gradient within ``grad_tol``) join the merge:
+    ``n_roots`` counts them per row (``n_starts`` and ``basin_share`` count L-BFGS-B's ends
+    only), ``roots_found`` in all.
 
     Table rows: ``id, U, mean_loss, classification, index, n_zero, n_pinned, n_starts,
     n_roots, basin_share (of all starts), accuracy, grad_norm, min_eig, max_eig, n_free, n_eig,
@@ -385,9 +387,17 @@ def census(
         U_and_grad, starts, box, gtol=gtol, maxiter=maxiter, n_restarts=n_restarts
     )
     n_min = len(ends)
+    roots_found = 0
     if saddle_search:
         roots, root_U = gradient_roots(U_and_grad, starts, box)
-        ends, end_U = np.vstack([ends, roots]), np.concatenate([end_U, root_U])
+        # only interior zeros of the gradient: the search is for critical points of U, and
+        # the wall's KKT points are L-BFGS-B's to find
+        g = np.asarray(U_and_grad(roots)[1]) if len(roots) else np.zeros_like(roots)
+        tol = classify_kw.get("grad_tol", 1e-5) * (1 + np.abs(root_U))
+        keep = (np.abs(roots).max(1) < box * (1 - 1e-9)) & (np.abs(g).max(1) <= tol)
+        roots_found = int(keep.sum())
+        ends = np.vstack([ends, roots[keep]])
+        end_U = np.concatenate([end_U, root_U[keep]])
     keys = key(ends) if key is not None else ends
     labels = merge(keys, merge_tol)
     n_groups = labels.max() + 1 if len(labels) else 0
@@ -436,6 +446,7 @@ def census(
         ends=ends[:n_min],
         end_U=end_U[:n_min],
         eigenvalues=[eigs[i] for i in order],
+        roots_found=roots_found,
     )
 
 
