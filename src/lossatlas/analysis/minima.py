@@ -8,8 +8,9 @@ Definitions (tolerances are arguments):
   ``grad_tol * (1 + |U|)``;
 - *zero* eigenvalues are those below the widest gap, of at least ``gap_decades`` decades, in
   the sorted ``log10 |lambda|``, none when there is no such gap, and never one above
-  ``zero_rtol * max|lambda|``: a fixed relative tolerance miscounts spectra whose scales
-  differ from point to point. The index is the number of negative eigenvalues outside them;
+  ``zero_rtol * max|lambda|``, and always those below ``zero_atol`` (what central differences
+  resolve): a fixed relative tolerance miscounts spectra whose scales differ from point to
+  point. The index is the number of negative eigenvalues outside them;
 - classification: ``box KKT point`` (some coordinate on the box wall with the loss falling
   outward: a KKT point of the box-constrained problem, not a critical point of U, whose place
   and U follow the box size L; index and zeros still reported on the free coordinates; see
@@ -57,16 +58,21 @@ BOX_FACTORS = (0.5, 1.0, 2.0)
 
 
 def zero_count(
-    eig: np.ndarray, gap_decades: float = 3.0, zero_rtol: float = 1e-6, noise_rtol: float = 1e-9
+    eig: np.ndarray,
+    gap_decades: float = 3.0,
+    zero_rtol: float = 1e-6,
+    noise_rtol: float = 1e-9,
+    zero_atol: float = 1e-8,
 ) -> tuple[np.ndarray, float]:
     """Which eigenvalues of ``eig`` are zero, as a mask, and the magnitude that separates them:
     those under the widest gap (at least ``gap_decades``) of the sorted ``log10 |lambda|``
     that lies below ``zero_rtol * max|lambda|``; without such a gap, those within the
-    finite-difference noise, ``noise_rtol * max|lambda|``."""
+    finite-difference noise, ``noise_rtol * max|lambda|``. Never fewer than those below
+    ``zero_atol``: central differences of the gradient cannot resolve curvature below it."""
     eig = np.asarray(eig, dtype=np.float64)
     mags = np.abs(eig)
-    if mags.size == 0 or mags.max() == 0:
-        return np.ones(mags.size, dtype=bool), 0.0
+    if mags.size == 0 or mags.max() <= zero_atol:
+        return np.ones(mags.size, dtype=bool), zero_atol
     top = mags.max()
     order = np.argsort(mags)
     logs = np.log10(np.maximum(mags[order], top * 1e-300))
@@ -77,6 +83,7 @@ def zero_count(
         cut = float(10 ** ((logs[i] + logs[i + 1]) / 2))
     else:
         cut = noise_rtol * top
+    cut = max(cut, zero_atol)
     return mags <= cut, cut
 
 
@@ -265,6 +272,7 @@ def classify(
     *,
     grad_tol: float = 1e-5,
     zero_rtol: float = 1e-6,
+    zero_atol: float = 1e-8,
     gap_decades: float = 3.0,
     wall_atol: float = 1e-9,
     eps: float = 1e-5,
@@ -283,7 +291,7 @@ def classify(
     n_free = int(free.sum())
     grad_norm = float(np.abs(g[free]).max()) if free.any() else 0.0
     eig, method, ok = free_spectrum(U_and_grad, x, free, eps=eps, **spectrum_kw)
-    zero, tol = zero_count(eig, gap_decades, zero_rtol)
+    zero, tol = zero_count(eig, gap_decades, zero_rtol, zero_atol=zero_atol)
     n_zero, index = int(zero.sum()), int(((eig < 0) & ~zero).sum())
     if eig.size == n_free:
         index_exact = n_zero_exact = True
