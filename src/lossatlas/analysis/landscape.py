@@ -505,6 +505,13 @@ def run_census(
             else f"skipped: p = {p} > dense_max = {dense_max} (it needs a dense Hessian)"
         ),
         "index_counts": minima.index_counts(c),
+        "n_flat": sum(
+            r["classification"] != "not converged" and r["n_free"] - r["n_zero"] <= 1
+            for r in c.table
+        ),
+        "n_flat_meaning": "points with at most one eigenvalue above the resolution of central "
+        "differences (1e-8): saturated networks whose loss is flat on the way to its infimum, "
+        "not isolated minima",
         "spectrum": (
             f"dense Hessian, every eigenvalue: {p} <= dense_max"
             if p <= dense_max
