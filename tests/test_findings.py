@@ -70,7 +70,7 @@ def test_first_page_states_each_experiments_verdicts(tmp_path):
     assert "- **rotate-120**: not converged: U; raw parameters do not mix" in page
     assert "123 of 400 draws good" in page
     assert "uniform: below (p = 0.01)" in page and "uniform: not distinguishable (p = 0.4)" in page
-    assert "1 saddle, 2 strict minimum (from 10 starts); 2 of them good" in page
+    assert "1 saddle, 2 strict minima (from 10 starts); 2 of them good" in page
     assert (
         "as sampled: differ (p = 0.01); mapped back inside both boxes (31 % left out): "
         "not distinguishable (p = 0.62)"

@@ -120,9 +120,20 @@ def _dimension_cell(e: dict) -> str:
     )
 
 
+PLURALS = {
+    "box KKT point": "box KKT points",
+    "strict minimum": "strict minima",
+    "degenerate minimum": "degenerate minima",
+    "saddle": "saddles",
+}
+
+
 def _census_cell(e: dict) -> str:
     c = e["census"]
-    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(c["counts"].items()))
+    kinds = ", ".join(
+        f"{n} {kind if n == 1 else PLURALS.get(kind, kind)}"
+        for kind, n in sorted(c["counts"].items())
+    )
     return f"{kinds} (from {c['n_starts']} starts); {c['n_good']} of them good"
 
 
