@@ -36,6 +36,7 @@ the shuffled nulls' Gram matrices can be supplied from one streamed pass over th
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial.distance import cdist
 from sklearn.decomposition import PCA, IncrementalPCA, KernelPCA
 from sklearn.neighbors import NearestNeighbors
 
@@ -179,12 +180,12 @@ def neighbour_distances(
         return dist, rows
     chains, steps = np.asarray(chains), np.asarray(steps)
     n = len(X)
-    sq = (X * X).sum(1)
     out = np.empty((n, k + 1))
     out[:, 0] = 0.0
     for lo in range(0, n, block):
         hi = min(n, lo + block)
-        d2 = np.maximum(sq[lo:hi, None] + sq[None, :] - 2 * X[lo:hi] @ X.T, 0.0)
+        # cdist, not a BLAS product: the same bits whatever the number of threads
+        d2 = cdist(X[lo:hi], X, "sqeuclidean")
         near = (chains[lo:hi, None] == chains[None, :]) & (
             np.abs(steps[lo:hi, None] - steps[None, :]) <= window
         )
