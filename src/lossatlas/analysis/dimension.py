@@ -491,10 +491,23 @@ def dimension_table(
     if lagged:
         lag = {"chains": np.asarray(chains)[order], "steps": np.asarray(steps)[order]}
         lag["window"] = window
+    # about this many of the good draws are independent once autocorrelation counts
+    effective = m / max(1, window) if lagged else float(m)
+    too_few = None
+    if lagged and enough and effective <= k2 + 1:
+        too_few = (
+            f"not computed: about {effective:.0f} effectively independent good draws (a lag "
+            f"window of {window} draws, from the ESS of U) and neighbour statistics need more "
+            f"than {k2 + 1}; run longer chains (the *_naive rows read autocorrelated draws)"
+        )
     if enough:
-        r1 = twonn(G, discard=discard, n_boot=n_boot, seed=seed, **lag)
-        r2 = mle(G, k1=k1, k2=k2, n_boot=n_boot, seed=seed, **lag)
-        real = {k: (r["value"], r["lo"], r["hi"]) for k, r in (("twonn", r1), ("mle", r2))}
+        if too_few:
+            nan3 = (np.nan, np.nan, np.nan)
+            real = {"twonn": nan3, "mle": nan3}
+        else:
+            r1 = twonn(G, discard=discard, n_boot=n_boot, seed=seed, **lag)
+            r2 = mle(G, k1=k1, k2=k2, n_boot=n_boot, seed=seed, **lag)
+            real = {k: (r["value"], r["lo"], r["hi"]) for k, r in (("twonn", r1), ("mle", r2))}
         if lagged:
             r1 = twonn(G, discard=discard, n_boot=n_boot, seed=seed)
             r2 = mle(G, k1=k1, k2=k2, n_boot=n_boot, seed=seed)
@@ -599,7 +612,9 @@ def dimension_table(
                     "null_lo": nlo,
                     "null_hi": nhi,
                     "p_null": pn,
-                    "verdict": _verdict(value, null, nv, nlo, nhi, pn, alpha, n_finite)
+                    "verdict": too_few
+                    if too_few and stat in ("twonn", "mle")
+                    else _verdict(value, null, nv, nlo, nhi, pn, alpha, n_finite)
                     + (floor if stat == pipe_name else ""),
                     "n_good": n_good,
                 }

@@ -219,7 +219,7 @@ def dimension_rows(
     )
     need = {"pipeline": kpca["n_pca"] + 1, "other": mle_k2 + 2}
     for r in rows:
-        if not np.isfinite(r["value"]):
+        if not np.isfinite(r["value"]) and not r["verdict"].startswith("not computed: about"):
             if r["statistic"].startswith("pipeline"):
                 why = (
                     f"the pipeline needs >= {need['pipeline']} good draws among its "
@@ -310,8 +310,15 @@ def by_quantile(
         if len(idx) > max_points:
             idx = rng.choice(idx, size=max_points, replace=False)
         idx = np.sort(idx)
-        if len(idx) <= k2 + 1:
-            out.append({**row, "status": f"skipped: {len(idx)} draws; needs > {k2 + 1}"})
+        effective = len(idx) / max(1, window)
+        if effective <= k2 + 1:
+            out.append(
+                {
+                    **row,
+                    "status": f"skipped: about {effective:.0f} effectively independent draws "
+                    f"(lag window {window}); needs more than {k2 + 1}",
+                }
+            )
             continue
         lag = {"chains": idx // n_draws, "steps": idx % n_draws, "window": window}
         X = np.asarray(rows_view[idx], dtype=np.float64)

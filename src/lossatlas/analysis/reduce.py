@@ -297,6 +297,7 @@ def gamma_scan(
     ``n_components``-D embedding (scikit-learn, ``n_neighbors``: 1 = every neighbour kept),
     and the gamma, if any, at which the error falls below the report's :data:`REPORT_ERROR`."""
     from sklearn.manifold import trustworthiness
+    from threadpoolctl import threadpool_limits
 
     X = np.asarray(X, dtype=np.float64)
     m = len(X)
@@ -304,8 +305,10 @@ def gamma_scan(
     for f in multipliers:
         K = rbf_kernel(X, gamma=gamma0 * f)
         Kc = K - K.mean(0) - K.mean(1)[:, None] + K.mean()
-        # all eigenpairs: LAPACK's subset driver returned none for clustered eigenvalues
-        w, V = np.linalg.eigh(Kc)
+        # all eigenpairs (LAPACK's subset driver returned none for clustered eigenvalues), on
+        # one thread: the divide-and-conquer driver's bits depend on the thread count
+        with threadpool_limits(limits=1):
+            w, V = np.linalg.eigh(Kc)
         w, V = w[::-1][:n_components], V[:, ::-1][:, :n_components]
         errors.append(_explained_error(np.maximum(w, 0), float(np.trace(Kc))))
         emb = V * np.sqrt(np.maximum(w, 0))
