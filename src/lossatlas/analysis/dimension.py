@@ -143,17 +143,11 @@ def gram_stats(
     out = {f"pca_ev{k_pca}": gram_top_k_ratio(K, k_pca)}
     if chains is None:
         return {**naive, **out}
-    chains, steps = np.asarray(chains), np.asarray(steps)
-    near = (chains[:, None] == chains[None, :]) & (
-        np.abs(steps[:, None] - steps[None, :]) <= window
-    )
-    d2 = np.where(near, np.inf, d2)
-    far = np.sort(np.sqrt(d2), axis=1)[:, :k2]
-    far = far[far[:, 0] > 0]
-    far = np.hstack([np.zeros((len(far), 1)), far])
+    lag = (np.asarray(chains), np.asarray(steps), window)
+    far = _nearest_outside_window(d2, *lag, 0, k2)
     out.update(
-        twonn=_twonn_of(far, discard, 1, 0)["value"],
-        mle=_mle_of(far, k1, k2, 1, 0)["value"],
+        twonn=_twonn_of(_self_first(far[:, :2])[0], discard, 1, 0)["value"],
+        mle=_mle_of(_self_first(far)[0], k1, k2, 1, 0)["value"],
         twonn_naive=naive["twonn"],
         mle_naive=naive["mle"],
     )
@@ -178,23 +172,33 @@ def neighbour_distances(
         U, rows = np.unique(X, axis=0, return_index=True)
         dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(U).kneighbors(U)
         return dist, rows
-    chains, steps = np.asarray(chains), np.asarray(steps)
-    n = len(X)
-    out = np.empty((n, k + 1))
-    out[:, 0] = 0.0
-    for lo in range(0, n, block):
-        hi = min(n, lo + block)
-        # cdist, not a BLAS product: the same bits whatever the number of threads
-        d2 = cdist(X[lo:hi], X, "sqeuclidean")
-        near = (chains[lo:hi, None] == chains[None, :]) & (
-            np.abs(steps[lo:hi, None] - steps[None, :]) <= window
-        )
-        d2[near] = np.inf
-        part = np.partition(d2, k - 1, axis=1)[:, :k]
-        out[lo:hi, 1:] = np.sqrt(np.sort(part, axis=1))
-    # a point with fewer than k allowed neighbours (all in its window) has no estimate
-    rows = np.flatnonzero((out[:, 1] > 0) & np.isfinite(out[:, -1]))
-    return out[rows], rows
+    lag = (np.asarray(chains), np.asarray(steps), window)
+    # cdist, not a BLAS product: the same bits whatever the number of threads
+    nearest = [
+        _nearest_outside_window(cdist(X[lo : lo + block], X, "sqeuclidean"), *lag, lo, k)
+        for lo in range(0, len(X), block)
+    ]
+    return _self_first(np.vstack(nearest))
+
+
+def _nearest_outside_window(d2, chains, steps, window: int, lo: int, k: int) -> np.ndarray:
+    """Sorted distances ``(rows, k)`` from rows ``lo, lo + 1, ...`` of the points to their
+    ``k`` nearest points outside their lag window: ``d2`` holds those rows' squared distances
+    to every point; points of the same chain within ``window`` draws do not count."""
+    rows = slice(lo, lo + len(d2))
+    near = (chains[rows, None] == chains[None, :]) & (
+        np.abs(steps[rows, None] - steps[None, :]) <= window
+    )
+    part = np.partition(np.where(near, np.inf, d2), k - 1, axis=1)[:, :k]
+    return np.sqrt(np.sort(part, axis=1))
+
+
+def _self_first(nearest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbour distances with the leading 0 column of the point itself, and their rows:
+    points at distance 0 from a neighbour, or with fewer allowed neighbours than columns
+    (all in their window), have no estimate and are left out."""
+    rows = np.flatnonzero((nearest[:, 0] > 0) & np.isfinite(nearest[:, -1]))
+    return np.hstack([np.zeros((len(rows), 1)), nearest[rows]]), rows
 
 
 def _chain_weights(chains, n_boot: int, seed) -> np.ndarray:
