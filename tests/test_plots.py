@@ -39,6 +39,9 @@ def test_datasets_figure(tmp_path):
     assert titles["rotate-120"] == "rotate-120: θ = 120°"
     plots.plot_datasets(ds, tmp_path / "fig1.png", titles=titles, dpi=50)
     _check_png(tmp_path / "fig1.png")
+    # 1-D inputs (config/calibration.yaml): the class on the vertical axis
+    plots.plot_datasets({"scale-1": Dataset(X[:, :1], y, 2)}, tmp_path / "one.png", dpi=50)
+    _check_png(tmp_path / "one.png")
 
 
 @pytest.mark.parametrize("which", ["pca_kpca", "pca_param"])

@@ -82,13 +82,20 @@ def plot_datasets(datasets: Mapping, path, titles: Mapping | None = None, dpi: i
     lim = max(float(np.max(np.abs(np.asarray(datasets[n].X)))) for n in names) * 1.1
     for ax, name in zip(axes, names, strict=False):
         X, y = np.asarray(datasets[name].X), np.asarray(datasets[name].y)
+        one_d = X.shape[1] == 1
+        # 1-D inputs: the class on the vertical axis
+        XY = np.column_stack([X[:, 0], y]) if one_d else X[:, :2]
         for c in np.unique(y):
-            ax.scatter(X[y == c, 0], X[y == c, 1], s=36, label=f"class {c}", edgecolor="k")
+            ax.scatter(XY[y == c, 0], XY[y == c, 1], s=36, label=f"class {c}", edgecolor="k")
         ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
-        ax.set_aspect("equal")
         ax.set_xlabel("$x_1$")
-        ax.set_ylabel("$x_2$")
+        if one_d:
+            ax.set_ylim(-0.5, y.max() + 0.5)
+            ax.set_ylabel("class")
+        else:
+            ax.set_ylim(-lim, lim)
+            ax.set_aspect("equal")
+            ax.set_ylabel("$x_2$")
         ax.set_title((titles or {}).get(name) or experiment_title(name))
         ax.legend(fontsize="small", loc="best")
     for ax in axes[len(names) :]:
