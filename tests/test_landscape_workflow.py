@@ -109,13 +109,19 @@ def test_dimension_tables(landscape_run):
         assert set(t["statistic"]) == {
             *("twonn", "mle", "twonn_naive", "mle_naive", "pca_ev2", "pipeline_ev2"),
         }
-        assert set(t["null"]) == {"uniform", "shuffled", "gaussian"}
+        assert set(t["null"]) == {"uniform", "shuffled", "gaussian", "laplace"}
+        laplace = t[t["null"] == "laplace"]
+        assert "pipeline_ev2" not in set(laplace["statistic"])
+        # computed, or a reason: never a bare NaN
+        assert (laplace["p_null"].notna() | laplace["verdict"].str.startswith("not computed")).all()
         n_good = int(t["n_good"].iloc[0])
         assert n_good > 30, "the test config must give good draws to analyse"
         p = t["p_null"].dropna()
         assert len(p) and p.between(0, 1).all()
         ev = t[t["statistic"] == "pca_ev2"]
-        assert ev["value"].between(0, 1).all() and ev["null_value"].between(0, 1).all()
+        computed = ~ev["verdict"].str.startswith("not computed")
+        assert ev["value"].between(0, 1).all()
+        assert ev["null_value"][computed].between(0, 1).all()
         # canonical coordinates project out the 3 flat directions: fewer than p = 18 dimensions
         d = t[t["statistic"].isin(["twonn_naive", "mle_naive"])]["value"]
         assert (d > 0).all() and (d < 18).all()
@@ -284,7 +290,15 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, tmp_path):
             into, Files(figure=out / "dataset.png"), s, exp_param, log
         ),
         "dimension": lambda s: steps.dimension(
-            into, Files(table=out / "dimension.csv", json=out / "dimension.json"), s, name, log
+            Files(
+                **into.__dict__,
+                census=res / name / "landscape" / "census.csv",
+                census_points=res / name / "landscape" / "census_points.npz",
+            ),
+            Files(table=out / "dimension.csv", json=out / "dimension.json"),
+            s,
+            name,
+            log,
         ),
         "census": lambda s: steps.census(
             Files(**into.__dict__, reduction=res / name / "reduce" / "reduction.h5"),
@@ -343,3 +357,32 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, tmp_path):
         ("findings.rst", "findings.rst"),
     ):
         assert (out / mine).read_bytes() == (res / rules).read_bytes(), mine
+
+
+@pytest.mark.slow
+def test_findings_of_one_experiment(landscape_run, tmp_path):
+    """With one experiment each named input is a list of one file and there is no
+    comparison; the first page names that experiment only."""
+    import logging
+
+    from lossatlas import steps
+
+    cfg = lacfg.load(landscape_run / "config" / "config.yaml")
+    res = landscape_run / "results"
+    parts = {
+        "convergence": "diagnostics/convergence.json",
+        "reduce": "reduce/summary.json",
+        "dimension": "landscape/dimension.json",
+        "census": "landscape/census.json",
+    }
+    out = Files(page=tmp_path / "f.rst", html=tmp_path / "f.html", json=tmp_path / "f.json")
+    steps.findings(
+        Files(**{part: [res / "rotate-0" / sub] for part, sub in parts.items()}, compare=[]),
+        out,
+        steps.settings("findings", cfg),
+        ["rotate-0"],
+        (REPO / "workflow" / "report" / "workflow.rst").read_text(),
+        logging.getLogger("test.findings"),
+    )
+    page = out.page.read_text()
+    assert "rotate-0" in page and "rotate-120" not in page

@@ -43,8 +43,8 @@ READS: dict[str, tuple[str, ...]] = {
     "dataset_figure": ("figures.dpi",),
     "dimension": (
         *_DRAWS,
-        "target.box",
-        "target.good_threshold",
+        "target",
+        "landscape.census.dense_max",
         "reduce.kpca.n_components",
         "reduce.kpca.gamma",
         "reduce.pca.n_components",
@@ -272,6 +272,19 @@ def dimension_arguments(s: Mapping) -> dict[str, Any]:
         "kpca": kpca,
         **blocks(s),
         **s["landscape"]["dimension"],
+    }
+
+
+def laplace_arguments(s: Mapping) -> dict[str, Any]:
+    """Keyword arguments of :func:`lossatlas.analysis.landscape.laplace_null`."""
+    dc = s["landscape"]["dimension"]
+    return {
+        "good_threshold": s["target"]["good_threshold"],
+        "seed": s["seed"],
+        "max_points": dc["max_points"],
+        "dense_max": s["landscape"]["census"]["dense_max"],
+        "max_mb": dc["max_mb"],
+        **blocks(s),
     }
 
 
@@ -536,9 +549,21 @@ def dimension(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> No
     from lossatlas.storage.store import SampleStore
 
     dc = s["landscape"]["dimension"]
+    ds = Dataset.load(inputs.dataset)
+    transform = coordinates(s, ds)
+    with np.load(inputs.census_points) as f:
+        census_points = f["points"]
     with SampleStore(inputs.samples) as store:
+        laplace = landscape.laplace_null(
+            store,
+            target(s, ds),
+            pd.read_csv(inputs.census),
+            census_points,
+            transform,
+            **laplace_arguments(s),
+        )
         rows, meta = landscape.dimension_rows(
-            store, coordinates(s, Dataset.load(inputs.dataset)), **dimension_arguments(s)
+            store, transform, laplace=laplace, **dimension_arguments(s)
         )
     # the settings sit after the threshold in the JSON, as they always have
     keys = list(meta)
@@ -656,11 +681,13 @@ def findings(inputs, outputs, s: Mapping, names, method_template: str, log) -> N
 
     from lossatlas import findings as found_mod
 
+    def listed(files) -> list:
+        # one file of a named input may come as a string or as a list of one
+        return [files] if isinstance(files, str | Path) else list(files)
+
     parts = ("convergence", "reduce", "dimension", "census")
-    paths = {
-        p: [getattr(inputs, p)] if len(names) == 1 else list(getattr(inputs, p)) for p in parts
-    }
-    compare = [inputs.compare] if isinstance(inputs.compare, str | Path) else inputs.compare
+    paths = {p: listed(getattr(inputs, p)) for p in parts}
+    compare = listed(inputs.compare)
     found = found_mod.gather(names, paths, compare[0] if compare else None)
     alpha = s["landscape"]["compare"]["alpha"]
     # the template is the one snakemake --report renders before the run has findings

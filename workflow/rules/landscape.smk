@@ -26,10 +26,13 @@ rule dataset_figure:
 
 rule dimension:
     """Dimension of the good draws (PCA spectrum, TwoNN, MLE, the report's pipeline) against
-    uniform and shuffled-energy nulls of the same size."""
+    uniform, shuffled-energy, Gaussian and Laplace (around the census minima) nulls of the
+    same size."""
     input:
         samples=f"{RESULTS}/{{exp}}/samples.h5",
         dataset=f"{RESULTS}/{{exp}}/dataset.npz",
+        census=f"{RESULTS}/{{exp}}/landscape/census.csv",
+        census_points=f"{RESULTS}/{{exp}}/landscape/census_points.npz",
     output:
         table=report(
             f"{RESULTS}/{{exp}}/landscape/dimension.csv",

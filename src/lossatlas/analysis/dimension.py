@@ -22,7 +22,10 @@ Intervals are bootstrap percentiles (fixed seed). Nulls: ``uniform`` = draws uni
 (for the pipeline: as many uniform points as draws, with a random good set of the same size);
 ``shuffled`` = the chain's own draws with energies shuffled, so the good set is a random subset
 of the same size; ``gaussian`` = independent draws from the Gaussian with the good draws' mean
-and covariance (same spread, no other structure; not for the pipeline).
+and covariance (same spread, no other structure; not for the pipeline); ``laplace``, when given
+(:class:`LaplaceNull`) = the Laplace approximation around the census minima, ``N(theta*,
+(beta H)^-1)``, truncated to the box and the good set: the good set as quadratic basins would
+make it (not for the pipeline).
 
 Exact duplicate draws (repeated positions after rejected proposals) have zero neighbour
 distance and are dropped before neighbour-based estimates.
@@ -34,6 +37,9 @@ the shuffled nulls' Gram matrices can be supplied from one streamed pass over th
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.spatial.distance import cdist
@@ -367,6 +373,67 @@ def null_gaussian(G: np.ndarray, rng) -> np.ndarray:
     return mean + _rng(rng).standard_normal((m, m)) @ (G - mean) / np.sqrt(max(m - 1, 1))
 
 
+@dataclass(frozen=True)
+class LaplaceNull:
+    """An equal-weight mixture of ``N(centres[i], S_i)``, ``factors[i] = S_i^(1/2)``, truncated
+    to the points ``keep`` accepts (inside the box and good). ``transform`` maps its draws into
+    the analysis coordinates. ``acceptance`` collects each :meth:`draw`'s accepted fraction."""
+
+    centres: np.ndarray  # (c, p)
+    factors: np.ndarray  # (c, p, p)
+    keep: Callable[[np.ndarray], np.ndarray]  # (n, p) -> bool (n,)
+    transform: Callable[[np.ndarray], np.ndarray] | None = None
+    max_candidates: int = 200  # candidates per wanted draw before giving up
+    block: int = 1 << 15  # candidates per batch
+    acceptance: list = field(default_factory=list)
+    n_flat: np.ndarray | None = None  # per centre: directions given the draws' variance
+
+    def draw(self, m: int, rng) -> np.ndarray | None:
+        """``m`` accepted draws, or None when fewer than ``m`` of ``max_candidates * m``
+        candidates were accepted."""
+        rng = _rng(rng)
+        c, p = self.centres.shape
+        kept, n_kept, tried, limit = [], 0, 0, self.max_candidates * m
+        while n_kept < m and tried < limit:
+            size = min(self.block, limit - tried)
+            counts = rng.multinomial(size, np.full(c, 1 / c))
+            batch = np.concatenate(
+                [
+                    self.centres[i] + rng.standard_normal((k, p)) @ self.factors[i].T
+                    for i, k in enumerate(counts)
+                ]
+            )
+            kept.append(batch[self.keep(batch)])
+            n_kept += len(kept[-1])
+            tried += size
+            if n_kept * limit < 0.5 * m * tried:
+                break  # at this rate the limit would not reach m: say so now
+        self.acceptance.append(n_kept / max(tried, 1))
+        if n_kept < m:
+            return None
+        cloud = np.concatenate(kept)
+        # a batch holds its components in order: pick at random, not the first m
+        cloud = cloud[np.sort(rng.choice(len(cloud), size=m, replace=False))]
+        return cloud if self.transform is None else np.asarray(self.transform(cloud))
+
+
+def laplace_factors(hessians, beta: float, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(c, p, p)`` square roots of ``(beta H_i)^-1``, except along eigenvectors ``v`` where
+    that Gaussian would be wider than the good draws (``1 / (beta lambda) > v' spread v``, flat
+    or negative curvature, where the quadratic says nothing): there the good draws' variance
+    ``v' spread v`` (``spread``: their covariance). Also ``(c,)``: how many such directions."""
+    out, n_flat = [], []
+    for H in hessians:
+        lam, V = np.linalg.eigh(np.asarray(H, dtype=np.float64))
+        along = np.einsum("ij,ik,kj->j", V, spread, V)
+        positive = lam > 0
+        var = np.full(lam.shape, np.inf)
+        var[positive] = 1 / (beta * lam[positive])
+        out.append(V * np.sqrt(np.minimum(var, along)))
+        n_flat.append(int((var > along).sum()))
+    return np.asarray(out), np.asarray(n_flat)
+
+
 def null_shuffled(mean_loss: np.ndarray, rng) -> np.ndarray:
     """The energies permuted across draws: the good set becomes a random subset of equal size."""
     return _rng(rng).permutation(np.asarray(mean_loss))
@@ -438,6 +505,7 @@ def dimension_table(
     steps=None,
     window: int = 0,
     by_scale: dict | None = None,
+    laplace: LaplaceNull | str | None = None,
 ) -> list[dict]:
     """Rows ``{statistic, value, lo, hi, null, null_value, null_lo, null_hi, p_null, verdict,
     n_good}`` for draws ``theta (n, p)`` with per-draw ``mean_loss (n,)``; good = ``mean_loss <
@@ -462,7 +530,8 @@ def dimension_table(
     take neighbours outside a lag ``window`` of the draw's own chain and bootstrap whole chains
     (the shuffled null's subsets are measured the same way; uniform draws have no chains), and
     ``twonn_naive``/``mle_naive`` keep the plain reading. ``by_scale``, when a dict, receives
-    :func:`dimension_by_scale` of the good draws.
+    :func:`dimension_by_scale` of the good draws. ``laplace``: a :class:`LaplaceNull` adds the
+    ``laplace`` null's rows; a string adds them as "not computed: <the string>".
     """
     rng = _rng(seed)
     lagged = chains is not None
@@ -528,7 +597,9 @@ def dimension_table(
     real[pipe_name] = (pipeline_ev(T, T_good, **kpca), float("nan"), float("nan"))
 
     # null replicates
-    nulls = {name: {} for name in NULLS}
+    used = NULLS if laplace is None else (*NULLS, "laplace")
+    laplace_clouds: list = []
+    nulls = {name: {} for name in used}
     grams = None
     if enough and subset_grams is not None:
         # the replicates' shuffled subsets, drawn as the loop below draws them
@@ -540,7 +611,7 @@ def dimension_table(
         grams = subset_grams(picks)
     for r in range(n_null):
         rs = _rng([seed, r])
-        for name in NULLS:
+        for name in used:
             # one null cloud at a time: at large p each is as big as the good draws; the
             # shuffled draws are read from the store only when they are used
             if name == "uniform":
@@ -548,6 +619,14 @@ def dimension_table(
             elif name == "gaussian":
                 # its own random stream, so the other nulls stay as they were
                 cloud = null_gaussian(G, _rng([seed, r, 2])) if enough else None
+            elif name == "laplace":
+                # one failed replicate says the truncation keeps too little: stop there
+                if not enough or isinstance(laplace, str) or None in laplace_clouds:
+                    continue
+                cloud = laplace.draw(m, _rng([seed, r, 4]))
+                laplace_clouds.append(None if cloud is None else len(cloud))
+                if cloud is None:
+                    continue
             else:
                 pick = rs.choice(n, size=m, replace=False)
                 cloud = _rows(theta, pick) if enough and grams is None else None
@@ -596,10 +675,25 @@ def dimension_table(
         f"; floor {n_pca}/{n_kpca} = {n_pca / n_kpca:.3g}: any {n_kpca}-D cloud keeps at least "
         f"that in its top {n_pca}, so pca_ev{k_pca} in the full space is the telling number"
     )
+    not_computed = None
+    if isinstance(laplace, str):
+        not_computed = f"not computed: {laplace}"
+    elif laplace is not None and not nulls["laplace"]:
+        rate = max(laplace.acceptance, default=0.0)
+        not_computed = (
+            f"not computed: the truncation to the box and the good set keeps {rate:.2g} of the "
+            f"Laplace approximation's draws, too few for {m} per replicate"
+        )
+        if laplace.n_flat is not None:
+            flat, p_all = int(np.median(laplace.n_flat)), laplace.centres.shape[1]
+            not_computed += (
+                f"; U is flat at its centres in a median {flat} of {p_all} directions (beta H "
+                "below the good draws' spread), so no quadratic basin describes the good set"
+            )
     rows = []
     for stat, (value, lo, hi) in real.items():
-        for null in NULLS:
-            if stat == pipe_name and null == "gaussian":
+        for null in used:
+            if stat == pipe_name and null in ("gaussian", "laplace"):
                 continue  # the pipeline needs all draws, not only a cloud like the good ones
             replicates = np.asarray(nulls[null].get(stat, []), dtype=float)
             nv, nlo, nhi = _interval(replicates)
@@ -618,6 +712,8 @@ def dimension_table(
                     "p_null": pn,
                     "verdict": too_few
                     if too_few and stat in ("twonn", "mle")
+                    else not_computed
+                    if null == "laplace" and not_computed
                     else _verdict(value, null, nv, nlo, nhi, pn, alpha, n_finite)
                     + (floor if stat == pipe_name else ""),
                     "n_good": n_good,

@@ -163,14 +163,15 @@ def dimension_rows(
     mle_k2: int,
     pipeline_max_draws: int,
     max_mb: float,
+    laplace: dimension.LaplaceNull | str | None = None,
 ) -> tuple[list[dict], dict]:
     """:func:`dimension.dimension_table` of the good draws (mean loss below ``good_threshold``)
     in the analysis coordinates ``transform`` (None: raw; named ``coordinates`` in the
     output), with the uniform null mapped into the same coordinates. ``kpca``: the report's
     pipeline, ``n_kpca``, ``n_pca`` and ``gamma``. Rows whose statistic could not be computed
-    say why in ``verdict`` (``skipped: n_good=...``). The other arguments are the
-    ``landscape.dimension`` settings
-    (config/README.md)."""
+    say why in ``verdict`` (``skipped: n_good=...``). ``laplace``: the Laplace null
+    (:func:`laplace_null`), or why there is none. The other arguments are the
+    ``landscape.dimension`` settings (config/README.md)."""
     rows_view = streaming.RowView(
         store.theta, transform, draw_block=draw_block, max_block_mb=max_block_mb
     )
@@ -216,6 +217,7 @@ def dimension_rows(
         steps=np.tile(np.arange(n_draws), n_chains),
         window=lag["window"],
         by_scale=by_scale,
+        laplace=laplace,
     )
     need = {"pipeline": kpca["n_pca"] + 1, "other": mle_k2 + 2}
     for r in rows:
@@ -231,7 +233,7 @@ def dimension_rows(
     if not any(r["statistic"] in ("twonn", "mle") for r in rows):
         # dimension_table leaves the neighbour statistics out entirely when too few are good
         for stat in ("twonn", "mle", "twonn_naive", "mle_naive", f"pca_ev{k_pca}"):
-            for null in dimension.NULLS:
+            for null in dimension.NULLS + (() if laplace is None else ("laplace",)):
                 rows.append(
                     {
                         "statistic": stat,
@@ -259,7 +261,9 @@ def dimension_rows(
             "uniform": "draws uniform in the box (mapped to the analysis coordinates)",
             "shuffled": "the chain's own draws with energies shuffled (random good set)",
             "gaussian": "independent draws with the good draws' mean and covariance",
+            **({} if laplace is None else {"laplace": LAPLACE_MEANING}),
         },
+        **({} if laplace is None else {"laplace": _laplace_meta(laplace)}),
         "neighbours": lag,
         "by_scale": by_scale or None,
         "by_quantile": by_quantile(
@@ -277,6 +281,89 @@ def dimension_rows(
         ),  # fmt: skip
     }
     return rows, meta
+
+
+LAPLACE_KINDS = ("strict minimum", "degenerate minimum", minima.WALL)
+LAPLACE_MEANING = (
+    "the Laplace approximation around the good census minima and box KKT points: an "
+    "equal-weight mixture of N(theta*, (beta H)^-1), truncated to the box and the good set; "
+    "along eigenvectors where that Gaussian would be wider than the good draws (flat or "
+    "negative curvature) it takes their variance: the good set if it were quadratic basins"
+)
+
+
+def _laplace_meta(laplace) -> dict:
+    if isinstance(laplace, str):
+        return {"computed": False, "why": laplace}
+    rates = laplace.acceptance
+    return {
+        "computed": True,
+        "n_centres": int(len(laplace.centres)),
+        "flat_directions": None if laplace.n_flat is None else laplace.n_flat.tolist(),
+        "acceptance": float(np.median(rates)) if rates else None,
+    }
+
+
+def laplace_null(
+    store,
+    target,
+    census_table: pd.DataFrame,
+    census_points: np.ndarray,
+    transform: streaming.Transform | None,
+    *,
+    good_threshold: float,
+    seed: int,
+    max_points: int,
+    dense_max: int,
+    draw_block: int,
+    max_block_mb: float,
+    max_mb: float,
+) -> dimension.LaplaceNull | str:
+    """The Laplace null (:class:`dimension.LaplaceNull`) around the census's good index-0
+    points (``census_table`` rows; ``census_points``: the raw coordinates of each ``id``), in
+    the analysis coordinates ``transform``; or why there is none. Dense Hessians, so only up to
+    ``dense_max`` parameters; the covariance of at most ``max_points`` good draws bounds the
+    flat directions; at most ``max_mb`` MiB of Hessian factors and of candidate draws."""
+    t = census_table
+    pick = np.flatnonzero(
+        (
+            t["classification"].isin(LAPLACE_KINDS)
+            & (t["index"] == 0)
+            & (t["mean_loss"] < good_threshold)
+        ).to_numpy()
+    )
+    p = target.p
+    if not len(pick):
+        return "the census found no good minimum or box KKT point"
+    if p > dense_max:
+        return (
+            f"it needs dense p x p Hessians and p = {p} > landscape.census.dense_max = {dense_max}"
+        )
+    _, good = _good(store, good_threshold)
+    idx = np.flatnonzero(good)
+    if len(idx) < 2:
+        return "fewer than 2 good draws"
+    if len(idx) > max_points:
+        idx = np.sort(np.random.default_rng([seed, 5]).choice(idx, max_points, replace=False))
+    raw = streaming.RowView(store.theta, None, draw_block=draw_block, max_block_mb=max_block_mb)
+    spread = np.cov(np.asarray(raw[idx], dtype=np.float64), rowvar=False)
+    # the lowest points first, as many p x p factors as the budget holds
+    ids = t["id"].to_numpy()[pick[: budget_rows(p * p, max_mb)]]
+    centres = np.asarray(census_points, dtype=np.float64)[ids]
+    hessians = [minima.hessian(target.U_and_grad, x) for x in centres]
+
+    def keep(x):
+        return target.in_box(x) & (target.mean_loss(target.U(x)) < good_threshold)
+
+    factors, n_flat = dimension.laplace_factors(hessians, target.beta, spread)
+    return dimension.LaplaceNull(
+        centres,
+        factors,
+        keep,
+        transform=transform,
+        block=min(1 << 15, budget_rows(p, max_mb)),
+        n_flat=n_flat,
+    )
 
 
 QUANTILES = (0.01, 0.05, 0.1, 0.25)
