@@ -5,7 +5,8 @@ interpreter made to look like a base install (conftest.base_install_env: the tes
 modules fail to import). A README command this file does not run fails the first test, so a
 new one cannot slip in untried. Covered elsewhere, as named: the install lines (.ci/run, from
 scratch), the SLURM profile (tests/test_slurm.py, tests/test_profiles.py), the digits run
-(too big for the suite: dry-run here, measured in benchmarks/README.md) and the Snakemake module
+(too big for the suite: dry-run here, measured in benchmarks/README.md), the calibration run
+(dry-run here; its case is run by tests/test_dimension.py) and the Snakemake module
 (tests/test_packaging.py).
 """
 
@@ -52,6 +53,10 @@ COMMANDS = {
     ".venv/bin/snakemake --configfile config/digits.yaml --replace-workflow-config": [
         *(sys.executable, "-m", "snakemake", "-n", "--configfile"),
         *(str(REPO / "config" / "digits.yaml"), "--replace-workflow-config"),
+    ],
+    ".venv/bin/snakemake --configfile config/calibration.yaml --replace-workflow-config": [
+        *(sys.executable, "-m", "snakemake", "-n", "--configfile"),
+        *(str(REPO / "config" / "calibration.yaml"), "--replace-workflow-config"),
     ],
     ".venv/bin/python benchmarks/rule_memory.py results-digits": [
         *(sys.executable, str(REPO / "benchmarks" / "rule_memory.py"), "results"),
