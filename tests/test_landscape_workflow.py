@@ -56,6 +56,8 @@ CENSUS_COLUMNS = [
     "n_from_all",
     "n_from_good",
     "good",
+    "rank_J",
+    "cooper_dim",
 ]
 KINDS = {
     "strict minimum",

@@ -289,3 +289,33 @@ def test_saddle_search_finds_what_minimization_walks_past():
     assert saddle[0]["n_roots"] >= 1 and saddle[0]["U"] == pytest.approx(1.0)
     assert minima.index_counts(c) == {"minimize": {"0": 2}, "gradient root": {"0": 1, "1": 1}}
     assert len(c.assignment) == len(starts) and sum(r["n_starts"] for r in c.table) == 3
+
+
+def test_cooper_zero_eigenvalues_at_an_interpolating_minimum():
+    """Known answer (Cooper 2018): a 2 -> 4 -> 2 network (p = 22) with squared loss fitting
+    N = 5 points exactly has Jacobian rank rN = 10 there, and its Hessian 2 J'J has
+    p - rN = 12 zero eigenvalues, counted at the spectrum's widest gap."""
+    from scipy.optimize import least_squares
+
+    from lossatlas.model import MLP
+    from lossatlas.model.network import Target
+
+    rng = np.random.default_rng(0)
+    X, y = rng.uniform(-1, 1, (5, 2)), np.arange(5) % 2
+    mlp = MLP((2, 4, 2), activation="tanh", loss="squared")
+    target = Target(mlp, X, y, box=10.0)
+
+    def residuals(theta):
+        return (mlp.forward(theta[None], X)[0] - np.eye(2)[y]).ravel()
+
+    fit = least_squares(residuals, rng.uniform(-1, 1, mlp.p), xtol=1e-15, ftol=1e-15, gtol=1e-15)
+    assert fit.cost < 1e-20
+
+    def outputs(theta):
+        return mlp.forward(theta, X).reshape(len(theta), -1)
+
+    rank, sv = minima.jacobian_rank(outputs, fit.x)
+    assert rank == 10 and len(sv) == 10
+    info = minima.classify(target.U_and_grad, fit.x, target.box)
+    assert info["n_zero"] == mlp.p - 10 == 12, info["eigenvalues"]
+    assert info["classification"] == "degenerate minimum"

@@ -559,6 +559,7 @@ def run_census(
     table["n_from_all"] = np.bincount(c.assignment[~from_good], minlength=m)[:m]
     table["n_from_good"] = np.bincount(c.assignment[from_good], minlength=m)[:m]
     table["good"] = table["mean_loss"] < good_threshold
+    cooper = _cooper_columns(table, c.points, target, dense_max)
     _, good = _good(store, good_threshold)
     walls = []
     for row, point in zip(c.table, c.points, strict=True):
@@ -614,8 +615,45 @@ def run_census(
             "among them (index_exact, n_zero_exact say when they are lower bounds)"
         ),
         "memory": row_budget(p, max_mb, max_points=max_points),
+        "cooper": cooper,
     }
     return c, table, meta
+
+
+def _cooper_columns(table: pd.DataFrame, points, target, dense_max: int) -> str:
+    """Add ``rank_J`` (rank of the outputs' Jacobian on the data at each point) and
+    ``cooper_dim`` (p - rank_J: the dimension of the zero-loss manifold through a point where
+    a squared loss is 0, Cooper 2018; ``n_zero`` should equal it there, the Hessian being
+    2 J'J); say what they mean for this network."""
+    mlp, X = target.mlp, target.X
+    p, rN = target.p, X.shape[0] * mlp.sizes[-1]
+    if p > dense_max or not len(table):
+        table["rank_J"] = table["cooper_dim"] = np.nan
+        return f"not computed: p = {p} > dense_max = {dense_max}" if len(table) else "no points"
+
+    def outputs(theta):
+        return mlp.forward(theta, X).reshape(len(theta), -1)
+
+    at = np.asarray(points)[table["id"].to_numpy()]
+    ranks = [minima.jacobian_rank(outputs, x)[0] for x in at]
+    table["rank_J"] = ranks
+    table["cooper_dim"] = p - np.asarray(ranks)
+    if mlp.loss != "squared":
+        return (
+            f"cross-entropy is never 0 at finite parameters, so no point interpolates and no "
+            f"zero-loss manifold exists (p = {p}, rN = {rN}); rank_J is the local rank of the "
+            "network's logits on the data"
+        )
+    if p <= rN:
+        return (
+            f"p = {p} <= rN = {rN}: for generic data no interpolating manifold exists; "
+            "cooper_dim = p - rank_J is the local dimension of the set of equal outputs"
+        )
+    return (
+        f"p - rN = {p} - {rN} = {p - rN}: the dimension of the manifold of zero-loss points "
+        "for generic data; at a point with U = 0, cooper_dim = p - rank_J is its local "
+        "dimension and n_zero (the Hessian being 2 J'J) should equal it"
+    )
 
 
 def _box_reading(walls: list[dict]) -> str:

@@ -87,6 +87,19 @@ def zero_count(
     return mags <= cut, cut
 
 
+def jacobian_rank(outputs, x: np.ndarray, eps: float = 1e-6) -> tuple[int, np.ndarray]:
+    """Rank of the Jacobian of ``outputs(theta (n, p)) -> (n, q)`` at ``x`` (central
+    differences, one batched call), zero singular values counted as :func:`zero_count` counts
+    zero eigenvalues; and the singular values, descending."""
+    x = np.asarray(x, dtype=np.float64)
+    E = np.eye(x.size) * eps
+    f = np.asarray(outputs(np.vstack([x + E, x - E])), dtype=np.float64)
+    J = (f[: x.size] - f[x.size :]).T / (2 * eps)  # (q, p)
+    sv = np.linalg.svd(J, compute_uv=False)
+    zero, _ = zero_count(sv)
+    return int((~zero).sum()), sv
+
+
 def select_starts(
     theta,
     n_clusters: int = 10,
