@@ -1,0 +1,215 @@
+"""Are two low points connected below a level? Paths through the landscape inside the box.
+
+- :func:`line_max`: the highest U on the straight segment between two points (a grid, refined
+  by a bounded scalar search around its highest node);
+- :func:`dynamic_string`: Dynamic String Sampling (Freeman & Bruna 2017, Algorithm 1): while
+  some segment of the string rises above the level ``L0``, the point at its maximum is trained
+  (L-BFGS-B with the exact gradient, inside the box) until ``U <= alpha * L0`` and inserted as
+  a bead; success when every segment stays at or below ``L0``. A budget that runs out, or a bead
+  that cannot go below ``alpha * L0``, means *not connected within budget*, never
+  "disconnected": that needs a certificate (a proven lower bound on every path's maximum);
+- :func:`string_barrier`: the simplified string method (E, Ren & Vanden-Eijnden 2007) started
+  from a path: a gradient step on the interior images, then reparametrisation at equal arc
+  length; the barrier is the path's maximum minus the higher end;
+- :func:`components_by_level`: how many components the level set ``{U <= lam}`` has among a
+  set of nodes, given each pair's lowest known path maximum (a merge tree, read at levels).
+
+``U_and_grad(theta (n, p)) -> (U (n,), dU (n, p))`` is batched, as
+:meth:`lossatlas.model.Target.U_and_grad`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from scipy.optimize import minimize, minimize_scalar
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+
+BatchedUGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _energy(U_and_grad: BatchedUGrad, X: np.ndarray) -> np.ndarray:
+    return np.asarray(U_and_grad(np.atleast_2d(X))[0], dtype=np.float64)
+
+
+def line_max(U_and_grad: BatchedUGrad, a, b, n_grid: int = 33) -> tuple[float, float]:
+    """``(U_max, t)``: the highest U on ``a + t (b - a)``, ``t`` in [0, 1]: the grid's highest
+    node, refined by a bounded search between its neighbours."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    t = np.linspace(0.0, 1.0, n_grid)
+    u = _energy(U_and_grad, a + t[:, None] * (b - a))
+    i = int(np.argmax(u))
+    lo, hi = t[max(i - 1, 0)], t[min(i + 1, n_grid - 1)]
+    if 0 < i < n_grid - 1:
+        res = minimize_scalar(
+            lambda s: -float(_energy(U_and_grad, a + s * (b - a))[0]),
+            bounds=(lo, hi),
+            method="bounded",
+            options={"xatol": 1e-6 * (hi - lo)},
+        )
+        if -res.fun > u[i]:
+            return float(-res.fun), float(res.x)
+    return float(u[i]), float(t[i])
+
+
+def _train_bead(U_and_grad, x0, box, target, maxiter) -> tuple[np.ndarray, float]:
+    """L-BFGS-B from ``x0`` inside the box, stopped as soon as ``U <= target``."""
+
+    def fg(x):
+        u, g = U_and_grad(x[None])
+        return float(u[0]), np.asarray(g[0], dtype=np.float64)
+
+    def low_enough(intermediate_result):
+        if intermediate_result.fun <= target:
+            raise StopIteration
+
+    res = minimize(
+        fg,
+        np.clip(x0, -box, box),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(-box, box)] * len(x0),
+        callback=low_enough,
+        options={"maxiter": maxiter},
+    )
+    return res.x, float(res.fun)
+
+
+def dynamic_string(
+    U_and_grad: BatchedUGrad,
+    a,
+    b,
+    level: float,
+    box: float,
+    *,
+    alpha: float = 0.9,
+    max_depth: int = 12,
+    max_beads: int = 64,
+    maxiter: int = 2000,
+    n_grid: int = 33,
+) -> dict:
+    """Dynamic String Sampling between ``a`` and ``b`` at level ``level`` (module docstring).
+
+    Returns ``{connected, status, beads (k, p) including both ends, path_max, n_beads,
+    normalised_length}``: ``path_max`` is the highest U found on the final string's segments
+    (an upper bound on the lowest path's maximum when connected); ``normalised_length`` is
+    the string's length over ``|b - a|`` (1 for a convex loss). ``status``: ``connected``, or
+    why not (``not connected within budget: ...``)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    ends = _energy(U_and_grad, np.vstack([a, b]))
+    if ends.max() > level:
+        return _result(
+            [a, b], U_and_grad, n_grid, f"an end lies above the level ({ends.max():.4g})"
+        )
+    beads, status = [a, b], "connected"
+    # segments to check, as (index of the left bead, depth); beads are inserted in place
+    todo = [(0, 0)]
+    while todo:
+        i, depth = todo.pop()
+        u_max, t = line_max(U_and_grad, beads[i], beads[i + 1], n_grid)
+        if u_max <= level:
+            continue
+        if depth >= max_depth or len(beads) - 2 >= max_beads:
+            status = f"not connected within budget: depth {depth}, {len(beads) - 2} beads"
+            break
+        x0 = beads[i] + t * (beads[i + 1] - beads[i])
+        bead, u = _train_bead(U_and_grad, x0, box, alpha * level, maxiter)
+        if u > alpha * level:
+            status = (
+                f"not connected within budget: a bead stopped at U = {u:.4g} > "
+                f"alpha * level = {alpha * level:.4g}"
+            )
+            break
+        beads.insert(i + 1, bead)
+        # both halves, the right one first so that indices to its left stay valid
+        todo = [(j + 1 if j > i else j, d) for j, d in todo]
+        todo += [(i + 1, depth + 1), (i, depth + 1)]
+    return _result(beads, U_and_grad, n_grid, status)
+
+
+def _segment_maxima(U_and_grad, points, n_grid) -> list[float]:
+    """The highest U on each straight segment of the polyline ``points``."""
+    pairs = zip(points[:-1], points[1:], strict=True)
+    return [line_max(U_and_grad, u, v, n_grid)[0] for u, v in pairs]
+
+
+def _result(beads, U_and_grad, n_grid, status) -> dict:
+    beads = np.asarray(beads)
+    seg_max = _segment_maxima(U_and_grad, beads, n_grid)
+    direct = float(np.linalg.norm(beads[-1] - beads[0]))
+    length = float(np.linalg.norm(np.diff(beads, axis=0), axis=1).sum())
+    return {
+        "connected": status == "connected",
+        "status": status,
+        "beads": beads,
+        "path_max": float(max(seg_max)),
+        "n_beads": int(len(beads) - 2),
+        "normalised_length": length / direct if direct > 0 else float("nan"),
+    }
+
+
+def _equal_arc(path: np.ndarray, n_images: int) -> np.ndarray:
+    """``n_images`` points along the polyline ``path`` at equal arc length, ends kept."""
+    step = np.linalg.norm(np.diff(path, axis=0), axis=1)
+    s = np.r_[0.0, np.cumsum(step)]
+    if s[-1] == 0:
+        return np.repeat(path[:1], n_images, axis=0)
+    want = np.linspace(0.0, s[-1], n_images)
+    return np.column_stack([np.interp(want, s, path[:, j]) for j in range(path.shape[1])])
+
+
+def string_barrier(
+    U_and_grad: BatchedUGrad,
+    path,
+    box: float,
+    *,
+    n_images: int = 31,
+    n_iter: int = 500,
+    step: float | None = None,
+    n_grid: int = 9,
+) -> dict:
+    """The simplified string method from the polyline ``path (k, p)`` (ends fixed): each
+    iteration moves the interior images down the gradient by ``step`` (default: a tenth of
+    the initial spacing over the largest initial gradient), keeps them in the box and
+    redistributes them at equal arc length. Returns ``{images, U, path_max, barrier}``:
+    ``path_max`` is the highest U along the final string (segment maxima on ``n_grid``
+    points each), ``barrier`` that minus the higher end."""
+    images = _equal_arc(np.asarray(path, dtype=np.float64), n_images)
+    u, g = U_and_grad(images)
+    if step is None:
+        spacing = np.linalg.norm(images[1] - images[0])
+        step = 0.1 * spacing / max(float(np.abs(g[1:-1]).max(initial=0.0)), 1e-12)
+    for _ in range(n_iter):
+        _, g = U_and_grad(images[1:-1])
+        images[1:-1] = np.clip(images[1:-1] - step * g, -box, box)
+        images = _equal_arc(images, n_images)
+    u = _energy(U_and_grad, images)
+    seg_max = _segment_maxima(U_and_grad, images, n_grid)
+    path_max = float(max(max(seg_max), u.max()))
+    return {
+        "images": images,
+        "U": u,
+        "path_max": path_max,
+        "barrier": path_max - float(max(u[0], u[-1])),
+    }
+
+
+def components_by_level(node_U, path_max, levels) -> np.ndarray:
+    """``N_lam`` for each level: components of ``{U <= lam}`` among the nodes (energies
+    ``node_U (n,)``) whose pairs join at ``path_max (n, n)`` (the lowest known path maximum;
+    ``inf`` where none is known), counting only nodes at or below ``lam``. Known paths only,
+    so ``N_lam`` is an upper bound on the true count."""
+    node_U = np.asarray(node_U, dtype=np.float64)
+    M = np.asarray(path_max, dtype=np.float64)
+    out = []
+    for lam in np.asarray(levels, dtype=np.float64):
+        alive = np.flatnonzero(node_U <= lam)
+        if not len(alive):
+            out.append(0)
+            continue
+        sub = M[np.ix_(alive, alive)] <= lam
+        np.fill_diagonal(sub, False)
+        out.append(int(connected_components(csr_matrix(sub), directed=False)[0]))
+    return np.asarray(out)
