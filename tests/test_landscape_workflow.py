@@ -13,6 +13,7 @@ import yaml
 from conftest import REPO, TEST_CONFIGS, make_workdir, output_of, run_snakemake
 
 from lossatlas import config as lacfg
+from lossatlas.analysis import landscape
 
 CONFIG = TEST_CONFIGS / "landscape.yaml"
 EXPS = ("rotate-0", "rotate-90")
@@ -160,6 +161,31 @@ def test_census_tables(landscape_run):
         assert meta["plane"]["matches_reduce"] is True
         for png in ("census_loss_index.png", "census_plane.png", "dataset.png"):
             assert (d / png).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_connect_tables(landscape_run):
+    """Every refined pair has a path maximum no lower than its ends and a barrier no lower
+    than 0; a pair DSS connects has its path at or below the level; the level sets' component
+    counts never exceed the nodes below the level and reach 1 at the top."""
+    for exp in EXPS:
+        t = pd.read_csv(landscape_run / "results" / exp / "landscape" / "connect.csv")
+        meta = json.loads(
+            (landscape_run / "results" / exp / "landscape" / "connect.json").read_text()
+        )
+        assert list(t.columns) == ["experiment", *landscape.CONNECT_COLUMNS]
+        assert len(t) >= 1 and len(meta["nodes"]) >= 2
+        ends = t[["loss_a", "loss_b"]].max(axis=1)
+        best = t[["straight_max", "string_path_max"]].min(axis=1)
+        assert (best >= ends - 1e-12).all() and (t["barrier"] >= -1e-12).all()
+        joined = t[t["connected"]]
+        assert (joined["dss_path_max"] <= joined["level"] + 1e-12).all()
+        assert t.loc[~t["connected"], "status"].str.startswith("not connected within").all()
+        counts = np.asarray(meta["n_components"])
+        assert counts[-1] == 1 and counts.max() <= len(meta["nodes"])
+        for name in ("connect_tree.png", "connect_profiles.png"):
+            png = landscape_run / "results" / exp / "landscape" / name
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow
@@ -334,6 +360,22 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, tmp_path):
             (REPO / "workflow" / "report" / "workflow.rst").read_text(),
             log,
         ),
+        "connect": lambda s: steps.connect(
+            Files(
+                dataset=into.dataset,
+                census=res / name / "landscape" / "census.csv",
+                census_points=res / name / "landscape" / "census_points.npz",
+            ),
+            Files(
+                table=out / "connect.csv",
+                json=out / "connect.json",
+                tree=out / "tree.png",
+                profiles=out / "profiles.png",
+            ),
+            s,
+            name,
+            log,
+        ),
         "compare": lambda s: steps.compare(
             Files(
                 samples=[res / n / "samples.h5" for n in names],
@@ -353,6 +395,7 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, tmp_path):
         ("dataset.npz", f"{name}/dataset.npz"),
         ("dimension.csv", f"{name}/landscape/dimension.csv"),
         ("census.csv", f"{name}/landscape/census.csv"),
+        ("connect.csv", f"{name}/landscape/connect.csv"),
         ("summary.csv", f"{name}/diagnostics/summary.csv"),
         ("reduce.json", f"{name}/reduce/summary.json"),
         ("compare.csv", "landscape/compare.csv"),

@@ -483,3 +483,71 @@ def plot_compare(results: Mapping, path, reference: str = "reference", dpi: int 
             ax.legend(fontsize="x-small")
     fig.suptitle(f"Good draws against those of the reference, {reference}")
     return _save(fig, path, dpi)
+
+
+def plot_connect_tree(meta: Mapping, path, title: str | None = None, dpi: int = 120) -> Path:
+    """Disconnectivity dendrogram of the connectivity analysis's nodes: single linkage of
+    the lowest known path maxima (``meta`` of ``landscape.run_connect``), heights in mean
+    loss, with the components of the level sets against the level beside it."""
+    from scipy.cluster.hierarchy import dendrogram, linkage
+    from scipy.spatial.distance import squareform
+
+    fig = _figure(9.0, 3.8)
+    ax_tree, ax_count = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
+    M = np.asarray(meta["path_max"], dtype=float)
+    head = f"{title}: " if title else ""
+    if len(M) < 2:
+        ax_tree.text(0.5, 0.5, "fewer than 2 minima", ha="center", va="center")
+        ax_tree.set_axis_off()
+        ax_count.set_axis_off()
+        return _save(fig, path, dpi)
+    D = M.copy()
+    # pairs with no known path merge above every known one
+    top = D[np.isfinite(D)].max()
+    D[~np.isfinite(D)] = 2 * top if top > 0 else 1.0
+    np.fill_diagonal(D, 0.0)
+    dendrogram(
+        linkage(squareform(D, checks=False), method="single"),
+        ax=ax_tree,
+        labels=[str(n) for n in meta["nodes"]],
+        color_threshold=meta["level"],
+    )
+    ax_tree.axhline(meta["level"], color="k", ls="--", lw=0.8, label=f"level {meta['level']:g}")
+    ax_tree.set_ylabel("highest mean loss on the lowest known path")
+    ax_tree.set_xlabel("census point id")
+    ax_tree.legend(fontsize="small")
+    ax_tree.set_title(f"{head}merge tree of {len(M)} minima", fontsize="medium")
+    ax_count.step(meta["levels"], meta["n_components"], where="post")
+    ax_count.axvline(meta["level"], color="k", ls="--", lw=0.8)
+    ax_count.set_xlabel("level λ (mean loss)")
+    ax_count.set_ylabel("components of {loss ≤ λ} (upper bound)")
+    ax_count.yaxis.set_major_locator(MaxNLocator(integer=True))
+    return _save(fig, path, dpi)
+
+
+def plot_connect_profiles(
+    meta: Mapping, path, title: str | None = None, dpi: int = 120, max_pairs: int = 6
+) -> Path:
+    """Mean loss along arc length for the refined pairs: straight line, Dynamic String
+    Sampling and the string method (``meta`` of ``landscape.run_connect``)."""
+    profiles = list(meta["profiles"])[:max_pairs]
+    rows, cols = _grid(max(1, len(profiles)))
+    fig = _figure(3.6 * cols, 3.0 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, prof in zip(axes, profiles, strict=False):
+        for key, style in (("straight", ":"), ("dss", "--"), ("string", "-")):
+            ax.plot(prof[key]["s"], prof[key]["loss"], style, label=key)
+        ax.axhline(meta["level"], color="k", lw=0.6)
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_ylim(bottom=0.0)
+        ax.set_title(f"{prof['pair'][0]} - {prof['pair'][1]}", fontsize="small")
+        ax.set_xlabel("arc length (normalised)")
+        ax.set_ylabel("mean loss")
+    if profiles:
+        axes[0].legend(fontsize="x-small")
+    else:
+        axes[0].text(0.5, 0.5, "no pair refined", ha="center", va="center")
+    for ax in axes[len(profiles) :]:
+        ax.set_axis_off()
+    fig.suptitle(f"{title + ': ' if title else ''}loss along the paths between minima")
+    return _save(fig, path, dpi)

@@ -51,6 +51,12 @@ READS: dict[str, tuple[str, ...]] = {
         "landscape.dimension",
     ),
     "census": (*_DRAWS, "target", "reduce.pca.n_components", "landscape.census", "figures.dpi"),
+    "connect": (
+        "model",
+        "target",
+        "landscape.connect",
+        "figures.dpi",
+    ),
     "compare": (
         *_DRAWS,
         "target.box",
@@ -619,6 +625,36 @@ def census(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     plots.plot_census_plane(plane, table, outputs.plane, title=name, dpi=dpi)
     log.info("%s: %d starts, counts %s", name, meta["n_starts"], meta["counts"])
     log.info("%s: plane %s", name, meta["plane"])
+
+
+def connect(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
+    """Are the census minima connected? Paths, barriers and the merge tree."""
+    from lossatlas import plots
+    from lossatlas.analysis import landscape
+    from lossatlas.data import Dataset
+
+    with np.load(inputs.census_points) as f:
+        points = f["points"]
+    table, meta = landscape.run_connect(
+        target(s, Dataset.load(inputs.dataset)),
+        pd.read_csv(inputs.census),
+        points,
+        good_threshold=s["target"]["good_threshold"],
+        **s["landscape"]["connect"],
+    )
+    table.insert(0, "experiment", name)
+    table.to_csv(outputs.table, index=False)
+    _write_json(
+        outputs.json, {**meta, "experiment": name, "settings": _plain(s["landscape"]["connect"])}
+    )
+    dpi = s["figures"]["dpi"]
+    plots.plot_connect_tree(meta, outputs.tree, title=name, dpi=dpi)
+    plots.plot_connect_profiles(meta, outputs.profiles, title=name, dpi=dpi)
+    log.info(
+        "%s: %d minima, %d pairs refined (%d connected at %g); %s components at the level",
+        name, len(meta["nodes"]), len(table), int(table["connected"].sum()), meta["level"],
+        meta.get("components_at_level"),
+    )  # fmt: skip
 
 
 def compare(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:

@@ -77,6 +77,7 @@ def landscape_outputs():
         f"{RESULTS}/{{exp}}/landscape/dimension.csv",
         f"{RESULTS}/{{exp}}/landscape/census.csv",
         f"{RESULTS}/{{exp}}/landscape/census_plane.png",
+        f"{RESULTS}/{{exp}}/landscape/connect.csv",
     ]
 
 

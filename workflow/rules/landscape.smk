@@ -103,6 +103,51 @@ rule census:
         "../scripts/census.py"
 
 
+rule connect:
+    """Paths between the census minima: straight lines, Dynamic String Sampling and the
+    string method along the minimum spanning tree of the path maxima; the merge tree."""
+    input:
+        dataset=f"{RESULTS}/{{exp}}/dataset.npz",
+        census=f"{RESULTS}/{{exp}}/landscape/census.csv",
+        census_points=f"{RESULTS}/{{exp}}/landscape/census_points.npz",
+    output:
+        table=report(
+            f"{RESULTS}/{{exp}}/landscape/connect.csv",
+            caption="../report/connect.rst",
+            category="{exp}",
+            subcategory="7 connectivity of minima",
+            labels={"experiment": "{exp}", "item": "connectivity table"},
+        ),
+        json=f"{RESULTS}/{{exp}}/landscape/connect.json",
+        tree=report(
+            f"{RESULTS}/{{exp}}/landscape/connect_tree.png",
+            caption="../report/connect_tree.rst",
+            category="{exp}",
+            subcategory="7 connectivity of minima",
+            labels={"experiment": "{exp}", "item": "merge tree"},
+        ),
+        profiles=report(
+            f"{RESULTS}/{{exp}}/landscape/connect_profiles.png",
+            caption="../report/connect_profiles.rst",
+            category="{exp}",
+            subcategory="7 connectivity of minima",
+            labels={"experiment": "{exp}", "item": "loss along the paths"},
+        ),
+    log:
+        f"{LOGS}/{{exp}}/connect.log",
+    benchmark:
+        f"{LOGS}/{{exp}}/connect.benchmark.tsv"
+    conda:
+        "../../envs/lossatlas.yaml"
+    resources:
+        mem_mb=1024,
+        runtime=30,
+    params:
+        settings=step_settings("connect"),
+    script:
+        "../scripts/connect.py"
+
+
 rule compare:
     """Every non-reference experiment's good draws against the reference's, before and after
     mapping them back through the dataset transform."""

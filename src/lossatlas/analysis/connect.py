@@ -172,22 +172,35 @@ def string_barrier(
 ) -> dict:
     """The simplified string method from the polyline ``path (k, p)`` (ends fixed): each
     iteration moves the interior images down the gradient by ``step`` (default: a tenth of
-    the initial spacing over the largest initial gradient), keeps them in the box and
-    redistributes them at equal arc length. Returns ``{images, U, path_max, barrier}``:
-    ``path_max`` is the highest U along the final string (segment maxima on ``n_grid``
-    points each), ``barrier`` that minus the higher end."""
-    images = _equal_arc(np.asarray(path, dtype=np.float64), n_images)
-    u, g = U_and_grad(images)
+    the initial spacing over the largest initial gradient; no image moves more than that
+    tenth), keeps them in the box and redistributes them at equal arc length; a string that
+    ends higher than it started is given back as it started. Returns ``{images, U,
+    path_max, barrier}``: ``path_max`` is the highest U along the final string (segment
+    maxima on ``n_grid`` points each), ``barrier`` that minus the higher end."""
+    start = _equal_arc(np.asarray(path, dtype=np.float64), n_images)
+    images = start.copy()
+    _, g = U_and_grad(images)
+    # no image moves more than a tenth of the spacing per iteration: on flat, saturated
+    # stretches the gradient is tiny and a step scaled by it would fling the images away
+    reach = 0.1 * float(np.linalg.norm(images[1] - images[0]))
     if step is None:
-        spacing = np.linalg.norm(images[1] - images[0])
-        step = 0.1 * spacing / max(float(np.abs(g[1:-1]).max(initial=0.0)), 1e-12)
+        step = reach / max(float(np.abs(g[1:-1]).max(initial=0.0)), 1e-12)
     for _ in range(n_iter):
         _, g = U_and_grad(images[1:-1])
-        images[1:-1] = np.clip(images[1:-1] - step * g, -box, box)
+        move = step * g
+        norm = np.linalg.norm(move, axis=1, keepdims=True)
+        move *= np.minimum(1.0, reach / np.maximum(norm, 1e-300))
+        images[1:-1] = np.clip(images[1:-1] - move, -box, box)
         images = _equal_arc(images, n_images)
+
+    def highest(points):
+        return float(max(_segment_maxima(U_and_grad, points, n_grid)))
+
+    path_max = highest(images)
+    if path_max > highest(start):  # the descent did not lower the path: keep the start
+        images, path_max = start, highest(start)
     u = _energy(U_and_grad, images)
-    seg_max = _segment_maxima(U_and_grad, images, n_grid)
-    path_max = float(max(max(seg_max), u.max()))
+    path_max = max(path_max, float(u.max()))
     return {
         "images": images,
         "U": u,

@@ -7,6 +7,7 @@ Glue between the store (read through :mod:`lossatlas.storage.streaming`) and the
 - :func:`dimension_rows`: :func:`lossatlas.analysis.dimension.dimension_table` on the good draws;
 - :func:`run_census`: :func:`lossatlas.analysis.minima.census` from starts among all draws and
   among the good draws;
+- :func:`run_connect`: :mod:`lossatlas.analysis.connect` between the census minima;
 - :func:`good_plane`: the reduce rule's parameter-space PCA of the good draws, refitted, with
   census points projected on it;
 - :func:`compare_rows`: :func:`lossatlas.analysis.compare.compare_clouds` of one experiment
@@ -28,7 +29,7 @@ import pandas as pd
 from sklearn.decomposition import PCA
 
 from lossatlas import data, model
-from lossatlas.analysis import compare, diagnostics, dimension, minima
+from lossatlas.analysis import compare, connect, diagnostics, dimension, minima
 from lossatlas.model import symmetry
 from lossatlas.storage import streaming
 
@@ -283,7 +284,8 @@ def dimension_rows(
     return rows, meta
 
 
-LAPLACE_KINDS = ("strict minimum", "degenerate minimum", minima.WALL)
+# index-0 points: the Laplace null's centres and the connectivity analysis's nodes
+MINIMUM_KINDS = ("strict minimum", "degenerate minimum", minima.WALL)
 LAPLACE_MEANING = (
     "the Laplace approximation around the good census minima and box KKT points: an "
     "equal-weight mixture of N(theta*, (beta H)^-1), truncated to the box and the good set; "
@@ -327,7 +329,7 @@ def laplace_null(
     t = census_table
     pick = np.flatnonzero(
         (
-            t["classification"].isin(LAPLACE_KINDS)
+            t["classification"].isin(MINIMUM_KINDS)
             & (t["index"] == 0)
             & (t["mean_loss"] < good_threshold)
         ).to_numpy()
@@ -902,3 +904,163 @@ def compare_projection(ref, other, sizes, key: streaming.Transform | None, exp) 
         "before": pca.transform(key(other)),
         "after": pca.transform(key(mapped)),
     }
+
+
+# --- connectivity -------------------------------------------------------------------------------
+
+
+def _spanning_edges(M: np.ndarray) -> list[tuple[int, int]]:
+    """Edges of a minimum spanning tree of the complete graph with weights ``M``."""
+    from scipy.sparse.csgraph import minimum_spanning_tree
+
+    # csgraph reads a zero weight as no edge: shift to >= 1 (the tree does not change)
+    W = M - M[np.isfinite(M)].min() + 1.0
+    np.fill_diagonal(W, 0.0)
+    tree = minimum_spanning_tree(np.where(np.isfinite(W), W, 0.0)).tocoo()
+    return sorted((int(min(i, j)), int(max(i, j))) for i, j in zip(tree.row, tree.col, strict=True))
+
+
+def run_connect(
+    target: model.Target,
+    census_table: pd.DataFrame,
+    census_points: np.ndarray,
+    *,
+    good_threshold: float,
+    max_nodes: int,
+    max_pairs: int,
+    level: float | None,
+    alpha: float,
+    max_depth: int,
+    max_beads: int,
+    maxiter: int,
+    n_images: int,
+    n_iter: int,
+) -> tuple[pd.DataFrame, dict]:
+    """Are the census minima connected? Nodes: the ``max_nodes`` lowest census points of index
+    0 (minima, box KKT points). The straight-line maximum of every pair, then, AutoNEB-style,
+    pairs along the minimum spanning tree of the path maxima refined by Dynamic String
+    Sampling at ``level`` (mean loss; None: the good threshold) and the string method, until
+    the tree's edges are all refined or ``max_pairs`` are. Returns the refined pairs' table
+    and ``meta``: the nodes, the lowest known path maximum of every pair (``path_max``,
+    mean loss), the number of components of the level sets among the nodes at a grid of
+    levels (an upper bound: only known paths count) and the refined pairs' profiles."""
+    t = census_table
+    pick = t[t["classification"].isin(MINIMUM_KINDS) & (t["index"] == 0)].sort_values("U")
+    pick = pick.head(max_nodes)
+    per_point = float(target.mean_loss(np.float64(1.0)))  # mean loss per unit of U
+    level = good_threshold if level is None else level
+    meta = {
+        "level": level,
+        "nodes": pick["id"].astype(int).tolist(),
+        "meaning": "path_max: the highest mean loss on the lowest known path between two "
+        "nodes (straight line, Dynamic String Sampling, string method); n_components: "
+        "components of {mean loss <= lam} among the nodes joined by known paths, an upper "
+        "bound on the true count; 'not connected within budget' is not 'disconnected'",
+    }
+    if len(pick) < 2:
+        meta.update(path_max=[], levels=[], n_components=[], profiles=[])
+        return pd.DataFrame(columns=CONNECT_COLUMNS), meta
+    X = np.asarray(census_points, dtype=np.float64)[pick["id"].to_numpy()]
+    node_U = np.asarray(target.U(X), dtype=np.float64)
+    n = len(X)
+    M = np.full((n, n), np.inf)
+    np.fill_diagonal(M, node_U)
+    for i in range(n):
+        for j in range(i + 1, n):
+            M[i, j] = M[j, i] = connect.line_max(target.U_and_grad, X[i], X[j])[0]
+    straight = M.copy()
+    rows, profiles, done = [], [], set()
+    level_U = level / per_point
+    while len(done) < max_pairs:
+        todo = [e for e in _spanning_edges(M) if e not in done]
+        if not todo:
+            break
+        for i, j in todo[: max_pairs - len(done)]:
+            done.add((i, j))
+            dss = connect.dynamic_string(
+                target.U_and_grad, X[i], X[j], level_U, target.box, alpha=alpha,
+                max_depth=max_depth, max_beads=max_beads, maxiter=maxiter,
+            )  # fmt: skip
+            string = connect.string_barrier(
+                target.U_and_grad, dss["beads"], target.box, n_images=n_images, n_iter=n_iter
+            )
+            best = min(straight[i, j], string["path_max"])
+            if dss["connected"]:
+                best = min(best, dss["path_max"])
+            M[i, j] = M[j, i] = best
+            rows.append(
+                {
+                    "node_a": int(pick["id"].iloc[i]),
+                    "node_b": int(pick["id"].iloc[j]),
+                    "loss_a": node_U[i] * per_point,
+                    "loss_b": node_U[j] * per_point,
+                    "straight_max": straight[i, j] * per_point,
+                    "level": level,
+                    "connected": dss["connected"],
+                    "dss_path_max": dss["path_max"] * per_point,
+                    "n_beads": dss["n_beads"],
+                    "normalised_length": dss["normalised_length"],
+                    "string_path_max": string["path_max"] * per_point,
+                    "barrier": (best - max(node_U[i], node_U[j])) * per_point,
+                    "status": dss["status"],
+                }
+            )
+            profiles.append(
+                {
+                    "pair": [rows[-1]["node_a"], rows[-1]["node_b"]],
+                    "straight": _line_profile(target, X[i], X[j], per_point),
+                    "dss": _path_profile(target, dss["beads"], per_point),
+                    "string": _path_profile(target, string["images"], per_point),
+                }
+            )
+    path_max = M * per_point
+    # from the lowest node to a little above the level where the known paths join them all
+    top = max(path_max[i, j] for i, j in _spanning_edges(M))
+    levels = np.unique(np.r_[np.linspace(path_max.diagonal().min(), 1.1 * top, 25), level])
+    meta.update(
+        path_max=path_max.tolist(),
+        levels=levels.tolist(),
+        n_components=connect.components_by_level(node_U * per_point, path_max, levels).tolist(),
+        components_at_level=int(
+            connect.components_by_level(node_U * per_point, path_max, [level])[0]
+        ),
+        profiles=profiles,
+    )
+    return pd.DataFrame(rows, columns=CONNECT_COLUMNS), meta
+
+
+CONNECT_COLUMNS = [
+    "node_a",
+    "node_b",
+    "loss_a",
+    "loss_b",
+    "straight_max",
+    "level",
+    "connected",
+    "dss_path_max",
+    "n_beads",
+    "normalised_length",
+    "string_path_max",
+    "barrier",
+    "status",
+]
+
+
+def _path_profile(target, points, per_point, n_per_segment: int = 8) -> dict:
+    """Mean loss along the polyline ``points`` against normalised arc length."""
+    points = np.asarray(points)
+    t = np.linspace(0.0, 1.0, n_per_segment, endpoint=False)
+    dense = np.vstack(
+        [a + t[:, None] * (b - a) for a, b in zip(points[:-1], points[1:], strict=True)]
+        + [points[-1:]]
+    )
+    step = np.linalg.norm(np.diff(dense, axis=0), axis=1)
+    s = np.r_[0.0, np.cumsum(step)]
+    return {
+        "s": (s / s[-1] if s[-1] > 0 else s).tolist(),
+        "loss": (np.asarray(target.U(dense)) * per_point).tolist(),
+    }
+
+
+def _line_profile(target, a, b, per_point) -> dict:
+    return _path_profile(target, np.vstack([a, b]), per_point, n_per_segment=64)
