@@ -251,6 +251,10 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, tmp_path):
     exp = next(iter(lacfg.experiments(cfg).values()))
     exp_param = steps.experiment_param(exp)
     into = Files(samples=res / name / "samples.h5", dataset=res / name / "dataset.npz")
+    census_of_exp = {
+        "census": res / name / "landscape" / "census.csv",
+        "census_points": res / name / "landscape" / "census_points.npz",
+    }
     out = tmp_path
 
     def declared(step):
@@ -318,11 +322,7 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, tmp_path):
             into, Files(figure=out / "dataset.png"), s, exp_param, log
         ),
         "dimension": lambda s: steps.dimension(
-            Files(
-                **into.__dict__,
-                census=res / name / "landscape" / "census.csv",
-                census_points=res / name / "landscape" / "census_points.npz",
-            ),
+            Files(**into.__dict__, **census_of_exp),
             Files(table=out / "dimension.csv", json=out / "dimension.json"),
             s,
             name,
@@ -361,11 +361,7 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, tmp_path):
             log,
         ),
         "connect": lambda s: steps.connect(
-            Files(
-                dataset=into.dataset,
-                census=res / name / "landscape" / "census.csv",
-                census_points=res / name / "landscape" / "census_points.npz",
-            ),
+            Files(dataset=into.dataset, **census_of_exp),
             Files(
                 table=out / "connect.csv",
                 json=out / "connect.json",
