@@ -17,7 +17,7 @@ from lossatlas.analysis import landscape
 
 CONFIG = TEST_CONFIGS / "landscape.yaml"
 EXPS = ("rotate-0", "rotate-90")
-LANDSCAPE_RULES = ("dataset_figure", "dimension", "census", "compare")
+LANDSCAPE_RULES = ("dataset_figure", "dimension", "census", "connect", "compare")
 
 DIMENSION_COLUMNS = [
     "experiment",
@@ -83,6 +83,7 @@ def test_dry_run_plans_the_landscape_rules(tmp_path):
         "dataset_figure": 2,
         "dimension": 2,
         "census": 2,
+        "connect": 2,
         "compare": 1,
     }
 

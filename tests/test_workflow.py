@@ -48,7 +48,7 @@ def expected_jobs(cfg_path: Path) -> dict[str, int]:
     n = len(lacfg.experiments(cfg))
     jobs = {"dataset": n, "sample": n, "diagnose": n, "reduce": n, "figures": 1, "all": 1}
     jobs["findings"] = 1
-    jobs.update(dataset_figure=n, dimension=n, census=n)
+    jobs.update(dataset_figure=n, dimension=n, census=n, connect=n)
     if n > 1:
         jobs["compare"] = 1
     return jobs
@@ -312,6 +312,7 @@ def test_changed_threshold_reruns_only_downstream(small_run, tmp_path):
         "figures": 1,
         "dimension": 2,
         "census": 2,
+        "connect": 2,
         "compare": 1,
         "findings": 1,
         "all": 1,
