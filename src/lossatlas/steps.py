@@ -548,6 +548,12 @@ def dataset_figure(inputs, outputs, s: Mapping, exp: Mapping, log: logging.Logge
     log.info("wrote %s", outputs.figure)
 
 
+def _census_points(inputs) -> tuple[pd.DataFrame, np.ndarray]:
+    """The census table and its points' raw coordinates (row ``id``), from the census rule."""
+    with np.load(inputs.census_points) as f:
+        return pd.read_csv(inputs.census), f["points"]
+
+
 def dimension(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     """Dimension statistics of the good draws against null models."""
     from lossatlas.analysis import landscape
@@ -557,16 +563,9 @@ def dimension(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> No
     dc = s["landscape"]["dimension"]
     ds = Dataset.load(inputs.dataset)
     transform = coordinates(s, ds)
-    with np.load(inputs.census_points) as f:
-        census_points = f["points"]
     with SampleStore(inputs.samples) as store:
         laplace = landscape.laplace_null(
-            store,
-            target(s, ds),
-            pd.read_csv(inputs.census),
-            census_points,
-            transform,
-            **laplace_arguments(s),
+            store, target(s, ds), *_census_points(inputs), transform, **laplace_arguments(s)
         )
         rows, meta = landscape.dimension_rows(
             store, transform, laplace=laplace, **dimension_arguments(s)
@@ -633,12 +632,9 @@ def connect(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None
     from lossatlas.analysis import landscape
     from lossatlas.data import Dataset
 
-    with np.load(inputs.census_points) as f:
-        points = f["points"]
     table, meta = landscape.run_connect(
         target(s, Dataset.load(inputs.dataset)),
-        pd.read_csv(inputs.census),
-        points,
+        *_census_points(inputs),
         good_threshold=s["target"]["good_threshold"],
         **s["landscape"]["connect"],
     )

@@ -27,6 +27,8 @@ from scipy.optimize import minimize, minimize_scalar
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
+from lossatlas.analysis import minima
+
 BatchedUGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -57,16 +59,12 @@ def line_max(U_and_grad: BatchedUGrad, a, b, n_grid: int = 33) -> tuple[float, f
 def _train_bead(U_and_grad, x0, box, target, maxiter) -> tuple[np.ndarray, float]:
     """L-BFGS-B from ``x0`` inside the box, stopped as soon as ``U <= target``."""
 
-    def fg(x):
-        u, g = U_and_grad(x[None])
-        return float(u[0]), np.asarray(g[0], dtype=np.float64)
-
     def low_enough(intermediate_result):
         if intermediate_result.fun <= target:
             raise StopIteration
 
     res = minimize(
-        fg,
+        minima.at_one_point(U_and_grad),
         np.clip(x0, -box, box),
         jac=True,
         method="L-BFGS-B",

@@ -598,7 +598,7 @@ def dimension_table(
 
     # null replicates
     used = NULLS if laplace is None else (*NULLS, "laplace")
-    laplace_clouds: list = []
+    laplace_failed = False
     nulls = {name: {} for name in used}
     grams = None
     if enough and subset_grams is not None:
@@ -621,11 +621,11 @@ def dimension_table(
                 cloud = null_gaussian(G, _rng([seed, r, 2])) if enough else None
             elif name == "laplace":
                 # one failed replicate says the truncation keeps too little: stop there
-                if not enough or isinstance(laplace, str) or None in laplace_clouds:
+                if not enough or isinstance(laplace, str) or laplace_failed:
                     continue
                 cloud = laplace.draw(m, _rng([seed, r, 4]))
-                laplace_clouds.append(None if cloud is None else len(cloud))
-                if cloud is None:
+                laplace_failed = cloud is None
+                if laplace_failed:
                     continue
             else:
                 pick = rs.choice(n, size=m, replace=False)

@@ -286,6 +286,14 @@ def dimension_rows(
 
 # index-0 points: the Laplace null's centres and the connectivity analysis's nodes
 MINIMUM_KINDS = ("strict minimum", "degenerate minimum", minima.WALL)
+
+
+def _census_minima(census_table: pd.DataFrame) -> pd.Series:
+    """Which census rows are minima or box KKT points of index 0."""
+    t = census_table
+    return t["classification"].isin(MINIMUM_KINDS) & (t["index"] == 0)
+
+
 LAPLACE_MEANING = (
     "the Laplace approximation around the good census minima and box KKT points: an "
     "equal-weight mixture of N(theta*, (beta H)^-1), truncated to the box and the good set; "
@@ -327,13 +335,7 @@ def laplace_null(
     ``dense_max`` parameters; the covariance of at most ``max_points`` good draws bounds the
     flat directions; at most ``max_mb`` MiB of Hessian factors and of candidate draws."""
     t = census_table
-    pick = np.flatnonzero(
-        (
-            t["classification"].isin(MINIMUM_KINDS)
-            & (t["index"] == 0)
-            & (t["mean_loss"] < good_threshold)
-        ).to_numpy()
-    )
+    pick = np.flatnonzero((_census_minima(t) & (t["mean_loss"] < good_threshold)).to_numpy())
     p = target.p
     if not len(pick):
         return "the census found no good minimum or box KKT point"
@@ -944,9 +946,7 @@ def run_connect(
     and ``meta``: the nodes, the lowest known path maximum of every pair (``path_max``,
     mean loss), the number of components of the level sets among the nodes at a grid of
     levels (an upper bound: only known paths count) and the refined pairs' profiles."""
-    t = census_table
-    pick = t[t["classification"].isin(MINIMUM_KINDS) & (t["index"] == 0)].sort_values("U")
-    pick = pick.head(max_nodes)
+    pick = census_table[_census_minima(census_table)].sort_values("U").head(max_nodes)
     per_point = float(target.mean_loss(np.float64(1.0)))  # mean loss per unit of U
     level = good_threshold if level is None else level
     meta = {
@@ -1017,13 +1017,12 @@ def run_connect(
     # from the lowest node to a little above the level where the known paths join them all
     top = max(path_max[i, j] for i, j in _spanning_edges(M))
     levels = np.unique(np.r_[np.linspace(path_max.diagonal().min(), 1.1 * top, 25), level])
+    counts = connect.components_by_level(node_U * per_point, path_max, levels)
     meta.update(
         path_max=path_max.tolist(),
         levels=levels.tolist(),
-        n_components=connect.components_by_level(node_U * per_point, path_max, levels).tolist(),
-        components_at_level=int(
-            connect.components_by_level(node_U * per_point, path_max, [level])[0]
-        ),
+        n_components=counts.tolist(),
+        components_at_level=int(counts[levels == level][0]),
         profiles=profiles,
     )
     return pd.DataFrame(rows, columns=CONNECT_COLUMNS), meta

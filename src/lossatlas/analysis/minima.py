@@ -126,6 +126,17 @@ def select_starts(
     return idx, source
 
 
+def at_one_point(U_and_grad: BatchedUGrad) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+    """``x (p,) -> (U, dU (p,))`` from the batched ``U_and_grad``, as scipy.optimize takes
+    an objective with its gradient."""
+
+    def fg(x):
+        u, g = U_and_grad(np.asarray(x)[None])
+        return float(u[0]), np.asarray(g[0], dtype=np.float64)
+
+    return fg
+
+
 def local_minimize(
     U_and_grad: BatchedUGrad,
     starts: np.ndarray,
@@ -137,11 +148,7 @@ def local_minimize(
     """L-BFGS-B with the exact gradient from each row of ``starts (m, p)`` inside
     ``[-box, box]^p``, restarted (at most ``n_restarts`` times) while it stops early and the
     energy still falls. Returns ``(ends (m, p), U (m,), n_iter (m,))``."""
-
-    def fg(x):
-        u, g = U_and_grad(x[None])
-        return float(u[0]), np.asarray(g[0], dtype=np.float64)
-
+    fg = at_one_point(U_and_grad)
     starts = np.clip(np.asarray(starts, dtype=np.float64), -box, box)
     bounds = [(-box, box)] * starts.shape[1]
     opts = {"gtol": gtol, "ftol": 0.0, "maxiter": maxiter, "maxfun": 2 * maxiter}
@@ -296,8 +303,7 @@ def classify(
     (eigenvalues of the Hessian on the free coordinates, ascending: all of them or both ends,
     see the module docstring; ``spectrum_kw`` go to :func:`free_spectrum`)."""
     x = np.asarray(x, dtype=np.float64)
-    u, g = U_and_grad(x[None])
-    u, g = float(u[0]), np.asarray(g[0], dtype=np.float64)
+    u, g = at_one_point(U_and_grad)(x)
     wall = wall_atol * box
     pinned = ((x >= box - wall) & (g < 0)) | ((x <= -box + wall) & (g > 0))
     free = ~pinned
