@@ -65,3 +65,21 @@ def test_components_by_level_is_the_merge_tree():
     M = np.array([[0, 1, np.inf], [1, 0, 3], [np.inf, 3, 0]], dtype=float)
     got = connect.components_by_level([0.0, 0.1, 0.2], M, [0.05, 0.15, 0.5, 1.0, 2.0, 3.0])
     assert got.tolist() == [1, 2, 3, 2, 2, 1]
+
+
+def test_sample_components_of_two_wells_and_one_ring():
+    # two wells separated by a barrier of 1 (at x = 0): below 0.5 the draws form two
+    # components and DSS cannot join them; at 1.2 the straight segments cross, one component
+    def double_well(X):
+        x = X[:, 0]
+        u = (x**2 - 1) ** 2 + X[:, 1] ** 2
+        g = np.column_stack([4 * x * (x**2 - 1), 2 * X[:, 1]])
+        return u, g
+
+    rng = np.random.default_rng(0)
+    pts = np.vstack([rng.normal([-1, 0], 0.1, (60, 2)), rng.normal([1, 0], 0.1, (60, 2))])
+    low = connect.sample_components(double_well, pts, 0.5, 3.0, k=6)
+    assert low["n_components_knn"] >= 2 and low["upper_bound"] == 2
+    assert low["sizes"] == [60, 60] and low["merged_by_dss"] == 0
+    high = connect.sample_components(double_well, pts, 1.2, 3.0, k=6)
+    assert high["upper_bound"] == 1 and high["sizes"] == [120]

@@ -7,7 +7,10 @@ from lossatlas.model.layout import ParamLayout
 
 
 def _ds_cfg(**kw):
-    cfg = config.validate({"dataset": kw, "experiments": {"sweep": {"scale": [1.0]}}})
+    model = {"loss": "mse"} if kw.get("generator") in data.REGRESSION_GENERATORS else {}
+    cfg = config.validate(
+        {"dataset": kw, "model": model, "experiments": {"sweep": {"scale": [1.0]}}}
+    )
     return cfg["dataset"]
 
 
@@ -22,7 +25,10 @@ def test_defaults_unchanged():
 
 
 # digits has a fixed shape (64 features, 10 classes): tests/test_scale.py covers it.
-@pytest.mark.parametrize("gen", [g for g in data.GENERATORS if g != "digits"])
+CLASSIFIERS = [g for g in data.GENERATORS if g not in ("digits", "file", "regression", "permute3")]
+
+
+@pytest.mark.parametrize("gen", CLASSIFIERS)
 def test_generators_seeded(gen):
     cfg = _ds_cfg(generator=gen, n_points=60)
     a, b = data.generate(cfg), data.generate(cfg)
@@ -32,6 +38,82 @@ def test_generators_seeded(gen):
     assert set(np.unique(a.y)) == {0, 1}
     c = data.generate({**cfg, "seed": cfg["seed"] + 1})
     assert not np.array_equal(a.X, c.X)
+
+
+def test_regression_targets_of_a_linear_map_and_a_teacher():
+    M = [[1.0, -2.0], [0.5, 0.0], [0.0, 3.0]]
+    ds = data.generate(
+        _ds_cfg(generator="regression", n_points=40, n_targets=3, linear_map=M, noise=0.0)
+    )
+    assert ds.is_regression and ds.y is None and ds.n_outputs == 3
+    np.testing.assert_allclose(ds.Y, ds.X @ np.array(M).T, rtol=1e-14)
+    cfg = _ds_cfg(generator="regression", n_points=40, teacher_hidden=[5], noise=0.1)
+    a, b = data.generate(cfg), data.generate(cfg)
+    np.testing.assert_array_equal(a.Y, b.Y)
+    assert a.Y.shape == (40, 1) and np.std(a.Y) > 0.1
+    with pytest.raises(config.ConfigError, match=r"linear_map: must be 3 rows"):
+        _ds_cfg(generator="regression", n_targets=3, linear_map=[[1.0, 2.0]])
+    with pytest.raises(config.ConfigError, match="set model.loss: mse"):
+        config.validate({"dataset": {"generator": "permute3"}})
+    with pytest.raises(config.ConfigError, match="mse needs float targets"):
+        config.validate({"model": {"loss": "mse"}})
+
+
+def test_permute3_is_interpolated_by_the_permutation_network():
+    ds = data.permute3()
+    np.testing.assert_allclose(np.linalg.norm(ds.X, axis=1), 1.0)
+    np.testing.assert_allclose(ds.Y, ds.X[[1, 2, 0]])
+    # W1 = X (rows: the points), W2 = Y^T-based map: hidden h = relu(X x) picks each point
+    mlp = MLP((2, 3, 2), "relu", "mse", bias="none")
+    assert mlp.p == 12
+    W1 = ds.X
+    H = np.maximum(ds.X @ W1.T, 0)
+    W2 = np.linalg.solve(H, ds.Y).T
+    theta = np.concatenate([W1.ravel(), W2.ravel()])[None]
+    assert Target(mlp, ds.X, ds.Y).U(theta)[0] < 1e-25
+
+
+def test_user_files_npz_and_csv(tmp_path):
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(7, 3)), rng.normal(size=(7, 2))
+    np.savez(tmp_path / "reg.npz", X=X, Y=Y)
+    ds = data.from_file(tmp_path / "reg.npz")
+    np.testing.assert_array_equal(ds.Y, Y)
+    labels = np.array([0, 1, 2, 1, 0, 2, 1])
+    text = "x1,x2,x3,y\n" + "\n".join(
+        ",".join(map(repr, [*row.tolist(), int(lab)])) for row, lab in zip(X, labels, strict=True)
+    )
+    (tmp_path / "cls.csv").write_text(text)
+    ds = data.from_file(tmp_path / "cls.csv")
+    np.testing.assert_array_equal(ds.X, X)
+    np.testing.assert_array_equal(ds.y, labels)
+    assert ds.n_classes == 3 and not ds.is_regression
+    cfg = config.validate(
+        {
+            "dataset": {"generator": "file", "path": str(tmp_path / "reg.npz")},
+            "model": {"loss": "mse"},
+        }
+    )
+    assert data.shape_of(cfg["dataset"]) == (7, 3, 2)
+    # bad files are refused before any compute, naming the field
+    np.savez(tmp_path / "both.npz", X=X, y=labels, Y=Y)
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))
+    (tmp_path / "pickled.npz").write_bytes((tmp_path / "objects.npy").read_bytes())
+    bad = {
+        "missing.npz": "no such file",
+        "both.npz": "exactly one of y",
+        "pickled.npz": "cannot be read",
+    }
+    for name, message in bad.items():
+        with pytest.raises(config.ConfigError, match=f"dataset.path .*{message}"):
+            config.validate(
+                {
+                    "dataset": {"generator": "file", "path": str(tmp_path / name)},
+                    "model": {"loss": "mse"},
+                }
+            )
+    with pytest.raises(config.ConfigError, match="set model.loss: mse"):
+        config.validate({"dataset": {"generator": "file", "path": str(tmp_path / "reg.npz")}})
 
 
 def test_xor_labels_and_blobs_classes():

@@ -184,7 +184,22 @@ def test_connect_tables(landscape_run):
         assert t.loc[~t["connected"], "status"].str.startswith("not connected within").all()
         counts = np.asarray(meta["n_components"])
         assert counts[-1] == 1 and counts.max() <= len(meta["nodes"])
-        for name in ("connect_tree.png", "connect_profiles.png"):
+        # modulo symmetry: the nearest copy is never farther than the second node itself
+        assert (t["sym_distance_ratio"] <= 1 + 1e-12).all()
+        sym = t[t["sym_connected"]]
+        assert (sym["sym_dss_path_max"] <= sym["level"] + 1e-12).all()
+        assert meta["symmetry"] == "whole group"  # 64 elements for 2 -> [2, 2] -> 2, tanh
+        sampled = meta["from_samples"]
+        assert 1 <= sampled["upper_bound"] <= sampled["n_components_knn"] <= sampled["n_points"]
+        assert sum(sampled["sizes"]) == sampled["n_points"]
+        for scan in meta["length_by_level"]:
+            # a path that connects at a level is never shorter than the straight segment
+            assert all(
+                length >= 1 - 1e-12
+                for length, ok in zip(scan["normalised_length"], scan["connected"], strict=True)
+                if ok
+            )
+        for name in ("connect_tree.png", "connect_profiles.png", "connect_length.png"):
             png = landscape_run / "results" / exp / "landscape" / name
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -362,15 +377,27 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, tmp_path):
             log,
         ),
         "connect": lambda s: steps.connect(
-            Files(dataset=into.dataset, **census_of_exp),
+            Files(samples=into.samples, dataset=into.dataset, **census_of_exp),
             Files(
                 table=out / "connect.csv",
                 json=out / "connect.json",
                 tree=out / "tree.png",
                 profiles=out / "profiles.png",
+                length=out / "length.png",
             ),
             s,
             name,
+            log,
+        ),
+        "theory": lambda s: steps.theory(
+            Files(
+                datasets=[into.dataset],
+                census=[census_of_exp["census"]],
+                connect=[res / name / "landscape" / "connect.csv"],
+            ),
+            Files(table=out / "checks.csv"),
+            s,
+            [name],
             log,
         ),
         "compare": lambda s: steps.compare(

@@ -12,12 +12,14 @@ from lossatlas.model import network as model
 ARCHS = [(2, 1, 2), (3, 5, 4), (2, 2, 2, 2), (2, 3, 1, 4, 3)]  # depth 1-3, widths 1-5, 2-4 classes
 
 
-def _problem(sizes, activation, loss, energy, seed=0, n=7):
+def _problem(sizes, activation, loss, energy, seed=0, n=7, bias="all"):
     rng = np.random.default_rng(seed)
-    mlp = MLP(sizes, activation, loss)
+    mlp = MLP(sizes, activation, loss, bias)
     X = rng.uniform(-1, 1, (n, sizes[0]))
     y = rng.integers(0, sizes[-1], n)
     y[: sizes[-1]] = np.arange(sizes[-1])  # every class present
+    if loss == "mse":
+        y = rng.normal(size=(n, sizes[-1]))
     target = Target(mlp, X, y, box=10.0, beta=1.0, energy=energy)
     theta = rng.normal(0, 1.0, (3, mlp.p))
     return target, theta
@@ -31,8 +33,12 @@ def _reference_U(target, theta_row):
         for layer, (n_in, n_out) in enumerate(itertools.pairwise(mlp.sizes)):
             W = theta_row[off : off + n_out * n_in].reshape(n_out, n_in)
             off += n_out * n_in
-            b = theta_row[off : off + n_out]
-            off += n_out
+            last = layer == mlp.n_layers - 1
+            if mlp.bias == "all" or (mlp.bias == "hidden" and not last):
+                b = theta_row[off : off + n_out]
+                off += n_out
+            else:
+                b = 0.0
             z = W @ h + b
             if layer < mlp.n_layers - 1:
                 z = {
@@ -45,6 +51,8 @@ def _reference_U(target, theta_row):
             h = z
         if mlp.loss == "cross_entropy":
             total += logsumexp(h) - h[label]
+        elif mlp.loss == "mse":
+            total += np.sum((h - label) ** 2)
         else:
             total += np.sum((h - np.eye(len(h))[label]) ** 2)
     return total / len(target.y) if target.energy == "mean" else total
@@ -59,18 +67,22 @@ def _use_path(monkeypatch, path):
 
 @pytest.mark.parametrize("sizes", ARCHS)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize("loss", ["cross_entropy", "squared"])
+@pytest.mark.parametrize(
+    "loss, bias",
+    [("cross_entropy", "all"), ("squared", "all"), ("mse", "all"), ("mse", "none")]
+    + [("cross_entropy", "hidden")],
+)
 @pytest.mark.parametrize("energy", ["sum", "mean"])
 @pytest.mark.parametrize("path", ["batched", "chainwise"])
-def test_energy_and_gradient(sizes, activation, loss, energy, path, monkeypatch):
+def test_energy_and_gradient(sizes, activation, loss, bias, energy, path, monkeypatch):
     _use_path(monkeypatch, path)
-    target, theta = _problem(sizes, activation, loss, energy)
+    target, theta = _problem(sizes, activation, loss, energy, bias=bias)
     u = target.U(theta)
     ref = [_reference_U(target, row) for row in theta]
     np.testing.assert_allclose(u, ref, rtol=1e-12, atol=1e-12)
     u2, g = target.U_and_grad(theta)
     np.testing.assert_array_equal(u2, u)
-    # central differences: truncation O(h^2) ~ 1e-10 relative, rounding ~ 1e-16/h ~ 1e-10
+    # central differences: truncation O(h^2) ~ 1e-10 relative, rounding ~ 1e-16 |U| / h
     h = 1e-5
     eye = np.eye(target.p)
     fd = np.stack(
@@ -80,7 +92,7 @@ def test_energy_and_gradient(sizes, activation, loss, energy, path, monkeypatch)
         ],
         axis=1,
     )
-    np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-7 + 1e-9 * np.abs(u).max())
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -138,11 +150,12 @@ def test_uniform_prediction_energy():
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_chainwise_is_bitwise_the_batched_path(activation, loss, dtype, monkeypatch):
+@pytest.mark.parametrize("bias", ["all", "none"])
+def test_chainwise_is_bitwise_the_batched_path(activation, loss, dtype, bias, monkeypatch):
     rng = np.random.default_rng(5)
-    mlp = MLP((6, 9, 5, 4), activation, loss)
+    mlp = MLP((6, 9, 5, 4), activation, loss, bias)
     X = rng.uniform(-2, 2, (23, 6)).astype(dtype)
-    y = rng.integers(0, 4, 23)
+    y = rng.normal(size=(23, 4)) if loss == "mse" else rng.integers(0, 4, 23)
     weights = rng.uniform(0, 2, 23)
     theta = rng.normal(0, 1.0, (4, mlp.p)).astype(dtype)
     results = {}

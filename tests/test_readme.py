@@ -6,7 +6,8 @@ modules fail to import). A README command this file does not run fails the first
 new one cannot slip in untried. Covered elsewhere, as named: the install lines (.ci/run, from
 scratch), the SLURM profile (tests/test_slurm.py, tests/test_profiles.py), the digits run
 (too big for the suite: dry-run here, measured in benchmarks/README.md), the calibration run
-(dry-run here; its case is run by tests/test_dimension.py) and the Snakemake module
+(dry-run here; its case is run by tests/test_dimension.py), the theory checks
+(tests/test_theory.py runs two of them by the same command) and the Snakemake module
 (tests/test_packaging.py).
 """
 
@@ -62,6 +63,7 @@ COMMANDS = {
         *(sys.executable, str(REPO / "benchmarks" / "rule_memory.py"), "results"),
     ],
     "snakemake --profile slurm": None,
+    ".venv/bin/lossatlas theory": None,
 }
 
 

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from lossatlas.model import MLP, Target, symmetry
+from lossatlas.model.layout import ParamLayout
 
 ACTS = ("tanh", "relu", "sigmoid", "linear", "quadratic")
 LOSSES = ("cross_entropy", "squared")
@@ -57,7 +58,7 @@ def test_permuted_and_flipped_copy_by_hand():
     [(W1, b1), (W2, b2)] = symmetry.unpack(theta, sizes)
     s = np.array([-1.0, 1.0])
     W1c, b1c, W2c = (W1[0] * s[:, None])[::-1], (b1[0] * s)[::-1], (W2[0] * s)[:, ::-1]
-    copy = symmetry.pack([(W1c[None], b1c[None]), (W2c[None], b2)])
+    copy = ParamLayout(sizes).pack([(W1c[None], b1c[None]), (W2c[None], b2)])
     a = symmetry.canonicalize(theta, sizes, "tanh", "squared")
     b = symmetry.canonicalize(copy, sizes, "tanh", "squared")
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
@@ -113,3 +114,40 @@ def test_orbit_size():
 def test_bad_shape():
     with pytest.raises(ValueError, match="theta must be"):
         symmetry.canonicalize(np.zeros((3, 17)), (2, 2, 2, 2))
+
+
+@pytest.mark.parametrize("bias", ["hidden", "none"])
+@pytest.mark.parametrize("act", ("tanh", "relu", "linear", "quadratic"))
+def test_networks_without_biases_keep_their_symmetries(act, bias):
+    # the layout drops the missing biases; the symmetry maps must neither need nor invent them
+    sizes = (2, 3, 2, 2)
+    rng = np.random.default_rng(4)
+    X = rng.uniform(-1, 1, (9, 2))
+    for loss, y in (("cross_entropy", rng.integers(0, 2, 9)), ("mse", rng.normal(size=(9, 2)))):
+        target = Target(MLP(sizes, act, loss, bias), X, y, box=10.0)
+        theta = rng.normal(size=(20, target.p))
+        moved = symmetry.random_transform(theta, sizes, act, loss, rng, bias=bias)
+        assert moved.shape == theta.shape and np.abs(moved - theta).max() > 0.5
+        np.testing.assert_allclose(target.U(moved), target.U(theta), rtol=1e-11)
+        c1 = symmetry.canonicalize(theta, sizes, act, loss, bias)
+        assert _close(c1, symmetry.canonicalize(moved, sizes, act, loss, bias), rtol=1e-10)
+        np.testing.assert_allclose(target.U(c1), target.U(theta), rtol=1e-11)
+
+
+@pytest.mark.parametrize("max_enumerate", [4096, 0])
+@pytest.mark.parametrize("act", ("tanh", "relu", "quadratic"))
+def test_nearest_copy_undoes_a_symmetry(act, max_enumerate):
+    # b is a permuted, sign-flipped (and for softmax shifted) copy of a: the nearest copy of b
+    # is a itself, found by enumerating the group (64 elements) or by assignment per layer
+    sizes = (2, 2, 2, 2)
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(5, symmetry.n_params(sizes)))
+    b = symmetry.random_transform(a, sizes, act, "cross_entropy", rng, scale_range=(1.0, 1.0))
+    target = _target(sizes, act, "cross_entropy")
+    for ai, bi in zip(a, b, strict=True):
+        near, method = symmetry.nearest_copy(
+            ai, bi, sizes, act, "cross_entropy", max_enumerate=max_enumerate
+        )
+        assert method == ("whole group" if max_enumerate else "assignment per layer")
+        np.testing.assert_allclose(near, ai, atol=1e-10)
+        np.testing.assert_allclose(target.U(near[None]), target.U(bi[None]), rtol=1e-10)

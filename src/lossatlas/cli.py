@@ -1,5 +1,5 @@
 """The ``lossatlas`` command: check a config before a run, summarise a sample store, verify and
-prune a results directory, install the SLURM profile."""
+prune a results directory, run the theory checks, install the SLURM profile."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _validate(args) -> int:
     names = list(lacfg.experiments(cfg))
     n_features, n_classes = data.feature_and_class_counts(cfg["dataset"])
     sizes = (n_features, *cfg["model"]["hidden"], n_classes)
-    p = ParamLayout(sizes).p
+    p = ParamLayout(sizes, cfg["model"]["bias"]).p
     draws = s["n_chains"] * s["draws"]
     print(f"{args.config}: valid")
     print(f"  experiments: {len(names)} ({', '.join(names)}), reference {lacfg.reference(cfg)}")
@@ -123,6 +123,46 @@ def _install_profile(args) -> int:
     return 0
 
 
+def _theory(args) -> int:
+    import glob
+    import subprocess
+    from pathlib import Path
+
+    import pandas as pd
+
+    configs = sorted(glob.glob(str(Path(args.configs) / "*.yaml")))
+    if not configs:
+        print(f"lossatlas: no *.yaml under {args.configs}", file=sys.stderr)
+        return 1
+    # the snakemake of the environment lossatlas runs in
+    head = [sys.executable, "-m", "snakemake"]
+    tables = []
+    for path in configs:
+        cfg = lacfg.load(path)
+        print(f"{path}: running the theory target", flush=True)
+        cmd = [*head, "--configfile", path, "--replace-workflow-config"]
+        # the checks are cheap and read the installed library: always rerun them
+        cmd += ["--cores", str(args.cores), "--forcerun", "theory", "theory"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            print(done.stdout[-3000:] + done.stderr[-3000:], file=sys.stderr)
+            print(f"lossatlas: {path}: the workflow failed (above)", file=sys.stderr)
+            return 1
+        table = pd.read_csv(Path(cfg["results"]) / "checks.csv")
+        table.insert(0, "config", Path(path).stem)
+        tables.append(table)
+    table = pd.concat(tables, ignore_index=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    shown = table[["config", "quantity", "predicted", "measured", "passed"]]
+    with pd.option_context("display.width", 160, "display.max_colwidth", 60):
+        print(shown.to_string(index=False))
+    n_fail = int((~table["passed"]).sum())
+    print(f"{len(table) - n_fail} of {len(table)} checks passed; table: {out}")
+    return 1 if n_fail else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lossatlas", description="Map neural-network loss landscapes by MCMC."
@@ -155,6 +195,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     r.add_argument("results", nargs="?", default="results", help="default: results")
     r.set_defaults(run=_prune)
+    t = sub.add_parser(
+        "theory",
+        help="run every config of config/theory/ (the level-set theorems' known answers) and "
+        "collect their checks",
+    )
+    t.add_argument("--configs", default="config/theory", help="default: config/theory")
+    t.add_argument(
+        "--out", default="results/theory/checks.csv", help="default: results/theory/checks.csv"
+    )
+    t.add_argument("--cores", type=int, default=2, help="snakemake --cores (default 2)")
+    t.set_defaults(run=_theory)
     i = sub.add_parser(
         "install-profile",
         help="install the SLURM profile where Snakemake finds `--profile slurm`",

@@ -128,6 +128,8 @@ def _check_semantics(cfg: dict) -> None:
                     f"invalid config: dataset.{key}: must be 2 for dataset.generator "
                     f"{ds['generator']} (got {ds[key]})"
                 )
+    _check_model_and_data(cfg)
+    _check_expected(cfg)
     lc = cfg.get("landscape", {}).get("dimension", {})
     if lc and lc["mle_k1"] >= lc["mle_k2"]:
         raise ConfigError(
@@ -146,6 +148,68 @@ def _check_semantics(cfg: dict) -> None:
             raise ConfigError(
                 f"invalid config: dask.{placement}: must be set when dask.placement is {placement}"
             )
+
+
+def _check_model_and_data(cfg: dict) -> None:
+    from lossatlas import data
+
+    ds, m, sweep = cfg["dataset"], cfg["model"], cfg["experiments"]["sweep"]
+    if ds["generator"] == "file":
+        if not ds["path"]:
+            raise ConfigError(
+                "invalid config: dataset.path: must be set for dataset.generator file"
+            )
+        try:
+            regression = data.is_regression(ds)
+        except ValueError as err:
+            raise ConfigError(f"invalid config: {err}") from None
+    else:
+        regression = ds["generator"] in data.REGRESSION_GENERATORS
+    if regression and m["loss"] != "mse":
+        raise ConfigError(
+            f"invalid config: model.loss: dataset.generator {ds['generator']} gives float "
+            f"targets; set model.loss: mse (got {m['loss']})"
+        )
+    if m["loss"] == "mse" and not regression:
+        raise ConfigError(
+            "invalid config: model.loss: mse needs float targets; use dataset.generator "
+            "regression, permute3 or a file with Y, or a classification loss"
+        )
+    if regression and "label_noise" in sweep:
+        raise ConfigError(
+            "invalid config: experiments.sweep.label_noise: a regression dataset has no labels"
+        )
+    if m["bias"] == "none" and "translate" in sweep:
+        raise ConfigError(
+            "invalid config: experiments.sweep.translate: without a first-layer bias a "
+            "translation is no reparametrisation; drop it or set model.bias: all or hidden"
+        )
+    if m["bias"] != "all" and m["activation"] == "sigmoid":
+        raise ConfigError(
+            "invalid config: model.bias: sigmoid's sign symmetry moves the next layer's bias; "
+            "use model.bias: all with sigmoid"
+        )
+    if m["bias"] != "all" and cfg["sampler"]["backend"] == "cuda":
+        raise ConfigError(
+            "invalid config: sampler.backend: cuda runs networks with every bias only; set "
+            "model.bias: all or sampler.backend: numba"
+        )
+    if ds["linear_map"] is not None:
+        rows = ds["linear_map"]
+        if len(rows) != ds["n_targets"] or any(len(r) != ds["n_features"] for r in rows):
+            raise ConfigError(
+                f"invalid config: dataset.linear_map: must be {ds['n_targets']} rows "
+                f"(n_targets) of {ds['n_features']} numbers (n_features)"
+            )
+
+
+def _check_expected(cfg: dict) -> None:
+    from lossatlas.analysis import theory
+
+    for name in cfg["expected"]:
+        problem = theory.unmet_requirement(name, cfg)
+        if problem:
+            raise ConfigError(f"invalid config: expected: {name} needs {problem}")
 
 
 def section(name: str, values: dict | None = None) -> dict:

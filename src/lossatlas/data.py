@@ -9,6 +9,7 @@ changes labels, not inputs: it has no parameter map.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,11 +22,13 @@ from lossatlas.model.layout import ParamLayout
 
 @dataclass(frozen=True)
 class Dataset:
-    """Inputs ``X`` (n, d) float64 and integer labels ``y`` (n,) in [0, n_classes)."""
+    """Inputs ``X`` (n, d) float64 and either integer labels ``y`` (n,) in [0, n_classes)
+    (classification) or float targets ``Y`` (n, r) (regression: ``y`` None, n_classes 0)."""
 
     X: np.ndarray
-    y: np.ndarray
+    y: np.ndarray | None
     n_classes: int
+    Y: np.ndarray | None = None
 
     @property
     def n_points(self) -> int:
@@ -35,16 +38,51 @@ class Dataset:
     def n_features(self) -> int:
         return self.X.shape[1]
 
+    @property
+    def n_outputs(self) -> int:
+        """The network's output width: classes, or target columns."""
+        return self.n_classes if self.Y is None else self.Y.shape[1]
+
+    @property
+    def is_regression(self) -> bool:
+        return self.Y is not None
+
+    def arrays(self) -> dict:
+        """Plain arrays that :meth:`from_arrays` reads back (a batch's task argument, the saved
+        file); classification writes exactly the keys it always had."""
+        if self.Y is not None:
+            return {"X": np.asarray(self.X), "Y": np.asarray(self.Y)}
+        return {"X": np.asarray(self.X), "y": np.asarray(self.y), "n_classes": int(self.n_classes)}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> Dataset:
+        if "Y" in arrays:
+            return cls(X=np.asarray(arrays["X"]), y=None, n_classes=0, Y=np.asarray(arrays["Y"]))
+        return cls(
+            X=np.asarray(arrays["X"]), y=np.asarray(arrays["y"]), n_classes=int(arrays["n_classes"])
+        )
+
     def save(self, path) -> None:
-        np.savez(path, X=self.X, y=self.y, n_classes=np.int64(self.n_classes))
+        np.savez(path, **self.arrays())
 
     @classmethod
     def load(cls, path) -> Dataset:
         with np.load(path, allow_pickle=False) as f:
-            return cls(X=f["X"], y=f["y"], n_classes=int(f["n_classes"]))
+            return cls.from_arrays({k: f[k] for k in f.files})
 
 
-GENERATORS = ("uniform", "xor", "moons", "circles", "blobs", "digits", "teacher")
+GENERATORS = (
+    "uniform",
+    "xor",
+    "moons",
+    "circles",
+    "blobs",
+    "digits",
+    "teacher",
+    "regression",
+    "permute3",
+    "file",
+)
 TWO_D_TWO_CLASS = ("xor", "moons", "circles")
 DIGITS_FEATURES, DIGITS_CLASSES = 64, 10
 
@@ -89,12 +127,143 @@ def teacher(n: int, d: int, k: int, seed: int = 0, noise: float = 0.0) -> Datase
     return Dataset(X=X, y=np.argmax(logits, axis=1).astype(np.int64), n_classes=k)
 
 
+def regression(
+    n: int,
+    d: int,
+    r: int,
+    *,
+    low: float = -1.0,
+    high: float = 1.0,
+    seed: int = 0,
+    noise: float = 0.0,
+    linear_map=None,
+    teacher_hidden: Sequence[int] = (),
+    teacher_activation: str = "tanh",
+) -> Dataset:
+    """Regression targets of inputs uniform in ``[low, high]^d``: ``Y = f(X) + noise * e``,
+    ``e`` standard normal. ``f`` is the given ``linear_map`` (r x d, ``Y = X M^T``) or, if None,
+    a random teacher network ``d -> teacher_hidden -> r`` (weights N(0, 1 / fan-in), no
+    biases; ``teacher_hidden = ()`` is a random linear map)."""
+    from lossatlas.model.activations import act
+
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(low, high, size=(n, d))
+    if linear_map is not None:
+        M = np.asarray(linear_map, dtype=np.float64)
+        if M.shape != (r, d):
+            raise ValueError(f"dataset.linear_map must be {r} x {d} (targets x features)")
+        Y = X @ M.T
+    else:
+        h, widths = X, (d, *teacher_hidden, r)
+        for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+            h = h @ rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)
+            if i < len(widths) - 2:
+                h = act(teacher_activation, h)
+        Y = h
+    Y = Y + noise * rng.standard_normal(Y.shape)
+    return Dataset(X=X, y=None, n_classes=0, Y=Y)
+
+
+def permute3() -> Dataset:
+    """Freeman & Bruna's 2-3-2 task: three inputs on the unit circle at 0, 120 and 240 degrees,
+    the target of each the next one (``Y_i = X_{i+1}``)."""
+    angles = np.deg2rad([0.0, 120.0, 240.0])
+    X = np.column_stack([np.cos(angles), np.sin(angles)])
+    return Dataset(X=X, y=None, n_classes=0, Y=np.roll(X, -1, axis=0))
+
+
+def from_file(path) -> Dataset:
+    """A user's dataset: ``.npz`` with ``X`` (n, d) and either ``y`` (n,) integer labels or
+    ``Y`` (n, r) float targets; or ``.csv`` with a header naming input columns ``x...`` and
+    either one label column ``y`` or target columns ``Y...``. Never unpickles; every problem
+    is a ``ValueError`` that names ``dataset.path``."""
+    from pathlib import Path
+
+    path = Path(path)
+    where = f"dataset.path {str(path)!r}"
+    if not path.is_file():
+        raise ValueError(f"{where}: no such file; give an existing .npz or .csv file")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        elif path.suffix == ".csv":
+            arrays = _csv_arrays(path)
+        else:
+            raise ValueError("the file must end in .npz or .csv")
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{where}: cannot be read ({err})") from None
+    if "X" not in arrays or ("y" in arrays) == ("Y" in arrays):
+        raise ValueError(f"{where}: needs X and exactly one of y (labels) or Y (targets)")
+    X = np.asarray(arrays["X"], dtype=np.float64)
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2 or X.shape[0] < 1 or not np.all(np.isfinite(X)):
+        raise ValueError(f"{where}: X must be a finite (n, d) array, got shape {X.shape}")
+    if "Y" in arrays:
+        Y = np.asarray(arrays["Y"], dtype=np.float64)
+        Y = Y[:, None] if Y.ndim == 1 else Y
+        if Y.ndim != 2 or Y.shape[0] != X.shape[0] or not np.all(np.isfinite(Y)):
+            raise ValueError(f"{where}: Y must be finite, ({X.shape[0]}, r), got {Y.shape}")
+        return Dataset(X=X, y=None, n_classes=0, Y=Y)
+    y = np.asarray(arrays["y"])
+    if y.shape != (X.shape[0],) or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+        raise ValueError(f"{where}: y must be ({X.shape[0]},) integer labels")
+    y = y.astype(np.int64)
+    if y.min() < 0:
+        raise ValueError(f"{where}: labels must be 0, 1, ..., n_classes - 1")
+    return Dataset(X=X, y=y, n_classes=max(int(y.max()) + 1, 2))
+
+
+def _csv_arrays(path) -> dict:
+    header = path.open().readline().strip().split(",")
+    values = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    if values.shape[1] != len(header):
+        raise ValueError(f"{len(header)} header names but {values.shape[1]} columns")
+    names = [h.strip() for h in header]
+    cols = {
+        "X": [i for i, h in enumerate(names) if h[:1] in ("x", "X")],
+        "Y": [i for i, h in enumerate(names) if h.startswith("Y")],
+        "y": [i for i, h in enumerate(names) if h == "y"],
+    }
+    if len(cols["X"]) + len(cols["Y"]) + len(cols["y"]) != len(names):
+        raise ValueError("columns must be named x..., and y or Y...")
+    arrays = {"X": values[:, cols["X"]]}
+    if cols["Y"]:
+        arrays["Y"] = values[:, cols["Y"]]
+    if cols["y"]:
+        arrays["y"] = values[:, cols["y"][0]]
+    return arrays
+
+
+def shape_of(settings: dict) -> tuple[int, int, int]:
+    """``(n_points, n_features, n_outputs)`` of the dataset :func:`generate` would make; only a
+    user's file is read to know it."""
+    gen = settings["generator"]
+    if gen == "digits":
+        return settings["subset"] or 1797, DIGITS_FEATURES, DIGITS_CLASSES
+    if gen == "permute3":
+        return 3, 2, 2
+    if gen == "file":
+        ds = from_file(settings["path"])
+        return ds.n_points, ds.n_features, ds.n_outputs
+    k = settings["n_targets"] if gen == "regression" else settings["n_classes"]
+    return int(settings["n_points"]), int(settings["n_features"]), int(k)
+
+
 def feature_and_class_counts(settings: dict) -> tuple[int, int]:
-    """``(n_features, n_classes)`` of the dataset :func:`generate` would make, without making
-    it (digits has its own, whatever the settings say)."""
-    if settings["generator"] == "digits":
-        return DIGITS_FEATURES, DIGITS_CLASSES
-    return int(settings["n_features"]), int(settings["n_classes"])
+    """``(n_features, n_outputs)`` of the dataset :func:`generate` would make."""
+    return shape_of(settings)[1:]
+
+
+def is_regression(settings: dict) -> bool:
+    """Whether the ``dataset`` settings make float targets (for ``model.loss: mse``)."""
+    if settings["generator"] == "file":
+        return from_file(settings["path"]).is_regression
+    return settings["generator"] in REGRESSION_GENERATORS
+
+
+REGRESSION_GENERATORS = ("regression", "permute3")
 
 
 def generate(settings: dict) -> Dataset:
@@ -111,7 +280,10 @@ def generate(settings: dict) -> Dataset:
     - ``digits``: scikit-learn's 8x8 digits, standardized (:func:`digits`); 64 features and
       10 classes whatever ``n_features`` / ``n_classes`` say, ``subset`` points (None: all);
     - ``teacher``: Gaussian inputs in ``n_features`` dimensions labelled by a random linear
-      teacher with logit ``noise`` (:func:`teacher`).
+      teacher with logit ``noise`` (:func:`teacher`);
+    - ``regression``: float targets of a linear map or teacher network (:func:`regression`);
+    - ``permute3``: the 2-3-2 permutation task (:func:`permute3`);
+    - ``file``: the user's arrays at ``path`` (:func:`from_file`).
     xor, moons and circles are 2-D, 2-class.
     """
     from lossatlas import config
@@ -126,6 +298,23 @@ def generate(settings: dict) -> Dataset:
         return digits(cfg["subset"], seed)
     if gen == "teacher":
         return teacher(n, d, k, seed, noise)
+    if gen == "regression":
+        return regression(
+            n,
+            d,
+            cfg["n_targets"],
+            low=cfg["low"],
+            high=cfg["high"],
+            seed=seed,
+            noise=noise,
+            linear_map=cfg["linear_map"],
+            teacher_hidden=cfg["teacher_hidden"],
+            teacher_activation=cfg["teacher_activation"],
+        )
+    if gen == "permute3":
+        return permute3()
+    if gen == "file":
+        return from_file(cfg["path"])
     if gen == "uniform":
         rng = np.random.default_rng(seed)
         X = rng.uniform(cfg["low"], cfg["high"], size=(n, d))
@@ -205,7 +394,7 @@ def affine(name: str, value: float, d: int) -> tuple[np.ndarray, np.ndarray] | N
 def _affine_transform(name):
     def transform(ds: Dataset, value: float) -> Dataset:
         A, t = affine(name, value, ds.n_features)
-        return Dataset(X=ds.X @ A.T + t, y=ds.y, n_classes=ds.n_classes)
+        return dataclasses.replace(ds, X=ds.X @ A.T + t)
 
     transform.__name__ = name
     transform.__doc__ = f"Apply the input transform {name!r} (see :func:`affine`)."

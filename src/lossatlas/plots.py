@@ -70,10 +70,11 @@ def experiment_title(name: str, transforms=None) -> str:
 
 
 def plot_datasets(datasets: Mapping, path, titles: Mapping | None = None, dpi: int = 120) -> Path:
-    """Figure 1: one panel per experiment, points coloured by class, equal aspect.
+    """Figure 1: one panel per experiment, points coloured by class, equal aspect (regression:
+    the targets, see :func:`_regression_panel`).
 
-    ``datasets`` maps experiment name -> object with ``X`` (n, 2) and ``y`` (n,) (a
-    ``data.Dataset``); ``titles`` maps name -> panel title (default: the name).
+    ``datasets`` maps experiment name -> object with ``X`` (n, 2) and ``y`` (n,) or ``Y``
+    (a ``data.Dataset``); ``titles`` maps name -> panel title (default: the name).
     """
     names = list(datasets)
     rows, cols = _grid(len(names))
@@ -81,28 +82,61 @@ def plot_datasets(datasets: Mapping, path, titles: Mapping | None = None, dpi: i
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     lim = max(float(np.max(np.abs(np.asarray(datasets[n].X)))) for n in names) * 1.1
     for ax, name in zip(axes, names, strict=False):
-        X, y = np.asarray(datasets[name].X), np.asarray(datasets[name].y)
-        one_d = X.shape[1] == 1
-        # 1-D inputs: the class on the vertical axis
-        XY = np.column_stack([X[:, 0], y]) if one_d else X[:, :2]
-        for c in np.unique(y):
-            ax.scatter(XY[y == c, 0], XY[y == c, 1], s=36, label=f"class {c}", edgecolor="k")
-        ax.set_xlim(-lim, lim)
-        ax.set_xlabel("$x_1$")
-        if one_d:
-            ax.set_ylim(-0.5, y.max() + 0.5)
-            ax.set_ylabel("class")
+        ds = datasets[name]
+        if getattr(ds, "Y", None) is not None:
+            _regression_panel(ax, np.asarray(ds.X), np.asarray(ds.Y), lim)
         else:
-            ax.set_ylim(-lim, lim)
-            ax.set_aspect("equal")
-            ax.set_ylabel("$x_2$")
+            _class_panel(ax, np.asarray(ds.X), np.asarray(ds.y), lim)
         ax.set_title((titles or {}).get(name) or experiment_title(name))
-        ax.legend(fontsize="small", loc="best")
     for ax in axes[len(names) :]:
         ax.set_axis_off()
     if len(datasets) > 1:  # one panel's own title says it all, centred on its axes
         fig.suptitle("Dataset per experiment")
     return _save(fig, path, dpi)
+
+
+def _class_panel(ax, X, y, lim) -> None:
+    one_d = X.shape[1] == 1
+    # 1-D inputs: the class on the vertical axis
+    XY = np.column_stack([X[:, 0], y]) if one_d else X[:, :2]
+    for c in np.unique(y):
+        ax.scatter(XY[y == c, 0], XY[y == c, 1], s=36, label=f"class {c}", edgecolor="k")
+    ax.set_xlim(-lim, lim)
+    ax.set_xlabel("$x_1$")
+    if one_d:
+        ax.set_ylim(-0.5, y.max() + 0.5)
+        ax.set_ylabel("class")
+    else:
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_ylabel("$x_2$")
+    ax.legend(fontsize="small", loc="best")
+
+
+def _regression_panel(ax, X, Y, lim) -> None:
+    """Targets of a regression: against x (1-D inputs), as arrows x -> y (2-D to 2-D), or
+    as the points' colour (the first target)."""
+    ax.set_xlim(-lim, lim)
+    ax.set_xlabel("$x_1$")
+    if X.shape[1] == 1:
+        for k in range(Y.shape[1]):
+            ax.scatter(X[:, 0], Y[:, k], s=36, edgecolor="k", label=f"$y_{k + 1}$")
+        ax.set_ylabel("target")
+        ax.legend(fontsize="small", loc="best")
+        return
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_ylabel("$x_2$")
+    if Y.shape[1] == 2 and X.shape[1] == 2:
+        ax.scatter(X[:, 0], X[:, 1], s=36, edgecolor="k", zorder=3, label="input x")
+        ax.quiver(
+            X[:, 0], X[:, 1], Y[:, 0] - X[:, 0], Y[:, 1] - X[:, 1],
+            angles="xy", scale_units="xy", scale=1, width=0.006, alpha=0.7, label="x -> y",
+        )  # fmt: skip
+        ax.legend(fontsize="small", loc="best")
+        return
+    points = ax.scatter(X[:, 0], X[:, 1], c=Y[:, 0], s=36, edgecolor="k", cmap="viridis")
+    ax.figure.colorbar(points, ax=ax, label="$y_1$")
 
 
 def _good_panel(item, which: str):
@@ -550,4 +584,38 @@ def plot_connect_profiles(
     for ax in axes[len(profiles) :]:
         ax.set_axis_off()
     fig.suptitle(f"{title + ': ' if title else ''}loss along the paths between minima")
+    return _save(fig, path, dpi)
+
+
+def plot_connect_length(meta: Mapping, path, title: str | None = None, dpi: int = 120) -> Path:
+    """Freeman & Bruna's figure: Dynamic String Sampling's normalised length and bead count
+    against the level, one line per scanned pair; hollow markers where it did not connect
+    (``meta["length_by_level"]`` of ``landscape.run_connect``)."""
+    scans = list(meta.get("length_by_level") or [])
+    fig = _figure(8.0, 3.2)
+    ax_len, ax_beads = fig.subplots(1, 2)
+    for k, scan in enumerate(scans):
+        colour = f"C{k % 10}"
+        level = np.asarray(scan["level"])
+        ok = np.asarray(scan["connected"], dtype=bool)
+        label = f"{scan['pair'][0]} - {scan['pair'][1]}"
+        for ax, key in ((ax_len, "normalised_length"), (ax_beads, "n_beads")):
+            y = np.asarray(scan[key], dtype=float)
+            ax.plot(level, y, "-", color=colour, lw=0.8, label=label if ax is ax_len else None)
+            ax.plot(level[ok], y[ok], "o", color=colour)
+            ax.plot(level[~ok], y[~ok], "o", mfc="none", color=colour)
+    from matplotlib.ticker import NullFormatter
+
+    for ax, name in ((ax_len, "normalised length"), (ax_beads, "beads")):
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("level (mean loss)")
+        ax.set_ylabel(name)
+        ax.axvline(meta["level"], color="k", lw=0.6)
+    if scans:
+        ax_len.legend(fontsize="x-small", title="pair (hollow: not connected)",
+                      title_fontsize="x-small")  # fmt: skip
+    else:
+        ax_len.text(0.5, 0.5, "no pair scanned", ha="center", va="center")
+    fig.suptitle(f"{title + ': ' if title else ''}path length and beads against the level")
     return _save(fig, path, dpi)

@@ -71,9 +71,9 @@ def estimate(cfg: dict) -> Estimate:
     ds, s, m = cfg["dataset"], cfg["sampler"], cfg["model"]
     n_features, n_classes = data.feature_and_class_counts(ds)
     sizes = (n_features, *m["hidden"], n_classes)
-    p = ParamLayout(sizes).p
+    p = ParamLayout(sizes, m["bias"]).p
     item = np.dtype(s["dtype"]).itemsize
-    n_points = ds["n_points"] if ds["generator"] != "digits" else ds["subset"] or 1797
+    n_points = data.shape_of(ds)[0]
     per_batch = min(s["chains_per_batch"], s["n_chains"])
     chains = per_batch * s["tempering"]["n_temps"]
     parts = {

@@ -52,11 +52,15 @@ READS: dict[str, tuple[str, ...]] = {
     ),
     "census": (*_DRAWS, "target", "reduce.pca.n_components", "landscape.census", "figures.dpi"),
     "connect": (
+        "seed",
         "model",
         "target",
+        "reduce.draw_block",
+        "reduce.max_block_mb",
         "landscape.connect",
         "figures.dpi",
     ),
+    "theory": ("expected", *_NETWORK, "landscape.connect"),
     "compare": (
         *_DRAWS,
         "target.box",
@@ -212,6 +216,7 @@ def target(s: Mapping, dataset):
         hidden=m["hidden"],
         activation=m["activation"],
         loss=m["loss"],
+        bias=m["bias"],
         box=t["box"],
         beta=t["beta"],
         energy=t["energy"],
@@ -230,7 +235,7 @@ def coordinates(s: Mapping, dataset):
 
     m = s["model"]
     return symmetry.coordinate_transform(
-        s["coordinates"], sizes(s, dataset), m["activation"], m["loss"]
+        s["coordinates"], sizes(s, dataset), m["activation"], m["loss"], m["bias"]
     )
 
 
@@ -498,7 +503,7 @@ def reduce(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
         dpi=s["figures"]["dpi"],
     )
     # the good cut in U: mean loss times the point count (energy: sum), or U itself (mean)
-    points = len(ds.y) if s["target"]["energy"] == "sum" else 1
+    points = ds.n_points if s["target"]["energy"] == "sum" else 1
     plots.plot_energy_hist(
         result.energy,
         outputs.energy_hist,
@@ -627,17 +632,29 @@ def census(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
 
 
 def connect(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
-    """Are the census minima connected? Paths, barriers and the merge tree."""
+    """Are the census minima connected? Paths, barriers and the merge tree; and how many
+    components of the level set the draws below it touch, at most."""
     from lossatlas import plots
     from lossatlas.analysis import landscape
     from lossatlas.data import Dataset
+    from lossatlas.storage.store import SampleStore
 
+    settings = dict(s["landscape"]["connect"])
+    knn = {k: settings.pop(k) for k in ("knn_points", "knn_k", "knn_merges", "max_mb")}
+    the_target = target(s, Dataset.load(inputs.dataset))
     table, meta = landscape.run_connect(
-        target(s, Dataset.load(inputs.dataset)),
+        the_target,
         *_census_points(inputs),
         good_threshold=s["target"]["good_threshold"],
-        **s["landscape"]["connect"],
+        **settings,
     )
+    if knn["knn_points"]:
+        budget = {k: settings[k] for k in ("alpha", "max_depth", "max_beads", "maxiter")}
+        with SampleStore(inputs.samples) as store:
+            meta["from_samples"] = landscape.sample_components(
+                the_target, store, level=meta["level"], **knn, seed=s["seed"],
+                **blocks(s), dss_budget=budget,
+            )  # fmt: skip
     table.insert(0, "experiment", name)
     table.to_csv(outputs.table, index=False)
     _write_json(
@@ -646,11 +663,41 @@ def connect(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None
     dpi = s["figures"]["dpi"]
     plots.plot_connect_tree(meta, outputs.tree, title=name, dpi=dpi)
     plots.plot_connect_profiles(meta, outputs.profiles, title=name, dpi=dpi)
+    plots.plot_connect_length(meta, outputs.length, title=name, dpi=dpi)
+    sampled = meta.get("from_samples", {})
     log.info(
-        "%s: %d minima, %d pairs refined (%d connected at %g); %s components at the level",
+        "%s: %d minima, %d pairs refined (%d connected at %g, %d modulo symmetry); %s "
+        "components at the level among the minima, at most %s among %s draws below it",
         name, len(meta["nodes"]), len(table), int(table["connected"].sum()), meta["level"],
-        meta.get("components_at_level"),
+        int(table["sym_connected"].sum()), meta.get("components_at_level"),
+        sampled.get("upper_bound"), sampled.get("n_points"),
     )  # fmt: skip
+
+
+def theory(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
+    """The config's ``expected`` checks on every experiment, against the theorems' answers."""
+    from lossatlas.analysis import theory as known
+    from lossatlas.data import Dataset
+
+    tables = []
+    for name, dataset, census, connections in zip(
+        names, inputs.datasets, inputs.census, inputs.connect, strict=True
+    ):
+        table = known.run_checks(
+            s["expected"],
+            target(s, Dataset.load(dataset)),
+            census=pd.read_csv(census),
+            connections=pd.read_csv(connections),
+            settings=_plain(s["landscape"]["connect"]),
+        )
+        table.insert(0, "experiment", name)
+        tables.append(table)
+    table = pd.concat(tables, ignore_index=True)
+    table.to_csv(outputs.table, index=False)
+    log.info("%d of %d checks passed", int(table["passed"].sum()), len(table))
+    for row in table[~table["passed"]].itertuples():
+        log.warning("failed: %s %s: predicted %s, measured %s", row.check, row.quantity,
+                    row.predicted, row.measured)  # fmt: skip
 
 
 def compare(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:

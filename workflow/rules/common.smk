@@ -38,6 +38,12 @@ def experiment_params(wildcards):
     return steps.experiment_param(EXPERIMENTS[wildcards.exp])
 
 
+def user_data_file():
+    """The user's dataset file (dataset.generator: file), so that changing it reruns."""
+    ds = CFG["dataset"]
+    return [ds["path"]] if ds["generator"] == "file" else []
+
+
 def n_batches():
     s = CFG["sampler"]
     return -(-s["n_chains"] // s["chains_per_batch"])
@@ -63,6 +69,7 @@ def all_outputs():
             f"{RESULTS}/figures/fig2_good_minima.png",
         ]
         + compare_outputs()
+        + theory_outputs()
     )
 
 
@@ -79,6 +86,11 @@ def landscape_outputs():
         f"{RESULTS}/{{exp}}/landscape/census_plane.png",
         f"{RESULTS}/{{exp}}/landscape/connect.csv",
     ]
+
+
+def theory_outputs():
+    """The checks against known answers, when the config expects some."""
+    return [f"{RESULTS}/checks.csv"] if CFG["expected"] else []
 
 
 def compare_outputs():

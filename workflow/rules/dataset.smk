@@ -1,5 +1,7 @@
 rule dataset:
     """The base dataset with this experiment's transforms (e.g. a rotation) applied."""
+    input:
+        user_data_file(),
     output:
         f"{RESULTS}/{{exp}}/dataset.npz",
     log:

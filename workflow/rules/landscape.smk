@@ -105,8 +105,10 @@ rule census:
 
 rule connect:
     """Paths between the census minima: straight lines, Dynamic String Sampling and the
-    string method along the minimum spanning tree of the path maxima; the merge tree."""
+    string method along the minimum spanning tree of the path maxima, also modulo symmetry;
+    the merge tree; a k-nearest-neighbour bound on the components the draws touch."""
     input:
+        samples=f"{RESULTS}/{{exp}}/samples.h5",
         dataset=f"{RESULTS}/{{exp}}/dataset.npz",
         census=f"{RESULTS}/{{exp}}/landscape/census.csv",
         census_points=f"{RESULTS}/{{exp}}/landscape/census_points.npz",
@@ -132,6 +134,13 @@ rule connect:
             category="{exp}",
             subcategory="7 connectivity of minima",
             labels={"experiment": "{exp}", "item": "loss along the paths"},
+        ),
+        length=report(
+            f"{RESULTS}/{{exp}}/landscape/connect_length.png",
+            caption="../report/connect_length.rst",
+            category="{exp}",
+            subcategory="7 connectivity of minima",
+            labels={"experiment": "{exp}", "item": "path length against the level"},
         ),
     log:
         f"{LOGS}/{{exp}}/connect.log",
@@ -182,3 +191,35 @@ rule compare:
         experiments=list(EXPERIMENTS),
     script:
         "../scripts/compare.py"
+
+
+rule theory:
+    """The config's expected answers (config/theory/): each theorem's prediction against what
+    the census, the connect step and paths between known points measure."""
+    input:
+        datasets=expand(f"{RESULTS}/{{exp}}/dataset.npz", exp=list(EXPERIMENTS)),
+        census=expand(f"{RESULTS}/{{exp}}/landscape/census.csv", exp=list(EXPERIMENTS)),
+        connect=expand(
+            f"{RESULTS}/{{exp}}/landscape/connect.csv", exp=list(EXPERIMENTS)
+        ),
+    output:
+        table=report(
+            f"{RESULTS}/checks.csv",
+            caption="../report/checks.rst",
+            category="theory checks",
+            labels={"item": "predicted against measured"},
+        ),
+    log:
+        f"{LOGS}/theory.log",
+    benchmark:
+        f"{LOGS}/theory.benchmark.tsv"
+    conda:
+        "../../envs/lossatlas.yaml"
+    resources:
+        mem_mb=1024,
+        runtime=30,
+    params:
+        settings=step_settings("theory"),
+        names=list(EXPERIMENTS),
+    script:
+        "../scripts/theory.py"

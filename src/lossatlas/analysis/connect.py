@@ -12,7 +12,12 @@
   from a path: a gradient step on the interior images, then reparametrisation at equal arc
   length; the barrier is the path's maximum minus the higher end;
 - :func:`components_by_level`: how many components the level set ``{U <= lam}`` has among a
-  set of nodes, given each pair's lowest known path maximum (a merge tree, read at levels).
+  set of nodes, given each pair's lowest known path maximum (a merge tree, read at levels);
+- :func:`sample_components`: the same question asked of the sampled draws below a level: a
+  k-nearest-neighbour graph whose edges are straight segments that stay below it, then DSS
+  between the lowest points of different components. Every edge and every DSS path is a
+  real path below the level, so the count is an upper bound on the components the draws
+  touch.
 
 ``U_and_grad(theta (n, p)) -> (U (n,), dU (n, p))`` is batched, as
 :meth:`lossatlas.model.Target.U_and_grad`.
@@ -56,23 +61,35 @@ def line_max(U_and_grad: BatchedUGrad, a, b, n_grid: int = 33) -> tuple[float, f
     return float(u[i]), float(t[i])
 
 
-def _train_bead(U_and_grad, x0, box, target, maxiter) -> tuple[np.ndarray, float]:
-    """L-BFGS-B from ``x0`` inside the box, stopped as soon as ``U <= target``."""
+def _train_bead(
+    U_and_grad, x0, box, target, maxiter, *, rng=None, n_restarts=0, jitter=0.0
+) -> tuple[np.ndarray, float]:
+    """L-BFGS-B from ``x0`` inside the box, stopped as soon as ``U <= target``. A start that
+    stalls above ``target`` is retried up to ``n_restarts`` times from ``x0`` plus Gaussian
+    noise of scale ``jitter`` (drawn from ``rng``): the midpoint of two symmetric copies is
+    often a saddle whose gradient keeps L-BFGS-B in the symmetric subspace."""
 
     def low_enough(intermediate_result):
         if intermediate_result.fun <= target:
             raise StopIteration
 
-    res = minimize(
-        minima.at_one_point(U_and_grad),
-        np.clip(x0, -box, box),
-        jac=True,
-        method="L-BFGS-B",
-        bounds=[(-box, box)] * len(x0),
-        callback=low_enough,
-        options={"maxiter": maxiter},
-    )
-    return res.x, float(res.fun)
+    best = None
+    for attempt in range(1 + n_restarts):
+        start = x0 if attempt == 0 else x0 + jitter * rng.standard_normal(x0.shape)
+        res = minimize(
+            minima.at_one_point(U_and_grad),
+            np.clip(start, -box, box),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=[(-box, box)] * len(x0),
+            callback=low_enough,
+            options={"maxiter": maxiter},
+        )
+        if best is None or res.fun < best[1]:
+            best = (res.x, float(res.fun))
+        if best[1] <= target:
+            break
+    return best
 
 
 def dynamic_string(
@@ -87,8 +104,16 @@ def dynamic_string(
     max_beads: int = 64,
     maxiter: int = 2000,
     n_grid: int = 33,
+    n_restarts: int = 3,
+    seed: int = 0,
+    floor: float = 0.0,
 ) -> dict:
     """Dynamic String Sampling between ``a`` and ``b`` at level ``level`` (module docstring).
+    Beads are trained to ``floor + alpha * (level - floor)``: Freeman & Bruna's
+    ``alpha * level`` for a loss whose minimum is 0; give the known minimum as ``floor`` when
+    the level lies just above a positive one. A bead that stalls above that is retrained from
+    up to ``n_restarts`` jittered starts (noise 1 % of its segment's length, seeded by
+    ``seed``).
 
     Returns ``{connected, status, beads (k, p) including both ends, path_max, n_beads,
     normalised_length}``: ``path_max`` is the highest U found on the final string's segments
@@ -102,6 +127,8 @@ def dynamic_string(
             [a, b], U_and_grad, n_grid, f"an end lies above the level ({ends.max():.4g})"
         )
     beads, status = [a, b], "connected"
+    rng = np.random.default_rng(seed)
+    bead_target = floor + alpha * (level - floor)
     # segments to check, as (index of the left bead, depth); beads are inserted in place
     todo = [(0, 0)]
     while todo:
@@ -113,11 +140,14 @@ def dynamic_string(
             status = f"not connected within budget: depth {depth}, {len(beads) - 2} beads"
             break
         x0 = beads[i] + t * (beads[i + 1] - beads[i])
-        bead, u = _train_bead(U_and_grad, x0, box, alpha * level, maxiter)
-        if u > alpha * level:
+        jitter = 0.01 * float(np.linalg.norm(beads[i + 1] - beads[i])) / np.sqrt(x0.size)
+        bead, u = _train_bead(
+            U_and_grad, x0, box, bead_target, maxiter, rng=rng, n_restarts=n_restarts, jitter=jitter
+        )
+        if u > bead_target:
             status = (
                 f"not connected within budget: a bead stopped at U = {u:.4g} > "
-                f"alpha * level = {alpha * level:.4g}"
+                f"the beads' target {bead_target:.4g}"
             )
             break
         beads.insert(i + 1, bead)
@@ -224,3 +254,78 @@ def components_by_level(node_U, path_max, levels) -> np.ndarray:
         np.fill_diagonal(sub, False)
         out.append(int(connected_components(csr_matrix(sub), directed=False)[0]))
     return np.asarray(out)
+
+
+def _segments_below(U_and_grad, a, b, level, n_grid, chunk) -> np.ndarray:
+    """Whether each straight segment ``a[i] -> b[i]`` stays at or below ``level`` on an
+    ``n_grid``-point grid (ends included), in batches of ``chunk`` evaluations."""
+    t = np.linspace(0.0, 1.0, n_grid)
+    ok = np.empty(len(a), dtype=bool)
+    per = max(1, chunk // n_grid)
+    for s in range(0, len(a), per):
+        A, B = a[s : s + per], b[s : s + per]
+        pts = A[:, None] + t[None, :, None] * (B - A)[:, None]
+        u = _energy(U_and_grad, pts.reshape(-1, a.shape[1])).reshape(len(A), n_grid)
+        ok[s : s + per] = u.max(axis=1) <= level
+    return ok
+
+
+def sample_components(
+    U_and_grad: BatchedUGrad,
+    points,
+    level: float,
+    box: float,
+    *,
+    k: int = 8,
+    n_merges: int = 10,
+    n_grid: int = 17,
+    chunk: int = 8192,
+    **dss_budget,
+) -> dict:
+    """Components of the draws ``points (n, p)`` (all at or below ``level``) joined by paths
+    below ``level``: edges between k nearest neighbours whose straight segment stays below
+    it (on an ``n_grid`` grid), then DSS from the lowest point of each of the ``n_merges``
+    largest other components to that of the largest. Returns ``{n_points, k,
+    n_components_knn, merged_by_dss, upper_bound, n_holding_1pct, sizes}`` (``sizes``: the
+    components' sizes after merging, largest first; ``n_holding_1pct``: how many hold at
+    least 1 % of the draws, the rest being mostly draws just below the level whose every
+    segment to a neighbour rises above it)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    X = np.asarray(points, dtype=np.float64)
+    n = len(X)
+    if n == 0:
+        return {"n_points": 0, "k": k, "n_components_knn": 0, "merged_by_dss": 0,
+                "upper_bound": 0, "n_holding_1pct": 0, "sizes": []}  # fmt: skip
+    U = _energy(U_and_grad, X)
+    n_nb = min(k + 1, n)
+    idx = NearestNeighbors(n_neighbors=n_nb).fit(X).kneighbors(X, return_distance=False)
+    pairs = np.column_stack([np.repeat(np.arange(n), n_nb - 1), idx[:, 1:].ravel()])
+    pairs = np.unique(np.sort(pairs, axis=1), axis=0)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    keep = _segments_below(U_and_grad, X[pairs[:, 0]], X[pairs[:, 1]], level, n_grid, chunk)
+    edges = pairs[keep]
+    graph = csr_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    n_knn, labels = connected_components(graph, directed=False)
+    sizes = np.bincount(labels)
+    order = np.argsort(-sizes, kind="stable")
+    lowest = {c: int(np.flatnonzero(labels == c)[np.argmin(U[labels == c])]) for c in order}
+    merged = 0
+    if n_knn > 1:
+        hub = lowest[order[0]]
+        for c in order[1 : 1 + n_merges]:
+            path = dynamic_string(U_and_grad, X[hub], X[lowest[c]], level, box, **dss_budget)
+            if path["connected"]:
+                labels[labels == c] = order[0]
+                merged += 1
+    final = np.bincount(labels)
+    final = np.sort(final[final > 0])[::-1]
+    return {
+        "n_points": int(n),
+        "k": int(k),
+        "n_components_knn": int(n_knn),
+        "merged_by_dss": int(merged),
+        "upper_bound": int(n_knn - merged),
+        "n_holding_1pct": int((final >= 0.01 * n).sum()),
+        "sizes": final.astype(int).tolist(),
+    }

@@ -67,8 +67,10 @@ def row_budget(p: int, max_mb: float, **wanted: int) -> dict:
 
 
 def output_names(dataset) -> list[str]:
-    """``p[i,k]``: the network's probability of class k on data point i."""
-    return [f"p[{i},{k}]" for i in range(dataset.n_points) for k in range(dataset.n_classes)]
+    """``p[i,k]``: the network's probability of class k on data point i (``f[i,k]``: its
+    output k, for regression)."""
+    name = "f" if dataset.is_regression else "p"
+    return [f"{name}[{i},{k}]" for i in range(dataset.n_points) for k in range(dataset.n_outputs)]
 
 
 def invariant_diagnostics(
@@ -94,7 +96,7 @@ def invariant_diagnostics(
     energy = store.stat("energy")
     blocks = {"draw_block": draw_block, "max_block_mb": max_block_mb}
     mlp = target.mlp
-    canonical = symmetry.canonical_transform(mlp.sizes, mlp.activation, mlp.loss)
+    canonical = symmetry.canonical_transform(mlp.sizes, mlp.activation, mlp.loss, mlp.bias)
     canon = streaming.DrawView(store.theta, canonical, **blocks)
     outs = streaming.DrawView(store.theta, minima.target_outputs(target), **blocks)
     tables = []
@@ -534,7 +536,9 @@ def run_census(
     merge_key = {
         "logits": lambda: minima.target_logits(target, seed=seed),
         "outputs": lambda: minima.target_outputs(target),
-        "canonical": lambda: symmetry.canonical_transform(mlp.sizes, mlp.activation, mlp.loss),
+        "canonical": lambda: symmetry.canonical_transform(
+            mlp.sizes, mlp.activation, mlp.loss, mlp.bias
+        ),
     }[key]()
     p = int(store.theta.shape[2])
     # the gradient-root search needs a dense Hessian per iteration
@@ -547,7 +551,7 @@ def run_census(
         key=merge_key,
         merge_tol=merge_tol,
         mean_loss=target.mean_loss,
-        accuracy=minima.target_accuracy(target),
+        accuracy=minima.target_accuracy(target) if target.mlp.loss != "mse" else None,
         gtol=gtol,
         maxiter=maxiter,
         n_restarts=n_restarts,
@@ -642,7 +646,7 @@ def _cooper_columns(table: pd.DataFrame, points, target, dense_max: int) -> str:
     ranks = [minima.jacobian_rank(outputs, x)[0] for x in at]
     table["rank_J"] = ranks
     table["cooper_dim"] = p - np.asarray(ranks)
-    if mlp.loss != "squared":
+    if mlp.loss == "cross_entropy":
         return (
             f"cross-entropy is never 0 at finite parameters, so no point interpolates and no "
             f"zero-loss manifold exists (p = {p}, rN = {rN}); rank_J is the local rank of the "
@@ -937,15 +941,22 @@ def run_connect(
     maxiter: int,
     n_images: int,
     n_iter: int,
+    length_levels=(),
+    length_pairs: int = 0,
 ) -> tuple[pd.DataFrame, dict]:
     """Are the census minima connected? Nodes: the ``max_nodes`` lowest census points of index
     0 (minima, box KKT points). The straight-line maximum of every pair, then, AutoNEB-style,
     pairs along the minimum spanning tree of the path maxima refined by Dynamic String
     Sampling at ``level`` (mean loss; None: the good threshold) and the string method, until
-    the tree's edges are all refined or ``max_pairs`` are. Returns the refined pairs' table
-    and ``meta``: the nodes, the lowest known path maximum of every pair (``path_max``,
-    mean loss), the number of components of the level sets among the nodes at a grid of
-    levels (an upper bound: only known paths count) and the refined pairs' profiles."""
+    the tree's edges are all refined or ``max_pairs`` are. Each refined pair is also tried
+    modulo symmetry: from the first node to the copy of the second nearest to it
+    (:func:`symmetry.nearest_copy`), the straight line and DSS (``sym_*`` columns). The
+    first ``length_pairs`` refined pairs are rerun at ``length_levels`` times the level
+    (beads and normalised length against the level). Returns the refined pairs' table and
+    ``meta``: the nodes, the lowest known path maximum of every pair (``path_max``, mean
+    loss), the number of components of the level sets among the nodes at a grid of levels
+    (an upper bound: only known paths count), the refined pairs' profiles and the length
+    scan."""
     pick = census_table[_census_minima(census_table)].sort_values("U").head(max_nodes)
     per_point = float(target.mean_loss(np.float64(1.0)))  # mean loss per unit of U
     level = good_threshold if level is None else level
@@ -969,18 +980,21 @@ def run_connect(
         for j in range(i + 1, n):
             M[i, j] = M[j, i] = connect.line_max(target.U_and_grad, X[i], X[j])[0]
     straight = M.copy()
-    rows, profiles, done = [], [], set()
+    rows, profiles, done, refined = [], [], set(), []
     level_U = level / per_point
+    dss_budget = dict(alpha=alpha, max_depth=max_depth, max_beads=max_beads, maxiter=maxiter)
+    mlp = target.mlp
+    near_kw = dict(activation=mlp.activation, loss=mlp.loss, bias=mlp.bias)
     while len(done) < max_pairs:
         todo = [e for e in _spanning_edges(M) if e not in done]
         if not todo:
             break
         for i, j in todo[: max_pairs - len(done)]:
             done.add((i, j))
+            refined.append((i, j))
             dss = connect.dynamic_string(
-                target.U_and_grad, X[i], X[j], level_U, target.box, alpha=alpha,
-                max_depth=max_depth, max_beads=max_beads, maxiter=maxiter,
-            )  # fmt: skip
+                target.U_and_grad, X[i], X[j], level_U, target.box, **dss_budget
+            )
             string = connect.string_barrier(
                 target.U_and_grad, dss["beads"], target.box, n_images=n_images, n_iter=n_iter
             )
@@ -988,6 +1002,10 @@ def run_connect(
             if dss["connected"]:
                 best = min(best, dss["path_max"])
             M[i, j] = M[j, i] = best
+            copy, sym_method = symmetry.nearest_copy(X[i], X[j], mlp.sizes, **near_kw)
+            sym = connect.dynamic_string(
+                target.U_and_grad, X[i], copy, level_U, target.box, **dss_budget
+            )
             rows.append(
                 {
                     "node_a": int(pick["id"].iloc[i]),
@@ -1003,6 +1021,14 @@ def run_connect(
                     "string_path_max": string["path_max"] * per_point,
                     "barrier": (best - max(node_U[i], node_U[j])) * per_point,
                     "status": dss["status"],
+                    "sym_distance_ratio": float(
+                        np.linalg.norm(copy - X[i]) / max(np.linalg.norm(X[j] - X[i]), 1e-300)
+                    ),
+                    "sym_straight_max": connect.line_max(target.U_and_grad, X[i], copy)[0]
+                    * per_point,
+                    "sym_connected": sym["connected"],
+                    "sym_dss_path_max": sym["path_max"] * per_point,
+                    "sym_status": sym["status"],
                 }
             )
             profiles.append(
@@ -1018,14 +1044,67 @@ def run_connect(
     top = max(path_max[i, j] for i, j in _spanning_edges(M))
     levels = np.unique(np.r_[np.linspace(path_max.diagonal().min(), 1.1 * top, 25), level])
     counts = connect.components_by_level(node_U * per_point, path_max, levels)
+    scan = [
+        _length_scan(target, X[i], X[j], level_U, per_point, length_levels, dss_budget)
+        | {"pair": [int(pick["id"].iloc[i]), int(pick["id"].iloc[j])]}
+        for i, j in refined[:length_pairs]
+    ]
     meta.update(
         path_max=path_max.tolist(),
         levels=levels.tolist(),
         n_components=counts.tolist(),
         components_at_level=int(counts[levels == level][0]),
         profiles=profiles,
+        symmetry=sym_method if rows else None,
+        length_by_level=scan,
     )
     return pd.DataFrame(rows, columns=CONNECT_COLUMNS), meta
+
+
+def sample_components(
+    target: model.Target,
+    store,
+    *,
+    level: float,
+    knn_points: int,
+    knn_k: int,
+    knn_merges: int,
+    max_mb: float,
+    seed: int,
+    draw_block: int,
+    max_block_mb: float,
+    dss_budget: dict,
+) -> dict:
+    """How many components of {mean loss <= ``level``} do the sampled draws touch, at most?
+    :func:`connect.sample_components` on up to ``knn_points`` draws below the level."""
+    rows, _ = good_rows(
+        store, good_threshold=level, max_points=knn_points, max_mb=max_mb, seed=seed,
+        draw_block=draw_block, max_block_mb=max_block_mb,
+    )  # fmt: skip
+    per_point = float(target.mean_loss(np.float64(1.0)))
+    found = connect.sample_components(
+        target.U_and_grad, rows, level / per_point, target.box, k=knn_k, n_merges=knn_merges,
+        **dss_budget,
+    )  # fmt: skip
+    return found | {
+        "level": level,
+        "meaning": "components of the k-nearest-neighbour graph of the draws below the level "
+        "(edges: straight segments below it on a grid), after DSS joined the lowest draws of "
+        "the largest components: an upper bound on the components of the level set that the "
+        "draws touch",
+    }
+
+
+def _length_scan(target, a, b, level_U, per_point, multiples, budget) -> dict:
+    """DSS between ``a`` and ``b`` at ``multiples`` of the level: beads, normalised length."""
+    out = {"level": [], "connected": [], "n_beads": [], "normalised_length": []}
+    for m in multiples:
+        r = connect.dynamic_string(target.U_and_grad, a, b, m * level_U, target.box, **budget)
+        out["level"].append(m * level_U * per_point)
+        out["connected"].append(bool(r["connected"]))
+        out["n_beads"].append(int(r["n_beads"]))
+        out["normalised_length"].append(float(r["normalised_length"]))
+    return out
 
 
 CONNECT_COLUMNS = [
@@ -1042,6 +1121,11 @@ CONNECT_COLUMNS = [
     "string_path_max",
     "barrier",
     "status",
+    "sym_distance_ratio",
+    "sym_straight_max",
+    "sym_connected",
+    "sym_dss_path_max",
+    "sym_status",
 ]
 
 

@@ -10,6 +10,7 @@ from lossatlas.model.network import (
     MLP,
     Target,
     layer_sizes,
+    model_layout,
     target_for,
 )
 
@@ -22,5 +23,6 @@ __all__ = [
     "MLP",
     "Target",
     "layer_sizes",
+    "model_layout",
     "target_for",
 ]

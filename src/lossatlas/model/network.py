@@ -19,7 +19,9 @@ from lossatlas.model.activations import act_inplace as _act_inplace
 from lossatlas.model.activations import mul_act_grad as _mul_act_grad
 from lossatlas.model.layout import ParamLayout
 
-LOSSES = ("cross_entropy", "squared")
+LOSSES = ("cross_entropy", "squared", "mse")
+# losses on integer class labels; mse takes float targets Y (n, r)
+LABEL_LOSSES = ("cross_entropy", "squared")
 ENERGIES = ("sum", "mean")
 # From this many points x widest layer on, a batch is computed chain by chain, with bitwise the
 # same numbers (crossovers measured by benchmarks/bench_grad.py --chainwise): one chain's
@@ -73,11 +75,19 @@ class MLP:
     the output layer is linear (logits).
 
     Flat parameter layout, layer by layer: ``W_l`` (out x in, row-major) then ``b_l`` (out).
-    ``loss``: ``cross_entropy`` (softmax, computed with log-sum-exp) or ``squared``
-    (``sum_k (f_k - onehot_k)^2`` on the raw outputs).
+    ``loss``: ``cross_entropy`` (softmax, computed with log-sum-exp), ``squared``
+    (``sum_k (f_k - onehot_k)^2`` on the raw outputs) or ``mse`` (``sum_k (f_k - Y_k)^2``
+    against float targets, the regression loss). ``bias``: which layers have one
+    (:class:`~lossatlas.model.layout.ParamLayout`).
     """
 
-    def __init__(self, sizes: Sequence[int], activation: str = "tanh", loss: str = "cross_entropy"):
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        activation: str = "tanh",
+        loss: str = "cross_entropy",
+        bias: str = "all",
+    ):
         sizes = tuple(int(s) for s in sizes)
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; use one of {ACTIVATIONS}")
@@ -86,7 +96,8 @@ class MLP:
         self.sizes = sizes
         self.activation = activation
         self.loss = loss
-        self.layout = ParamLayout(sizes)
+        self.bias = bias
+        self.layout = ParamLayout(sizes, bias)
         # (W slice, b slice, out, in) per layer, unpacked once for the per-chain loops below
         self._layers = [(s.weights, s.biases, s.n_out, s.n_in) for s in self.layout.layers]
         self.p = self.layout.p
@@ -123,7 +134,8 @@ class MLP:
         h, cache, last = X, [], self.n_layers - 1
         for layer, (wsl, bsl, n_out, n_in) in enumerate(self._layers):
             z = np.matmul(h, th[wsl].reshape(n_out, n_in).T, out=out if layer == last else None)
-            add_bias(z, th[bsl])
+            if bsl.stop > bsl.start:
+                add_bias(z, th[bsl])
             if layer == last:
                 a = z
             elif not keep or self.activation in GRAD_FROM_OUTPUT:
@@ -150,7 +162,8 @@ class MLP:
         for layer, (W, b) in enumerate(params):
             if keep:
                 z = np.matmul(h, W.transpose(0, 2, 1))
-                z += b[:, None, :]  # in place: the same sum, one temporary fewer
+                if b.shape[1]:
+                    z += b[:, None, :]  # in place: the same sum, one temporary fewer
                 if layer == last:
                     a = z
                 elif self.activation in GRAD_FROM_OUTPUT:
@@ -162,14 +175,16 @@ class MLP:
                 cache.append((h, z, a))
             else:
                 a = np.matmul(h, W.transpose(0, 2, 1))
-                a += b[:, None, :]
+                if b.shape[1]:
+                    a += b[:, None, :]
                 if layer < last:
                     _act_inplace(self.activation, a)
             h = a
         return h, cache, params
 
     def point_losses(self, out: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Per-point loss ``(C, n)`` of outputs ``(C, n, k)`` against labels ``y (n,)``."""
+        """Per-point loss ``(C, n)`` of outputs ``(C, n, k)`` against labels ``y (n,)`` (or
+        float targets ``y (n, k)`` for ``mse``)."""
         return self._loss_and_dout(out, y, need_grad=False)[0]
 
     def _loss_and_dout(self, out, y, need_grad):
@@ -186,9 +201,12 @@ class MLP:
             dout = e / s
             dout[:, idx, y] -= 1
             return loss, dout
-        onehot = np.zeros((n, k), dtype=out.dtype)
-        onehot[idx, y] = 1
-        r = out - onehot
+        if self.loss == "mse":
+            r = out - y.astype(out.dtype, copy=False)
+        else:
+            onehot = np.zeros((n, k), dtype=out.dtype)
+            onehot[idx, y] = 1
+            r = out - onehot
         loss = (r * r).sum(axis=2)
         return loss, (2 * r if need_grad else None)
 
@@ -211,7 +229,8 @@ class MLP:
             if layer < len(params) - 1:
                 _mul_act_grad(self.activation, dz, z, a)  # dz is this pass's own array
             grad[:, wsl] = (dz.transpose(0, 2, 1) @ h).reshape(theta.shape[0], -1)
-            grad[:, bsl] = dz.sum(axis=1)
+            if bsl.stop > bsl.start:
+                grad[:, bsl] = dz.sum(axis=1)
             if layer > 0:
                 dz = dz @ params[layer][0]
         return loss.sum(axis=1), grad
@@ -239,12 +258,14 @@ class MLP:
             for layer in range(last, -1, -1):
                 wsl, bsl, n_out, n_in = self._layers[layer]
                 h, z, a = cache[layer]
-                if layer < last and kind is not None:
+                has_bias = bsl.stop > bsl.start
+                if layer < last and kind is not None and has_bias:
                     backward(dz, a, g[bsl], kind)  # dz is this pass's own array
                 else:
                     if layer < last:
                         _mul_act_grad(self.activation, dz, z, a)
-                    np.sum(dz, axis=0, out=g[bsl])
+                    if has_bias:
+                        np.sum(dz, axis=0, out=g[bsl])
                 np.matmul(dz.T, h, out=g[wsl].reshape(n_out, n_in))
                 if layer > 0:
                     dz = dz @ th[wsl].reshape(n_out, n_in)
@@ -255,7 +276,8 @@ class Target:
     """The density ``exp(-beta * U(theta))`` on the box ``[-box, box]^p``.
 
     ``U`` is the per-point loss summed over the data (``energy="sum"``) or averaged
-    (``energy="mean"``).
+    (``energy="mean"``). ``y``: integer labels ``(n,)``, or float targets ``(n, k)`` when the
+    network's loss is ``mse``.
     """
 
     def __init__(
@@ -270,11 +292,16 @@ class Target:
         if energy not in ENERGIES:
             raise ValueError(f"unknown energy {energy!r}; use one of {ENERGIES}")
         X = np.asarray(X, dtype=np.float64)
-        y = np.asarray(y, dtype=np.int64)
         if X.ndim != 2 or X.shape[1] != mlp.sizes[0]:
             raise ValueError(f"X must be (n, {mlp.sizes[0]}), got {X.shape}")
-        if y.shape != (X.shape[0],) or y.min() < 0 or y.max() >= mlp.sizes[-1]:
-            raise ValueError(f"y must be (n,) labels in [0, {mlp.sizes[-1]})")
+        if mlp.loss == "mse":
+            y = np.asarray(y, dtype=np.float64)
+            if y.shape != (X.shape[0], mlp.sizes[-1]) or not np.all(np.isfinite(y)):
+                raise ValueError(f"mse targets must be finite, shape (n, {mlp.sizes[-1]})")
+        else:
+            y = np.asarray(y, dtype=np.int64)
+            if y.shape != (X.shape[0],) or y.min() < 0 or y.max() >= mlp.sizes[-1]:
+                raise ValueError(f"y must be (n,) labels in [0, {mlp.sizes[-1]})")
         self.mlp = mlp
         self.X = X
         self.y = y
@@ -328,7 +355,13 @@ class Target:
 
 def layer_sizes(dataset, hidden: Sequence[int]) -> tuple[int, ...]:
     """Layer widths ``(d, *hidden, k)`` of the network on ``dataset`` (a ``data.Dataset``)."""
-    return (int(dataset.n_features), *map(int, hidden), int(dataset.n_classes))
+    return (int(dataset.n_features), *map(int, hidden), int(dataset.n_outputs))
+
+
+def model_layout(dataset, model_settings: dict) -> ParamLayout:
+    """The parameter layout of the ``model`` settings' network on ``dataset``."""
+    sizes = layer_sizes(dataset, model_settings["hidden"])
+    return ParamLayout(sizes, model_settings.get("bias", "all"))
 
 
 def target_for(
@@ -340,7 +373,15 @@ def target_for(
     box: float,
     beta: float,
     energy: str,
+    bias: str = "all",
 ) -> Target:
-    """The target of the network ``(d, *hidden, k)`` on ``dataset`` (a ``data.Dataset``)."""
-    mlp = MLP(layer_sizes(dataset, hidden), activation=activation, loss=loss)
-    return Target(mlp, dataset.X, dataset.y, box=box, beta=beta, energy=energy)
+    """The target of the network ``(d, *hidden, k)`` on ``dataset`` (a ``data.Dataset``):
+    its labels, or its float targets ``Y`` for ``loss="mse"``."""
+    mlp = MLP(layer_sizes(dataset, hidden), activation=activation, loss=loss, bias=bias)
+    if (loss == "mse") != (dataset.Y is not None):
+        raise ValueError(
+            "model.loss mse needs a regression dataset (float targets), and a regression "
+            "dataset needs model.loss mse"
+        )
+    labels = dataset.Y if loss == "mse" else dataset.y
+    return Target(mlp, dataset.X, labels, box=box, beta=beta, energy=energy)

@@ -15,32 +15,34 @@ part is fixed here.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from functools import partial
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from lossatlas.model.activations import ACTIVATIONS, SCALE_DEGREE, SIGN
 from lossatlas.model.layout import ParamLayout
 
 
-def n_params(sizes: Sequence[int]) -> int:
-    return ParamLayout(sizes).p
+def n_params(sizes: Sequence[int], bias: str = "all") -> int:
+    return ParamLayout(sizes, bias).p
 
 
-def unpack(theta: np.ndarray, sizes: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Copies ``[(W (n, out, in), b (n, out)), ...]`` of ``theta (n, p)``."""
-    return ParamLayout(sizes).unpack(theta)
-
-
-pack = ParamLayout.pack
+def unpack(
+    theta: np.ndarray, sizes: Sequence[int], bias: str = "all"
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Copies ``[(W (n, out, in), b (n, out)), ...]`` of ``theta (n, p)`` (zero biases where a
+    layer has none)."""
+    return ParamLayout(sizes, bias).unpack(theta)
 
 
 def _check(activation: str, loss: str) -> None:
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; use one of {ACTIVATIONS}")
-    if loss not in ("cross_entropy", "squared"):
+    if loss not in ("cross_entropy", "squared", "mse"):
         raise ValueError(f"unknown loss {loss!r}")
 
 
@@ -79,7 +81,11 @@ def _permute(params, layer, order):
 
 
 def canonicalize(
-    theta: np.ndarray, sizes: Sequence[int], activation: str = "tanh", loss: str = "cross_entropy"
+    theta: np.ndarray,
+    sizes: Sequence[int],
+    activation: str = "tanh",
+    loss: str = "cross_entropy",
+    bias: str = "all",
 ) -> np.ndarray:
     """One representative per symmetry orbit, for draws ``theta (n, p)``; returns ``(n, p)``.
 
@@ -91,8 +97,8 @@ def canonicalize(
     over the classes): the orthogonal projection off :func:`flat_directions`.
     """
     _check(activation, loss)
-    theta = np.asarray(theta, dtype=np.float64)
-    params = unpack(theta, sizes)
+    layout = ParamLayout(sizes, bias)
+    params = layout.unpack(np.asarray(theta, dtype=np.float64))
     for layer in range(len(params) - 1):
         W, b = params[layer]
         if activation in SCALE_DEGREE:
@@ -110,24 +116,27 @@ def canonicalize(
         W, b = params[-1]
         W -= W.mean(axis=1, keepdims=True)
         b -= b.mean(axis=1, keepdims=True)
-    return pack(params)
+    return layout.pack(params)
 
 
-def flat_directions(sizes: Sequence[int], loss: str = "cross_entropy") -> np.ndarray:
+def flat_directions(
+    sizes: Sequence[int], loss: str = "cross_entropy", bias: str = "all"
+) -> np.ndarray:
     """Orthonormal basis ``(m, p)`` of the exactly flat directions (softmax shift invariance):
-    one per column of the last weight matrix plus one for the output bias; none for squared
-    loss."""
-    layout = ParamLayout(sizes)
+    one per column of the last weight matrix plus one for the output bias (if it has one);
+    none for squared losses."""
+    layout = ParamLayout(sizes, bias)
     p = layout.p
     if loss != "cross_entropy":
         return np.zeros((0, p))
     last = layout.layers[-1]
     w, b, k, h = last.weights, last.biases, last.n_out, last.n_in
-    basis = np.zeros((h + 1, p))
+    basis = np.zeros((h + last.has_bias, p))
     rows = np.arange(k)
     for j in range(h):
         basis[j, w.start + rows * h + j] = 1 / math.sqrt(k)
-    basis[h, b.start + rows] = 1 / math.sqrt(k)
+    if last.has_bias:
+        basis[h, b.start + rows] = 1 / math.sqrt(k)
     return basis
 
 
@@ -150,6 +159,7 @@ def random_transform(
     rng: np.random.Generator | None = None,
     scale_range: tuple[float, float] = (0.5, 2.0),
     shift: float = 1.0,
+    bias: str = "all",
 ) -> np.ndarray:
     """A random element of the symmetry group applied to each draw of ``theta (n, p)``:
     permutations, sign flips, positive rescalings (log-uniform in ``scale_range``) and, for
@@ -157,7 +167,8 @@ def random_transform(
     """
     _check(activation, loss)
     rng = np.random.default_rng(rng)
-    params = unpack(np.asarray(theta, dtype=np.float64), sizes)
+    layout = ParamLayout(sizes, bias)
+    params = layout.unpack(np.asarray(theta, dtype=np.float64))
     n = params[0][0].shape[0]
     for layer in range(len(params) - 1):
         h = sizes[layer + 1]
@@ -167,21 +178,105 @@ def random_transform(
         if activation in SIGN:
             _flip(params, layer, rng.random((n, h)) < 0.5, activation)
         _permute(params, layer, np.argsort(rng.random((n, h)), axis=1))
-    out = pack(params)
+    out = layout.pack(params)
     if loss == "cross_entropy":
-        basis = flat_directions(sizes, loss)
+        basis = flat_directions(sizes, loss, bias)
         out += rng.uniform(-shift, shift, size=(n, basis.shape[0])) @ basis
     return out
 
 
-def canonical_transform(sizes: Sequence[int], activation: str, loss: str):
+def canonical_transform(sizes: Sequence[int], activation: str, loss: str, bias: str = "all"):
     """Rows ``(m, p)`` -> their canonical forms (:func:`canonicalize`) for the network of layer
     widths ``sizes``."""
-    return partial(canonicalize, sizes=tuple(sizes), activation=activation, loss=loss)
+    return partial(canonicalize, sizes=tuple(sizes), activation=activation, loss=loss, bias=bias)
 
 
-def coordinate_transform(coordinates: str, sizes: Sequence[int], activation: str, loss: str):
+def coordinate_transform(
+    coordinates: str, sizes: Sequence[int], activation: str, loss: str, bias: str = "all"
+):
     """The analysis coordinates ``coordinates``: None (raw) or :func:`canonical_transform`."""
     if coordinates == "raw":
         return None
-    return canonical_transform(sizes, activation, loss)
+    return canonical_transform(sizes, activation, loss, bias)
+
+
+def _discrete_options(h: int, activation: str):
+    """Per hidden layer of width ``h``: every (order, flip) pair of the discrete group."""
+    flips = itertools.product([False, True], repeat=h) if activation in SIGN else [(False,) * h]
+    flips = list(flips)
+    return [(order, flip) for order in itertools.permutations(range(h)) for flip in flips]
+
+
+def nearest_copy(
+    a: np.ndarray,
+    b: np.ndarray,
+    sizes: Sequence[int],
+    activation: str = "tanh",
+    loss: str = "cross_entropy",
+    bias: str = "all",
+    max_enumerate: int = 4096,
+) -> tuple[np.ndarray, str]:
+    """The copy of ``b (p,)`` under the network's symmetry group nearest to ``a (p,)`` (the
+    same function as ``b``), and how it was found. Hidden-unit permutations and sign flips:
+    the whole discrete group when it has at most ``max_enumerate`` elements
+    (:func:`orbit_size`), else layer by layer, first to last, an optimal assignment
+    (``scipy.optimize.linear_sum_assignment``) of ``b``'s units to ``a``'s on their incoming
+    and outgoing weights. Then, for softmax outputs, the exactly flat shift toward ``a``.
+    Positive rescaling (relu, linear, quadratic) is not searched."""
+    a = np.asarray(a, dtype=np.float64)
+    layout = ParamLayout(sizes, bias)
+    hidden = list(sizes[1:-1])
+    if orbit_size(sizes, activation) <= max_enumerate:
+        method = "whole group"
+        options = [_discrete_options(h, activation) for h in hidden]
+        combos = list(itertools.product(*options))
+        params = layout.unpack(np.repeat(np.asarray(b, dtype=np.float64)[None], len(combos), 0))
+        for layer in range(len(hidden)):
+            if activation in SIGN:
+                _flip(params, layer, np.array([c[layer][1] for c in combos], bool), activation)
+            _permute(params, layer, np.array([c[layer][0] for c in combos], dtype=np.int64))
+        copies = layout.pack(params)
+        best = copies[int(np.argmin(((copies - a) ** 2).sum(axis=1)))]
+    else:
+        method = "assignment per layer"
+        best = _assigned_copy(a, np.asarray(b, dtype=np.float64), layout, activation)
+    if loss == "cross_entropy":
+        basis = flat_directions(sizes, loss, bias)
+        best = best + ((a - best) @ basis.T) @ basis
+    return best, method
+
+
+def _assigned_copy(a, b, layout: ParamLayout, activation: str) -> np.ndarray:
+    pa, pb = layout.unpack(a[None]), layout.unpack(b[None])
+    n_hidden = len(layout.sizes) - 2
+    for layer in range(n_hidden):
+        (Wa, ba), (Wna, _) = pa[layer], pa[layer + 1]
+        (Wb, bb), (Wnb, _) = pb[layer], pb[layer + 1]
+        # incoming weights are aligned once the layers before are; outgoing ones only into
+        # the output layer, whose units never move
+        inc_a = np.concatenate([Wa[0], ba[0][:, None]], axis=1)
+        inc_b = np.concatenate([Wb[0], bb[0][:, None]], axis=1)
+        last = layer == n_hidden - 1
+        out_a = Wna[0].T if last else np.zeros((len(inc_a), 0))
+        out_b = Wnb[0].T if last else np.zeros((len(inc_b), 0))
+        cost = _unit_cost(inc_a, out_a, inc_b, out_b)
+        flipped = None
+        if activation in SIGN:
+            sign_out = -1.0 if SIGN[activation] in ("odd", "sigmoid") else 1.0
+            flipped = _unit_cost(inc_a, out_a, -inc_b, sign_out * out_b)
+            cost = np.minimum(cost, flipped)
+        rows, cols = linear_sum_assignment(cost)
+        if flipped is not None:
+            flip = np.zeros((1, len(cols)), dtype=bool)
+            flip[0, cols] = flipped[rows, cols] < _unit_cost(inc_a, out_a, inc_b, out_b)[rows, cols]
+            _flip(pb, layer, flip, activation)
+        order = np.empty(len(cols), dtype=np.int64)
+        order[rows] = cols
+        _permute(pb, layer, order[None])
+    return layout.pack(pb)[0]
+
+
+def _unit_cost(inc_a, out_a, inc_b, out_b) -> np.ndarray:
+    """Squared distance between unit u of a and unit v of b, incoming and outgoing weights."""
+    incoming = ((inc_a[:, None] - inc_b[None]) ** 2).sum(-1)
+    return incoming + ((out_a[:, None] - out_b[None]) ** 2).sum(-1)

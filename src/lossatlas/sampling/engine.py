@@ -27,8 +27,7 @@ import numpy as np
 import lossatlas
 from lossatlas import lifecycle, model, sampling
 from lossatlas.data import Dataset
-from lossatlas.model.layout import ParamLayout
-from lossatlas.model.network import layer_sizes
+from lossatlas.model.network import model_layout
 from lossatlas.storage import store
 
 __all__ = [
@@ -69,13 +68,20 @@ class BatchFailed(RuntimeError):
 _NOT_HASHED = ("draws", "checkpoint_every", "n_chains", "compression")
 
 
+# Model settings added after batch files were first written: left out of the hash at their
+# default, so that those files still resume.
+_HASHED_UNLESS_DEFAULT = {"bias": "all"}
+
+
 def settings_for(spec: dict) -> dict:
     """Everything that determines a batch's numbers (hashed into its checkpoint)."""
     return {
         "format": store.FORMAT,
         "algorithm": sampling.ALGORITHM_VERSION,
         "dataset": spec["dataset"],
-        "model": spec["model"],
+        "model": {
+            k: v for k, v in spec["model"].items() if _HASHED_UNLESS_DEFAULT.get(k, object()) != v
+        },
         "target": {k: spec["target"][k] for k in ("box", "beta", "energy")},
         "sampler": {k: v for k, v in spec["sampler"].items() if k not in _NOT_HASHED},
         "seed": spec["seed"],
@@ -106,11 +112,7 @@ def batch_specs(
                 "batch": b,
                 "chains": [b * per, min((b + 1) * per, n)],
                 "seed": int(seed),
-                "dataset": {
-                    "X": np.asarray(dataset.X),
-                    "y": np.asarray(dataset.y),
-                    "n_classes": int(dataset.n_classes),
-                },
+                "dataset": dataset.arrays(),
                 "model": dict(model),
                 "target": {k: target[k] for k in ("box", "beta", "energy")},
                 "sampler": dict(s),
@@ -225,8 +227,7 @@ def no_space(spec: dict, draws_done: int) -> NoSpace:
     where = Path(spec["path"]).parent
     s = spec["sampler"]
     c0, c1 = spec["chains"]
-    d = spec["dataset"]
-    n_params = ParamLayout((d["X"].shape[1], *spec["model"]["hidden"], d["n_classes"])).p
+    n_params = model_layout(Dataset.from_arrays(spec["dataset"]), spec["model"]).p
     need = (c1 - c0) * (s["draws"] - draws_done) * n_params * np.dtype(s["dtype"]).itemsize
     free = shutil.disk_usage(where).free
     return NoSpace(
@@ -264,11 +265,7 @@ class _ForwardWarnings(logging.Handler):
 def _run_batch(spec: dict) -> dict:
     t0 = time.perf_counter()
     s = spec["sampler"]
-    ds = Dataset(
-        X=np.asarray(spec["dataset"]["X"]),
-        y=np.asarray(spec["dataset"]["y"]),
-        n_classes=int(spec["dataset"]["n_classes"]),
-    )
+    ds = Dataset.from_arrays(spec["dataset"])
     target = model.target_for(ds, **spec["model"], **spec["target"])
     sampler = sampling.build(s, target)
     c0, c1 = spec["chains"]
@@ -424,7 +421,7 @@ def run_experiment(
     specs = batch_specs(
         experiment, dataset, out_dir, seed=seed, model=model, target=target, sampler=sampler
     )
-    names = ParamLayout(layer_sizes(dataset, model["hidden"])).names()
+    names = model_layout(dataset, model).names()
     lock = (
         contextlib.nullcontext()
         if locked
@@ -589,7 +586,11 @@ def _run_experiment(
         },
         beta=specs[0]["target"]["beta"],
         groups={
-            "observed_data": {"y": (("point",), data["y"])},
+            "observed_data": (
+                {"Y": (("point", "target"), data["Y"])}
+                if "Y" in data
+                else {"y": (("point",), data["y"])}
+            ),
             "constant_data": {"X": (("point", "feature"), data["X"])},
         },
     )

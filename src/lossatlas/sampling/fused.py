@@ -27,14 +27,14 @@ import numpy as np
 from numba import njit, prange
 
 from lossatlas import fastmath as fm
-from lossatlas.model.network import ACTIVATIONS, LOSSES
+from lossatlas.model.network import ACTIVATIONS, LABEL_LOSSES
 from lossatlas.sampling._common import DA_GAMMA, DA_KAPPA, DA_T0, da_init
 from lossatlas.sampling.hmc import DIVERGENCE, HMC, HMCInfo
 from lossatlas.sampling.rwm import RWM, RWMInfo
 
 BLOCK = 128  # chains per block: fixed, so results never depend on the thread count
 _ACT = {name: i for i, name in enumerate(ACTIVATIONS)}  # tanh relu sigmoid linear quadratic
-_LOSS = {name: i for i, name in enumerate(LOSSES)}  # cross_entropy squared
+_LOSS = {name: i for i, name in enumerate(LABEL_LOSSES)}  # cross_entropy squared
 
 _jit = njit(fastmath=fm.FASTMATH, cache=True, error_model="numpy")
 _pjit = njit(fastmath=fm.FASTMATH, cache=True, error_model="numpy", parallel=True)
@@ -69,6 +69,7 @@ def evaluates(target) -> bool:
         and hasattr(mlp, "layout")
         and getattr(mlp, "activation", None) in _ACT
         and getattr(mlp, "loss", None) in _LOSS
+        and mlp.layout.has_all_biases
         and getattr(target, "energy", None) in ("sum", "mean")
         and hasattr(target, "X")
         and hasattr(target, "y")
