@@ -229,3 +229,16 @@ def test_rotation_map_is_w1_r():
     np.testing.assert_allclose(
         back[:, :6].reshape(5, 3, 2), theta[:, :6].reshape(5, 3, 2) @ R, atol=1e-15
     )
+
+
+def test_regression_and_bias_configs_are_checked_before_any_job():
+    perm = {"dataset": {"generator": "permute3"}, "model": {"loss": "mse", "bias": "none"}}
+    assert config.validate(perm)["model"]["bias"] == "none"
+    with pytest.raises(config.ConfigError, match="translate: without a first-layer bias"):
+        config.validate({**perm, "experiments": {"sweep": {"translate": [0, 1]}}})
+    with pytest.raises(config.ConfigError, match="label_noise: a regression dataset"):
+        config.validate({**perm, "experiments": {"sweep": {"label_noise": [0.1]}}})
+    with pytest.raises(config.ConfigError, match="sigmoid's sign symmetry"):
+        config.validate({"model": {"activation": "sigmoid", "bias": "hidden"}})
+    # the layout: 2-3-2 without biases has p = 12, with hidden biases 15
+    assert ParamLayout((2, 3, 2), "none").p == 12 and ParamLayout((2, 3, 2), "hidden").p == 15

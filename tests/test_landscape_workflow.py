@@ -97,6 +97,31 @@ def test_one_experiment_plans_no_comparison(tmp_path):
     assert "compare" not in proc.stdout.split("Job stats:", 1)[1].split("Reasons", 1)[0]
 
 
+def test_architecture_sweep_plans_each_network(tmp_path):
+    """experiments.sweep.hidden: one experiment per network, each step with its own widths,
+    the data transforms without them (a real run of this sweep: 36 jobs, compare skips the
+    pairs whose p differs)."""
+    from lossatlas import steps
+
+    cfg = yaml.safe_load(CONFIG.read_text())
+    cfg["experiments"]["sweep"] = {"hidden": [[2], [2, 2]], "rotate": [0, 90]}
+    wd = make_workdir(tmp_path, cfg)
+    proc = run_snakemake(wd, "-n")
+    assert proc.returncode == 0, output_of(proc)
+    v = lacfg.validate(cfg)
+    names = list(lacfg.experiments(v))
+    assert names == ["hidden-2_rotate-0", "hidden-2_rotate-90", "hidden-2x2_rotate-0"] + [
+        "hidden-2x2_rotate-90"
+    ]
+    for name in names:
+        assert f"{name}/samples.h5" in proc.stdout
+    assert [lacfg.hidden_of(v, n) for n in names] == [[2], [2], [2, 2], [2, 2]]
+    wide = steps.settings_of_experiment("sample", v, "hidden-2x2_rotate-90")
+    assert wide["model"]["hidden"] == [2, 2]
+    assert steps.settings_of_experiment("census", v, "hidden-2_rotate-0")["model"]["hidden"] == [2]
+    assert lacfg.experiments(v)["hidden-2_rotate-90"].transforms == (("rotate", 90),)
+
+
 @pytest.fixture(scope="module")
 def landscape_run(tmp_path_factory):
     wd = make_workdir(tmp_path_factory.mktemp("landscape"), CONFIG)

@@ -13,8 +13,7 @@ from lossatlas import config as lacfg
 
 
 def _validate(args) -> int:
-    from lossatlas import data, preflight
-    from lossatlas.model.layout import ParamLayout
+    from lossatlas import preflight
 
     try:
         cfg = lacfg.load(args.config)
@@ -30,13 +29,12 @@ def _validate(args) -> int:
         return 1
     s = cfg["sampler"]
     names = list(lacfg.experiments(cfg))
-    n_features, n_classes = data.feature_and_class_counts(cfg["dataset"])
-    sizes = (n_features, *cfg["model"]["hidden"], n_classes)
-    p = ParamLayout(sizes, cfg["model"]["bias"]).p
+    sizes, p = preflight.largest_network(cfg)
     draws = s["n_chains"] * s["draws"]
     print(f"{args.config}: valid")
     print(f"  experiments: {len(names)} ({', '.join(names)}), reference {lacfg.reference(cfg)}")
-    print(f"  network: {' -> '.join(map(str, sizes))} {cfg['model']['activation']}, p = {p}")
+    largest = "largest network" if "hidden" in cfg["experiments"]["sweep"] else "network"
+    print(f"  {largest}: {' -> '.join(map(str, sizes))} {cfg['model']['activation']}, p = {p}")
     print(
         f"  sampler: {s['kind']} ({s['backend']}), {s['n_chains']} chains in batches of "
         f"{s['chains_per_batch']}, {s['warmup']} warm-up steps, {s['draws']} draws "

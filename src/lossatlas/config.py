@@ -6,6 +6,7 @@ import copy
 import functools
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -241,29 +242,55 @@ def load(path: str | Path, schema: dict | str | Path | None = None) -> dict:
 
 @dataclass(frozen=True)
 class Experiment:
-    """One point of the sweep: a name and the ordered dataset transforms."""
+    """One point of the sweep: a name, the ordered dataset transforms and, when the sweep
+    varies the architecture, the hidden widths (None: ``model.hidden``)."""
 
     name: str
     index: int
     transforms: tuple[tuple[str, Any], ...]
+    hidden: tuple[int, ...] | None = None
+
+
+# sweep keys that change the network, not the data
+MODEL_SWEEPS = ("hidden",)
 
 
 def _fmt(value) -> str:
+    if isinstance(value, list | tuple):
+        return "x".join(_fmt(v) for v in value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value)
 
 
-def experiments(cfg: dict) -> dict[str, Experiment]:
-    """Expand the sweep into experiments, named like ``rotate-120``, in a stable order."""
+def experiments(cfg: Mapping) -> dict[str, Experiment]:
+    """Expand the sweep into experiments, named like ``rotate-120`` or ``hidden-2x2``, in a
+    stable order."""
     sweep = cfg["experiments"]["sweep"]
     keys = list(sweep)
     out = {}
     for i, values in enumerate(itertools.product(*(sweep[k] for k in keys))):
-        transforms = tuple(zip(keys, values, strict=True))
-        name = "_".join(f"{k}-{_fmt(v)}" for k, v in transforms)
-        out[name] = Experiment(name=name, index=i, transforms=transforms)
+        pairs = tuple(zip(keys, values, strict=True))
+        name = "_".join(f"{k}-{_fmt(v)}" for k, v in pairs)
+        transforms = tuple((k, v) for k, v in pairs if k not in MODEL_SWEEPS)
+        hidden = next((tuple(v) for k, v in pairs if k == "hidden"), None)
+        out[name] = Experiment(name=name, index=i, transforms=transforms, hidden=hidden)
     return out
+
+
+def hidden_of(cfg: Mapping, name: str) -> list[int]:
+    """The hidden widths of experiment ``name``."""
+    e = experiments(cfg)[name]
+    return list(e.hidden) if e.hidden is not None else list(cfg["model"]["hidden"])
+
+
+def for_experiment(cfg: dict, name: str) -> dict:
+    """The validated config ``cfg`` as experiment ``name`` runs it: ``model.hidden`` replaced
+    when the sweep varies it (else ``cfg`` itself)."""
+    e = experiments(cfg)[name]
+    if e.hidden is None:
+        return cfg
+    return {**cfg, "model": {**cfg["model"], "hidden": list(e.hidden)}}
 
 
 def reference(cfg: dict) -> str:

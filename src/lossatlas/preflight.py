@@ -62,16 +62,30 @@ def _parse_size(text: str) -> int | None:
         return None
 
 
-def estimate(cfg: dict) -> Estimate:
-    """Disk and memory of the run of a validated config (no data is made)."""
+def largest_network(cfg: dict) -> tuple[tuple[int, ...], int]:
+    """Layer widths and parameter count of the run's largest network (a sweep may vary the
+    hidden widths)."""
     from lossatlas import config as lacfg
     from lossatlas import data
     from lossatlas.model.layout import ParamLayout
 
-    ds, s, m = cfg["dataset"], cfg["sampler"], cfg["model"]
-    n_features, n_classes = data.feature_and_class_counts(ds)
-    sizes = (n_features, *m["hidden"], n_classes)
-    p = ParamLayout(sizes, m["bias"]).p
+    n_features, n_outputs = data.feature_and_class_counts(cfg["dataset"])
+    networks = []
+    for name in lacfg.experiments(cfg):
+        sizes = (n_features, *lacfg.hidden_of(cfg, name), n_outputs)
+        networks.append((ParamLayout(sizes, cfg["model"]["bias"]).p, sizes))
+    p, sizes = max(networks)
+    return sizes, p
+
+
+def estimate(cfg: dict) -> Estimate:
+    """Disk and memory of the run of a validated config (no data is made)."""
+    from lossatlas import config as lacfg
+    from lossatlas import data
+
+    ds, s = cfg["dataset"], cfg["sampler"]
+    sizes, p = largest_network(cfg)
+    n_features = sizes[0]
     item = np.dtype(s["dtype"]).itemsize
     n_points = data.shape_of(ds)[0]
     per_batch = min(s["chains_per_batch"], s["n_chains"])

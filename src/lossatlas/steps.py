@@ -179,14 +179,26 @@ def runtime(step: str, cfg: Mapping) -> Settings:
 
 
 def experiment_param(e: lacfg.Experiment) -> dict[str, Any]:
-    """A rule's ``experiment`` param: name, sweep index (it seeds the chains), transforms."""
-    return {"name": e.name, "index": e.index, "transforms": [list(t) for t in e.transforms]}
+    """A rule's ``experiment`` param: name, sweep index (it seeds the chains), transforms (and
+    hidden widths, when the sweep varies them)."""
+    param = {"name": e.name, "index": e.index, "transforms": [list(t) for t in e.transforms]}
+    if e.hidden is not None:
+        param["hidden"] = list(e.hidden)
+    return param
 
 
 def experiment(values: Mapping) -> lacfg.Experiment:
-    """An experiment from a rule's ``experiment`` param (name, index, transforms)."""
+    """An experiment from a rule's ``experiment`` param (name, index, transforms, hidden)."""
     transforms = tuple(tuple(t) for t in values["transforms"])
-    return lacfg.Experiment(name=values["name"], index=int(values["index"]), transforms=transforms)
+    hidden = tuple(values["hidden"]) if values.get("hidden") is not None else None
+    return lacfg.Experiment(
+        name=values["name"], index=int(values["index"]), transforms=transforms, hidden=hidden
+    )
+
+
+def settings_of_experiment(step: str, cfg: dict, name: str) -> Settings:
+    """:func:`settings` of ``step`` as experiment ``name`` runs it (its own hidden widths)."""
+    return settings(step, lacfg.for_experiment(cfg, name))
 
 
 def sampling_arguments(s: Mapping) -> dict[str, Any]:
@@ -198,6 +210,11 @@ def sampling_arguments(s: Mapping) -> dict[str, Any]:
         "target": {"box": t["box"], "beta": t["beta"], "energy": t["energy"]},
         "sampler": _plain(s["sampler"]),
     }
+
+
+def _with_hidden(s: Mapping, hidden) -> Mapping:
+    """Settings ``s`` with ``model.hidden`` replaced (one experiment of an architecture sweep)."""
+    return {**s, "model": {**s["model"], "hidden": list(hidden)}}
 
 
 def _plain(obj):
@@ -685,7 +702,7 @@ def theory(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
     ):
         table = known.run_checks(
             s["expected"],
-            target(s, Dataset.load(dataset)),
+            target(_with_hidden(s, lacfg.hidden_of(s, name)), Dataset.load(dataset)),
             census=pd.read_csv(census),
             connections=pd.read_csv(connections),
             settings=_plain(s["landscape"]["connect"]),
@@ -724,6 +741,15 @@ def compare(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
     rows, full, figure = [], [], {}
     for name in names:
         if name == ref_name:
+            continue
+        if lacfg.hidden_of(s, name) != lacfg.hidden_of(s, ref_name):
+            # draws of networks with other parameter counts live in other spaces
+            status = (
+                f"skipped: architecture {lacfg.hidden_of(s, name)} differs from the "
+                f"reference's {lacfg.hidden_of(s, ref_name)}"
+            )
+            full.append({"experiment": name, "reference": ref_name, "status": status})
+            log.info("%s vs %s: %s", name, ref_name, status)
             continue
         other, n_other = good(name)
         ds = Dataset.load(datasets[name])

@@ -29,8 +29,23 @@ def refuse_unknown_experiment(wildcards):
 
 
 def step_settings(step):
-    """The settings ``step`` reads, as its params: the rerun trigger and its interface."""
+    """The settings ``step`` reads, as its params: the rerun trigger and its interface. When
+    the sweep varies the architecture, a per-experiment step gets its experiment's."""
+    if "hidden" in CFG["experiments"]["sweep"] and step in PER_EXPERIMENT_STEPS:
+        return lambda wildcards: steps.settings_of_experiment(step, CFG, wildcards.exp)
     return steps.settings(step, CFG)
+
+
+PER_EXPERIMENT_STEPS = (
+    "dataset",
+    "sample",
+    "diagnose",
+    "reduce",
+    "dataset_figure",
+    "dimension",
+    "census",
+    "connect",
+)
 
 
 def experiment_params(wildcards):
