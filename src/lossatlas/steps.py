@@ -652,7 +652,7 @@ def connect(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None
     """Are the census minima connected? Paths, barriers and the merge tree; and how many
     components of the level set the draws below it touch, at most."""
     from lossatlas import plots
-    from lossatlas.analysis import landscape
+    from lossatlas.analysis import connect, landscape
     from lossatlas.data import Dataset
     from lossatlas.storage.store import SampleStore
 
@@ -666,7 +666,7 @@ def connect(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None
         **settings,
     )
     if knn["knn_points"]:
-        budget = {k: settings[k] for k in ("alpha", "max_depth", "max_beads", "maxiter")}
+        budget = connect.dss_budget(settings)
         with SampleStore(inputs.samples) as store:
             meta["from_samples"] = landscape.sample_components(
                 the_target, store, level=meta["level"], **knn, seed=s["seed"],

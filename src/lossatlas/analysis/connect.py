@@ -37,6 +37,14 @@ from lossatlas.analysis import minima
 BatchedUGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
+DSS_BUDGET = ("alpha", "max_depth", "max_beads", "maxiter")
+
+
+def dss_budget(settings) -> dict:
+    """The keyword arguments of :func:`dynamic_string` in ``landscape.connect`` settings."""
+    return {k: settings[k] for k in DSS_BUDGET}
+
+
 def _energy(U_and_grad: BatchedUGrad, X: np.ndarray) -> np.ndarray:
     return np.asarray(U_and_grad(np.atleast_2d(X))[0], dtype=np.float64)
 

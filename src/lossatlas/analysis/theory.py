@@ -177,9 +177,7 @@ def linear_sign_flip(target, settings, **_) -> list[dict]:
 def _barrier_and_levels(target, a, b, L, barrier, settings) -> tuple[float, dict, dict]:
     """The string-method barrier from a DSS path above the predicted barrier, and DSS at
     half and one and a half times it (above ``L``)."""
-    c = settings
-    kw = dict(alpha=c["alpha"], max_depth=c["max_depth"], max_beads=c["max_beads"])
-    kw["maxiter"] = c["maxiter"]
+    c, kw = settings, connect.dss_budget(settings)
     ug, box = target.U_and_grad, target.box
     below = connect.dynamic_string(ug, a, b, L + 0.5 * barrier, box, floor=L, **kw)
     above = connect.dynamic_string(ug, a, b, L + 1.6 * barrier, box, floor=L, **kw)
@@ -207,9 +205,7 @@ def relu_permutation(target, settings, **_) -> list[dict]:
     if target.mlp.sizes != (2, 3, 2) or target.p != 12:
         raise ValueError("relu_permutation needs the 2-3-2 network without biases (p = 12)")
     a, b, control = relu_permutation_pair(target)
-    c = settings
-    kw = dict(alpha=c["alpha"], max_depth=c["max_depth"], max_beads=c["max_beads"])
-    kw["maxiter"] = c["maxiter"]
+    c, kw = settings, connect.dss_budget(settings)
     ug, box = target.U_and_grad, target.box
     low = connect.dynamic_string(ug, a, b, 0.25, box, **kw)
     high = connect.dynamic_string(ug, a, b, 1.2, box, **kw)
@@ -291,18 +287,10 @@ def quadratic(target, census: pd.DataFrame, settings, **_) -> list[dict]:
     reach = float(np.mean(np.abs(U - L) <= tol))
     spread = float(np.min(np.linalg.norm(np.diff(ends, axis=0), axis=1)))
     level = L + 0.01 * max(L, 1e-3)
-    c = settings
-    kw = dict(alpha=c["alpha"], max_depth=c["max_depth"], max_beads=c["max_beads"])
+    kw = connect.dss_budget(settings)
     joined = [
         connect.dynamic_string(
-            target.U_and_grad,
-            ends[i],
-            ends[i + 1],
-            level,
-            target.box,
-            floor=L,
-            maxiter=c["maxiter"],
-            **kw,
+            target.U_and_grad, ends[i], ends[i + 1], level, target.box, floor=L, **kw
         )  # fmt: skip
         for i in range(len(ends) - 1)
     ]
