@@ -60,7 +60,7 @@ READS: dict[str, tuple[str, ...]] = {
         "landscape.connect",
         "figures.dpi",
     ),
-    "theory": ("expected", *_NETWORK, "landscape.connect"),
+    "theory": ("expected", "experiments", *_NETWORK, "landscape.connect"),
     "compare": (
         *_DRAWS,
         "target.box",
