@@ -120,7 +120,16 @@ def test_second_run_waits_then_resumes_everything(tmp_path, reference):
         assert first.poll() is None, "the first run ended before it could be stopped"
         os.killpg(first.pid, signal.SIGSTOP)
         stopped = True
-        at_stop = [store.read_progress(chains / f"batch-{b:04d}.h5") for b in (0, 1)]
+
+        def progress():
+            return [store.read_progress(chains / f"batch-{b:04d}.h5") for b in (0, 1)]
+
+        # SIGSTOP lands asynchronously: a worker may finish the checkpoint it was writing.
+        # Take the state once two reads a moment apart agree.
+        at_stop, previous = progress(), None
+        while at_stop != previous:
+            time.sleep(0.5)
+            previous, at_stop = at_stop, progress()
 
         log = logging.getLogger("second")
         log.setLevel(logging.INFO)
