@@ -177,13 +177,21 @@ def linear_sign_flip(target, settings, **_) -> list[dict]:
 def _barrier_and_levels(target, a, b, L, barrier, settings) -> tuple[float, dict, dict]:
     """The string-method barrier from a DSS path above the predicted barrier, and DSS at
     half and one and a half times it (above ``L``)."""
-    c, kw = settings, connect.dss_budget(settings)
+    kw = connect.dss_budget(settings)
     ug, box = target.U_and_grad, target.box
     below = connect.dynamic_string(ug, a, b, L + 0.5 * barrier, box, floor=L, **kw)
     above = connect.dynamic_string(ug, a, b, L + 1.6 * barrier, box, floor=L, **kw)
-    path = above["beads"] if above["connected"] else np.vstack([a, b])
-    string = connect.string_barrier(ug, path, box, n_images=c["n_images"], n_iter=c["n_iter"])
-    return string["path_max"] - L, below, above
+    return _string_from(target, above, settings)["path_max"] - L, below, above
+
+
+def _string_from(target, dss: dict, settings) -> dict:
+    """The string method from a DSS result's beads (its two ends if it did not connect)."""
+    beads = dss["beads"]
+    path = beads if dss["connected"] else beads[[0, -1]]
+    c = settings
+    return connect.string_barrier(
+        target.U_and_grad, path, target.box, n_images=c["n_images"], n_iter=c["n_iter"]
+    )
 
 
 def relu_permutation_pair(target) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -205,22 +213,22 @@ def relu_permutation(target, settings, **_) -> list[dict]:
     if target.mlp.sizes != (2, 3, 2) or target.p != 12:
         raise ValueError("relu_permutation needs the 2-3-2 network without biases (p = 12)")
     a, b, control = relu_permutation_pair(target)
-    c, kw = settings, connect.dss_budget(settings)
+    kw = connect.dss_budget(settings)
     ug, box = target.U_and_grad, target.box
     low = connect.dynamic_string(ug, a, b, 0.25, box, **kw)
     high = connect.dynamic_string(ug, a, b, 1.2, box, **kw)
-    path = high["beads"] if high["connected"] else np.vstack([a, b])
-    string = connect.string_barrier(ug, path, box, n_images=c["n_images"], n_iter=c["n_iter"])
+    string = _string_from(target, high, settings)
     ctrl = connect.dynamic_string(ug, a, control, 0.01, box, **kw)
     bound = RELU_CERTIFIED_BOUND
+    at_ends = float(target.U(np.vstack([a, b, control])).max())
     return [
         _row(
             "relu_permutation",
             "U at theta*, its swap and the control",
             0.0,
-            float(target.U(np.vstack([a, b, control])).max()),
+            at_ends,
             1e-12,
-            float(target.U(np.vstack([a, b, control])).max()) <= 1e-12,
+            at_ends <= 1e-12,
         ),
         _row(
             "relu_permutation",
