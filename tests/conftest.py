@@ -153,3 +153,14 @@ def small_run(tmp_path_factory):
     proc = run_snakemake(wd, env=base_install_env())
     assert proc.returncode == 0, output_of(proc)
     return wd, time.monotonic() - t0
+
+
+@pytest.fixture(scope="session")
+def cells_run(tmp_path_factory):
+    """tests/configs/cells.yaml run through the cells rule (and what it needs)."""
+    wd = make_workdir(tmp_path_factory.mktemp("cells"), TEST_CONFIGS / "cells.yaml")
+    proc = run_snakemake(
+        wd, "--profile", "profiles/default", "results/hidden-3/landscape/cells.csv"
+    )
+    assert proc.returncode == 0, output_of(proc)
+    return wd

@@ -1,10 +1,16 @@
 """Liu's convex cells: Cover's counts by linear programming, cell minima against the network's
 own minima, and the genuine-minimum test with and without Liu's sign restriction."""
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
+from conftest import TEST_CONFIGS
 from scipy.optimize import minimize
 
+from lossatlas import config as lacfg
 from lossatlas.analysis import cells
 from lossatlas.model import MLP, Target
 
@@ -79,3 +85,150 @@ def test_sign_restriction_makes_a_negative_unit_spurious():
     # separate) is spurious under both variants
     odd = (np.arange(25) % 2 == 0)[:, None]
     assert not cells.genuine(X, y, odd, box=10.0)["genuine"]
+
+
+def _teacher_case(rng, n, d, K, noise):
+    """Data fit by a random relu teacher (plus noise) and the teacher's cell."""
+    X = rng.normal(size=(n, d))
+    W, z = rng.normal(size=(K, d + 1)), rng.normal(size=K)
+    y = np.maximum(cells.augment(X) @ W.T, 0) @ z + noise * rng.normal(size=n)
+    return X, y, cells.patterns(W, X)
+
+
+def test_milp_chooses_the_signs_enumeration_finds():
+    # noiseless: the teacher's cell is genuine; noisy: often spurious. Both methods must agree
+    rng = np.random.default_rng(0)
+    verdicts = []
+    for case in range(24):
+        X, y, pattern = _teacher_case(rng, 15, 2, 3, 0.3 * (case % 2))
+        a = cells.genuine(X, y, pattern, box=5.0, method="enumerate")
+        b = cells.genuine(X, y, pattern, box=5.0, method="milp")
+        assert a["genuine"] == b["genuine"], case
+        assert b["method"] == "milp"
+        verdicts.append(a["genuine"])
+    assert 4 <= sum(verdicts) <= 20  # both verdicts occur
+
+
+def test_milp_decides_wide_layers():
+    # K = 12 > MAX_ENUMERATED: 4096 LPs replaced by one MILP and one LP
+    rng = np.random.default_rng(1)
+    X, y, pattern = _teacher_case(rng, 200, 3, 12, 0.0)
+    found = cells.genuine(X, y, pattern, box=5.0)
+    assert found["method"] == "milp" and found["genuine"] and found["loss"] < 1e-20
+    # the witness realises the pattern with the chosen signs
+    R = found["witness"].reshape(12, 4)
+    values = cells.augment(X) @ R.T * np.asarray(found["signs"])
+    assert np.all(values[pattern] > 0) and np.all(values[~pattern] <= 1e-9)
+
+
+@pytest.fixture(scope="module")
+def liu_data():
+    """Liu's Table I data: N = 2000 points in R^3, labels +-1 with class means +-e1."""
+    rng = np.random.default_rng(2020)
+    y = np.where(np.arange(2000) < 1000, 1.0, -1.0)
+    X = rng.normal(size=(2000, 3))
+    X[:, 0] += y
+    return X, y, rng
+
+
+def test_liu_table_one_under_the_sign_restriction(liu_data):
+    """Liu's Table I (d = 3, K = 10, N = 2000; random Gaussian weights with every bias set):
+    with z > 0 no genuine minimum at biases 20, 3, 0, -3, and the dead plateau at -20 is
+    genuine at loss 1. Eight weight draws per bias (Liu: 100); the verdicts are 0 or 100 %."""
+    X, y, rng = liu_data
+    genuine, active = {}, {}
+    for bias in (20, 3, 0, -3, -20):
+        found = []
+        for _ in range(8):
+            W = np.column_stack([rng.normal(size=(10, 3)), np.full(10, float(bias))])
+            pattern = cells.patterns(W, X)
+            found.append(cells.genuine(X, y, pattern, box=100.0, restricted=True))
+            active.setdefault(bias, []).append(pattern.mean())
+        genuine[bias] = 100 * np.mean([f["genuine"] for f in found])
+        if bias == -20:
+            assert all(f["loss"] == 1.0 for f in found)
+    assert genuine == {20: 0, 3: 0, 0: 0, -3: 0, -20: 100}
+    # Liu's activated states: 100, 91.27, 50.66, 8.04, 0 % (here 8 draws: within 5 points)
+    expected = {20: 100, 3: 91.27, 0: 50.66, -3: 8.04, -20: 0}
+    for bias, share in expected.items():
+        assert abs(100 * np.mean(active[bias]) - share) < 5, bias
+
+
+def test_liu_all_active_cell_is_genuine_with_free_signs(liu_data):
+    """Every unit active: the network is linear, the cell's minimum is the linear least
+    squares fit (loss ~0.5 here), and with one negative output weight it is attained: a
+    genuine bad minimum, above the mixed cells' minima at bias 0."""
+    X, y, rng = liu_data
+    W = np.column_stack([rng.normal(size=(10, 3)), np.full(10, 20.0)])
+    pattern = cells.patterns(W, X)
+    assert pattern.all()
+    free = cells.genuine(X, y, pattern, box=100.0)
+    linear = np.linalg.lstsq(cells.augment(X), y, rcond=None)[0]
+    ls_loss = np.mean((cells.augment(X) @ linear - y) ** 2)
+    assert free["genuine"] and -1.0 in free["signs"]
+    assert abs(free["loss"] - ls_loss) < 1e-10 and 0.45 < ls_loss < 0.55
+    mixed = [
+        cells.cell_minimum(X, y, cells.patterns(np.column_stack([rng.normal(size=(10, 3)),
+                                                                   np.zeros(10)]), X))["loss"]
+        for _ in range(4)
+    ]  # fmt: skip
+    assert max(mixed) < ls_loss
+
+
+def test_unit_diameter_is_the_chord_through_the_cell():
+    # data x = 0 and 1 in R: the unit (w, b) = (1, -0.5) lies in {b < 0, w + b > 0}
+    X = np.array([[0.0], [1.0]])
+    w = np.array([[1.0, -0.5]])
+    assert cells.unit_diameters(w, X, np.array([[0.0, 1.0]]))[0] == pytest.approx(1.0)
+    # along w the chord never meets b = 0: an open cell
+    assert np.isinf(cells.unit_diameters(w, X, np.array([[1.0, 0.0]]))[0])
+    # the diameter is the longest chord over the directions
+    both = np.array([[0.0, 1.0], [np.sqrt(0.5), -np.sqrt(0.5)]])
+    assert cells.unit_diameters(w, X, both[:1])[0] <= cells.unit_diameters(w, X, both)[0]
+
+
+def test_unseen_mass_estimates():
+    # visits 1, 1, 2, 3: two of seven draws in cells seen once
+    assert cells.good_turing_unseen(np.array([1, 1, 2, 3])) == pytest.approx(2 / 7)
+    # chains per cell 1, 1, 2, 4 of T = 4: Q1 = 2, Q2 = 1, U = 8 -> 2/8 * 6 / 8
+    assert cells.incidence_unseen(np.array([1, 1, 2, 4]), 4) == pytest.approx(0.1875)
+    assert cells.incidence_unseen(np.array([4, 4]), 4) == 0.0
+
+
+def test_cells_refuses_networks_it_does_not_fit():
+    cfg = yaml.safe_load((TEST_CONFIGS / "cells.yaml").read_text())
+    assert lacfg.cells_unmet(lacfg.validate(cfg), "hidden-3") is None
+    for change, field in (
+        ({"model": {**cfg["model"], "activation": "tanh"}}, "model.activation: relu"),
+        ({"experiments": {"sweep": {"hidden": [[3, 3]]}}}, "one hidden layer"),
+        ({"model": {**cfg["model"], "bias": "none"}}, "model.bias: all or hidden"),
+        ({"dataset": {**cfg["dataset"], "n_targets": 2}}, "one output"),
+    ):
+        with pytest.raises(lacfg.ConfigError, match="landscape.cells.when: always") as err:
+            lacfg.validate({**cfg, **change})
+        assert field in str(err.value)
+    auto = {**cfg, "model": {**cfg["model"], "activation": "tanh"}, "landscape": {}}
+    assert lacfg.cells_unmet(lacfg.validate(auto), "hidden-3") is not None  # skipped, no error
+
+
+@pytest.mark.slow
+def test_cells_rule_on_a_sampled_relu_network(cells_run):
+    res = cells_run / "results" / "hidden-3" / "landscape"
+    table = pd.read_csv(res / "cells.csv")
+    meta = json.loads((res / "cells.json").read_text())
+    assert meta["draws"] == 4 * 100 and meta["n_units"] == 3
+    assert meta["cells_per_unit"] == cells.cover_count(12, 2) == 2 * (1 + 11 + 55)
+    assert 1 <= meta["cells_visited"] <= meta["draws"]
+    assert table["visits"].sum() <= meta["draws"] and table["mass"].between(0, 1).all()
+    assert meta["genuine"] + meta["spurious"] == len(table) == meta["examined"]
+    assert meta["genuine_z_positive"] <= meta["genuine"]
+    assert 0 <= meta["unseen_mass_good_turing"] <= 1 and 0 <= meta["unseen_mass_by_chains"] <= 1
+    # every interior census minimum lies in a genuine cell at its own loss (to 1e-8)
+    assert meta["census"] and meta["census_consistent"]
+    inside = [r for r in meta["census"] if r["classification"] != "box KKT point"]
+    for row in inside:
+        assert row["genuine"] and abs(row["cell_loss"] - row["mean_loss"]) <= 1e-8
+    # a cell's draws never go below its minimum (the minimum over a superset of the cell)
+    drawn = table.dropna(subset=["lowest_loss"])
+    assert (drawn["lowest_loss"] >= drawn["cell_loss"] - 1e-12).all()
+    assert (res / "cells.png").stat().st_size > 0

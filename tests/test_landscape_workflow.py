@@ -276,7 +276,7 @@ class Files(list):
 
 
 @pytest.mark.slow
-def test_each_step_reads_exactly_what_it_declares(landscape_run, tmp_path):
+def test_each_step_reads_exactly_what_it_declares(landscape_run, cells_run, tmp_path):
     """Every step, run here on the workflow's files with its declared settings, reads nothing
     else (an undeclared read raises) and reads something under each declared path, so the
     params are neither too narrow (a setting that silently fails to rerun the job) nor too
@@ -298,8 +298,15 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, tmp_path):
     }
     out = tmp_path
 
+    # the cells step needs a relu network: it runs on tests/configs/cells.yaml's run
+    cells_cfg = lacfg.load(cells_run / "config" / "config.yaml")
+    cells_res = cells_run / "results" / "hidden-3"
+
     def declared(step):
-        s = steps.settings(step, cfg)
+        if step == "cells":
+            s = steps.settings_of_experiment(step, cells_cfg, "hidden-3")
+        else:
+            s = steps.settings(step, cfg)
         yield s
         for path in steps.READS[step]:
             assert any(r == path or r.startswith(f"{path}.") for r in s.reads), (step, path)
@@ -414,6 +421,18 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, tmp_path):
             name,
             log,
         ),
+        "cells": lambda s: steps.cells(
+            Files(
+                samples=cells_res / "samples.h5",
+                dataset=cells_res / "dataset.npz",
+                census=cells_res / "landscape" / "census.csv",
+                census_points=cells_res / "landscape" / "census_points.npz",
+            ),
+            Files(table=out / "cells.csv", json=out / "cells.json", figure=out / "cells.png"),
+            s,
+            "hidden-3",
+            log,
+        ),
         "theory": lambda s: steps.theory(
             Files(
                 datasets=[into.dataset],
@@ -451,6 +470,7 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, tmp_path):
         ("findings.rst", "findings.rst"),
     ):
         assert (out / mine).read_bytes() == (res / rules).read_bytes(), mine
+    assert (out / "cells.csv").read_bytes() == (cells_res / "landscape" / "cells.csv").read_bytes()
 
 
 @pytest.mark.slow

@@ -131,6 +131,13 @@ def _check_semantics(cfg: dict) -> None:
                 )
     _check_model_and_data(cfg)
     _check_expected(cfg)
+    if cfg["landscape"]["cells"]["when"] == "always":
+        for name in experiments(cfg):
+            if unmet := cells_unmet(cfg, name):
+                raise ConfigError(
+                    f"invalid config: landscape.cells.when: always, but experiment {name} "
+                    f"lacks {unmet}; set it to auto to skip such networks"
+                )
     lc = cfg.get("landscape", {}).get("dimension", {})
     if lc and lc["mle_k1"] >= lc["mle_k2"]:
         raise ConfigError(
@@ -282,6 +289,18 @@ def hidden_of(cfg: Mapping, name: str) -> list[int]:
     """The hidden widths of experiment ``name``."""
     e = experiments(cfg)[name]
     return list(e.hidden) if e.hidden is not None else list(cfg["model"]["hidden"])
+
+
+def cells_unmet(cfg: Mapping, name: str) -> str | None:
+    """Why experiment ``name``'s network has no Liu cells analysis, or None when it has one."""
+    from lossatlas import data
+    from lossatlas.analysis import cells
+
+    if cfg["landscape"]["cells"]["when"] == "never":
+        return "landscape.cells.when: never"
+    m = cfg["model"]
+    sizes = (0, *hidden_of(cfg, name), data.shape_of(cfg["dataset"])[2])
+    return cells.unmet_requirement(sizes, m["activation"], m["loss"], m["bias"])
 
 
 def for_experiment(cfg: dict, name: str) -> dict:

@@ -60,6 +60,16 @@ READS: dict[str, tuple[str, ...]] = {
         "landscape.connect",
         "figures.dpi",
     ),
+    "cells": (
+        "seed",
+        "model",
+        "target",
+        "reduce.draw_block",
+        "reduce.max_block_mb",
+        "landscape.cells.max_cells",
+        "landscape.cells.directions_per_dim",
+        "figures.dpi",
+    ),
     "theory": ("expected", "experiments", *_NETWORK, "landscape.connect"),
     "compare": (
         *_DRAWS,
@@ -688,6 +698,41 @@ def connect(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None
         name, len(meta["nodes"]), len(table), int(table["connected"].sum()), meta["level"],
         int(table["sym_connected"].sum()), meta.get("components_at_level"),
         sampled.get("upper_bound"), sampled.get("n_points"),
+    )  # fmt: skip
+
+
+def cells(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
+    """Liu's convex cells: where the draws and census minima lie, each cell's minimum, genuine
+    or spurious, how much posterior mass the visited cells hold."""
+    from lossatlas import plots
+    from lossatlas.analysis import landscape
+    from lossatlas.data import Dataset
+    from lossatlas.storage.store import SampleStore
+
+    settings = s["landscape"]["cells"]
+    with SampleStore(inputs.samples) as store:
+        table, meta = landscape.run_cells(
+            target(s, Dataset.load(inputs.dataset)),
+            store,
+            *_census_points(inputs),
+            good_threshold=s["target"]["good_threshold"],
+            max_cells=settings["max_cells"],
+            directions_per_dim=settings["directions_per_dim"],
+            seed=s["seed"],
+            **blocks(s),
+        )
+    table.insert(0, "experiment", name)
+    table.to_csv(outputs.table, index=False)
+    _write_json(outputs.json, {**meta, "experiment": name, "settings": _plain(settings)})
+    plots.plot_cells(table, meta, outputs.figure, title=name, dpi=s["figures"]["dpi"])
+    log.info(
+        "%s: %d draws in %d of 10^%.1f cells; %d examined (%.1f %% of the mass): %d genuine, "
+        "%d spurious, %d genuine with z > 0; unseen mass %.3g (draws) / %.3g (chains); "
+        "census minima consistent: %s",
+        name, meta["draws"], meta["cells_visited"], meta["log10_cells_of_layer"],
+        meta["examined"], 100 * meta["mass_examined"], meta["genuine"], meta["spurious"],
+        meta["genuine_z_positive"], meta["unseen_mass_good_turing"],
+        meta["unseen_mass_by_chains"], meta["census_consistent"],
     )  # fmt: skip
 
 

@@ -45,6 +45,7 @@ PER_EXPERIMENT_STEPS = (
     "dimension",
     "census",
     "connect",
+    "cells",
 )
 
 
@@ -78,6 +79,7 @@ def all_outputs():
     ] + landscape_outputs()
     return (
         expand(per_exp, exp=list(EXPERIMENTS))
+        + cells_outputs()
         + [f"{RESULTS}/findings.rst", f"{RESULTS}/findings.html"]
         + [
             f"{RESULTS}/figures/fig1_datasets.png",
@@ -100,6 +102,15 @@ def landscape_outputs():
         f"{RESULTS}/{{exp}}/landscape/census.csv",
         f"{RESULTS}/{{exp}}/landscape/census_plane.png",
         f"{RESULTS}/{{exp}}/landscape/connect.csv",
+    ]
+
+
+def cells_outputs():
+    """Liu's cells, for every experiment whose network qualifies (landscape.cells.when)."""
+    return [
+        f"{RESULTS}/{name}/landscape/cells.csv"
+        for name in EXPERIMENTS
+        if lacfg.cells_unmet(CFG, name) is None
     ]
 
 

@@ -157,6 +157,46 @@ rule connect:
         "../scripts/connect.py"
 
 
+rule cells:
+    """Liu's convex cells of a one-hidden-layer ReLU network with squared loss: the cells the
+    draws and the census minima lie in, each cell's minimum, genuine or spurious (LP).
+    """
+    input:
+        samples=f"{RESULTS}/{{exp}}/samples.h5",
+        dataset=f"{RESULTS}/{{exp}}/dataset.npz",
+        census=f"{RESULTS}/{{exp}}/landscape/census.csv",
+        census_points=f"{RESULTS}/{{exp}}/landscape/census_points.npz",
+    output:
+        table=report(
+            f"{RESULTS}/{{exp}}/landscape/cells.csv",
+            caption="../report/cells.rst",
+            category="{exp}",
+            subcategory="8 convex cells",
+            labels={"experiment": "{exp}", "item": "cells table"},
+        ),
+        json=f"{RESULTS}/{{exp}}/landscape/cells.json",
+        figure=report(
+            f"{RESULTS}/{{exp}}/landscape/cells.png",
+            caption="../report/cells_figure.rst",
+            category="{exp}",
+            subcategory="8 convex cells",
+            labels={"experiment": "{exp}", "item": "mass against cell minimum"},
+        ),
+    log:
+        f"{LOGS}/{{exp}}/cells.log",
+    benchmark:
+        f"{LOGS}/{{exp}}/cells.benchmark.tsv"
+    conda:
+        "../../envs/lossatlas.yaml"
+    resources:
+        mem_mb=1024,
+        runtime=30,
+    params:
+        settings=step_settings("cells"),
+    script:
+        "../scripts/cells.py"
+
+
 rule compare:
     """Every non-reference experiment's good draws against the reference's, before and after
     mapping them back through the dataset transform."""

@@ -5,7 +5,8 @@ pattern ``I[i, j] = [w_j . x~_i > 0]`` with ``x~ = (x, 1)``. Inside a cell the n
 linear in the products ``R_j = z_j w_j`` (``z_j`` the unit's output weight), so the loss is a
 convex quadratic with a closed-form minimum (:func:`cell_minimum`). That minimum is *genuine*
 when some minimiser, with some output signs ``s_j = sign(z_j)``, realises the cell's own
-pattern; else it is spurious (:func:`genuine`, a linear program per sign vector, HiGHS).
+pattern; else it is spurious (:func:`genuine`: a linear program per sign vector for up to
+:data:`MAX_ENUMERATED` units, a mixed-integer program with binary signs above, both HiGHS).
 
 :func:`cover_count` is Cover's count of the patterns one unit can realise on N points in
 general position in R^d with a bias; :func:`count_patterns` counts them by LP, to check it.
@@ -17,10 +18,12 @@ import itertools
 import math
 
 import numpy as np
-from scipy.optimize import linprog
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 # the LP's margin below which a strict inequality counts as not met
 MARGIN = 1e-9
+# up to this many units the 2^K sign vectors are enumerated; above, one MILP chooses them
+MAX_ENUMERATED = 10
 
 
 def augment(X: np.ndarray) -> np.ndarray:
@@ -60,64 +63,121 @@ def cell_minimum(X, y, pattern, output_bias: bool = False) -> dict:
     }
 
 
-def genuine(X, y, pattern, box: float, *, restricted: bool = False, output_bias=False) -> dict:
+def _unit_rows(Xa: np.ndarray, K: int) -> np.ndarray:
+    """``G (K n, K (d + 1) [+ 1])``: row (j, i) gives ``x~_i . R_j`` as a row over ``R``."""
+    n, dim = Xa.shape
+    G = np.zeros((K * n, K * dim))
+    for j in range(K):
+        G[j * n : (j + 1) * n, j * dim : (j + 1) * dim] = Xa
+    return G
+
+
+def _sign_lp(g0, GN, active, R0, NT, bound, s_rows) -> tuple[float, np.ndarray] | None:
+    """Maximise ``t <= 1`` over ``c`` with signed rows ``s (g0 + GN c)`` ``>= t`` where active,
+    ``<= 0`` where not, and ``|R0 + N^T c| <= bound``. ``(t*, c)``, or None if infeasible."""
+    m = GN.shape[1]
+    g0, GN = s_rows * g0, s_rows[:, None] * GN
+    A_ub = np.vstack(
+        [np.column_stack([-GN[active], np.ones(active.sum())]),
+         np.column_stack([GN[~active], np.zeros((~active).sum())]),
+         np.column_stack([NT, np.zeros(len(R0))]),
+         np.column_stack([-NT, np.zeros(len(R0))])]
+    )  # fmt: skip
+    b_ub = np.concatenate([g0[active], -g0[~active], bound - R0, bound + R0])
+    res = linprog(
+        np.r_[np.zeros(m), -1.0], A_ub=A_ub, b_ub=b_ub,
+        bounds=[(None, None)] * m + [(None, 1.0)], method="highs",
+    )  # fmt: skip
+    return None if res.status != 0 else (float(-res.fun), res.x[:m])
+
+
+def _milp_signs(g0, GN, active, R0, NT, bound, row_bound, K) -> np.ndarray | None:
+    """The sign vector maximising the margin, by one MILP: binary ``b_j`` (``s_j = 2 b_j -
+    1``) switch each unit's rows between the two sign cases through a big-M of ``row_bound +
+    1`` (``|x~_i . R_j|`` cannot exceed ``row_bound``)."""
+    n_rows, m = GN.shape
+    n = n_rows // K
+    unit = np.repeat(np.arange(K), n)
+    B = np.zeros((n_rows, K))
+    B[np.arange(n_rows), unit] = 1.0
+    M = (row_bound + 1.0)[:, None]
+    t = np.ones((n_rows, 1))
+    zero = np.zeros((n_rows, 1))
+    # variables (c, t, b); each row a <= A x <= u
+    a, i = active, ~active
+    blocks = [
+        # active, b = 1: v - t >= 0   ->  GN c - t - M b >= -g0 - M
+        (np.hstack([GN, -t, -M * B])[a], (-g0 - M[:, 0])[a], np.inf),
+        # active, b = 0: -v - t >= 0  -> -GN c - t + M b >= g0
+        (np.hstack([-GN, -t, M * B])[a], g0[a], np.inf),
+        # inactive, b = 1: v <= 0     ->  GN c + M b <= M - g0
+        (np.hstack([GN, zero, M * B])[i], -np.inf, (M[:, 0] - g0)[i]),
+        # inactive, b = 0: v >= 0     ->  GN c + M b >= -g0
+        (np.hstack([GN, zero, M * B])[i], (-g0)[i], np.inf),
+    ]
+    A = np.vstack([b[0] for b in blocks] + [np.hstack([NT, np.zeros((len(R0), 1 + K))])])
+    lo = np.concatenate([np.broadcast_to(b[1], len(b[0])) for b in blocks] + [-bound - R0])
+    hi = np.concatenate([np.broadcast_to(b[2], len(b[0])) for b in blocks] + [bound - R0])
+    res = milp(
+        np.r_[np.zeros(m), -1.0, np.zeros(K)],
+        constraints=LinearConstraint(A, lo, hi),
+        integrality=np.r_[np.zeros(m + 1), np.ones(K)],
+        bounds=Bounds(
+            np.r_[np.full(m, -np.inf), -1.0, np.zeros(K)],
+            np.r_[np.full(m, np.inf), 1.0, np.ones(K)],
+        ),  # fmt: skip
+    )
+    return None if res.x is None else 2.0 * np.round(res.x[m + 1 :]) - 1.0
+
+
+def genuine(
+    X, y, pattern, box: float, *, restricted: bool = False, output_bias=False, method="auto"
+) -> dict:
     """Is the cell's minimum attained inside the cell? For each sign vector ``s`` (all +1 when
     ``restricted``: Liu's eq. 9, every ``z_j > 0``), a linear program over the minimisers
     ``R = R* + N c`` maximises ``t <= 1`` subject to ``s_j x~_i . R_j >= t`` where the unit is
     active and ``<= 0`` where not, with ``|R| <= box^2`` (from ``|z|, |w| <= box``). Genuine iff
-    some ``t* > MARGIN``. Returns ``{genuine, loss, signs, witness (R), t, variant}``."""
+    some ``t* > MARGIN``. ``method``: ``enumerate`` the 2^K sign vectors, ``milp`` (the signs
+    as binaries; the LP then rechecks the chosen signs), or ``auto`` (enumerate up to
+    :data:`MAX_ENUMERATED` units). Returns ``{genuine, loss, unique, signs, witness (R), t,
+    variant, method}``."""
     cell = cell_minimum(X, y, pattern, output_bias)
     on = np.asarray(pattern, dtype=bool)
     Xa = augment(X)
-    n, K = on.shape
-    dim = Xa.shape[1]
+    K = on.shape[1]
     R0, N = cell["R"], cell["null"]
-    m = N.shape[0]
+    NT = N.T if N.shape[0] else np.zeros((R0.size, 0))
+    G = _unit_rows(Xa, K)
+    if output_bias:  # the output bias enters the loss, not the cell
+        G = np.column_stack([G, np.zeros(len(G))])
+    g0, GN = G @ R0, G @ NT
+    active = on.T.ravel()
     bound = box**2
-    signs = (
-        [np.ones(K)]
-        if restricted
-        else [np.array(s) for s in itertools.product([1.0, -1.0], repeat=K)]
-    )
+    if method == "auto":
+        method = "enumerate" if restricted or K <= MAX_ENUMERATED else "milp"
+    if restricted:
+        candidates = [np.ones(K)]
+    elif method == "milp":
+        row_bound = np.tile(np.abs(Xa).sum(axis=1) * bound, K)
+        found = _milp_signs(g0, GN, active, R0, NT, bound, row_bound, K)
+        candidates = [] if found is None else [found]
+    else:
+        candidates = (np.array(s) for s in itertools.product([1.0, -1.0], repeat=K))
     best = {"genuine": False, "t": -np.inf, "signs": None, "witness": None}
-    for s in signs:
-        # rows of (unit j, point i): value s_j x~_i . R_j, as a row over R's coordinates
-        G = np.zeros((n * K, R0.size))
-        for j in range(K):
-            G[j * n : (j + 1) * n, j * dim : (j + 1) * dim] = s[j] * Xa
-        active = on.T.ravel()
-        # variables (c (m), t): maximise t
-        GN = G @ N.T if m else np.zeros((n * K, 0))
-        g0 = G @ R0
-        # active: -(g0 + GN c) + t <= 0 ; inactive: g0 + GN c <= 0
-        A_ub = np.vstack(
-            [np.column_stack([-GN[active], np.ones(active.sum())]),
-             np.column_stack([GN[~active], np.zeros((~active).sum())])]
-        )  # fmt: skip
-        b_ub = np.concatenate([g0[active], -g0[~active]])
-        # the box on R = R0 + N^T c
-        NT = N.T if m else np.zeros((R0.size, 0))
-        A_box = np.vstack([np.column_stack([NT, np.zeros(R0.size)]),
-                           np.column_stack([-NT, np.zeros(R0.size)])])  # fmt: skip
-        b_box = np.concatenate([bound - R0, bound + R0])
-        res = linprog(
-            np.r_[np.zeros(m), -1.0],
-            A_ub=np.vstack([A_ub, A_box]),
-            b_ub=np.concatenate([b_ub, b_box]),
-            bounds=[(None, None)] * m + [(None, 1.0)],
-            method="highs",
-        )
-        if res.status != 0:
+    for s in candidates:
+        solved = _sign_lp(g0, GN, active, R0, NT, bound, np.repeat(s, len(Xa)))
+        if solved is None:
             continue
-        t = float(-res.fun)
+        t, c = solved
         if t > best["t"]:
-            best = {"genuine": t > MARGIN, "t": t, "signs": s.tolist(),
-                    "witness": R0 + NT @ res.x[:m]}  # fmt: skip
+            best = {"genuine": t > MARGIN, "t": t, "signs": s.tolist(), "witness": R0 + NT @ c}
         if best["genuine"]:
             break
     return best | {
         "loss": cell["loss"],
+        "unique": cell["unique"],
         "variant": "z > 0 (Liu eq. 9)" if restricted else "free signs",
+        "method": method,
     }
 
 
@@ -144,3 +204,91 @@ def count_patterns(X: np.ndarray) -> int:
         )
         count += res.status == 0
     return count
+
+
+def layer_cells_log10(n_points: int, d: int, K: int) -> float:
+    """log10 of the cells of a layer of ``K`` units: :func:`cover_count` to the power K."""
+    return K * math.log10(cover_count(n_points, d))
+
+
+def unit_diameters(W: np.ndarray, X: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """Liu's sampled diameter of each unit's cell (Sec. VI): from ``w`` (a row of ``W (K, d +
+    1)``) along each unit vector of ``directions (m, d + 1)`` and its opposite, the distance
+    ``-w.x~_i / u.x~_i`` to the nearest data hyperplane on each side; the largest sum over the
+    directions. ``inf`` for an open cell (some direction meets no hyperplane on a side)."""
+    Xa = augment(X)
+    W = np.atleast_2d(np.asarray(W, dtype=np.float64))
+    along = np.asarray(directions, dtype=np.float64) @ Xa.T  # (directions, points)
+    out = np.empty(len(W))
+    for j, w in enumerate(W):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = -(Xa @ w)[None, :] / along
+        forward = np.where(s >= 0, s, np.inf).min(axis=1)
+        backward = np.where(s < 0, -s, np.inf).min(axis=1)
+        out[j] = (forward + backward).max()
+    return out
+
+
+def random_directions(n: int, dim: int, rng) -> np.ndarray:
+    """``n`` directions uniform on the unit sphere of R^dim."""
+    U = rng.normal(size=(n, dim))
+    return U / np.linalg.norm(U, axis=1, keepdims=True)
+
+
+def good_turing_unseen(visits: np.ndarray) -> float:
+    """Good-Turing estimate of the probability mass in cells never visited: the fraction of
+    draws that fall in cells visited exactly once. Consecutive MCMC draws repeat cells, so
+    this is low when the draws are correlated; :func:`incidence_unseen` is not."""
+    visits = np.asarray(visits)
+    n = visits.sum()
+    return float((visits == 1).sum() / n) if n else 1.0
+
+
+def incidence_unseen(chains_per_cell: np.ndarray, n_chains: int) -> float:
+    """The same estimate with independent chains as the sampling units (Chao et al. 2014,
+    incidence data): ``Q1/U . (T - 1) Q1 / ((T - 1) Q1 + 2 Q2)`` for ``T`` chains, ``U`` cell
+    visits counted once per chain, ``Q1``/``Q2`` cells visited by exactly one/two chains."""
+    q = np.asarray(chains_per_cell)
+    T, U = int(n_chains), q.sum()
+    q1, q2 = int((q == 1).sum()), int((q == 2).sum())
+    if U == 0:
+        return 1.0
+    if q1 == 0:
+        return 0.0
+    # Chao's bias correction when no cell was seen by exactly two chains
+    ratio = (
+        (T - 1) * q1 / ((T - 1) * q1 + 2 * q2)
+        if q2
+        else (T - 1) * (q1 - 1) / ((T - 1) * (q1 - 1) + 2)
+    )
+    return float(q1 / U * ratio)
+
+
+def unmet_requirement(sizes, activation: str, loss: str, bias: str) -> str | None:
+    """What a network lacks for Liu's cells, or None: one hidden ReLU layer with a bias, one
+    output, squared loss."""
+    if activation != "relu" or loss != "mse" or len(sizes) != 3 or sizes[-1] != 1:
+        return "model.activation: relu, model.loss: mse, one hidden layer and one output"
+    if bias == "none":
+        return "a hidden-layer bias (model.bias: all or hidden)"
+    return None
+
+
+def unit_weights(theta: np.ndarray, layout) -> tuple[np.ndarray, np.ndarray]:
+    """Hidden weights with their bias ``W~ (n, K, d + 1)`` and output weights ``z (n, K)``
+    of draws ``theta (n, p)`` of a one-hidden-layer network."""
+    theta = np.atleast_2d(theta)
+    hidden, out = layout.layers
+    W = theta[:, hidden.weights].reshape(len(theta), hidden.n_out, hidden.n_in)
+    Wa = np.concatenate([W, theta[:, hidden.biases][:, :, None]], axis=2)
+    return Wa, theta[:, out.weights]
+
+
+def draw_patterns(theta: np.ndarray, layout, X: np.ndarray) -> np.ndarray:
+    """Activation patterns ``(n, N, K)`` of draws ``theta (n, p)``; a unit whose product
+    ``z_j w~_j`` is zero computes nothing and counts as inactive (its minimum would sit on
+    the active cell's boundary)."""
+    Wa, z = unit_weights(theta, layout)
+    R = np.abs(z) * np.linalg.norm(Wa, axis=2)
+    live = R > 1e-8 * (1.0 + R.max(axis=1, keepdims=True))
+    return (np.einsum("ni,bki->bnk", augment(X), Wa) > 0) & live[:, None, :]
