@@ -298,12 +298,13 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, cells_run, tmp_
     }
     out = tmp_path
 
-    # the cells step needs a relu network: it runs on tests/configs/cells.yaml's run
+    # the cells step needs a relu network, the band steps a regression: they run on
+    # tests/configs/cells.yaml's run
     cells_cfg = lacfg.load(cells_run / "config" / "config.yaml")
     cells_res = cells_run / "results" / "hidden-3"
 
     def declared(step):
-        if step == "cells":
+        if step in ("cells", "critical_points", "band"):
             s = steps.settings_of_experiment(step, cells_cfg, "hidden-3")
         else:
             s = steps.settings(step, cfg)
@@ -431,6 +432,20 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, cells_run, tmp_
             Files(table=out / "cells.csv", json=out / "cells.json", figure=out / "cells.png"),
             s,
             "hidden-3",
+            log,
+        ),
+        "critical_points": lambda s: steps.critical_points(
+            Files(dataset=cells_res / "dataset.npz"),
+            Files(table=out / "critical_points.csv"),
+            s,
+            steps.experiment_param(lacfg.experiments(cells_cfg)["hidden-3"]),
+            log,
+        ),
+        "band": lambda s: steps.band(
+            Files(tables=[out / "critical_points.csv"]),
+            Files(table=out / "band.csv", json=out / "band.json", figure=out / "band.png"),
+            s,
+            ["hidden-3"],
             log,
         ),
         "theory": lambda s: steps.theory(

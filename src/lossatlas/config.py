@@ -138,6 +138,11 @@ def _check_semantics(cfg: dict) -> None:
                     f"invalid config: landscape.cells.when: always, but experiment {name} "
                     f"lacks {unmet}; set it to auto to skip such networks"
                 )
+    if cfg["landscape"]["band"]["when"] == "always" and (unmet := band_unmet(cfg)):
+        raise ConfigError(
+            f"invalid config: landscape.band.when: always, but the config lacks {unmet}; "
+            "set it to auto to skip the band"
+        )
     lc = cfg.get("landscape", {}).get("dimension", {})
     if lc and lc["mle_k1"] >= lc["mle_k2"]:
         raise ConfigError(
@@ -301,6 +306,17 @@ def cells_unmet(cfg: Mapping, name: str) -> str | None:
     m = cfg["model"]
     sizes = (0, *hidden_of(cfg, name), data.shape_of(cfg["dataset"])[2])
     return cells.unmet_requirement(sizes, m["activation"], m["loss"], m["bias"])
+
+
+def band_unmet(cfg: Mapping) -> str | None:
+    """Why the config has no band analysis (Choromanska), or None when it has one."""
+    if cfg["landscape"]["band"]["when"] == "never":
+        return "landscape.band.when: never"
+    if len(cfg["experiments"]["sweep"].get("hidden", [])) < 2:
+        return "a width sweep (experiments.sweep.hidden with two or more networks)"
+    if cfg["model"]["loss"] != "mse":
+        return "model.loss: mse (with cross-entropy the minima lie at infinity)"
+    return None
 
 
 def for_experiment(cfg: dict, name: str) -> dict:

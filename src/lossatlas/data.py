@@ -127,6 +127,31 @@ def teacher(n: int, d: int, k: int, seed: int = 0, noise: float = 0.0) -> Datase
     return Dataset(X=X, y=np.argmax(logits, axis=1).astype(np.int64), n_classes=k)
 
 
+def _regression_map(rng, d: int, r: int, linear_map, teacher_hidden, teacher_activation):
+    """``f`` of :func:`regression`: the given linear map, or a random teacher drawn from
+    ``rng``."""
+    from lossatlas.model.activations import act
+
+    if linear_map is not None:
+        M = np.asarray(linear_map, dtype=np.float64)
+        if M.shape != (r, d):
+            raise ValueError(f"dataset.linear_map must be {r} x {d} (targets x features)")
+        return lambda X: X @ M.T
+    widths = (d, *teacher_hidden, r)
+    weights = [rng.standard_normal((n_in, n_out))
+               for n_in, n_out in zip(widths[:-1], widths[1:], strict=True)]  # fmt: skip
+
+    def f(X):
+        h = X
+        for i, w in enumerate(weights):
+            h = h @ w / np.sqrt(w.shape[0])  # in this order: the stored datasets' rounding
+            if i < len(weights) - 1:
+                h = act(teacher_activation, h)
+        return h
+
+    return f
+
+
 def regression(
     n: int,
     d: int,
@@ -139,29 +164,31 @@ def regression(
     linear_map=None,
     teacher_hidden: Sequence[int] = (),
     teacher_activation: str = "tanh",
+    n_heldout: int = 0,
 ) -> Dataset:
     """Regression targets of inputs uniform in ``[low, high]^d``: ``Y = f(X) + noise * e``,
     ``e`` standard normal. ``f`` is the given ``linear_map`` (r x d, ``Y = X M^T``) or, if None,
     a random teacher network ``d -> teacher_hidden -> r`` (weights N(0, 1 / fan-in), no
-    biases; ``teacher_hidden = ()`` is a random linear map)."""
-    from lossatlas.model.activations import act
-
+    biases; ``teacher_hidden = ()`` is a random linear map). ``n_heldout > 0`` returns instead
+    ``n_heldout`` new points of the same ``f`` and noise level (a held-out set)."""
     rng = np.random.default_rng(seed)
     X = rng.uniform(low, high, size=(n, d))
-    if linear_map is not None:
-        M = np.asarray(linear_map, dtype=np.float64)
-        if M.shape != (r, d):
-            raise ValueError(f"dataset.linear_map must be {r} x {d} (targets x features)")
-        Y = X @ M.T
-    else:
-        h, widths = X, (d, *teacher_hidden, r)
-        for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-            h = h @ rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)
-            if i < len(widths) - 2:
-                h = act(teacher_activation, h)
-        Y = h
+    f = _regression_map(rng, d, r, linear_map, teacher_hidden, teacher_activation)
+    if n_heldout:
+        rng = np.random.default_rng([seed, 1])
+        X = rng.uniform(low, high, size=(n_heldout, d))
+    Y = f(X)
     Y = Y + noise * rng.standard_normal(Y.shape)
     return Dataset(X=X, y=None, n_classes=0, Y=Y)
+
+
+def _regression_of(cfg: dict, n_heldout: int = 0) -> Dataset:
+    """:func:`regression` of validated ``dataset`` settings."""
+    keys = ("low", "high", "seed", "noise", "linear_map", "teacher_hidden", "teacher_activation")
+    return regression(
+        cfg["n_points"], cfg["n_features"], cfg["n_targets"], n_heldout=n_heldout,
+        **{k: cfg[k] for k in keys},
+    )  # fmt: skip
 
 
 def permute3() -> Dataset:
@@ -299,18 +326,7 @@ def generate(settings: dict) -> Dataset:
     if gen == "teacher":
         return teacher(n, d, k, seed, noise)
     if gen == "regression":
-        return regression(
-            n,
-            d,
-            cfg["n_targets"],
-            low=cfg["low"],
-            high=cfg["high"],
-            seed=seed,
-            noise=noise,
-            linear_map=cfg["linear_map"],
-            teacher_hidden=cfg["teacher_hidden"],
-            teacher_activation=cfg["teacher_activation"],
-        )
+        return _regression_of(cfg)
     if gen == "permute3":
         return permute3()
     if gen == "file":
@@ -448,6 +464,17 @@ def for_experiment(settings: dict, transforms) -> Dataset:
 
     cfg = config.section("dataset", settings)
     return apply(generate(cfg), transforms, seed=cfg["seed"])
+
+
+def heldout_for_experiment(settings: dict, transforms, n: int) -> Dataset | None:
+    """``n`` held-out points of a regression dataset (new inputs, the same map and noise)
+    with an experiment's ``transforms``; None for datasets without a generating map."""
+    from lossatlas import config
+
+    cfg = config.section("dataset", settings)
+    if cfg["generator"] != "regression":
+        return None
+    return apply(_regression_of(cfg, n_heldout=n), transforms, seed=cfg["seed"])
 
 
 def experiment_affine(transforms, d: int) -> tuple[np.ndarray, np.ndarray, bool]:

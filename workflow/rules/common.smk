@@ -46,6 +46,7 @@ PER_EXPERIMENT_STEPS = (
     "census",
     "connect",
     "cells",
+    "critical_points",
 )
 
 
@@ -87,6 +88,7 @@ def all_outputs():
         ]
         + compare_outputs()
         + theory_outputs()
+        + band_outputs()
     )
 
 
@@ -112,6 +114,11 @@ def cells_outputs():
         for name in EXPERIMENTS
         if lacfg.cells_unmet(CFG, name) is None
     ]
+
+
+def band_outputs():
+    """Choromanska's band, when the config sweeps the width (landscape.band.when)."""
+    return [f"{RESULTS}/landscape/band.csv"] if lacfg.band_unmet(CFG) is None else []
 
 
 def theory_outputs():

@@ -197,6 +197,64 @@ rule cells:
         "../scripts/cells.py"
 
 
+rule critical_points:
+    """One network's critical points from random starts (L-BFGS-B and a saddle search):
+    loss, index and held-out loss, for the band across the width sweep."""
+    input:
+        dataset=f"{RESULTS}/{{exp}}/dataset.npz",
+    output:
+        table=f"{RESULTS}/{{exp}}/landscape/critical_points.csv",
+    log:
+        f"{LOGS}/{{exp}}/critical_points.log",
+    benchmark:
+        f"{LOGS}/{{exp}}/critical_points.benchmark.tsv"
+    conda:
+        "../../envs/lossatlas.yaml"
+    resources:
+        mem_mb=1024,
+        runtime=60,
+    params:
+        settings=step_settings("critical_points"),
+        experiment=experiment_params,
+    script:
+        "../scripts/critical_points.py"
+
+
+rule band:
+    """Choromanska's band: the minima's losses of every network of the width sweep, how the
+    band narrows as the network grows, and the index against the loss."""
+    input:
+        tables=expand(
+            f"{RESULTS}/{{exp}}/landscape/critical_points.csv", exp=list(EXPERIMENTS)
+        ),
+    output:
+        table=report(
+            f"{RESULTS}/landscape/band.csv",
+            caption="../report/band.rst",
+            category="Band of critical values",
+            labels={"item": "band table"},
+        ),
+        json=f"{RESULTS}/landscape/band.json",
+        figure=report(
+            f"{RESULTS}/landscape/band.png",
+            caption="../report/band_figure.rst",
+            category="Band of critical values",
+            labels={"item": "loss against index, band against width"},
+        ),
+    log:
+        f"{LOGS}/band.log",
+    benchmark:
+        f"{LOGS}/band.benchmark.tsv"
+    localrule: True
+    conda:
+        "../../envs/lossatlas.yaml"
+    params:
+        settings=step_settings("band"),
+        names=list(EXPERIMENTS),
+    script:
+        "../scripts/band.py"
+
+
 rule compare:
     """Every non-reference experiment's good draws against the reference's, before and after
     mapping them back through the dataset transform."""
