@@ -132,3 +132,6 @@ def test_band_is_planned_for_width_sweeps_only(tmp_path):
     ce = {**cfg, "dataset": {"generator": "uniform"}, "model": {"loss": "cross_entropy"}}
     with pytest.raises(lacfg.ConfigError, match="model.loss: mse"):
         lacfg.validate(ce)
+    relu = {**cfg, "model": {**cfg["model"], "activation": "relu"}}
+    with pytest.raises(lacfg.ConfigError, match="smooth model.activation"):
+        lacfg.validate(relu)

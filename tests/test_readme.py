@@ -59,6 +59,16 @@ COMMANDS = {
         *(sys.executable, "-m", "snakemake", "-n", "--configfile"),
         *(str(REPO / "config" / "calibration.yaml"), "--replace-workflow-config"),
     ],
+    ".venv/bin/snakemake --configfile config/cells.yaml --replace-workflow-config": [
+        *(sys.executable, "-m", "snakemake", "-n", "--configfile"),
+        *(str(REPO / "config" / "cells.yaml"), "--replace-workflow-config"),
+    ],
+    ".venv/bin/snakemake --configfile config/band.yaml --replace-workflow-config "
+    "results-band/landscape/band.csv": [
+        *(sys.executable, "-m", "snakemake", "-n", "--configfile"),
+        *(str(REPO / "config" / "band.yaml"), "--replace-workflow-config"),
+        "results-band/landscape/band.csv",
+    ],
     ".venv/bin/python benchmarks/rule_memory.py results-digits": [
         *(sys.executable, str(REPO / "benchmarks" / "rule_memory.py"), "results"),
     ],

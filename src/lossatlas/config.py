@@ -316,6 +316,11 @@ def band_unmet(cfg: Mapping) -> str | None:
         return "a width sweep (experiments.sweep.hidden with two or more networks)"
     if cfg["model"]["loss"] != "mse":
         return "model.loss: mse (with cross-entropy the minima lie at infinity)"
+    if cfg["model"]["activation"] == "relu":
+        return (
+            "a smooth model.activation (the band counts Hessian indices at zeros of the "
+            "gradient; a ReLU network's ends sit on kinks, its Hessian piecewise constant)"
+        )
     return None
 
 
