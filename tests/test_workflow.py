@@ -51,6 +51,11 @@ def expected_jobs(cfg_path: Path) -> dict[str, int]:
     jobs.update(dataset_figure=n, dimension=n, census=n, connect=n)
     if n > 1:
         jobs["compare"] = 1
+    cells = sum(lacfg.cells_unmet(cfg, name) is None for name in lacfg.experiments(cfg))
+    if cells:
+        jobs["cells"] = cells
+    if lacfg.band_unmet(cfg) is None:
+        jobs.update(critical_points=n, band=1)
     return jobs
 
 
