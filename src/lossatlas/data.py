@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn import datasets as skd
 
 from lossatlas.model.layout import ParamLayout
 
@@ -104,6 +103,8 @@ def digits(subset: int | None = None, seed: int = 0) -> Dataset:
     ``subset``: that many images drawn without replacement (seeded by ``seed``, kept in their
     original order), standardized over the subset; None takes all 1797.
     """
+    from sklearn import datasets as skd  # imported where used: see generate
+
     X, y = skd.load_digits(return_X_y=True)
     if subset is not None:
         if not 1 <= subset <= len(y):
@@ -331,6 +332,9 @@ def generate(settings: dict) -> Dataset:
         return permute3()
     if gen == "file":
         return from_file(cfg["path"])
+    if gen in ("moons", "circles", "blobs"):
+        # scikit-learn takes over a CPU-second to import: only its generators pay for it
+        from sklearn import datasets as skd
     if gen == "uniform":
         rng = np.random.default_rng(seed)
         X = rng.uniform(cfg["low"], cfg["high"], size=(n, d))
