@@ -130,6 +130,68 @@ def _milp_signs(g0, GN, active, R0, NT, bound, row_bound, K) -> np.ndarray | Non
     return None if res.x is None else 2.0 * np.round(res.x[m + 1 :]) - 1.0
 
 
+def _setup(X, y, pattern, box: float, output_bias: bool) -> dict:
+    """The pieces every sign vector's LP shares: the cell's minimum ``R0``, its null space
+    ``NT``, the unit rows ``g0 + GN c`` at ``R = R0 + NT c``, the active mask, the box."""
+    cell = cell_minimum(X, y, pattern, output_bias)
+    on = np.asarray(pattern, dtype=bool)
+    Xa = augment(X)
+    R0, N = cell["R"], cell["null"]
+    NT = N.T if N.shape[0] else np.zeros((R0.size, 0))
+    G = _unit_rows(Xa, on.shape[1])
+    if output_bias:  # the output bias enters the loss, not the cell
+        G = np.column_stack([G, np.zeros(len(G))])
+    return {"cell": cell, "Xa": Xa, "K": on.shape[1], "R0": R0, "NT": NT, "g0": G @ R0,
+            "GN": G @ NT, "active": on.T.ravel(), "bound": box**2}  # fmt: skip
+
+
+def _search(lp: dict, candidates, best: dict | None = None) -> dict:
+    """The best margin over the sign vectors ``candidates`` (stops at the first genuine)."""
+    best = best or {"genuine": False, "t": -np.inf, "signs": None, "witness": None}
+    if best["genuine"]:
+        return best
+    for s in candidates:
+        solved = _sign_lp(lp["g0"], lp["GN"], lp["active"], lp["R0"], lp["NT"], lp["bound"],
+                          np.repeat(s, len(lp["Xa"])))  # fmt: skip
+        if solved is None:
+            continue
+        t, c = solved
+        if t > best["t"]:
+            best = {"genuine": t > MARGIN, "t": t, "signs": s.tolist(),
+                    "witness": lp["R0"] + lp["NT"] @ c}  # fmt: skip
+        if best["genuine"]:
+            break
+    return best
+
+
+def _free_signs(lp: dict, method: str, best: dict | None = None) -> dict:
+    """:func:`_search` over every sign vector (``enumerate``; the all-+1 one is skipped when
+    ``best`` already holds its result) or over the one a MILP chooses (``milp``)."""
+    K = lp["K"]
+    if method == "milp":
+        row_bound = np.tile(np.abs(lp["Xa"]).sum(axis=1) * lp["bound"], K)
+        found = _milp_signs(lp["g0"], lp["GN"], lp["active"], lp["R0"], lp["NT"], lp["bound"],
+                            row_bound, K)  # fmt: skip
+        return _search(lp, [] if found is None else [found])
+    signs = (np.array(s) for s in itertools.product([1.0, -1.0], repeat=K))
+    if best is not None:
+        next(signs)  # all +1 comes first: its LP is the one ``best`` solved
+    return _search(lp, signs, best)
+
+
+def _result(lp: dict, best: dict, restricted: bool, method: str) -> dict:
+    return best | {
+        "loss": lp["cell"]["loss"],
+        "unique": lp["cell"]["unique"],
+        "variant": "z > 0 (Liu eq. 9)" if restricted else "free signs",
+        "method": method,
+    }
+
+
+def _method(method: str, K: int) -> str:
+    return ("enumerate" if K <= MAX_ENUMERATED else "milp") if method == "auto" else method
+
+
 def genuine(
     X, y, pattern, box: float, *, restricted: bool = False, output_bias=False, method="auto"
 ) -> dict:
@@ -141,44 +203,21 @@ def genuine(
     as binaries; the LP then rechecks the chosen signs), or ``auto`` (enumerate up to
     :data:`MAX_ENUMERATED` units). Returns ``{genuine, loss, unique, signs, witness (R), t,
     variant, method}``."""
-    cell = cell_minimum(X, y, pattern, output_bias)
-    on = np.asarray(pattern, dtype=bool)
-    Xa = augment(X)
-    K = on.shape[1]
-    R0, N = cell["R"], cell["null"]
-    NT = N.T if N.shape[0] else np.zeros((R0.size, 0))
-    G = _unit_rows(Xa, K)
-    if output_bias:  # the output bias enters the loss, not the cell
-        G = np.column_stack([G, np.zeros(len(G))])
-    g0, GN = G @ R0, G @ NT
-    active = on.T.ravel()
-    bound = box**2
-    if method == "auto":
-        method = "enumerate" if restricted or K <= MAX_ENUMERATED else "milp"
+    lp = _setup(X, y, pattern, box, output_bias)
     if restricted:
-        candidates = [np.ones(K)]
-    elif method == "milp":
-        row_bound = np.tile(np.abs(Xa).sum(axis=1) * bound, K)
-        found = _milp_signs(g0, GN, active, R0, NT, bound, row_bound, K)
-        candidates = [] if found is None else [found]
-    else:
-        candidates = (np.array(s) for s in itertools.product([1.0, -1.0], repeat=K))
-    best = {"genuine": False, "t": -np.inf, "signs": None, "witness": None}
-    for s in candidates:
-        solved = _sign_lp(g0, GN, active, R0, NT, bound, np.repeat(s, len(Xa)))
-        if solved is None:
-            continue
-        t, c = solved
-        if t > best["t"]:
-            best = {"genuine": t > MARGIN, "t": t, "signs": s.tolist(), "witness": R0 + NT @ c}
-        if best["genuine"]:
-            break
-    return best | {
-        "loss": cell["loss"],
-        "unique": cell["unique"],
-        "variant": "z > 0 (Liu eq. 9)" if restricted else "free signs",
-        "method": method,
-    }
+        return _result(lp, _search(lp, [np.ones(lp["K"])]), True, "enumerate")
+    method = _method(method, lp["K"])
+    return _result(lp, _free_signs(lp, method), False, method)
+
+
+def both_variants(X, y, pattern, box: float, *, output_bias=False, method="auto"):
+    """:func:`genuine` with free signs and with Liu's restriction, from one set-up: the
+    restricted LP (all +1) is also the enumeration's first. Returns ``(free, restricted)``."""
+    lp = _setup(X, y, pattern, box, output_bias)
+    liu = _search(lp, [np.ones(lp["K"])])
+    method = _method(method, lp["K"])
+    free = _free_signs(lp, method, best=liu if method == "enumerate" else None)
+    return _result(lp, free, False, method), _result(lp, liu, True, "enumerate")
 
 
 def cover_count(n_points: int, d: int) -> int:

@@ -1268,8 +1268,7 @@ def run_cells(
     rows = []
     for c in examined:
         pattern = np.unpackbits(keys[c : c + 1].view(np.uint8))[: n * K].reshape(n, K).astype(bool)
-        free = cells.genuine(X, y, pattern, target.box, output_bias=output_bias)
-        liu = cells.genuine(X, y, pattern, target.box, restricted=True, output_bias=output_bias)
+        free, liu = cells.both_variants(X, y, pattern, target.box, output_bias=output_bias)
         Wa, _ = cells.unit_weights(reps[c], layout)
         diam = cells.unit_diameters(Wa[0], X, directions)
         closed = diam[np.isfinite(diam)]
@@ -1296,12 +1295,13 @@ def run_cells(
         )
     table = pd.DataFrame(rows, columns=CELLS_COLUMNS)
     by_cell = table.set_index("cell")
+    census_rows = minima_rows.set_index("id")
     consistency = []
     for i, c in cell_of_census.items():
-        kind = minima_rows.loc[minima_rows["id"] == i, "classification"].iloc[0]
-        loss = float(minima_rows.loc[minima_rows["id"] == i, "mean_loss"].iloc[0])
+        kind = census_rows.loc[i, "classification"]
+        loss = float(census_rows.loc[i, "mean_loss"])
         cell_loss = float(by_cell.loc[c, "cell_loss"])
-        interior = kind != minima.WALL
+        in_genuine_cell = bool(by_cell.loc[c, "genuine"])
         consistency.append(
             {
                 "id": i,
@@ -1309,11 +1309,10 @@ def run_cells(
                 "classification": kind,
                 "mean_loss": loss,
                 "cell_loss": cell_loss,
-                "genuine": bool(by_cell.loc[c, "genuine"]),
-                "consistent": (not interior)
-                or (
-                    bool(by_cell.loc[c, "genuine"]) and abs(cell_loss - loss) <= 1e-8 * max(1, loss)
-                ),
+                "genuine": in_genuine_cell,
+                # a box KKT point need not be a cell minimum: the wall stops it first
+                "consistent": kind == minima.WALL
+                or (in_genuine_cell and abs(cell_loss - loss) <= 1e-8 * max(1, loss)),
             }
         )
     meta = {
