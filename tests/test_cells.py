@@ -109,6 +109,19 @@ def test_milp_chooses_the_signs_enumeration_finds():
     assert 4 <= sum(verdicts) <= 20  # both verdicts occur
 
 
+def test_both_variants_are_the_two_separate_verdicts():
+    rng = np.random.default_rng(4)
+    for case in range(8):
+        X, y, pattern = _teacher_case(rng, 15, 2, 3, 0.3 * (case % 2))
+        free, liu = cells.both_variants(X, y, pattern, box=5.0)
+        for got, want in (
+            (free, cells.genuine(X, y, pattern, box=5.0)),
+            (liu, cells.genuine(X, y, pattern, box=5.0, restricted=True)),
+        ):
+            assert got["genuine"] == want["genuine"] and got["signs"] == want["signs"]
+            assert got["t"] == want["t"] and got["variant"] == want["variant"]
+
+
 def test_milp_decides_wide_layers():
     # K = 12 > MAX_ENUMERATED: 4096 LPs replaced by one MILP and one LP
     rng = np.random.default_rng(1)
@@ -125,10 +138,7 @@ def test_milp_decides_wide_layers():
 def liu_data():
     """Liu's Table I data: N = 2000 points in R^3, labels +-1 with class means +-e1."""
     rng = np.random.default_rng(2020)
-    y = np.where(np.arange(2000) < 1000, 1.0, -1.0)
-    X = rng.normal(size=(2000, 3))
-    X[:, 0] += y
-    return X, y, rng
+    return *cells.liu_gaussian(2000, 3, rng), rng
 
 
 def test_liu_table_one_under_the_sign_restriction(liu_data):

@@ -30,9 +30,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=2020)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
-    y = np.where(np.arange(2000) < 1000, 1.0, -1.0)
-    X = rng.normal(size=(2000, 3))
-    X[:, 0] += y
+    X, y = cells.liu_gaussian(2000, 3, rng)
     columns = ["bias", "genuine, z > 0", "genuine, free signs", "non-unique minimum"]
     columns += ["activated", "cell loss"]
     print("| " + " | ".join(columns) + " |")

@@ -472,11 +472,12 @@ def for_experiment(settings: dict, transforms) -> Dataset:
 
 def heldout_for_experiment(settings: dict, transforms, n: int) -> Dataset | None:
     """``n`` held-out points of a regression dataset (new inputs, the same map and noise)
-    with an experiment's ``transforms``; None for datasets without a generating map."""
+    with an experiment's ``transforms``; None when ``n`` is 0 or the dataset has no
+    generating map."""
     from lossatlas import config
 
     cfg = config.section("dataset", settings)
-    if cfg["generator"] != "regression":
+    if n < 1 or cfg["generator"] != "regression":
         return None
     return apply(_regression_of(cfg, n_heldout=n), transforms, seed=cfg["seed"])
 

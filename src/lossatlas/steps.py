@@ -771,7 +771,7 @@ def critical_points(inputs, outputs, s: Mapping, exp: Mapping, log: logging.Logg
     )
     found["U"] = the_target.U(found["points"]) if len(found["U"]) else found["U"]
     heldout = data.heldout_for_experiment(_plain(s["dataset"]), e.transforms, settings["n_heldout"])
-    if heldout is not None and settings["n_heldout"]:
+    if heldout is not None:
         held = target(s, heldout)
         heldout_loss = held.mean_loss(held.U(found["points"])) if len(found["U"]) else []
     else:
@@ -809,9 +809,10 @@ def band(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
 
     ends = [pd.read_csv(path) for path in inputs.tables]
     tables = [t[t["critical"]] for t in ends]
+    sweep = lacfg.experiments(s)  # the band runs on width sweeps only: each has its widths
     rows = []
     for name, every, t in zip(names, ends, tables, strict=True):
-        hidden = lacfg.experiments(s)[name].hidden  # the band runs on width sweeps only
+        hidden = sweep[name].hidden
         held = t["heldout_loss"].to_numpy() if t["heldout_loss"].notna().any() else None
         summary = choromanska.summary(
             t["mean_loss"], t["index"], int(every["p"].iloc[0]), heldout=held

@@ -245,6 +245,15 @@ def count_patterns(X: np.ndarray) -> int:
     return count
 
 
+def liu_gaussian(n: int, d: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Liu's Gaussian data (Sec. IV): ``n`` points in R^d, the first half labelled +1 with
+    mean e1, the rest -1 with mean -e1, unit covariance. Returns ``(X, y)``."""
+    y = np.where(np.arange(n) < n // 2, 1.0, -1.0)
+    X = rng.normal(size=(n, d))
+    X[:, 0] += y
+    return X, y
+
+
 def layer_cells_log10(n_points: int, d: int, K: int) -> float:
     """log10 of the cells of a layer of ``K`` units: :func:`cover_count` to the power K."""
     return K * math.log10(cover_count(n_points, d))
