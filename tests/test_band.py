@@ -50,6 +50,21 @@ def test_band_summary_known_values():
     assert abs(s["rank_corr"]) < 0.2 and s["rank_corr_p"] > 0.01
 
 
+def test_rank_correlation_p_value_is_calibrated_under_independence():
+    """Index independent of loss (with ties, as indices have): over 200 seeds the p-value
+    falls below 0.05 in 5 % of them up to binomial noise (tolerance 2 %-9 %: 3 standard
+    errors), and a real trend is found in every seed."""
+    null_p, trend_p = [], []
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        index = rng.integers(0, 6, size=60)
+        null_p.append(band.summary(rng.uniform(size=60), index, p=12)["rank_corr_p"])
+        trend = index * 0.1 + rng.normal(scale=0.2, size=60)
+        trend_p.append(band.summary(trend, index, p=12)["rank_corr_p"])
+    assert 0.02 <= np.mean(np.array(null_p) < 0.05) <= 0.09
+    assert np.all(np.array(trend_p) < 0.05)
+
+
 def spherical_3spin(n: int, seed: int):
     """H(s) = sum_ijk J_ijk s_i s_j s_k / n on the sphere |s|^2 = n, J standard normal,
     as a function of an unconstrained x (s = sqrt(n) x / |x|), batched like a Target."""
