@@ -21,7 +21,7 @@ from test_samplers import Flat, _assert_states_equal, _copy, check_resume_bit_id
 
 from lossatlas import model, sampling
 from lossatlas.config import ConfigError
-from lossatlas.sampling import engine, fused
+from lossatlas.sampling import engine
 
 cuda_module = pytest.importorskip("numba.cuda", reason="numba without its CUDA target")
 
@@ -142,14 +142,6 @@ def test_simulated_engine_batch_matches_fused_cpu_bitwise(simulated, kind, tmp_p
 
 def test_simulated_resume_is_bit_exact(simulated):
     assert json.loads((simulated / "resume.json").read_text()) == "ok"
-
-
-def test_run_keys_are_the_step_keys():
-    from lossatlas.sampling import cuda
-
-    a, b = np.random.default_rng(8), np.random.default_rng(8)
-    np.testing.assert_array_equal(cuda.keys(a, 5), [fused._key(b) for _ in range(5)])
-    assert a.bit_generator.state == b.bit_generator.state
 
 
 def test_no_gpu_is_a_config_error_naming_the_field():

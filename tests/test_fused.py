@@ -286,6 +286,40 @@ def test_fused_resume_is_bit_identical_and_step_is_pure(name):
 
 
 @pytest.mark.parametrize("name", ["rwm", "hmc"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_run_is_n_steps_bit_for_bit(name, dtype):
+    """The multi-step kernel the engine calls per draw: the state, the per-chain info sums and
+    the generator afterwards are those of n calls of step(), over two blocks of chains, after a
+    warm-up that gave every chain its own step size (and HMC mass)."""
+    target = _mlp_target((2, 2, 2, 2), "tanh", "cross_entropy", "sum", seed=5)
+    sampler = _build(name, target, dtype=dtype)
+    rng = np.random.default_rng(12)
+    state = sampler.init(np.random.default_rng(13).uniform(-1, 1, (fused.BLOCK + 5, target.p)))
+    for _ in range(30):
+        state, _ = sampler.step(state, rng, adapt=True)
+    state = sampler.end_warmup(state)
+    assert np.unique(state.log_step_size).size > 1
+    a, b = np.random.default_rng(14), np.random.default_rng(14)
+    ran, sums = sampler.run(state, a, 9)
+    stepped, want = state, {}
+    for _ in range(9):
+        stepped, info = sampler.step(stepped, b, adapt=False)
+        for field, value in zip(type(info)._fields, info, strict=True):
+            want[field] = want.get(field, 0.0) + np.asarray(value, dtype=np.float64)
+    _assert_states_equal(ran, stepped)
+    assert sums.keys() == want.keys()
+    for field in want:
+        np.testing.assert_array_equal(sums[field], want[field])
+    assert a.bit_generator.state == b.bit_generator.state
+
+
+def test_run_keys_are_the_step_keys():
+    a, b = np.random.default_rng(8), np.random.default_rng(8)
+    np.testing.assert_array_equal(fused.keys(a, 5), [fused.keys(b, 1)[0] for _ in range(5)])
+    assert a.bit_generator.state == b.bit_generator.state
+
+
+@pytest.mark.parametrize("name", ["rwm", "hmc"])
 def test_results_do_not_depend_on_thread_count(name):
     target = _mlp_target((2, 2, 2, 2), "tanh", "cross_entropy", "sum", seed=4)
     sampler = _build(name, target, dtype="float32")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -425,18 +426,24 @@ def sample(
         d["slurm"]["log_directory"] or f"{run['results']}/logs/dask-workers"
     )
     timing = {"lock_timeout": d["lock_timeout"], "progress_interval": d["progress_interval"]}
+    args = sampling_arguments(s)
     # The lock first: a run waiting for another one's lock holds no workers (SLURM jobs)
     # meanwhile. connect() logs the cluster size and the dashboard address.
-    with (
-        engine.experiment_lock(out.parent, log=log, **timing),
-        cluster.connect(d, threads=threads, log=log) as client,
-    ):
-        aside = maintenance.describe_aside(out.parent.parent)
-        if aside:
-            log.info(aside)
-        summary = engine.run_experiment(
-            e, ds, out.parent, client, log, locked=True, **timing, **sampling_arguments(s)
-        )
+    with engine.experiment_lock(out.parent, log=log, **timing):
+        t0 = time.perf_counter()
+        if engine.compile_kernels(ds, **args):
+            log.info(
+                "sampling kernels compiled (or loaded from numba's cache) in %.1f s, once, "
+                "before the workers start: they load them from the cache",
+                time.perf_counter() - t0,
+            )
+        with cluster.connect(d, threads=threads, log=log) as client:
+            aside = maintenance.describe_aside(out.parent.parent)
+            if aside:
+                log.info(aside)
+            summary = engine.run_experiment(
+                e, ds, out.parent, client, log, locked=True, **timing, **args
+            )
     log.info(
         "resume summary: resumed=%d computed=%d total=%d draws over %d batches",
         summary["draws_resumed"],

@@ -178,13 +178,18 @@ def neighbour_distances(
         U, rows = np.unique(X, axis=0, return_index=True)
         dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(U).kneighbors(U)
         return dist, rows
+    return _self_first(_far(X, k, chains, steps, window, block))
+
+
+def _far(X, k: int, chains, steps, window: int, block: int = 512) -> np.ndarray:
+    """Every point's ``k`` nearest distances outside its lag window, sorted, ``(n, k)``."""
     lag = (np.asarray(chains), np.asarray(steps), window)
     # cdist, not a BLAS product: the same bits whatever the number of threads
     nearest = [
         _nearest_outside_window(cdist(X[lo : lo + block], X, "sqeuclidean"), *lag, lo, k)
         for lo in range(0, len(X), block)
     ]
-    return _self_first(np.vstack(nearest))
+    return np.vstack(nearest)
 
 
 def _nearest_outside_window(d2, chains, steps, window: int, lo: int, k: int) -> np.ndarray:
@@ -284,12 +289,42 @@ def mle(
     mean of ``d_k`` over ``k = k1..k2``. Bootstrap: points resampled with replacement, or whole
     chains when ``chains`` is given (neighbours as :func:`neighbour_distances`).
     """
-    n_points = len(_unique(X)) if chains is None else len(X)
-    if n_points <= k2:
-        raise ValueError(f"mle needs more than k2 = {k2} distinct points, got {n_points}")
+    _require_points(X, k2, chains)
     dist, rows = neighbour_distances(X, k2, chains, steps, window)
     kept = None if chains is None else np.asarray(chains)[rows]
     return _mle_of(dist, k1, k2, n_boot, seed, chains=kept)
+
+
+def _require_points(X, k2: int, chains) -> None:
+    n_points = len(_unique(X)) if chains is None else len(X)
+    if n_points <= k2:
+        raise ValueError(f"mle needs more than k2 = {k2} distinct points, got {n_points}")
+
+
+def twonn_and_mle(
+    X,
+    discard: float = 0.1,
+    k1: int = 10,
+    k2: int = 20,
+    n_boot: int = 200,
+    seed: int = 0,
+    chains=None,
+    steps=None,
+    window: int = 0,
+) -> tuple[dict, dict]:
+    """:func:`twonn` and :func:`mle` of ``X`` from one neighbour search instead of two: the
+    same numbers, as the two nearest of the ``k2`` nearest are the two nearest."""
+    _require_points(X, k2, chains)
+    if chains is None:
+        dist, _ = neighbour_distances(X, k2)
+        return _twonn_of(dist[:, :3], discard, n_boot, seed), _mle_of(dist, k1, k2, n_boot, seed)
+    far = _far(np.asarray(X, dtype=np.float64), k2, chains, steps, window)
+    (d2, r2), (dk, rk) = _self_first(far[:, :2]), _self_first(far)
+    c = np.asarray(chains)
+    return (
+        _twonn_of(d2, discard, n_boot, seed, chains=c[r2]),
+        _mle_of(dk, k1, k2, n_boot, seed, chains=c[rk]),
+    )
 
 
 def _inverse_estimates(dist, ks) -> np.ndarray:
@@ -578,12 +613,10 @@ def dimension_table(
             nan3 = (np.nan, np.nan, np.nan)
             real = {"twonn": nan3, "mle": nan3}
         else:
-            r1 = twonn(G, discard=discard, n_boot=n_boot, seed=seed, **lag)
-            r2 = mle(G, k1=k1, k2=k2, n_boot=n_boot, seed=seed, **lag)
+            r1, r2 = twonn_and_mle(G, discard, k1, k2, n_boot, seed, **lag)
             real = {k: (r["value"], r["lo"], r["hi"]) for k, r in (("twonn", r1), ("mle", r2))}
         if lagged:
-            r1 = twonn(G, discard=discard, n_boot=n_boot, seed=seed)
-            r2 = mle(G, k1=k1, k2=k2, n_boot=n_boot, seed=seed)
+            r1, r2 = twonn_and_mle(G, discard, k1, k2, n_boot, seed)
             real["twonn_naive"] = (r1["value"], r1["lo"], r1["hi"])
             real["mle_naive"] = (r2["value"], r2["lo"], r2["hi"])
         if by_scale is not None:
@@ -647,14 +680,16 @@ def dimension_table(
                 for stat, v in gram_stats(K, k_pca, discard, k1, k2, **null_lag).items():
                     nulls[name].setdefault(stat, []).append(v)
             elif enough:
+                r1, r2 = twonn_and_mle(cloud, discard, k1, k2, 1, **null_lag)
                 values = {
-                    "twonn": twonn(cloud, discard=discard, n_boot=1, **null_lag)["value"],
-                    "mle": mle(cloud, k1=k1, k2=k2, n_boot=1, **null_lag)["value"],
+                    "twonn": r1["value"],
+                    "mle": r2["value"],
                     f"pca_ev{k_pca}": _top_k_ratio(cloud, k_pca),
                 }
                 if lagged:
-                    values["twonn_naive"] = twonn(cloud, discard=discard, n_boot=1)["value"]
-                    values["mle_naive"] = mle(cloud, k1=k1, k2=k2, n_boot=1)["value"]
+                    r1, r2 = twonn_and_mle(cloud, discard, k1, k2, 1)
+                    values["twonn_naive"] = r1["value"]
+                    values["mle_naive"] = r2["value"]
                 for stat, v in values.items():
                     nulls[name].setdefault(stat, []).append(v)
             del cloud

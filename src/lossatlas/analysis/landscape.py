@@ -418,8 +418,7 @@ def by_quantile(
         lag = {"chains": idx // n_draws, "steps": idx % n_draws, "window": window}
         X = np.asarray(rows_view[idx], dtype=np.float64)
         try:
-            t = dimension.twonn(X, discard=discard, n_boot=n_boot, seed=seed, **lag)
-            m = dimension.mle(X, k1=k1, k2=k2, n_boot=n_boot, seed=seed, **lag)
+            t, m = dimension.twonn_and_mle(X, discard, k1, k2, n_boot, seed, **lag)
         except ValueError as err:
             out.append({**row, "status": f"skipped: {err}"})
             continue

@@ -41,10 +41,10 @@ from lossatlas.sampling.fused import (
     RWMInfo,
     _beta_vector,
     _jit,
-    hmc_block,
     hmc_scratch,
-    rwm_block,
+    hmc_steps,
     rwm_scratch,
+    rwm_steps,
     workspace,
 )
 
@@ -65,11 +65,6 @@ def unavailable() -> str | None:
     return None
 
 
-def keys(rng: np.random.Generator, n: int) -> np.ndarray:
-    """The random keys of ``n`` transitions: the same words as ``n`` calls of ``step``."""
-    return rng.integers(0, 2**64, size=n, dtype=np.uint64)
-
-
 # ---------------------------------------------------------------------------------------
 # one thread: the chain ``ci`` of the arrays, which hold all chains (chain last in scratch)
 
@@ -84,34 +79,22 @@ def _ws_of(ws, ci):
 
 @_jit
 def rwm_chain(ci, keys, pos, U, eps, beta, box, net, th, ub, ws, prob, acc, sums):
-    """``len(keys)`` RWM transitions of chain ``ci`` in place; adds the infos to ``sums``."""
+    """:func:`.fused.rwm_steps` of chain ``ci`` alone, on its columns of the scratch."""
     j = slice(ci, ci + 1)
-    th1, ub1, ws1 = th[:, j], ub[j], _ws_of(ws, ci)
-    for s in range(keys.shape[0]):
-        rwm_block(pos, U, eps, beta, keys[s], box, net, ci, 1, th1, ub1, ws1, pos, U, prob, acc)
-        sums[0, ci] += prob[ci]
-        sums[1, ci] += 1.0 if acc[ci] else 0.0
+    rwm_steps(keys, pos, U, eps, beta, box, net, ci, 1, th[:, j], ub[j], _ws_of(ws, ci), prob,
+              acc, sums)  # fmt: skip
 
 
 @_jit
 def hmc_chain(
     ci, keys, pos, U, grad, eps, inv_mass, beta, n_leapfrog, box, net, hs, ws, info, sums
 ):
-    """``len(keys)`` HMC trajectories of chain ``ci`` in place; adds the infos to ``sums``."""
+    """:func:`.fused.hmc_steps` of chain ``ci`` alone, on its columns of the scratch."""
     x, g, mom, im, eb, ep, ub, kin, h0, hits = hs
     j = slice(ci, ci + 1)
     hs1 = (x[:, j], g[:, j], mom[:, j], im[:, j], eb[j], ep[j], ub[j], kin[j], h0[j], hits[j])
-    ws1 = _ws_of(ws, ci)
-    prob, acc, n_refl, err = info
-    out = (pos, U, grad, prob, acc, n_refl, err)
-    for s in range(keys.shape[0]):
-        hmc_block(pos, U, grad, eps, inv_mass, beta, n_leapfrog, keys[s], box, net, ci, 1, hs1,
-                  ws1, out)  # fmt: skip
-        sums[0, ci] += prob[ci]
-        sums[1, ci] += 1.0 if acc[ci] else 0.0
-        sums[2, ci] += np.float64(n_refl[ci])
-        sums[3, ci] += 0.0 if err[ci] < DIVERGENCE else 1.0
-        sums[4, ci] += err[ci]
+    hmc_steps(keys, pos, U, grad, eps, inv_mass, beta, n_leapfrog, box, net, ci, 1, hs1,
+              _ws_of(ws, ci), info, sums)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
@@ -247,18 +230,6 @@ class CudaRWM(FusedRWM):
         new = dict(position=pos.copy_to_host(), U=U.copy_to_host())
         return new, RWMInfo(prob.copy_to_host(), acc.copy_to_host()), sums.copy_to_host()
 
-    def move(self, state, key, beta):
-        new, info, _ = self._launch(state, np.array([key], dtype=np.uint64), beta)
-        return new, info
-
-    def run(self, state, rng, n_steps, beta=None):
-        """``n_steps`` transitions without adaptation in one launch, as ``n_steps`` calls of
-        ``step(state, rng, adapt=False)``: ``(state, sums)``, ``sums`` the per-chain sums
-        (float64) over the transitions of every info field."""
-        beta = self.target.beta if beta is None else beta
-        new, _, sums = self._launch(state, keys(rng, n_steps), beta)
-        return state._replace(**new), dict(zip(self.info_cls._fields, sums, strict=True))
-
 
 class CudaHMC(FusedHMC):
     """:class:`.fused.FusedHMC` with the trajectories on a CUDA GPU."""
@@ -282,6 +253,3 @@ class CudaHMC(FusedHMC):
         new = dict(position=pos.copy_to_host(), U=U.copy_to_host(), grad=grad.copy_to_host())
         prob, acc, n_refl, err = (a.copy_to_host() for a in info)
         return new, HMCInfo(prob, acc, n_refl, ~(err < DIVERGENCE), err), sums.copy_to_host()
-
-    move = CudaRWM.move
-    run = CudaRWM.run

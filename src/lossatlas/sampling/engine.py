@@ -363,6 +363,22 @@ def _run_batch(spec: dict) -> dict:
     }
 
 
+def compile_kernels(dataset: Dataset, *, model: dict, target: dict, sampler: dict, **_) -> bool:
+    """Compile the batches' compiled kernels in this process (or load them from numba's cache),
+    by one warm-up transition and one draw of a single chain: run it before any worker starts,
+    so that every worker loads the cached code instead of compiling its own copy. Returns
+    whether there was anything to compile (``backend: numba`` with a fused kernel)."""
+    t = lossatlas.model.target_for(dataset, **model, **target)
+    built = sampling.build(sampler, t)
+    if sampler.get("backend") != "numba" or not hasattr(getattr(built, "base", built), "arch"):
+        return False
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-t.box, t.box, size=(1, t.p))
+    state, _ = built.step(built.init(x, rng), rng, adapt=True)
+    built.run(built.end_warmup(state), rng, 1)
+    return True
+
+
 def _fmt_eta(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"

@@ -420,15 +420,27 @@ def rwm_scratch(p, width, dt):
     return np.empty((p, width), dt), np.empty(width, dt)
 
 
+@_jit
+def rwm_steps(keys, pos, U, eps, beta, box, net, c0, n, th, ub, ws, prob, acc, sums):
+    """``len(keys)`` RWM transitions of chains ``c0 .. c0 + n`` of ``pos`` and ``U``, in
+    place; adds each transition's infos to ``sums (2, C)``, in order, as ``run_steps`` does."""
+    for s in range(keys.shape[0]):
+        rwm_block(pos, U, eps, beta, keys[s], box, net, c0, n, th, ub, ws, pos, U, prob, acc)
+        for c in range(n):
+            ci = c0 + c
+            sums[0, ci] += prob[ci]
+            sums[1, ci] += 1.0 if acc[ci] else 0.0
+
+
 @_pjit
-def _rwm_kernel(pos, U, eps, beta, key, box, net, maxw, new_pos, new_U, prob, acc):
+def _rwm_kernel(keys, pos, U, eps, beta, box, net, maxw, prob, acc, sums):
     C, p = pos.shape
     for blk in prange((C + BLOCK - 1) // BLOCK):
         c0 = blk * BLOCK
         n = min(BLOCK, C - c0)
         th, ub = rwm_scratch(p, BLOCK, pos.dtype)
         ws = workspace(net[2].shape[0], maxw, BLOCK, pos.dtype)
-        rwm_block(pos, U, eps, beta, key, box, net, c0, n, th, ub, ws, new_pos, new_U, prob, acc)
+        rwm_steps(keys, pos, U, eps, beta, box, net, c0, n, th, ub, ws, prob, acc, sums)
 
 
 @_jit
@@ -515,15 +527,35 @@ def hmc_block(pos, U, grad, eps, inv_mass, beta, n_leapfrog, key, box, net, c0, 
             new_grad[ci, j] = gr[c] if a else grad[ci, j]
 
 
+@_jit
+def hmc_steps(keys, pos, U, grad, eps, inv_mass, beta, n_leapfrog, box, net, c0, n, hs, ws, info,
+              sums):  # fmt: skip
+    """``len(keys)`` HMC trajectories of chains ``c0 .. c0 + n`` in place (see
+    :func:`rwm_steps`); ``info = (prob, acc, n_refl, err)`` of the last, ``sums (5, C)``."""
+    prob, acc, n_refl, err = info
+    out = (pos, U, grad, prob, acc, n_refl, err)
+    for s in range(keys.shape[0]):
+        hmc_block(pos, U, grad, eps, inv_mass, beta, n_leapfrog, keys[s], box, net, c0, n, hs,
+                  ws, out)  # fmt: skip
+        for c in range(n):
+            ci = c0 + c
+            sums[0, ci] += prob[ci]
+            sums[1, ci] += 1.0 if acc[ci] else 0.0
+            sums[2, ci] += np.float64(n_refl[ci])
+            sums[3, ci] += 0.0 if err[ci] < DIVERGENCE else 1.0
+            sums[4, ci] += err[ci]
+
+
 @_pjit
-def _hmc_kernel(pos, U, grad, eps, inv_mass, beta, n_leapfrog, key, box, net, maxw, out):
+def _hmc_kernel(keys, pos, U, grad, eps, inv_mass, beta, n_leapfrog, box, net, maxw, info, sums):
     C, p = pos.shape
     for blk in prange((C + BLOCK - 1) // BLOCK):
         c0 = blk * BLOCK
         n = min(BLOCK, C - c0)
         hs = hmc_scratch(p, BLOCK, pos.dtype)
         ws = workspace(net[2].shape[0], maxw, BLOCK, pos.dtype)
-        hmc_block(pos, U, grad, eps, inv_mass, beta, n_leapfrog, key, box, net, c0, n, hs, ws, out)
+        hmc_steps(keys, pos, U, grad, eps, inv_mass, beta, n_leapfrog, box, net, c0, n, hs, ws,
+                  info, sums)  # fmt: skip
 
 
 @_jit
@@ -568,8 +600,10 @@ def _beta_vector(beta, c):
     return np.ascontiguousarray(np.broadcast_to(np.asarray(beta, dtype=np.float64), (c,)))
 
 
-def _key(rng: np.random.Generator) -> np.uint64:
-    return rng.integers(0, 2**64, dtype=np.uint64)
+def keys(rng: np.random.Generator, n: int) -> np.ndarray:
+    """The random keys of ``n`` transitions: one 64-bit word each, the same words (and the same
+    generator state after) whether drawn one by one or ``n`` at once."""
+    return rng.integers(0, 2**64, size=n, dtype=np.uint64)
 
 
 def _tune_step(sampler, state, info):
@@ -577,8 +611,36 @@ def _tune_step(sampler, state, info):
     return da_update(state, info.accept_prob, sampler.target_accept, 100 * sampler.target.box)
 
 
-class FusedRWM(RWM):
-    """:class:`~.rwm.RWM` with the transition in one fused kernel (MLP targets only)."""
+class _Fused:
+    """``move``, ``run`` and ``step_at`` of the fused samplers over their ``_launch(state,
+    keys, beta) -> (new fields, info of the last transition, sums (n_info, C))``, which does
+    ``len(keys)`` transitions without adaptation in one compiled call."""
+
+    def move(self, state, key, beta):
+        """The transition with random key ``key``, without adaptation: (new fields, info)."""
+        new, info, _ = self._launch(state, np.array([key], dtype=np.uint64), beta)
+        return new, info
+
+    def run(self, state, rng, n_steps, beta=None):
+        """``n_steps`` transitions without adaptation in one call, bit for bit as ``n_steps``
+        calls of ``step(state, rng, adapt=False)``: ``(state, sums)``, ``sums`` the per-chain
+        float64 sums over the transitions of every info field."""
+        beta = self.target.beta if beta is None else beta
+        new, _, sums = self._launch(state, keys(rng, int(n_steps)), beta)
+        return state._replace(**new), dict(zip(self.info_cls._fields, sums, strict=True))
+
+    def _adapt(self, state, new, info):
+        new.update(_tune_step(self, state, info))
+
+    def step_at(self, state, rng, adapt, beta):
+        new, info = self.move(state, keys(rng, 1)[0], beta)
+        if adapt:
+            self._adapt(state, new, info)
+        return state._replace(**new), info
+
+
+class FusedRWM(_Fused, RWM):
+    """:class:`~.rwm.RWM` with the transitions in one fused kernel (MLP targets only)."""
 
     def __init__(self, target, step_size=0.1, target_accept=0.234, dtype="float64"):
         super().__init__(target, step_size, target_accept, dtype)
@@ -595,26 +657,18 @@ class FusedRWM(RWM):
         x = np.ascontiguousarray(state.position, dtype=dt)
         return x, np.ascontiguousarray(state.U, dtype=dt), np.exp(state.log_step_size).astype(dt)
 
-    def move(self, state, key, beta):
-        """The transition with random key ``key``, without adaptation: (new fields, info)."""
+    def _launch(self, state, keys, beta):
         x, u, eps = self.inputs(state)
         c = x.shape[0]
-        new_pos, new_u = np.empty_like(x), np.empty_like(u)
+        pos, U = x.copy(), u.copy()  # the kernel works in place
         prob, acc = np.empty(c), np.empty(c, dtype=bool)
+        sums = np.zeros((len(RWMInfo._fields), c))
         a = self.arch
-        _rwm_kernel(
-            x, u, eps, _beta_vector(beta, c), key, a.box, a.net, a.maxw, new_pos, new_u, prob, acc
-        )
-        return dict(position=new_pos, U=new_u), RWMInfo(prob, acc)
-
-    def step_at(self, state, rng, adapt, beta):
-        new, info = self.move(state, _key(rng), beta)
-        if adapt:
-            new.update(_tune_step(self, state, info))
-        return state._replace(**new), info
+        _rwm_kernel(keys, pos, U, eps, _beta_vector(beta, c), a.box, a.net, a.maxw, prob, acc, sums)
+        return dict(position=pos, U=U), RWMInfo(prob, acc), sums
 
 
-class FusedHMC(HMC):
+class FusedHMC(_Fused, HMC):
     """:class:`~.hmc.HMC` with each trajectory in one fused kernel (MLP targets only); the
     adaptation is the numpy code's."""
 
@@ -634,25 +688,22 @@ class FusedHMC(HMC):
         )
         return x, u, g, inv_m, np.exp(state.log_step_size)
 
-    def move(self, state, key, beta):
-        """The trajectory with random key ``key``, without adaptation: (new fields, info)."""
+    def _launch(self, state, keys, beta):
         x, u, g, inv_m, eps = self.inputs(state)
         c = x.shape[0]
-        out = (np.empty_like(x), np.empty_like(u), np.empty_like(g))
-        prob, acc = np.empty(c), np.empty(c, dtype=bool)
-        n_refl, err = np.empty(c, dtype=np.int64), np.empty(c)
+        pos, U, grad = x.copy(), u.copy(), g.copy()  # the kernel works in place
+        info = (np.empty(c), np.empty(c, dtype=bool), np.empty(c, dtype=np.int64), np.empty(c))
+        sums = np.zeros((len(HMCInfo._fields), c))
         a = self.arch
         _hmc_kernel(
-            x, u, g, eps, inv_m, _beta_vector(beta, c), self.n_leapfrog, key, a.box, a.net,
-            a.maxw, (*out, prob, acc, n_refl, err),
+            keys, pos, U, grad, eps, inv_m, _beta_vector(beta, c), self.n_leapfrog, a.box, a.net,
+            a.maxw, info, sums,
         )  # fmt: skip
-        new = dict(position=out[0], U=out[1], grad=out[2])
-        return new, HMCInfo(prob, acc, n_refl, ~(err < DIVERGENCE), err)
+        prob, acc, n_refl, err = info
+        new = dict(position=pos, U=U, grad=grad)
+        return new, HMCInfo(prob, acc, n_refl, ~(err < DIVERGENCE), err), sums
 
-    def step_at(self, state, rng, adapt, beta):
-        new, info = self.move(state, _key(rng), beta)
-        if adapt:
-            new.update(_tune_step(self, state, info))
-            if self.adapt_mass:
-                new.update(self._mass_update(state, new))
-        return state._replace(**new), info
+    def _adapt(self, state, new, info):
+        super()._adapt(state, new, info)
+        if self.adapt_mass:
+            new.update(self._mass_update(state, new))
