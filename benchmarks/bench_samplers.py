@@ -5,9 +5,13 @@ Prints chain-steps/s (RWM), gradient evaluations/s (HMC) and bulk ESS of U per s
 ratios, for our numpy kernels (``backend: numpy``, the reference) and the fused numba kernels
 (``backend: numba``). BlackJAX runs in JAX's default float32, so the like-for-like comparison is
 our float32 fused kernel. BlackJAX, JAX and emcee come from the ``bench`` extra; missing ones
-are skipped.
+are skipped. Every comparison runs its cases in interleaved rounds (benchmarks/rounds.py) and
+reports medians, and the ratios within a round in wall and CPU time, with the load; ESS/s only
+from rounds whose chains meet the workflow's convergence target. Ours is ``sampler.run``, the
+engine's call for the transitions of a draw; the last table times the engine itself on a
+default batch against that bare kernel. ``--write`` puts the tables into benchmarks/README.md.
 
-    python benchmarks/bench_samplers.py [--quick]
+    python benchmarks/bench_samplers.py [--quick] [--rounds 5] [--write]
 
 ``--device gpu`` compares our CUDA kernels (``backend: cuda``, float32, ``run``: many
 transitions per launch, the state on the GPU) with BlackJAX on JAX's GPU backend (the same
@@ -16,13 +20,13 @@ gradient evaluations/s, and their ratios. Needs an NVIDIA GPU and the ``cuda`` a
 extras with JAX's CUDA wheels (benchmarks/README.md):
 
     python benchmarks/bench_samplers.py --device gpu [--quick] [--chains 1024,1048576] [--steps N]
+        [--rounds 5] [--write]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import time
 
 # idle OpenMP threads sleep instead of spinning: on a shared machine a spinning barrier
 # costs 3-5x whenever another process holds a core
@@ -30,6 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
+import rounds  # noqa: E402
 from arviz_stats.base import array_stats  # noqa: E402
 
 from lossatlas import config, data, model, sampling, steps  # noqa: E402
@@ -40,31 +45,17 @@ def report_target() -> model.Target:
     return steps.target(cfg, data.generate(cfg["dataset"]))
 
 
-def timed(fn, repeat=3):
-    """Best wall time of ``repeat`` calls (the machine is shared: the minimum is the cleanest)."""
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def ours_steps_per_s(target, kind, n_chains, n_steps, **cfg):
-    """Chain-steps/s of ``sampler.step`` (the engine's call), compile and tuning excluded."""
+def ours_runner(target, kind, n_chains, n_steps, **cfg):
+    """``sampler.run(state, rng, n_steps)``, the engine's call for a draw's transitions, after
+    compilation and a short tuning: ``(call, chain-steps per call)``."""
     sampler = sampling.build({"kind": kind, **cfg}, target)
     rng = np.random.default_rng(0)
-    x0 = rng.uniform(-1, 1, (n_chains, target.p))
-    state = sampler.init(x0, rng)
+    state = sampler.init(rng.uniform(-1, 1, (n_chains, target.p)), rng)
     for _ in range(20):  # tune a little so acceptance is realistic
         state, _ = sampler.step(state, rng, adapt=True)
-
-    def go():
-        s = state
-        for _ in range(n_steps):
-            s, _ = sampler.step(s, rng)
-
-    return n_chains * n_steps / timed(go)
+    state = sampler.end_warmup(state)
+    sampler.run(state, rng, 1)  # compiles run's specialisation
+    return (lambda: sampler.run(state, rng, n_steps)), n_chains * n_steps
 
 
 def jax_logdensity(target):
@@ -85,8 +76,9 @@ def jax_logdensity(target):
     return logdensity
 
 
-def blackjax_steps_per_s(target, algo, n_chains, n_steps):
-    """``jax.vmap`` of the kernel's step inside ``jax.lax.scan``, jitted; compile excluded."""
+def blackjax_runner(target, algo, n_chains, n_steps):
+    """``jax.vmap`` of the kernel's step inside ``jax.lax.scan``, jitted and compiled here:
+    ``(call, chain-steps per call)``."""
     import blackjax
     import jax
     import jax.numpy as jnp
@@ -111,54 +103,65 @@ def blackjax_steps_per_s(target, algo, n_chains, n_steps):
 
     key = jax.random.PRNGKey(0)
     jax.block_until_ready(run(states, key))  # compile
-    return n_chains * n_steps / timed(lambda: jax.block_until_ready(run(states, key)))
+    return (lambda: jax.block_until_ready(run(states, key))), n_chains * n_steps
 
 
-def ess_of_U_per_s(target, cfg, n_chains, warmup, draws):
-    """Bulk ESS of U over (chain, draw) per second of sampling (warm-up included, compilation
-    excluded: a short run first)."""
+def ess_runner(target, cfg, n_chains, warmup, draws, thin):
+    """A call that runs warm-up and ``draws`` draws ``thin`` transitions apart from fresh
+    starts, as the engine does, and returns U ``(chain, draw)``; compiled here first."""
     sampler = sampling.build(cfg, target)
     rng = np.random.default_rng(1)
     s = sampler.init(rng.uniform(-1, 1, (n_chains, target.p)), rng)
-    s, _ = sampler.step(sampler.end_warmup(sampler.step(s, rng, adapt=True)[0]), rng)
-    t0 = time.perf_counter()
-    state = sampler.init(rng.uniform(-1, 1, (n_chains, target.p)), rng)
-    for _ in range(warmup):
-        state, _ = sampler.step(state, rng, adapt=True)
-    state = sampler.end_warmup(state)
-    us = np.empty((n_chains, draws))
-    for t in range(draws):
-        state, _ = sampler.step(state, rng)
-        us[:, t] = state.U
-    dt = time.perf_counter() - t0
-    ess = float(array_stats.ess(us, chain_axis=0, draw_axis=1, method="bulk"))
-    return ess / dt, ess, dt
+    sampler.run(sampler.end_warmup(sampler.step(s, rng, adapt=True)[0]), rng, 1)
+
+    def call():
+        state = sampler.init(rng.uniform(-1, 1, (n_chains, target.p)), rng)
+        for _ in range(warmup):
+            state, _ = sampler.step(state, rng, adapt=True)
+        state = sampler.end_warmup(state)
+        us = np.empty((n_chains, draws))
+        for t in range(draws):
+            state, _ = sampler.run(state, rng, thin)
+            us[:, t] = state.U
+        return us
+
+    return call
 
 
-def emcee_ess_of_U_per_s(target, n_walkers, warmup, draws):
+def emcee_runner(target, n_walkers, warmup, draws, thin):
     import emcee
 
     def log_prob(x):
         return target.log_density(np.asarray(x))
 
     rng = np.random.default_rng(1)
-    x0 = rng.uniform(-1, 1, (n_walkers, target.p))
-    s = emcee.EnsembleSampler(n_walkers, target.p, log_prob, vectorize=True)
-    t0 = time.perf_counter()
-    s.run_mcmc(x0, warmup + draws, progress=False)
-    dt = time.perf_counter() - t0
-    u = -s.get_log_prob()[warmup:].T / target.beta  # (walker, draw)
-    ess = float(array_stats.ess(u, chain_axis=0, draw_axis=1, method="bulk"))
-    return ess / dt, ess, dt
+
+    def call():
+        s = emcee.EnsembleSampler(n_walkers, target.p, log_prob, vectorize=True)
+        x0 = rng.uniform(-1, 1, (n_walkers, target.p))
+        s.run_mcmc(x0, warmup + draws * thin, progress=False)
+        kept = s.get_log_prob()[warmup + thin - 1 :: thin]
+        return -kept.T / target.beta  # (walker, draw)
+
+    return call
+
+
+def converged_ess(us, rhat_max=1.01, ess_min=400):
+    """``(bulk ESS, R-hat)`` of U, and whether the chains meet the workflow's target."""
+    ax = {"chain_axis": 0, "draw_axis": 1}
+    ess = float(array_stats.ess(us, method="bulk", **ax))
+    rhat = float(array_stats.rhat(us, method="rank", **ax))
+    return ess, rhat, rhat < rhat_max and ess > ess_min
 
 
 GPU_CHAINS = (1024, 16384, 131072, 1048576)
 
 
-def cuda_steps_per_s(target, kind, n_chains, n_steps, **cfg):
-    """Chain-steps/s of our CUDA kernels: ``run`` (``n_steps`` transitions in one launch, state
-    copied in and out once, as BlackJAX's scan returns its state) and ``step`` (a copy in and
-    out per transition, the engine's call); compile and a short tuning excluded."""
+def cuda_runners(target, kind, n_chains, n_steps, **cfg):
+    """Our CUDA kernels, compiled and tuned a little here: ``run`` (``n_steps`` transitions in
+    one launch, state copied in and out once, as BlackJAX's scan returns its state) and
+    ``step`` (a copy in and out per transition, the warm-up's call), as
+    ``{name: (call, chain-steps per call)}``."""
     sampler = sampling.build({"kind": kind, "backend": "cuda", "dtype": "float32", **cfg}, target)
     rng = np.random.default_rng(0)
     state = sampler.init(rng.uniform(-1, 1, (n_chains, target.p)), rng)
@@ -166,7 +169,6 @@ def cuda_steps_per_s(target, kind, n_chains, n_steps, **cfg):
         state, _ = sampler.step(state, rng, adapt=True)
     state = sampler.end_warmup(state)
     sampler.run(state, rng, 1)  # compiles run's specialisation
-    run = n_chains * n_steps / timed(lambda: sampler.run(state, rng, n_steps))
     n_single = 3
 
     def steps():
@@ -174,7 +176,27 @@ def cuda_steps_per_s(target, kind, n_chains, n_steps, **cfg):
         for _ in range(n_single):
             s, _ = sampler.step(s, rng)
 
-    return run, n_chains * n_single / timed(steps, repeat=2)
+    return {
+        "cuda run": ((lambda: sampler.run(state, rng, n_steps)), n_chains * n_steps),
+        "cuda step": (steps, n_chains * n_single),
+    }
+
+
+def rate_table(cases, n_rounds, per_step, pairs):
+    """Interleave ``cases`` (``{name: (call, chain-steps)}``) over ``n_rounds``: the median
+    rates (x ``per_step``), and for each ``(ours, peer)`` of ``pairs`` the median over rounds
+    of ours' speed-up over peer in wall and in CPU time; and the median load."""
+    runs = rounds.interleave({k: call for k, (call, _) in cases.items()}, n_rounds)
+    per = {k: per_step * work for k, (_, work) in cases.items()}
+    rates = {k: float(np.median([per[k] / t.wall for t in runs[k]])) for k in cases}
+    speedups = {}
+    for ours, peer in pairs:
+        if ours in runs and peer in runs:
+            r = rounds.ratios(runs[peer], runs[ours])  # time ratio peer / ours
+            scale = per[ours] / per[peer]  # both per unit of work
+            speedups[(ours, peer)] = (r["wall"] * scale, r["cpu"] * scale)
+    load = float(np.median([t.load for ts in runs.values() for t in ts]))
+    return rates, speedups, load
 
 
 def gpu_main(args):
@@ -192,31 +214,185 @@ def gpu_main(args):
     chains = [int(c) for c in args.chains.split(",")] if args.chains else GPU_CHAINS
     base = 2**24 if args.quick else 2**27  # chain-steps per timed run
     gpus = [str(d) for d in jax.devices()]
-    print(f"target: MLP {target.mlp.sizes}, p={target.p}, n={target.n_points}, box={target.box}")
     from numba import cuda as numba_cuda
 
     name = "simulator" if cuda.simulated() else numba_cuda.get_current_device().name
     name = name.decode() if isinstance(name, bytes) else name
-    print(f"numba's CUDA target: {getattr(numba_cuda, 'implementation', '?')}, device: {name}")
-    print(f"JAX {jax.__version__} devices: {', '.join(gpus)}")
+    out = [
+        f"target: MLP {target.mlp.sizes}, p={target.p}, n={target.n_points}, box={target.box}",
+        f"numba's CUDA target: {getattr(numba_cuda, 'implementation', '?')}, device: {name}",
+        f"JAX {jax.__version__} devices: {', '.join(gpus)}; {rounds.machine()}",
+        f"{args.rounds} interleaved rounds; rates and ratios are medians over them",
+    ]
     if jax.default_backend() != "gpu":
-        print("WARNING: JAX has no GPU backend (pip install 'jax[cuda12]'): not GPU vs GPU")
+        out.append("WARNING: JAX has no GPU backend (pip install 'jax[cuda12]'): not GPU vs GPU")
     head = f"{'chains':>8} {'steps':>6} {'cuda run':>10} {'cuda step':>10} {'blackjax':>10}"
-    head += f" {'run/bj':>7} {'step/bj':>7}"
+    head += f" {'run/bj':>7} {'cpu':>5} {'step/bj':>7} {'load':>5}"
     for kind, label, per_step, cfg in (
         ("rwm", "RWM chain-steps/s", 1, {}),
         ("hmc", "HMC gradient evaluations/s (10 leapfrog steps)", 10, {"hmc": {"n_leapfrog": 10}}),
     ):
-        print(f"\n{label}, float32 (ours: backend cuda; BlackJAX: vmap of the step in lax.scan)")
-        print(head)
+        out += ["", f"{label}, float32 (ours: backend cuda; BlackJAX: vmap of the step in scan)"]
+        out.append(head)
         for c in chains:
             n = args.steps or min(2000, max(4, base // (c * per_step)))
-            run, step = (per_step * r for r in cuda_steps_per_s(target, kind, c, n, **cfg))
-            bj = per_step * blackjax_steps_per_s(target, kind, c, n)
-            print(
-                f"{c:>8} {n:>6} {run:>10.3g} {step:>10.3g} {bj:>10.3g} {run / bj:>7.2f}"
-                f" {step / bj:>7.2f}"
+            cases = cuda_runners(target, kind, c, n, **cfg)
+            cases["blackjax"] = blackjax_runner(target, kind, c, n)
+            run_bj, step_bj = ("cuda run", "blackjax"), ("cuda step", "blackjax")
+            rates, up, load = rate_table(cases, args.rounds, per_step, (run_bj, step_bj))
+            out.append(
+                f"{c:>8} {n:>6} {rates['cuda run']:>10.3g} {rates['cuda step']:>10.3g} "
+                f"{rates['blackjax']:>10.3g} {up[run_bj][0]:>7.2f} {up[run_bj][1]:>5.2f}"
+                f" {up[step_bj][0]:>7.2f} {load:>5.1f}"
             )
+            print(out[-1], flush=True)
+    table = "\n".join(out)
+    print(table)
+    if args.write:
+        rounds.write_section("bench_samplers_gpu", f"```\n{table}\n```")
+
+
+def throughput_table(target, n_rounds, work, have_bj):
+    """RWM chain-steps/s and HMC gradient evaluations/s of every backend and BlackJAX."""
+    np_ = {"backend": "numpy"}
+    f32 = {"backend": "numba", "dtype": "float32"}
+    f64 = {"backend": "numba", "dtype": "float64"}
+    head = f"{'chains':>8} {'numpy f64':>10} {'numba f64':>10} {'numba f32':>10} {'blackjax':>10}"
+    head += f" {'f32/bj':>7} {'cpu':>5} {'f32/numpy':>9} {'cpu':>5} {'load':>5}"
+    out = []
+    for kind, label, per_step, cfg in (
+        ("rwm", "RWM chain-steps/s (BlackJAX float32: vmap of the step in lax.scan, jitted)", 1,
+         {}),
+        ("hmc", "HMC gradient evaluations/s (10 leapfrog steps)", 10, {"hmc": {"n_leapfrog": 10}}),
+    ):  # fmt: skip
+        out += ["", label, head]
+        print("\n".join(out[-3:]), flush=True)
+        for c in (64, 1024, 4096):
+            n = max(2, int(work / (per_step * c)))
+            cases = {
+                "numpy f64": ours_runner(target, kind, c, n, **cfg, **np_),
+                "numba f64": ours_runner(target, kind, c, n, **cfg, **f64),
+                "numba f32": ours_runner(target, kind, c, n, **cfg, **f32),
+            }
+            if have_bj:
+                cases["blackjax"] = blackjax_runner(target, kind, c, n)
+            vs_bj, vs_np = ("numba f32", "blackjax"), ("numba f32", "numpy f64")
+            rates, up, load = rate_table(cases, n_rounds, per_step, (vs_bj, vs_np))
+            bj, (bw, bc) = rates.get("blackjax", np.nan), up.get(vs_bj, (np.nan, np.nan))
+            out.append(
+                f"{c:>8} {rates['numpy f64']:>10.3g} {rates['numba f64']:>10.3g} "
+                f"{rates['numba f32']:>10.3g} {bj:>10.3g} {bw:>7.2f} {bc:>5.2f} "
+                f"{up[vs_np][0]:>9.1f} {up[vs_np][1]:>5.1f} {load:>5.1f}"
+            )
+            print(out[-1], flush=True)
+    return out
+
+
+def ess_table(target, n_rounds, quick):
+    """Bulk ESS of U per second of every sampler, from chains that meet the workflow's
+    convergence target (R-hat < 1.01, ESS > 400) in that round; interleaved rounds."""
+    # (warm-up, draws, thin): enough transitions for R-hat(U) < 1.01 on this target
+    walk, hmc = ((1000, 500, 25), (200, 500, 2)) if quick else ((2000, 1000, 50), (300, 1000, 2))
+    np_ = {"backend": "numpy"}
+    f32 = {"backend": "numba", "dtype": "float32"}
+    f64 = {"backend": "numba", "dtype": "float64"}
+    hmc10 = {"kind": "hmc", "hmc": {"n_leapfrog": 10}}
+    pt4 = {"tempering": {"n_temps": 4, "beta_min": 0.1}}
+    base_cfg = {"kind": "rwm", **np_}  # the report's method: a plain random walk, numpy float64
+    rows = [
+        ("rwm numpy f64 [baseline]", base_cfg, 64, walk),
+        ("mala numpy f64", {"kind": "mala", **np_}, 64, walk),
+        ("hmc numpy f64", {**hmc10, **np_}, 64, hmc),
+        ("rwm numba f32", {"kind": "rwm", **f32}, 64, walk),
+        ("rwm numba f64", {"kind": "rwm", **f64}, 64, walk),
+        ("hmc numba f32", {**hmc10, **f32}, 64, hmc),
+        ("hmc numba f64", {**hmc10, **f64}, 64, hmc),
+        ("tempered rwm numba f32", {"kind": "rwm", **pt4, **f32}, 64, walk),
+        ("tempered hmc numba f32", {**hmc10, **pt4, **f32}, 64, hmc),
+        ("emcee", None, 64, (walk[0], walk[1], 10)),
+    ]
+    if not quick:
+        rows += [
+            ("rwm numba f32", {"kind": "rwm", **f32}, 1024, walk),
+            ("hmc numba f32", {**hmc10, **f32}, 1024, hmc),
+        ]
+    cases = {}
+    for name, cfg, chains, (warmup, draws, thin) in rows:
+        key = f"{name} x{chains} ({warmup} + {draws} x {thin})"
+        if cfg is None:
+            try:
+                cases[key] = emcee_runner(target, chains, warmup, draws, thin)
+            except ImportError:
+                print("emcee not installed: skipped")
+        else:
+            cases[key] = ess_runner(target, cfg, chains, warmup, draws, thin)
+    runs = rounds.interleave(cases, n_rounds)
+    out = [
+        "",
+        "bulk ESS of U per second, warm-up included (transitions: warm-up + draws x thin); only "
+        "rounds whose chains meet R-hat < 1.01 and ESS > 400 count; 'vs base': against the "
+        "numpy RWM (the report's method) at 64 chains, within each round",
+        f"{'sampler':>26} {'chains':>6} {'transitions':>18} {'ESS/s':>9} {'ESS':>7} "
+        f"{'R-hat':>6} {'seconds':>7} {'vs base':>7} {'cpu':>5} {'converged':>9}",
+    ]
+    base = ({}, {})
+    for key, ts in runs.items():
+        name, rest = key.rsplit(" x", 1)
+        chains, budget = rest.split(" ", 1)
+        stats = [converged_ess(t.result) for t in ts]
+        ok = [i for i, (_, _, good) in enumerate(stats) if good]
+        wall = {i: stats[i][0] / ts[i].wall for i in ok}
+        cpu = {i: stats[i][0] / ts[i].cpu for i in ok}
+        if "[baseline]" in name:
+            base = (wall, cpu)
+        bw, bc = base
+        both = [i for i in ok if i in bw]  # rounds where both met the target
+        vw = np.median([wall[i] / bw[i] for i in both]) if both else np.nan
+        vc = np.median([cpu[i] / bc[i] for i in both]) if both else np.nan
+        rate = f"{np.median(list(wall.values())):>9.1f}" if ok else f"{'-':>9}"
+        out.append(
+            f"{name:>26} {chains:>6} {budget.strip('()'):>18} {rate} "
+            f"{np.median([e for e, _, _ in stats]):>7.0f} "
+            f"{np.median([r for _, r, _ in stats]):>6.3f} {rounds.median(ts):>7.1f} {vw:>7.1f} "
+            f"{vc:>5.1f} {len(ok):>5}/{len(ts)}"
+        )
+        print(out[-1], flush=True)
+    return out
+
+
+def engine_table(n_rounds):
+    """The engine's sampling of one default batch (warm-up and draws, written to a batch
+    file) against the bare kernel's ``run`` over as many transitions of as many chains."""
+    import tempfile
+    from pathlib import Path
+
+    from lossatlas.sampling import engine
+
+    cfg = config.validate({})
+    ds = data.generate(cfg["dataset"])
+    exp = next(iter(config.experiments(cfg).values()))
+    args = steps.sampling_arguments(steps.settings("sample", cfg))
+    s = args["sampler"]
+    n, total = s["chains_per_batch"], s["warmup"] + s["draws"] * s["thin"]
+    work = Path(tempfile.mkdtemp(prefix="bench-engine-"))
+    engine.compile_kernels(ds, **args)
+    made = iter(range(10**6))
+
+    def batch():
+        spec = engine.batch_specs(exp, ds, work / str(next(made)), **args)[0]
+        Path(spec["path"]).parent.mkdir(parents=True)
+        engine.run_batch(spec)
+
+    kernel, _ = ours_runner(steps.target(cfg, ds), "rwm", n, total, backend="numba")
+    runs = rounds.interleave({"engine": batch, "kernel": kernel}, n_rounds)
+    r = rounds.ratios(runs["engine"], runs["kernel"])
+    return [
+        "",
+        f"engine.run_batch of one default batch ({n} chains, {total} transitions each, batch "
+        "file written) against the fused kernel's run() over as many transitions",
+        f"engine {n * total / rounds.median(runs['engine']):.3g} chain-steps/s; engine / kernel "
+        f"time: wall {r['wall']:.2f}, CPU {r['cpu']:.2f} (load {r['load']:.1f})",
+    ]
 
 
 def main():
@@ -227,12 +403,13 @@ def main():
     )
     ap.add_argument("--chains", help="gpu: comma-separated chain counts (default up to 2^20)")
     ap.add_argument("--steps", type=int, help="gpu: transitions per timed run (default: by size)")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    ap.add_argument("--write", action="store_true", help="tables into benchmarks/README.md")
     args = ap.parse_args()
     if args.device == "gpu":
         gpu_main(args)
         return
     target = report_target()
-    steps = 20 if args.quick else 50  # numpy and BlackJAX; the fused kernels run longer
     try:
         import blackjax  # noqa: F401
 
@@ -240,82 +417,21 @@ def main():
     except ImportError:
         have_bj = False
         print("blackjax/jax not installed: pip install -e '.[bench]' for the comparison")
-
-    print(f"target: MLP {target.mlp.sizes}, p={target.p}, n={target.n_points}, box={target.box}")
-    print(
+    out = [
+        f"target: MLP {target.mlp.sizes}, p={target.p}, n={target.n_points}, box={target.box}",
         f"numba threads: {numba.get_num_threads()}, "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, cores: {os.cpu_count()}"
-    )
-    np_ = {"backend": "numpy"}
-    f32 = {"backend": "numba", "dtype": "float32"}
-    f64 = {"backend": "numba", "dtype": "float64"}
-    head = f"{'chains':>8} {'numpy f64':>10} {'numba f64':>10} {'numba f32':>10} {'blackjax':>10}"
-    head += f" {'f32/bj':>7} {'f32/numpy':>9}"
-
-    print("\nRWM chain-steps/s (BlackJAX float32: vmap of the step in lax.scan, jitted)")
-    print(head)
-    for c in (64, 1024, 4096):
-        n_fast = max(steps, 200_000 // c)
-        ours = ours_steps_per_s(target, "rwm", c, steps, **np_)
-        o64 = ours_steps_per_s(target, "rwm", c, n_fast, **f64)
-        o32 = ours_steps_per_s(target, "rwm", c, n_fast, **f32)
-        bj = blackjax_steps_per_s(target, "rwm", c, steps * 4) if have_bj else np.nan
-        print(
-            f"{c:>8} {ours:>10.3g} {o64:>10.3g} {o32:>10.3g} {bj:>10.3g} {o32 / bj:>7.2f}"
-            f" {o32 / ours:>9.1f}"
-        )
-
-    print("\nHMC gradient evaluations/s (10 leapfrog steps)")
-    print(head)
-    h = {"hmc": {"n_leapfrog": 10}}
-    for c in (64, 1024, 4096):
-        n_fast = max(3, 20_000 // c)
-        ours = 10 * ours_steps_per_s(target, "hmc", c, max(2, steps // 10), **h, **np_)
-        o64 = 10 * ours_steps_per_s(target, "hmc", c, n_fast, **h, **f64)
-        o32 = 10 * ours_steps_per_s(target, "hmc", c, n_fast, **h, **f32)
-        bj = 10 * blackjax_steps_per_s(target, "hmc", c, steps) if have_bj else np.nan
-        print(
-            f"{c:>8} {ours:>10.3g} {o64:>10.3g} {o32:>10.3g} {bj:>10.3g} {o32 / bj:>7.2f}"
-            f" {o32 / ours:>9.1f}"
-        )
-
-    warmup, draws = (300, 600) if args.quick else (1000, 2000)
-    print(f"\nbulk ESS of U per second ({warmup} warm-up + {draws} draws, every draw kept)")
-    hmc10 = {"kind": "hmc", "hmc": {"n_leapfrog": 10}}
-    pt4 = {"tempering": {"n_temps": 4, "beta_min": 0.1}}
-    base_cfg = {"kind": "rwm", **np_}  # the report's method: a plain random walk, numpy float64
-    runs = [
-        ("rwm numpy f64 [baseline]", base_cfg, 64),
-        ("mala numpy f64", {"kind": "mala", **np_}, 64),
-        ("hmc numpy f64", {**hmc10, **np_}, 64),
-        ("rwm numba f32", {"kind": "rwm", **f32}, 64),
-        ("hmc numba f32", {**hmc10, **f32}, 64),
-        ("hmc numba f64", {**hmc10, **f64}, 64),
-        ("tempered rwm numba f32", {"kind": "rwm", **pt4, **f32}, 64),
-        ("tempered hmc numba f32", {**hmc10, **pt4, **f32}, 64),
-        ("emcee", None, 64),
-        ("rwm numpy f64 [baseline]", base_cfg, 4096),
-        ("rwm numba f32", {"kind": "rwm", **f32}, 4096),
-        ("rwm numba f64", {"kind": "rwm", **f64}, 4096),
-        ("hmc numba f32", {**hmc10, **f32}, 4096),
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; {rounds.machine()}",
+        f"{args.rounds} interleaved rounds; rates and ratios are medians over them "
+        "(ratios within a round; 'cpu': the same on CPU time)",
     ]
-    print(f"{'sampler':>26} {'chains':>6} {'ESS/s':>9} {'ESS':>9} {'seconds':>8} {'vs base':>8}")
-    base, best = {}, (0.0, "")
-    for name, cfg, chains in runs:
-        if cfg is None:
-            try:
-                rate, ess, dt = emcee_ess_of_U_per_s(target, chains, warmup, draws)
-            except ImportError:
-                print("emcee not installed: skipped")
-                continue
-        else:
-            rate, ess, dt = ess_of_U_per_s(target, cfg, chains, warmup, draws)
-        base.setdefault(chains, rate)  # the first row of each chain count is the baseline
-        ratio = rate / base[chains]
-        print(f"{name:>26} {chains:>6} {rate:>9.1f} {ess:>9.0f} {dt:>8.1f} {ratio:>8.1f}")
-        if cfg is not None and ratio > best[0]:
-            best = (ratio, f"{name}, {chains} chains")
-    print(f"best of ours against the numpy RWM with as many chains: {best[1]}, {best[0]:.1f}x")
+    print("\n".join(out), flush=True)
+    out += throughput_table(target, args.rounds, 1e5 if args.quick else 4e5, have_bj)
+    out += ess_table(target, args.rounds, args.quick)
+    out += engine_table(args.rounds)
+    table = "\n".join(out)
+    print(table)
+    if args.write:
+        rounds.write_section("bench_samplers_cpu", f"```\n{table}\n```")
 
 
 if __name__ == "__main__":

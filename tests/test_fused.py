@@ -313,6 +313,23 @@ def test_run_is_n_steps_bit_for_bit(name, dtype):
     assert a.bit_generator.state == b.bit_generator.state
 
 
+@pytest.mark.parametrize("name", ["rwm", "hmc"])
+def test_one_block_kernel_gives_the_chains_of_the_parallel_one(name):
+    """Up to one block of chains runs without the thread pool: a chain's numbers are those it
+    gets as one of the first chains of a bigger batch (random numbers are counted per chain)."""
+    target = _mlp_target((2, 2, 2, 2), "tanh", "cross_entropy", "sum", seed=6)
+    sampler = _build(name, target, dtype="float32")
+    x0 = np.random.default_rng(15).uniform(-1, 1, (fused.BLOCK + 8, target.p))
+    few, many = (sampler.init(x) for x in (x0[:8], x0))
+    for _ in range(5):  # warm-up steps, then a run: both kernels, both paths
+        rng_a, rng_b = np.random.default_rng(16), np.random.default_rng(16)
+        few, _ = sampler.step(few, rng_a, adapt=True)
+        many, _ = sampler.step(many, rng_b, adapt=True)
+    few, _ = sampler.run(sampler.end_warmup(few), np.random.default_rng(17), 20)
+    many, _ = sampler.run(sampler.end_warmup(many), np.random.default_rng(17), 20)
+    _assert_states_equal(few, type(many)(*(v[:8] for v in many)))
+
+
 def test_run_keys_are_the_step_keys():
     a, b = np.random.default_rng(8), np.random.default_rng(8)
     np.testing.assert_array_equal(fused.keys(a, 5), [fused.keys(b, 1)[0] for _ in range(5)])

@@ -444,6 +444,15 @@ def _rwm_kernel(keys, pos, U, eps, beta, box, net, maxw, prob, acc, sums):
 
 
 @_jit
+def _rwm_one_block(keys, pos, U, eps, beta, box, net, maxw, prob, acc, sums):
+    """:func:`_rwm_kernel` for at most ``BLOCK`` chains: the same numbers, without waking the
+    thread pool, which costs more than a transition of a few chains."""
+    th, ub = rwm_scratch(pos.shape[1], BLOCK, pos.dtype)
+    ws = workspace(net[2].shape[0], maxw, BLOCK, pos.dtype)
+    rwm_steps(keys, pos, U, eps, beta, box, net, 0, pos.shape[0], th, ub, ws, prob, acc, sums)
+
+
+@_jit
 def hmc_scratch(p, width, dt):
     """Scratch of :func:`hmc_block` for ``width`` chains:
     ``(x, g, mom, im (p, B), eb, ep, ub (B,), kin, h0 (B,) float64, hits (B,) int64)``."""
@@ -559,6 +568,16 @@ def _hmc_kernel(keys, pos, U, grad, eps, inv_mass, beta, n_leapfrog, box, net, m
 
 
 @_jit
+def _hmc_one_block(keys, pos, U, grad, eps, inv_mass, beta, n_leapfrog, box, net, maxw, info,
+                   sums):  # fmt: skip
+    """:func:`_hmc_kernel` for at most ``BLOCK`` chains (see :func:`_rwm_one_block`)."""
+    hs = hmc_scratch(pos.shape[1], BLOCK, pos.dtype)
+    ws = workspace(net[2].shape[0], maxw, BLOCK, pos.dtype)
+    hmc_steps(keys, pos, U, grad, eps, inv_mass, beta, n_leapfrog, box, net, 0, pos.shape[0], hs,
+              ws, info, sums)  # fmt: skip
+
+
+@_jit
 def _da_kernel(prob, target, log_max, count, h_bar, mu, avg, o_log_eps, o_avg, o_h_bar, o_count):
     """``_common.da_update`` in one pass (the numpy version's dozen array operations cost a
     quarter of a warm-up step at 4096 chains); ``t^-kappa`` via the polynomial exp/log."""
@@ -597,6 +616,8 @@ def da_update(state, accept_prob, target_accept, max_step):
 
 
 def _beta_vector(beta, c):
+    if np.ndim(beta) == 0:
+        return np.full(c, beta, dtype=np.float64)
     return np.ascontiguousarray(np.broadcast_to(np.asarray(beta, dtype=np.float64), (c,)))
 
 
@@ -664,7 +685,8 @@ class FusedRWM(_Fused, RWM):
         prob, acc = np.empty(c), np.empty(c, dtype=bool)
         sums = np.zeros((len(RWMInfo._fields), c))
         a = self.arch
-        _rwm_kernel(keys, pos, U, eps, _beta_vector(beta, c), a.box, a.net, a.maxw, prob, acc, sums)
+        kernel = _rwm_kernel if c > BLOCK else _rwm_one_block
+        kernel(keys, pos, U, eps, _beta_vector(beta, c), a.box, a.net, a.maxw, prob, acc, sums)
         return dict(position=pos, U=U), RWMInfo(prob, acc), sums
 
 
@@ -695,7 +717,8 @@ class FusedHMC(_Fused, HMC):
         info = (np.empty(c), np.empty(c, dtype=bool), np.empty(c, dtype=np.int64), np.empty(c))
         sums = np.zeros((len(HMCInfo._fields), c))
         a = self.arch
-        _hmc_kernel(
+        kernel = _hmc_kernel if c > BLOCK else _hmc_one_block
+        kernel(
             keys, pos, U, grad, eps, inv_m, _beta_vector(beta, c), self.n_leapfrog, a.box, a.net,
             a.maxw, info, sums,
         )  # fmt: skip
