@@ -345,3 +345,25 @@ def test_calibration_cooper_manifold_of_a_squared_loss_network():
     assert abs(dimension.twonn(G, n_boot=1)["value"] - 4) > 0.75
     mle = dimension.mle(G, n_boot=50, **lag)["value"]
     assert 2 < mle < twonn["value"], mle
+
+
+@pytest.mark.parametrize("b", [99, 200])
+@pytest.mark.parametrize("q", [0.025, 0.975])
+def test_quantile_mcse_is_the_spread_of_the_quantile(b, q):
+    """The reported Monte Carlo error of an interval's end: over 2000 sets of b normal
+    replicates its mean is within 10 % of the observed standard deviation of the quantile."""
+    x = np.random.default_rng(30).standard_normal((2000, b))
+    observed = np.quantile(x, q, axis=1).std()
+    estimated = np.mean([dimension.quantile_mcse(r, q) for r in x])
+    assert estimated == pytest.approx(observed, rel=0.1)
+
+
+@pytest.mark.parametrize("r", [99, 399])
+@pytest.mark.parametrize("z", [1.0, 1.6, 2.0])
+def test_p_mcse_is_the_spread_of_the_p_value(r, z):
+    """The reported Monte Carlo error of a rank p-value against r null replicates: within
+    20 % of the observed spread of the p-value over 3000 sets of replicates."""
+    rng = np.random.default_rng(31)
+    ps = np.array([dimension._p_null(z, rng.standard_normal(r)) for _ in range(3000)])
+    estimated = np.mean([dimension.p_mcse(p, r) for p in ps])
+    assert estimated == pytest.approx(ps.std(), rel=0.2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import logging
 import os
 import signal
@@ -265,3 +266,77 @@ def test_killed_worker_same_samples(one_worker, exp_cfg, tmp_path, caplog):
     assert samples(out) == samples(one_worker[0])
     assert summary["draws_resumed"] + summary["draws_computed"] == 600
     assert summary["batches"][0]["draws_resumed"] >= 1  # batch 0 went on from its checkpoint
+
+
+def _until_run(exp_cfg, out, until, workers=1):
+    cfg = config.validate({**exp_cfg, "sampler": {**exp_cfg["sampler"], "until": until}})
+    return run_on(workers, cfg, out, logging.getLogger("test.until"))[0]
+
+
+def test_until_stops_at_the_first_converged_block(one_worker, exp_cfg, tmp_path):
+    """sampler.until changes where the chains stop, not their numbers: the draws are the
+    first ones of the run without it, and every earlier block boundary failed the target."""
+    until = {"r_hat": 1.3, "ess": 10}  # met first at 100 of 150 draws
+    out = tmp_path / "rotate-0"
+    summary = _until_run(exp_cfg, out, until)
+    n = summary["until"]["draws"]
+    assert summary["until"]["converged"] and 10 <= n < 150 and n % 10 == 0
+    with (
+        store.SampleStore(out / "samples.h5") as s,
+        store.SampleStore(one_worker[0] / "samples.h5") as full,
+    ):
+        assert s.n_draws == n
+        assert s.theta[()].tobytes() == full.theta[:, :n].tobytes()
+    paths = sorted(str(p) for p in (out / "chains").glob("batch-*.h5"))
+    for earlier in range(10, n, 10):
+        assert not engine.until_verdict(paths, earlier, until)["converged"]
+    again = engine.until_verdict(paths, n, until)
+    assert again["U"]["r_hat"] == summary["until"]["U"]["r_hat"] < 1.3
+    # the same stop and the same bytes on two workers, and after a batch that ran ahead
+    out2 = tmp_path / "two" / "rotate-0"
+    exp = next(iter(config.experiments(exp_cfg).values()))
+    ds = data.for_experiment(exp_cfg["dataset"], exp.transforms)
+    ahead = engine.batch_specs(exp, ds, out2, **steps.sampling_arguments(exp_cfg))[2]
+    (out2 / "chains").mkdir(parents=True)
+    engine.run_batch({**ahead, "sampler": {**ahead["sampler"], "draws": n + 20}})
+    assert _until_run(exp_cfg, out2, until, workers=2)["until"]["draws"] == n
+    assert samples(out2) == samples(out)
+
+
+def test_until_never_met_keeps_every_draw(one_worker, exp_cfg, tmp_path):
+    out = tmp_path / "rotate-0"
+    summary = _until_run(exp_cfg, out, {"r_hat": 1.000001, "ess": 1e9})
+    assert summary["until"]["draws"] == 150 and not summary["until"]["converged"]
+    assert "not converged at 150 draws per chain" in summary["until"]["reading"]
+    assert samples(out) == samples(one_worker[0])
+    with h5py.File(out / "samples.h5", "r") as f:
+        kept = json.loads(f.attrs["until"])
+    assert [v["draws"] for v in kept["verdicts"]] == list(range(10, 160, 10))
+
+
+def test_workflow_until_check_is_the_diagnose_verdict(one_worker, exp_cfg, tmp_path):
+    """The sample rule's sampler.until check: at the run's full length it measures what the
+    diagnose rule's verdict measures (U, outputs on the data, canonical parameters), and it
+    leaves no view behind."""
+    from lossatlas.analysis import diagnostics, landscape
+
+    out = one_worker[0]
+    cfg = config.validate({**exp_cfg, "sampler": {**exp_cfg["sampler"], "until": {}}})
+    exp = next(iter(config.experiments(cfg).values()))
+    ds = data.for_experiment(cfg["dataset"], exp.transforms)
+    view = tmp_path / ".until-view.h5"
+    check = steps.until_check(steps.settings("sample", cfg), ds, 1, view)
+    paths = sorted(str(p) for p in (out / "chains").glob("batch-*.h5"))
+    got = check(paths, 150)
+    assert not view.exists()
+    s = steps.settings("diagnose", cfg)
+    with store.SampleStore(out / "samples.h5") as sample:
+        raw = diagnostics.summarize(sample.theta, sample.stat("energy"), sample.param_names)
+        _, inv = landscape.invariant_diagnostics(
+            sample, ds, steps.target(s, ds), raw, **steps.invariant_arguments(s)
+        )
+    assert got["converged"] == (not diagnostics.identifiable_shortfalls(inv))
+    for space in diagnostics.IDENTIFIABLE:
+        assert got[space]["max_r_hat"] == pytest.approx(inv[space]["max_r_hat"], rel=1e-12)
+    early = check(paths, 10)
+    assert not early["converged"] and "not converged at 10 draws per chain" in early["reading"]

@@ -29,7 +29,15 @@ _DRAWS = ("seed", "coordinates", "model", "reduce.draw_block", "reduce.max_block
 _NETWORK = ("model", "target.box", "target.beta", "target.energy")
 READS: dict[str, tuple[str, ...]] = {
     "dataset": ("dataset",),
-    "sample": ("seed", *_NETWORK, "sampler"),
+    # sampler.until's check reads the draws in the diagnose rule's blocks
+    "sample": (
+        "seed",
+        *_NETWORK,
+        "sampler",
+        "diagnose.param_block",
+        "reduce.draw_block",
+        "reduce.max_block_mb",
+    ),
     "diagnose": ("diagnose", *_NETWORK, "reduce.draw_block", "reduce.max_block_mb", "figures.dpi"),
     "reduce": (
         "seed",
@@ -441,8 +449,11 @@ def sample(
             aside = maintenance.describe_aside(out.parent.parent)
             if aside:
                 log.info(aside)
+            check = None
+            if s["sampler"]["until"]:
+                check = until_check(s, ds, threads, out.parent / ".until-view.h5")
             summary = engine.run_experiment(
-                e, ds, out.parent, client, log, locked=True, **timing, **args
+                e, ds, out.parent, client, log, locked=True, until_check=check, **timing, **args
             )
     log.info(
         "resume summary: resumed=%d computed=%d total=%d draws over %d batches",
@@ -456,6 +467,58 @@ def sample(
     if not out.exists():
         raise FileNotFoundError(f"engine.run_experiment did not write {out}")
     return summary
+
+
+def until_check(s: Mapping, ds, threads: int, view_path):
+    """``sampler.until``'s check for :func:`lossatlas.sampling.engine.run_experiment`: at
+    ``n_draws`` per chain, the diagnose rule's measures of what the data identify (U, the
+    outputs on the data, the canonical parameters) against ``until``'s R-hat and ESS, on a
+    view of the batch files' first ``n_draws`` draws at ``view_path`` (verified as
+    ``samples.h5`` is, and removed after)."""
+    from lossatlas.analysis import diagnostics, landscape
+    from lossatlas.model.network import model_layout
+    from lossatlas.storage import store
+
+    u = s["sampler"]["until"]
+    names = model_layout(ds, s["model"]).names()
+    args = {
+        "param_block": s["diagnose"]["param_block"],
+        "rhat_max": u["r_hat"],
+        "ess_min": u["ess"],
+        **blocks(s),
+    }
+    view_path = Path(view_path)
+
+    def check(paths, n_draws: int) -> dict:
+        store.build(paths, view_path, names, n_draws=n_draws)
+        try:
+            with store.SampleStore(view_path) as view:
+                energy = view.stat("energy")
+                raw = diagnostics.summarize(view.theta, energy, names, args["param_block"], threads)
+                _, inv = landscape.invariant_diagnostics(
+                    view, ds, target(s, ds), raw, workers=threads, **args
+                )
+        finally:
+            view_path.unlink(missing_ok=True)
+        short = diagnostics.identifiable_shortfalls(inv)
+        reading = (
+            f"not converged at {n_draws} draws per chain: {'; '.join(short)}"
+            if short
+            else f"converged at {n_draws} draws per chain: U, the outputs on the data and the "
+            f"canonical parameters all have R-hat < {u['r_hat']:g} and ESS > {u['ess']:g}"
+        )
+        worst = ("max_r_hat", "min_ess_bulk", "min_ess_tail")
+        return {
+            "draws": n_draws,
+            "converged": not short,
+            "reading": reading,
+            **{
+                space: {k: None if inv[space][k] is None else float(inv[space][k]) for k in worst}
+                for space in diagnostics.IDENTIFIABLE
+            },
+        }
+
+    return check
 
 
 def diagnose(inputs, outputs, s: Mapping, name: str, threads: int, log: logging.Logger) -> None:

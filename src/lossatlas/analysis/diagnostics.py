@@ -108,6 +108,12 @@ def _summary_rows_inner(names, kind, x) -> list[dict]:
     ]
 
 
+def summary_row(name: str, x: np.ndarray) -> dict:
+    """The summary table's row (mean, sd, MCSE, bulk/tail ESS, R-hat) of one quantity
+    ``x (chain, draw)``."""
+    return _summary_rows([name], "energy", np.asarray(x, dtype=np.float64)[:, :, None])[0]
+
+
 def summarize(theta, energy, param_names=None, block: int = 256, workers: int = 1) -> pd.DataFrame:
     """Per-quantity table for U and every parameter, streamed over parameter blocks.
 
@@ -401,6 +407,17 @@ def _shortfall(name: str, g: dict, rhat_max: float, ess_min: float) -> str:
     return f"{name}: {', '.join(parts) or 'non-finite values'}"
 
 
+def identifiable_shortfalls(invariant: dict) -> list[str]:
+    """What keeps each of :data:`IDENTIFIABLE` from its thresholds (none: converged), from
+    :func:`landscape.invariant_diagnostics`'s summary."""
+    th = invariant["thresholds"]
+    return [
+        _shortfall(k, invariant[k], th["r_hat_max"], th["ess_min"])
+        for k in IDENTIFIABLE
+        if not invariant[k]["pass"]
+    ]
+
+
 def identifiable_verdict(summary: dict, invariant: dict) -> dict:
     """``summary`` (:func:`verdict` of U and the raw parameters) with the headline ``pass``
     about what the data identify (:data:`IDENTIFIABLE`, from :func:`landscape.
@@ -422,7 +439,7 @@ def identifiable_verdict(summary: dict, invariant: dict) -> dict:
             "have the same loss and outputs"
         )
     else:
-        failing = [_shortfall(k, g, rhat_max, ess_min) for k, g in spaces.items() if not g["pass"]]
+        failing = identifiable_shortfalls(invariant)
         reading = f"not converged: {'; '.join(failing)}; run longer chains (sampler.draws, thin)"
     return {
         **summary,

@@ -47,6 +47,7 @@ from sklearn.decomposition import PCA, IncrementalPCA, KernelPCA
 from sklearn.neighbors import NearestNeighbors
 
 QUANTILES = (0.025, 0.975)
+ENDS = ("lo", "hi", "lo_mcse", "hi_mcse")
 # uniform in the box; the chain's own draws with a random good set; a Gaussian with the good
 # draws' mean and covariance (a cloud with their spread and no other structure)
 NULLS = ("uniform", "shuffled", "gaussian")
@@ -254,7 +255,7 @@ def _twonn_of(dist, discard, n_boot, seed, chains=None) -> dict:
     """TwoNN from each point's sorted neighbour distances ``dist (n, >= 3)``, self first;
     the bootstrap resamples points, or whole ``chains`` (each point's) when given."""
     if len(dist) < 3:
-        return {"value": np.nan, "lo": np.nan, "hi": np.nan, "n": len(dist)}
+        return {"value": np.nan, **dict.fromkeys(ENDS, np.nan), "n": len(dist)}
     mu = dist[:, 2] / dist[:, 1]
     value = float(_twonn_fit(mu[None], discard)[0])
     if chains is None:
@@ -265,8 +266,7 @@ def _twonn_of(dist, discard, n_boot, seed, chains=None) -> dict:
         boot = np.array(
             [_twonn_fit(np.repeat(mu, w.astype(int))[None], discard)[0] for w in weights]
         )
-    lo, hi = np.quantile(boot, QUANTILES)
-    return {"value": value, "lo": float(lo), "hi": float(hi), "n": len(mu)}
+    return {"value": value, **_ends(boot), "n": len(mu)}
 
 
 # --- Levina-Bickel MLE -----------------------------------------------------------------------
@@ -340,7 +340,7 @@ def _mle_of(dist, k1, k2, n_boot, seed, chains=None) -> dict:
     bootstrap resamples points, or whole ``chains`` (each point's) when given."""
     n = len(dist)
     if n < 3:
-        return {"value": np.nan, "lo": np.nan, "hi": np.nan, "n": n}
+        return {"value": np.nan, **dict.fromkeys(ENDS, np.nan), "n": n}
     inv = _inverse_estimates(dist, np.arange(k1, k2 + 1))
     value = float(np.mean(1 / inv.mean(axis=0)))
     if chains is None:
@@ -348,8 +348,7 @@ def _mle_of(dist, k1, k2, n_boot, seed, chains=None) -> dict:
     else:
         weights = _chain_weights(chains, n_boot, seed)
     boot = np.mean(1 / ((weights @ inv) / weights.sum(1, keepdims=True)), axis=1)
-    lo, hi = np.quantile(boot, QUANTILES)
-    return {"value": value, "lo": float(lo), "hi": float(hi), "n": n}
+    return {"value": value, **_ends(boot), "n": n}
 
 
 def dimension_by_scale(X, k_max: int = 20, chains=None, steps=None, window: int = 0) -> dict:
@@ -486,6 +485,39 @@ def _interval(values):
     return float(np.median(v)), float(lo), float(hi)
 
 
+def quantile_mcse(values, q: float) -> float:
+    """Monte Carlo standard error of the ``q`` quantile of replicates ``values``: half the
+    distance between the quantiles one binomial standard deviation of the rank,
+    sqrt(q (1 - q) / B), either side of ``q`` (distribution-free)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return float("nan")
+    h = np.sqrt(q * (1 - q) / len(v))
+    lo, hi = np.quantile(v, [max(q - h, 0.0), min(q + h, 1.0)])
+    return float((hi - lo) / 2)
+
+
+def _ends(replicates) -> dict:
+    """The interval's ends (2.5 and 97.5 % quantiles of ``replicates``) and their Monte Carlo
+    errors."""
+    lo, hi = np.quantile(replicates, QUANTILES)
+    return {
+        "lo": float(lo),
+        "hi": float(hi),
+        "lo_mcse": quantile_mcse(replicates, QUANTILES[0]),
+        "hi_mcse": quantile_mcse(replicates, QUANTILES[1]),
+    }
+
+
+def p_mcse(p: float, n_replicates: int) -> float:
+    """Monte Carlo standard error of :func:`_p_null`'s two-sided p-value from
+    ``n_replicates`` replicates: twice a binomial proportion of p / 2, sqrt(p (2 - p) / R)."""
+    if not np.isfinite(p) or n_replicates < 1:
+        return float("nan")
+    return float(np.sqrt(p * (2 - p) / n_replicates))
+
+
 def _p_null(value, null_values):
     """Two-sided rank p-value of ``value`` among null replicates (``+1`` so it is never 0)."""
     v = np.asarray(null_values, dtype=float)
@@ -516,6 +548,11 @@ def _verdict(value, null, nv, nlo, nhi, p, alpha, n_replicates):
         )
     side = "above" if value > nv else "below"
     return f"{side} the {null} null ({value:.3g} vs {nv:.3g} [{nlo:.3g}, {nhi:.3g}], p = {p:.2g})"
+
+
+def _estimate(r: dict) -> tuple:
+    """``(value, lo, hi, lo_mcse, hi_mcse)`` of an estimate's dict."""
+    return (r["value"], *(r[k] for k in ENDS))
 
 
 def dimension_table(
@@ -610,24 +647,25 @@ def dimension_table(
         )
     if enough:
         if too_few:
-            nan3 = (np.nan, np.nan, np.nan)
+            nan3 = (np.nan, *(np.nan for _ in ENDS))
             real = {"twonn": nan3, "mle": nan3}
         else:
             r1, r2 = twonn_and_mle(G, discard, k1, k2, n_boot, seed, **lag)
-            real = {k: (r["value"], r["lo"], r["hi"]) for k, r in (("twonn", r1), ("mle", r2))}
+            real = {k: _estimate(r) for k, r in (("twonn", r1), ("mle", r2))}
         if lagged:
             r1, r2 = twonn_and_mle(G, discard, k1, k2, n_boot, seed)
-            real["twonn_naive"] = (r1["value"], r1["lo"], r1["hi"])
-            real["mle_naive"] = (r2["value"], r2["lo"], r2["hi"])
+            real["twonn_naive"], real["mle_naive"] = _estimate(r1), _estimate(r2)
         if by_scale is not None:
             by_scale.update(dimension_by_scale(G, k2, **lag))
         ev = _top_k_ratio(G, k_pca)
         br = _rng(seed)
         boots = [_top_k_ratio(G[br.integers(0, m, m)], k_pca) for _ in range(n_null)]
-        real[f"pca_ev{k_pca}"] = (ev, *_interval(boots)[1:])
+        _, lo, hi = _interval(boots)
+        mcse = (quantile_mcse(boots, q) for q in QUANTILES)
+        real[f"pca_ev{k_pca}"] = (ev, lo, hi, *mcse)
     pipe_name = f"pipeline_ev{kpca.get('n_pca', 2)}"
     # no bootstrap here: duplicated draws bias kernel PCA; the null spread carries the noise
-    real[pipe_name] = (pipeline_ev(T, T_good, **kpca), float("nan"), float("nan"))
+    real[pipe_name] = (pipeline_ev(T, T_good, **kpca), *(float("nan") for _ in ENDS))
 
     # null replicates
     used = NULLS if laplace is None else (*NULLS, "laplace")
@@ -726,7 +764,7 @@ def dimension_table(
                 "below the good draws' spread), so no quadratic basin describes the good set"
             )
     rows = []
-    for stat, (value, lo, hi) in real.items():
+    for stat, (value, lo, hi, lo_mcse, hi_mcse) in real.items():
         for null in used:
             if stat == pipe_name and null in ("gaussian", "laplace"):
                 continue  # the pipeline needs all draws, not only a cloud like the good ones
@@ -740,11 +778,16 @@ def dimension_table(
                     "value": value,
                     "lo": lo,
                     "hi": hi,
+                    "lo_mcse": lo_mcse,
+                    "hi_mcse": hi_mcse,
                     "null": null,
                     "null_value": nv,
                     "null_lo": nlo,
                     "null_hi": nhi,
+                    "null_lo_mcse": quantile_mcse(replicates, QUANTILES[0]),
+                    "null_hi_mcse": quantile_mcse(replicates, QUANTILES[1]),
                     "p_null": pn,
+                    "p_null_mcse": p_mcse(pn, n_finite),
                     "verdict": too_few
                     if too_few and stat in ("twonn", "mle")
                     else not_computed

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
+import json
 import logging
 import math
 import os
@@ -22,6 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 import lossatlas
@@ -65,7 +67,7 @@ class BatchFailed(RuntimeError):
 # Sampler settings that do not change the numbers of a batch: more draws extend a finished
 # run, and the checkpoint interval and the total chain count only change where the run stops
 # or how many batches there are; compression changes the bytes on disk, not the numbers.
-_NOT_HASHED = ("draws", "checkpoint_every", "n_chains", "compression")
+_NOT_HASHED = ("draws", "checkpoint_every", "n_chains", "compression", "until")
 
 
 # Model settings added after batch files were first written: left out of the hash at their
@@ -363,6 +365,41 @@ def _run_batch(spec: dict) -> dict:
     }
 
 
+def until_boundaries(sampler: dict) -> list[int]:
+    """The draw counts at which ``sampler.until`` is checked: every ``checkpoint_every`` draws
+    (block boundaries), and ``draws``, the most a chain keeps."""
+    block, most = sampler["checkpoint_every"], sampler["draws"]
+    return [*range(block, most, block), most]
+
+
+def until_verdict(paths: list[str], n_draws: int, until: dict) -> dict:
+    """Whether the first ``n_draws`` draws of the batch files ``paths`` (every chain of an
+    experiment) meet ``sampler.until``: U's rank-normalised split R-hat below ``r_hat`` and its
+    bulk and tail ESS above ``ess``, computed as the diagnose rule does. Reads the draws'
+    energies only (``samples.h5`` is built from verified blocks only, once the run stops)."""
+    from lossatlas.analysis import diagnostics
+
+    energies = []
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            energies.append(f["sample_stats/energy"][:, :n_draws])
+    row = diagnostics.summary_row("U", np.concatenate(energies))
+    converged = bool(
+        row["r_hat"] < until["r_hat"] and min(row["ess_bulk"], row["ess_tail"]) > until["ess"]
+    )
+    reading = (
+        f"{'converged' if converged else 'not converged'} at {n_draws} draws per chain: "
+        f"R-hat(U) {row['r_hat']:.4f} (target < {until['r_hat']:g}), ESS bulk "
+        f"{row['ess_bulk']:.0f} / tail {row['ess_tail']:.0f} (target > {until['ess']:g})"
+    )
+    return {
+        "draws": n_draws,
+        "converged": converged,
+        "reading": reading,
+        "U": {k: float(row[k]) for k in ("r_hat", "ess_bulk", "ess_tail")},
+    }
+
+
 def compile_kernels(dataset: Dataset, *, model: dict, target: dict, sampler: dict, **_) -> bool:
     """Compile the batches' compiled kernels in this process (or load them from numba's cache),
     by one warm-up transition and one draw of a single chain: run it before any worker starts,
@@ -425,13 +462,15 @@ def run_experiment(
     progress_interval: float,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     locked: bool = False,
+    until_check=None,
 ) -> dict[str, Any]:
     """Sample every batch of ``experiment`` holding its sampling lock (:func:`sampling_lock`).
 
     A run that finds the lock held waits for its holder up to ``lock_timeout`` seconds, then
     resumes from the checkpoints the holder left; see :func:`_run_experiment`. ``locked``: the
     caller already holds it (:func:`experiment_lock`). ``seed``, ``model``, ``target``,
-    ``sampler`` as in :func:`batch_specs`.
+    ``sampler`` as in :func:`batch_specs`. ``until_check(paths, n_draws) -> dict`` decides
+    ``sampler.until`` (default :func:`until_verdict`, U alone).
     """
     log = log or logger
     specs = batch_specs(
@@ -446,7 +485,9 @@ def run_experiment(
         )
     )
     with lock:
-        return _run_experiment(specs, experiment, names, out_dir, client, log, progress_interval)
+        return _run_experiment(
+            specs, experiment, names, out_dir, client, log, progress_interval, until_check
+        )
 
 
 def _run_experiment(
@@ -457,19 +498,20 @@ def _run_experiment(
     client,
     log: logging.Logger,
     progress_interval: float,
+    until_check=None,
 ) -> dict[str, Any]:
     """Sample every batch of ``specs`` on ``client``, then write ``out_dir/samples.h5``.
 
     Logs draws done / total, draws/s and an ETA every ``progress_interval`` seconds. Returns a
-    summary with the draws resumed from checkpoints and those computed.
+    summary with the draws resumed from checkpoints and those computed. With
+    ``sampler.until``, the batches advance one block of draws at a time and stop at the first
+    block boundary where ``until_check`` (default :func:`until_verdict`) says converged.
     """
     from distributed import wait
 
     out_dir = Path(out_dir)
     s = specs[0]["sampler"]
     n_chains = s["n_chains"]
-    draws_total = n_chains * s["draws"]
-    steps_total = n_chains * (s["warmup"] + s["draws"] * s["thin"])
     interval = float(progress_interval)
     latest: dict[int, dict] = {}
     baseline: dict[int, int] = {}
@@ -504,67 +546,69 @@ def _run_experiment(
         if msg.get("experiment") == experiment.name:
             log_warning(msg["batch"], msg["pid"], msg["message"])
 
-    client.subscribe_topic(PROGRESS_TOPIC, on_event)
-    client.subscribe_topic(LOG_TOPIC, on_log)
     try:
         dashboard = client.dashboard_link
     except Exception:  # no dashboard on this scheduler
         dashboard = None
     log.info(
-        "%s: %d chains in %d batches, %d draws each; dashboard %s",
+        "%s: %d chains in %d batches, %d draws each%s; dashboard %s",
         experiment.name,
         n_chains,
         len(specs),
         s["draws"],
+        " at most, until converged" if s.get("until") else "",
         dashboard or "off",
     )
     token = uuid.uuid4().hex[:8]
-    t0 = time.monotonic()
-    futures = [
-        client.submit(
-            run_batch,
-            spec,
-            pure=False,
-            retries=RETRIES,
-            key=f"sample-{experiment.name}-batch-{spec['batch']:04d}-{token}",
-        )
-        for spec in specs
-    ]
 
-    shown = {"steps": -1, "waiting": False}
+    def sample_to(n_draws: int) -> list[dict]:
+        """Every batch to ``n_draws`` draws; their summaries."""
+        latest.clear()
+        baseline.clear()
+        draws_total = n_chains * n_draws
+        steps_total = n_chains * (s["warmup"] + n_draws * s["thin"])
+        t0 = time.monotonic()
+        futures = [
+            client.submit(
+                run_batch,
+                {**spec, "sampler": {**spec["sampler"], "draws": n_draws}},
+                pure=False,
+                retries=RETRIES,
+                key=f"sample-{experiment.name}-batch-{spec['batch']:04d}-{n_draws}-{token}",
+            )
+            for spec in specs
+        ]
+        shown = {"steps": -1, "waiting": False}
 
-    def report() -> None:
-        snap = list(latest.values())
-        done = sum(m["draws_done"] * m["n_chains"] for m in snap)
-        steps = sum(m["steps_done"] * m["n_chains"] for m in snap)
-        elapsed = max(time.monotonic() - t0, 1e-9)
-        if steps == sum(baseline.values()):  # no checkpoint of this run yet
-            if not shown["waiting"]:
-                shown["waiting"] = True
-                log.info(
-                    "%s: starting the chains; the first run on a machine compiles the "
-                    "kernels first (a minute or more; cached afterwards), then warms up "
-                    "until the first checkpoint",
-                    experiment.name,
-                )
-            return
-        if steps == shown["steps"]:  # the same line again says nothing
-            return
-        shown["steps"] = steps
-        rate_steps = (steps - sum(baseline.values())) / elapsed
-        eta = (steps_total - steps) / rate_steps if rate_steps > 0 else math.inf
-        resumed = sum(m.get("resumed_draws", 0) * m["n_chains"] for m in snap)
-        log.info(
-            "%s: %d/%d draws (%.0f%% of transitions), %.1f draws/s, ETA %s",
-            experiment.name,
-            done,
-            draws_total,
-            100.0 * steps / steps_total if steps_total else 100.0,
-            max(done - resumed, 0) / elapsed,
-            _fmt_eta(eta),
-        )
+        def report() -> None:
+            snap = list(latest.values())
+            done = sum(m["draws_done"] * m["n_chains"] for m in snap)
+            steps = sum(m["steps_done"] * m["n_chains"] for m in snap)
+            elapsed = max(time.monotonic() - t0, 1e-9)
+            if steps == sum(baseline.values()):  # no checkpoint of this run yet
+                if not shown["waiting"]:
+                    shown["waiting"] = True
+                    log.info(
+                        "%s: starting the chains; they warm up until the first checkpoint",
+                        experiment.name,
+                    )
+                return
+            if steps == shown["steps"]:  # the same line again says nothing
+                return
+            shown["steps"] = steps
+            rate_steps = (steps - sum(baseline.values())) / elapsed
+            eta = (steps_total - steps) / rate_steps if rate_steps > 0 else math.inf
+            resumed = sum(m.get("resumed_draws", 0) * m["n_chains"] for m in snap)
+            log.info(
+                "%s: %d/%d draws (%.0f%% of transitions), %.1f draws/s, ETA %s",
+                experiment.name,
+                done,
+                draws_total,
+                100.0 * steps / steps_total if steps_total else 100.0,
+                max(done - resumed, 0) / elapsed,
+                _fmt_eta(eta),
+            )
 
-    try:
         while True:
             try:
                 wait(futures, timeout=interval)
@@ -572,27 +616,49 @@ def _run_experiment(
             except TimeoutError:
                 report()
         summaries = client.gather(futures)
+        for x in summaries:
+            for message in x["warnings"]:
+                log_warning(x["batch"], x["pid"], message)
+        failed = [x for x in summaries if "error" in x]
+        if failed:
+            raise BatchFailed(
+                "; ".join(f"batch {x['batch']:04d}: {x['error']}" for x in failed)
+                + " (not retried: a retry would fail the same way)"
+            )
+        return summaries
+
+    until = s.get("until")
+    check = until_check or (lambda paths, n: until_verdict(paths, n, until))
+    t_start = time.monotonic()
+    rounds: list[list[dict]] = []
+    verdicts: list[dict] = []
+    client.subscribe_topic(PROGRESS_TOPIC, on_event)
+    client.subscribe_topic(LOG_TOPIC, on_log)
+    try:
+        for n_draws in until_boundaries(s) if until else [s["draws"]]:
+            rounds.append(sample_to(n_draws))
+            if until:
+                verdicts.append(check([spec["path"] for spec in specs], n_draws))
+                log.info("%s: %s", experiment.name, verdicts[-1]["reading"])
+                if verdicts[-1]["converged"]:
+                    break
     finally:
         client.unsubscribe_topic(PROGRESS_TOPIC)
         client.unsubscribe_topic(LOG_TOPIC)
-    seconds = time.monotonic() - t0
-    for x in summaries:
-        for message in x["warnings"]:
-            log_warning(x["batch"], x["pid"], message)
-    failed = [x for x in summaries if "error" in x]
-    if failed:
-        raise BatchFailed(
-            "; ".join(f"batch {x['batch']:04d}: {x['error']}" for x in failed)
-            + " (not retried: a retry would fail the same way)"
-        )
+    seconds = time.monotonic() - t_start
+    summaries = rounds[-1]
+    draws_total = n_chains * n_draws
+    # provenance of the stop, kept with the draws
+    stop = {"until": json.dumps({**until, "verdicts": verdicts})} if until else {}
 
     data = specs[0]["dataset"]
     out = store.build(
         [spec["path"] for spec in specs],
         out_dir / "samples.h5",
         param_names,
-        n_draws=s["draws"],
+        n_draws=n_draws,
         attrs={
+            **stop,
             "experiment": experiment.name,
             # InferenceData's provenance attributes
             "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -610,8 +676,8 @@ def _run_experiment(
             "constant_data": {"X": (("point", "feature"), data["X"])},
         },
     )
-    resumed = sum(x["draws_resumed"] * x["n_chains"] for x in summaries)
-    computed = sum(x["draws_computed"] * x["n_chains"] for x in summaries)
+    resumed = sum(x["draws_resumed"] * x["n_chains"] for x in rounds[0])
+    computed = sum(x["draws_computed"] * x["n_chains"] for r in rounds for x in r)
     log.info(
         "%s: %d draws in %.1fs, %.1f draws/s (%d resumed from checkpoints, %d computed); wrote %s",
         experiment.name,
@@ -631,4 +697,5 @@ def _run_experiment(
         "draws_computed": computed,
         "seconds": seconds,
         "batches": summaries,
+        **({"until": verdicts[-1]} if until else {}),
     }
