@@ -378,15 +378,23 @@ def test_run_is_n_steps(kind):
         sampler = _build(kind, target, backend="numpy")
     p = 3
     state = sampler.init(np.random.default_rng(1).uniform(-1, 1, (6, p)), np.random.default_rng(2))
-    a, b = np.random.default_rng(3), np.random.default_rng(3)
-    ran, sums = sampler.run(state, a, 7)
+    ran, stepped = check_run_is_n_steps(sampler, state, 3, 7)
+    np.testing.assert_array_equal(ran.position, stepped.position)
+
+
+def check_run_is_n_steps(sampler, state, seed: int, n: int):
+    """``sampler.run(state, rng, n)`` against ``n`` calls of ``step`` on a generator of the
+    same seed: the per-chain info sums and the generator afterwards are bitwise the same;
+    returns both final states."""
+    a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+    ran, sums = sampler.run(state, a, n)
     stepped, want = state, {}
-    for _ in range(7):
+    for _ in range(n):
         stepped, info = sampler.step(stepped, b, adapt=False)
         for name, value in zip(type(info)._fields, info, strict=True):
             want[name] = want.get(name, 0.0) + np.asarray(value, dtype=np.float64)
-    np.testing.assert_array_equal(ran.position, stepped.position)
     assert sums.keys() == want.keys()
     for name in want:
         np.testing.assert_array_equal(sums[name], want[name])
-    assert a.random() == b.random()
+    assert a.bit_generator.state == b.bit_generator.state
+    return ran, stepped

@@ -151,10 +151,10 @@ def gram_stats(
     if chains is None:
         return {**naive, **out}
     lag = (np.asarray(chains), np.asarray(steps), window)
-    far = _nearest_outside_window(d2, *lag, 0, k2)
+    twonn_far, mle_far = _from_far(_nearest_outside_window(d2, *lag, 0, k2), discard, k1, k2, 1, 0)
     out.update(
-        twonn=_twonn_of(_self_first(far[:, :2])[0], discard, 1, 0)["value"],
-        mle=_mle_of(_self_first(far)[0], k1, k2, 1, 0)["value"],
+        twonn=twonn_far["value"],
+        mle=mle_far["value"],
         twonn_naive=naive["twonn"],
         mle_naive=naive["mle"],
     )
@@ -301,29 +301,27 @@ def _require_points(X, k2: int, chains) -> None:
         raise ValueError(f"mle needs more than k2 = {k2} distinct points, got {n_points}")
 
 
-def twonn_and_mle(
-    X,
-    discard: float = 0.1,
-    k1: int = 10,
-    k2: int = 20,
-    n_boot: int = 200,
-    seed: int = 0,
-    chains=None,
-    steps=None,
-    window: int = 0,
-) -> tuple[dict, dict]:
-    """:func:`twonn` and :func:`mle` of ``X`` from one neighbour search instead of two: the
-    same numbers, as the two nearest of the ``k2`` nearest are the two nearest."""
+def twonn_and_mle(X, discard=0.1, k1=10, k2=20, n_boot=200, seed=0, **lag) -> tuple[dict, dict]:
+    """:func:`twonn` and :func:`mle` of ``X`` (``lag``: their ``chains``, ``steps`` and
+    ``window``) from one neighbour search instead of two: the same numbers, as the two nearest
+    of the ``k2`` nearest are the two nearest."""
+    chains = lag.get("chains")
     _require_points(X, k2, chains)
     if chains is None:
         dist, _ = neighbour_distances(X, k2)
         return _twonn_of(dist[:, :3], discard, n_boot, seed), _mle_of(dist, k1, k2, n_boot, seed)
-    far = _far(np.asarray(X, dtype=np.float64), k2, chains, steps, window)
+    far = _far(np.asarray(X, dtype=np.float64), k2, **lag)
+    return _from_far(far, discard, k1, k2, n_boot, seed, np.asarray(chains))
+
+
+def _from_far(far, discard, k1, k2, n_boot, seed, chains=None) -> tuple[dict, dict]:
+    """TwoNN and MLE from each point's ``k2`` nearest distances outside its lag window,
+    ``far (n, k2)``; the bootstraps resample whole ``chains`` (each point's) when given."""
     (d2, r2), (dk, rk) = _self_first(far[:, :2]), _self_first(far)
-    c = np.asarray(chains)
+    by = (None, None) if chains is None else (chains[r2], chains[rk])
     return (
-        _twonn_of(d2, discard, n_boot, seed, chains=c[r2]),
-        _mle_of(dk, k1, k2, n_boot, seed, chains=c[rk]),
+        _twonn_of(d2, discard, n_boot, seed, chains=by[0]),
+        _mle_of(dk, k1, k2, n_boot, seed, chains=by[1]),
     )
 
 

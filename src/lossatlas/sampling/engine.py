@@ -401,7 +401,7 @@ def until_verdict(paths: list[str], n_draws: int, until: dict) -> dict:
 
 
 def compile_kernels(dataset: Dataset, *, model: dict, target: dict, sampler: dict, **_) -> bool:
-    """Compile the batches' compiled kernels in this process (or load them from numba's cache),
+    """Compile the batches' fused kernels in this process (or load them from numba's cache),
     by one warm-up transition and one draw of a single chain: run it before any worker starts,
     so that every worker loads the cached code instead of compiling its own copy. Returns
     whether there was anything to compile (``backend: numba`` with a fused kernel)."""
@@ -515,10 +515,12 @@ def _run_experiment(
     interval = float(progress_interval)
     latest: dict[int, dict] = {}
     baseline: dict[int, int] = {}
+    current = {"draws": s["draws"]}  # the draws the batches now run to (sampler.until: a block)
 
     def on_event(event) -> None:
         _, msg = event
-        if msg.get("experiment") != experiment.name:
+        # a late event of an earlier sampler.until round is not this round's progress
+        if msg.get("experiment") != experiment.name or msg["draws_total"] != current["draws"]:
             return
         b = msg["batch"]
         if "resumed_steps" in msg and b in latest:  # the first event of a second attempt
@@ -565,6 +567,7 @@ def _run_experiment(
         """Every batch to ``n_draws`` draws; their summaries."""
         latest.clear()
         baseline.clear()
+        current["draws"] = n_draws
         draws_total = n_chains * n_draws
         steps_total = n_chains * (s["warmup"] + n_draws * s["thin"])
         t0 = time.monotonic()
