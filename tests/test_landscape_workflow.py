@@ -308,9 +308,14 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, cells_run, tmp_
     cells_cfg = lacfg.load(cells_run / "config" / "config.yaml")
     cells_res = cells_run / "results" / "hidden-3"
 
+    # sample reads the diagnose rule's blocks for sampler.until's check: run it with until on
+    until_cfg = lacfg.validate({**cfg, "sampler": {**cfg["sampler"], "until": {}}})
+
     def declared(step):
         if step in ("cells", "critical_points", "band"):
             s = steps.settings_of_experiment(step, cells_cfg, "hidden-3")
+        elif step == "sample":
+            s = steps.settings(step, until_cfg)
         else:
             s = steps.settings(step, cfg)
         yield s
