@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import shutil
@@ -99,7 +100,7 @@ def main():
     args = ap.parse_args()
     experiments = list(lacfg.experiments(api.load_config(ROOT / "config" / "config.yaml")))
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
-    made = iter(range(10**6))
+    made = itertools.count()
 
     def fresh() -> Path:
         return work / f"results-{next(made)}"

@@ -26,6 +26,7 @@ extras with JAX's CUDA wheels (benchmarks/README.md):
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 
 # idle OpenMP threads sleep instead of spinning: on a shared machine a spinning barrier
@@ -374,7 +375,7 @@ def engine_table(n_rounds):
     n, total = s["chains_per_batch"], s["warmup"] + s["draws"] * s["thin"]
     work = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     engine.compile_kernels(ds, **args)
-    made = iter(range(10**6))
+    made = itertools.count()
 
     def batch():
         spec = engine.batch_specs(exp, ds, work / str(next(made)), **args)[0]

@@ -488,15 +488,17 @@ def until_check(s: Mapping, ds, threads: int, view_path):
         **blocks(s),
     }
     view_path = Path(view_path)
+    the_target = target(s, ds)
 
     def check(paths, n_draws: int) -> dict:
         store.build(paths, view_path, names, n_draws=n_draws)
         try:
             with store.SampleStore(view_path) as view:
-                energy = view.stat("energy")
-                raw = diagnostics.summarize(view.theta, energy, names, args["param_block"], threads)
+                raw = diagnostics.summarize(
+                    view.theta, view.stat("energy"), names, args["param_block"], threads
+                )
                 _, inv = landscape.invariant_diagnostics(
-                    view, ds, target(s, ds), raw, workers=threads, **args
+                    view, ds, the_target, raw, workers=threads, **args
                 )
         finally:
             view_path.unlink(missing_ok=True)

@@ -645,8 +645,8 @@ def dimension_table(
         )
     if enough:
         if too_few:
-            nan3 = (np.nan, *(np.nan for _ in ENDS))
-            real = {"twonn": nan3, "mle": nan3}
+            missing = (np.nan, *(np.nan for _ in ENDS))
+            real = {"twonn": missing, "mle": missing}
         else:
             r1, r2 = twonn_and_mle(G, discard, k1, k2, n_boot, seed, **lag)
             real = {k: _estimate(r) for k, r in (("twonn", r1), ("mle", r2))}

@@ -405,9 +405,11 @@ def compile_kernels(dataset: Dataset, *, model: dict, target: dict, sampler: dic
     by one warm-up transition and one draw of a single chain: run it before any worker starts,
     so that every worker loads the cached code instead of compiling its own copy. Returns
     whether there was anything to compile (``backend: numba`` with a fused kernel)."""
+    if sampler.get("backend") != "numba":  # numpy has nothing to compile; a GPU compiles its own
+        return False
     t = lossatlas.model.target_for(dataset, **model, **target)
     built = sampling.build(sampler, t)
-    if sampler.get("backend") != "numba" or not hasattr(getattr(built, "base", built), "arch"):
+    if not hasattr(getattr(built, "base", built), "arch"):  # numba picked the numpy kernel
         return False
     rng = np.random.default_rng(0)
     x = rng.uniform(-t.box, t.box, size=(1, t.p))
@@ -650,6 +652,7 @@ def _run_experiment(
         client.unsubscribe_topic(LOG_TOPIC)
     seconds = time.monotonic() - t_start
     summaries = rounds[-1]
+    n_draws = verdicts[-1]["draws"] if until else s["draws"]
     draws_total = n_chains * n_draws
     # provenance of the stop, kept with the draws
     stop = {"until": json.dumps({**until, "verdicts": verdicts})} if until else {}
