@@ -83,6 +83,40 @@ def test_approximation_used_above_max_exact_and_agrees(method):
         assert 0.0 <= info["nystroem_kernel_error"]["value"] < 0.05
 
 
+def test_nystroem_in_kernel_space_equals_pca_of_the_features():
+    """The embedding computed in kernel space is PCA of sklearn's Nystroem features."""
+    from sklearn.kernel_approximation import Nystroem
+
+    x = _curved(5)
+    emb, info = rd.kernel_pca(x, max_exact=100, n_landmarks=150, n_heldout=50, draw_block=36)
+    flat = x.reshape(-1, P)
+    landmarks = np.sort(np.random.default_rng(0).permutation(len(flat))[:150])
+    ny = Nystroem(gamma=info["gamma"], n_components=150, random_state=0).fit(flat[landmarks])
+    features = ny.transform(flat)
+    ref = PCA(n_components=3, svd_solver="full").fit(features)
+    want = ref.transform(features)
+    got = emb.reshape(-1, 3)
+    signs = np.sign((want * got).sum(0))
+    np.testing.assert_allclose(got, want * signs, atol=1e-9)
+    lam = ref.explained_variance_ * (len(flat) - 1)
+    np.testing.assert_allclose(info["eigenvalues"], lam, rtol=1e-9)
+
+
+@pytest.mark.parametrize("spectrum", ["distinct", "clustered"])
+def test_top_eigenpairs_equal_a_full_decomposition(spectrum):
+    rng = np.random.default_rng(1)
+    q = np.linalg.qr(rng.normal(size=(60, 60)))[0]
+    w = np.linspace(1, 10, 60) if spectrum == "distinct" else 1 + 1e-13 * rng.random(60)
+    w[-3:] = [20.0, 30.0, 40.0] if spectrum == "distinct" else w[-3:]
+    sym = (q * w) @ q.T
+    vals, vecs = rd.top_eigenpairs(sym, 3)
+    full = np.linalg.eigvalsh(sym)[::-1][:3]
+    np.testing.assert_allclose(vals, full, rtol=1e-12)
+    # orthonormal eigenvectors of those eigenvalues
+    np.testing.assert_allclose(vecs.T @ vecs, np.eye(3), atol=1e-8)
+    np.testing.assert_allclose(sym @ vecs, vecs * vals, atol=1e-8 * vals.max())
+
+
 def test_streaming_from_h5py_equals_numpy(tmp_path):
     x = _curved(4)
     with h5py.File(tmp_path / "t.h5", "w") as f:

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import scipy.linalg
 from sklearn.decomposition import PCA, IncrementalPCA, KernelPCA
 from sklearn.kernel_approximation import Nystroem
 from sklearn.metrics.pairwise import rbf_kernel
@@ -243,19 +244,23 @@ def kernel_pca(
         xl, xh = ref_rows
         ny = Nystroem(kernel="rbf", gamma=gamma, n_components=xl.shape[0], random_state=seed)
         ny.fit(xl)
+        # Nystroem features are F = K(x, landmarks) N^T, N = ny.normalization_: their scatter
+        # is N S_K N^T and a projection (F - mean) V is (K - mean_K) N^T V, so both passes stay
+        # in kernel space and no block is multiplied by the m x m N.
+        norm = ny.normalization_
         sc = _Scatter()
-        for _, _, x in iter_draw_blocks(theta, dpb):  # pass 2: feature covariance
-            sc(ny.transform(x))
-        evals, evecs = np.linalg.eigh(sc.s / sc.n)
-        order = np.argsort(evals)[::-1]
-        evals, evecs = np.clip(evals[order], 0, None), evecs[:, order[:k]]
+        for _, _, x in iter_draw_blocks(theta, dpb):  # pass 2: kernel covariance
+            sc(rbf_kernel(x, ny.components_, gamma=gamma))
+        cov = norm @ (sc.s / sc.n) @ norm.T
+        evals, evecs = top_eigenpairs(cov, k)
         # Fix the sign so the largest loading of each component is positive (reproducible).
         evecs *= np.sign(evecs[np.abs(evecs).argmax(axis=0), np.arange(evecs.shape[1])])
+        weights = norm.T @ evecs
         for d0, d1, x in iter_draw_blocks(theta, dpb):  # pass 3: project
-            f = ny.transform(x) - sc.mean
-            flat_emb[block_flat(n_draws, d0, d1, n_chains)] = f @ evecs
-        lam = evals[:k] * sc.n  # eigenvalues of the approximate centred kernel F_c F_c^T
-        trace_c = float(evals.sum()) * sc.n
+            kx = rbf_kernel(x, ny.components_, gamma=gamma) - sc.mean
+            flat_emb[block_flat(n_draws, d0, d1, n_chains)] = kx @ weights
+        lam = evals * sc.n  # eigenvalues of the approximate centred kernel F_c F_c^T
+        trace_c = float(np.trace(cov)) * sc.n
         kh = rbf_kernel(xh, gamma=gamma)
         fh = ny.transform(xh)
         ny_err = float(np.linalg.norm(kh - fh @ fh.T) / np.linalg.norm(kh)) if len(xh) else None
@@ -278,6 +283,22 @@ def kernel_pca(
         "on": info.pop("approximation_error_on"),
     }
     return emb, info
+
+
+def top_eigenpairs(sym: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest eigenvalues of the symmetric ``sym``, clipped at 0 and descending, and
+    their eigenvectors ``(n, k)``: bisection and inverse iteration for those alone, a fraction
+    of a full decomposition's cost (all pairs where that driver does not return ``k``)."""
+    n = len(sym)
+    k = min(int(k), n)
+    try:
+        evals, evecs = scipy.linalg.eigh(sym, subset_by_index=[n - k, n - 1], driver="evx")
+    except np.linalg.LinAlgError:
+        evals = np.empty(0)
+    if len(evals) != k:
+        evals, evecs = np.linalg.eigh(sym)
+        evals, evecs = evals[n - k :], evecs[:, n - k :]
+    return np.clip(evals[::-1], 0, None), evecs[:, ::-1]
 
 
 # The report's stated kernel-PCA error; its gamma is not given.
@@ -305,13 +326,11 @@ def gamma_scan(
     for f in multipliers:
         K = rbf_kernel(X, gamma=gamma0 * f)
         Kc = K - K.mean(0) - K.mean(1)[:, None] + K.mean()
-        # all eigenpairs (LAPACK's subset driver returned none for clustered eigenvalues), on
-        # one thread: the divide-and-conquer driver's bits depend on the thread count
+        # on one thread: the LAPACK drivers' bits depend on the thread count
         with threadpool_limits(limits=1):
-            w, V = np.linalg.eigh(Kc)
-        w, V = w[::-1][:n_components], V[:, ::-1][:, :n_components]
-        errors.append(_explained_error(np.maximum(w, 0), float(np.trace(Kc))))
-        emb = V * np.sqrt(np.maximum(w, 0))
+            w, V = top_eigenpairs(Kc, n_components)
+        errors.append(_explained_error(w, float(np.trace(Kc))))
+        emb = V * np.sqrt(w)
         trust.append(float(trustworthiness(X, emb, n_neighbors=min(n_neighbors, m // 2 - 1))))
     gammas = [float(gamma0 * f) for f in multipliers]
     reached = [g for g, e in zip(gammas, errors, strict=True) if e < REPORT_ERROR]
