@@ -105,6 +105,21 @@ def test_gaussian_null_explains_a_gaussian_cloud_and_not_a_plane_in_it():
     assert row["verdict"].startswith("below the gaussian null") and row["null_value"] > 1.5
 
 
+@pytest.mark.parametrize("shape", [(400, 6), (5, 8)])  # tall: R of its QR; wide: m x m normals
+def test_gaussian_null_has_the_mean_and_covariance_of_its_cloud(shape):
+    """Known answer: over many replicates the draws' mean and covariance are the cloud's
+    (tolerance 5 standard errors of the pooled estimates)."""
+    rng = np.random.default_rng(3)
+    G = rng.normal(size=shape) @ rng.normal(size=(shape[1], shape[1])) + 2.0
+    draws = np.vstack([dimension.null_gaussian(G, [7, r]) for r in range(4000 // shape[0] + 1)])
+    cov = np.cov(G, rowvar=False)
+    sd = np.sqrt(np.diag(cov))
+    se = 5 / np.sqrt(len(draws))
+    np.testing.assert_allclose(draws.mean(0), G.mean(0), atol=se * sd.max())
+    scale = np.outer(sd, sd) + np.abs(cov)
+    assert np.all(np.abs(np.cov(draws, rowvar=False) - cov) < 2 * se * scale)
+
+
 def test_table_flags_a_real_plane():
     rng = np.random.default_rng(6)
     Q, _ = np.linalg.qr(rng.normal(size=(5, 5)))

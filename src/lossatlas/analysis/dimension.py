@@ -38,6 +38,7 @@ the shuffled nulls' Gram matrices can be supplied from one streamed pass over th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -381,10 +382,24 @@ def pipeline_ev(
         theta, good = theta[keep], good[keep]
     if good.sum() < n_pca + 1:
         return float("nan")
+    return good_ev(pipeline_embedding(theta, n_kpca, gamma, seed), good, n_pca)
+
+
+def pipeline_embedding(theta, n_kpca: int = 3, gamma: float | None = None, seed: int = 0):
+    """The pipeline's first half: RBF kernel PCA of every row of ``theta`` to ``n_kpca``."""
+    theta = np.asarray(theta, dtype=np.float64)
     if gamma is None:
         gamma = 1.0 / (theta.shape[1] * theta.var(axis=0).mean())
-    Z = KernelPCA(n_components=n_kpca, kernel="rbf", gamma=gamma, random_state=seed)
-    Z = Z.fit_transform(theta)
+    kp = KernelPCA(n_components=n_kpca, kernel="rbf", gamma=gamma, random_state=seed)
+    return kp.fit_transform(theta)
+
+
+def good_ev(Z: np.ndarray, good: np.ndarray, n_pca: int = 2) -> float:
+    """The pipeline's second half: explained-variance ratio of the top ``n_pca`` principal
+    components of the ``good`` rows of the embedding ``Z``; NaN below ``n_pca + 1`` rows."""
+    good = np.asarray(good, dtype=bool)
+    if good.sum() < n_pca + 1:
+        return float("nan")
     return float(PCA(n_components=n_pca).fit(Z[good]).explained_variance_ratio_.sum())
 
 
@@ -398,11 +413,15 @@ def null_uniform(n: int, p: int, box: float, rng) -> np.ndarray:
 
 def null_gaussian(G: np.ndarray, rng) -> np.ndarray:
     """As many independent draws as ``G (m, p)`` has rows from the Gaussian with its mean and
-    covariance: ``mean + Z (G - mean) / sqrt(m - 1)``, ``Z`` standard normal ``(m, m)``, so
-    the p x p covariance is never formed."""
-    m = len(G)
+    covariance, ``mean + Z C``, ``Z`` standard normal: with ``C = (G - mean) / sqrt(m - 1)``
+    (m x m normals) when ``p >= m``, so the p x p covariance is never formed; else with the
+    p x p ``R`` of ``C = QR``, the same law from m x p normals (``Z Q`` is standard normal)."""
+    m, p = G.shape
     mean = G.mean(axis=0)
-    return mean + _rng(rng).standard_normal((m, m)) @ (G - mean) / np.sqrt(max(m - 1, 1))
+    centred = (G - mean) / np.sqrt(max(m - 1, 1))
+    if p < m:
+        return mean + _rng(rng).standard_normal((m, p)) @ np.linalg.qr(centred, mode="r")
+    return mean + _rng(rng).standard_normal((m, m)) @ centred
 
 
 @dataclass(frozen=True)
@@ -662,8 +681,18 @@ def dimension_table(
         mcse = (quantile_mcse(boots, q) for q in QUANTILES)
         real[f"pca_ev{k_pca}"] = (ev, lo, hi, *mcse)
     pipe_name = f"pipeline_ev{kpca.get('n_pca', 2)}"
+    n_kpca, n_pca = kpca.get("n_kpca", 3), kpca.get("n_pca", 2)
+    # one embedding of the real draws serves the real value and every shuffled-energy
+    # replicate: only which draws count as good changes between them
+    t_embedding = functools.cache(
+        lambda: pipeline_embedding(T, n_kpca, kpca.get("gamma"), kpca["seed"])
+    )
+
+    def on_real_draws(good_mask) -> float:
+        return good_ev(t_embedding(), good_mask, n_pca) if good_mask.sum() > n_pca else np.nan
+
     # no bootstrap here: duplicated draws bias kernel PCA; the null spread carries the noise
-    real[pipe_name] = (pipeline_ev(T, T_good, **kpca), *(float("nan") for _ in ENDS))
+    real[pipe_name] = (on_real_draws(T_good), *(float("nan") for _ in ENDS))
 
     # null replicates
     used = NULLS if laplace is None else (*NULLS, "laplace")
@@ -716,14 +745,18 @@ def dimension_table(
                 for stat, v in gram_stats(K, k_pca, discard, k1, k2, **null_lag).items():
                     nulls[name].setdefault(stat, []).append(v)
             elif enough:
-                r1, r2 = twonn_and_mle(cloud, discard, k1, k2, 1, **null_lag)
+                # independent draws have no lag window to keep out: one plain neighbour search
+                # serves both readings (the same neighbours; the sums in another order)
+                iid = name != "shuffled"
+                r1, r2 = twonn_and_mle(cloud, discard, k1, k2, 1, **({} if iid else null_lag))
                 values = {
                     "twonn": r1["value"],
                     "mle": r2["value"],
                     f"pca_ev{k_pca}": _top_k_ratio(cloud, k_pca),
                 }
                 if lagged:
-                    r1, r2 = twonn_and_mle(cloud, discard, k1, k2, 1)
+                    if not iid:
+                        r1, r2 = twonn_and_mle(cloud, discard, k1, k2, 1)
                     values["twonn_naive"] = r1["value"]
                     values["mle_naive"] = r2["value"]
                 for stat, v in values.items():
@@ -737,10 +770,9 @@ def dimension_table(
             pipeline_ev(uniform(n_pipe), mask, **kpca)
         )
         nulls["shuffled"].setdefault(pipe_name, []).append(
-            pipeline_ev(T, null_shuffled(T_loss, rs) < threshold, **kpca)
+            on_real_draws(null_shuffled(T_loss, rs) < threshold)
         )
 
-    n_kpca, n_pca = kpca.get("n_kpca", 3), kpca.get("n_pca", 2)
     # PCA of an n_kpca-dimensional cloud keeps at least n_pca / n_kpca of its variance
     floor = (
         f"; floor {n_pca}/{n_kpca} = {n_pca / n_kpca:.3g}: any {n_kpca}-D cloud keeps at least "
