@@ -17,7 +17,6 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from scipy.stats import rankdata
 
 RHAT_LINE = 1.01
 
@@ -244,6 +243,9 @@ def plot_rank(
 
     Converged chains give near-uniform histograms; the dashed lines are the uniform count.
     """
+    # here, not at the top: scipy.stats costs a second of imports in every job that draws
+    from scipy.stats import rankdata
+
     e = np.asarray(energy, dtype=float)
     n_chains, n_draws = e.shape
     ranks = rankdata(e.ravel()).reshape(e.shape)
