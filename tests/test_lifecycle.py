@@ -105,3 +105,23 @@ def test_simultaneous_starts_never_remove_a_live_runs_lock(tmp_path):
     assert late.stdout.readline().strip() == "removed"
     late.communicate("", timeout=30)
     assert not list(locks.iterdir())
+
+
+def test_a_job_logs_its_peak_memory_and_its_children_cpu_time(tmp_path):
+    """Known answer: a job that spins 0.4 CPU-s itself and waits for a child that spins 0.4
+    logs at least 0.8 s of CPU time (and not much more: the imports cost well under 3 s)."""
+    log = tmp_path / "job.log"
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\n"
+    script = textwrap.dedent(f"""
+        import logging, subprocess, sys
+        from lossatlas import lifecycle
+        logging.basicConfig(filename={str(log)!r}, level=logging.INFO)
+        lifecycle.track_peak_rss(logging.getLogger("job"))
+        subprocess.run([sys.executable, "-c", {spin!r}], check=True)
+        exec({spin!r})
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True)
+    text = log.read_text()
+    assert "peak RSS:" in text
+    cpu = float(text.split("CPU time: ")[1].split(" s")[0])
+    assert 0.8 <= cpu < 3.8, text

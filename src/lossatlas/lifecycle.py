@@ -164,10 +164,11 @@ def wait_for_batch_writers(chains_dir: Path, timeout: float, interval: float, lo
 def track_peak_rss(log: logging.Logger, interval: float = 0.25) -> None:
     """Log the job's peak memory when it exits: the summed RSS of its process tree (Dask
     workers, diagnostic pools), sampled every ``interval`` seconds, and the job process's own
-    kernel-recorded peak.
+    kernel-recorded peak; and its CPU time, counted by the kernel.
 
     Snakemake's ``benchmark:`` samples the tree only every 30 s after a job's first 30 s, so a
-    short peak between two samples is missed; ``benchmarks/rule_memory.py`` reads both.
+    short peak between two samples is missed, and it reads CPU time the same way;
+    ``benchmarks/rule_memory.py`` reads both, ``benchmarks/bench_e2e.py`` the CPU time.
     """
     me = psutil.Process()
     peak = [0]
@@ -195,9 +196,19 @@ def track_peak_rss(log: logging.Logger, interval: float = 0.25) -> None:
             interval,
             own,
         )
+        log.info("CPU time: %.2f s (job process and the children it waited for)", cpu_seconds())
 
     threading.Thread(target=sample, name="peak-rss", daemon=True).start()
     atexit.register(report)
+
+
+def cpu_seconds() -> float:
+    """User and system CPU seconds of this process (all its threads) and of the children it
+    waited for, theirs included."""
+    own, children = (
+        resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _snakemake_ancestor():
