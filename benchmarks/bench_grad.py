@@ -52,6 +52,7 @@ if _threads_from_argv() == 1:
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
+import rounds  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from lossatlas import data  # noqa: E402
@@ -59,18 +60,6 @@ from lossatlas.model import network as model  # noqa: E402
 from lossatlas.sampling import fused  # noqa: E402
 
 SIZES = (64, 384, 192, 10)
-
-
-def best_time(fn, repeat=5, budget=1.0):
-    """Minimum wall time over at least ``repeat`` calls (shared machine: the cleanest)."""
-    fn()
-    best, t_end, k = np.inf, time.perf_counter() + budget, 0
-    while k < repeat or (time.perf_counter() < t_end and k < 50):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-        k += 1
-    return best
 
 
 def digits_target(sizes=SIZES) -> model.Target:
@@ -98,10 +87,10 @@ def jax_value_and_grad(target, dtype):
     return jax.jit(jax.vmap(jax.value_and_grad(energy)))
 
 
-def paired_times(fa, fb, rounds):
-    """Wall and CPU seconds ``(2, rounds)`` of ``fa`` and of ``fb``, in alternating rounds."""
-    ta, tb = np.empty((2, rounds)), np.empty((2, rounds))
-    for r in range(rounds):
+def paired_times(fa, fb, n_rounds):
+    """Wall and CPU seconds ``(2, n_rounds)`` of ``fa`` and of ``fb``, in alternating rounds."""
+    ta, tb = np.empty((2, n_rounds)), np.empty((2, n_rounds))
+    for r in range(n_rounds):
         for fn, t in ((fa, ta), (fb, tb))[:: 1 if r % 2 == 0 else -1]:
             calls = []
             for _ in range(2):
@@ -112,21 +101,19 @@ def paired_times(fa, fb, rounds):
     return ta, tb
 
 
-def grad_table(chain_counts, threads, quick):
+def grad_table(chain_counts, threads, quick) -> list[str]:
     import jax
 
     jax.config.update("jax_enable_x64", True)  # float64 runs in float64; float32 stays float32
     target = digits_target()
-    rounds = 3 if quick else 9
-    print(
+    n_rounds = 3 if quick else 9
+    lines = [
         f"network {target.mlp.sizes}, p = {target.p:,}, {target.n_points} digits, "
-        f"{threads} thread(s), {rounds} rounds, jax {jax.__version__}"
-    )
-    print(
+        f"{threads} thread(s), {n_rounds} rounds, jax {jax.__version__}",
         f"{'dtype':>8} {'chains':>6} {'max rel dU':>10} {'max rel dgrad':>13} {'ours grad/s':>11}"
-        f" {'jax grad/s':>10} {'ours/jax':>8} {'cpu ours/jax':>12}"
-    )
-    rows = []
+        f" {'jax grad/s':>10} {'ours/jax':>8} {'cpu ours/jax':>12}",
+    ]
+    print(*lines, sep="\n")
     for n_chains in chain_counts:
         for dtype in ("float32", "float64"):
             rng = np.random.default_rng(0)
@@ -141,16 +128,16 @@ def grad_table(chain_counts, threads, quick):
                 t_o, t_j = paired_times(
                     lambda: target.U_and_grad(theta),  # noqa: B023
                     lambda: jax.block_until_ready(f(tj)),  # noqa: B023
-                    rounds,
+                    n_rounds,
                 )
             wall, cpu = np.median(t_j / t_o, axis=1)
             ours, ref = n_chains / np.median(t_o[0]), n_chains / np.median(t_j[0])
-            print(
+            lines.append(
                 f"{dtype:>8} {n_chains:>6} {du:>10.2e} {dg:>13.2e} {ours:>11.1f} {ref:>10.1f}"
                 f" {wall:>8.2f} {cpu:>12.2f}"
             )
-            rows.append((dtype, n_chains, du, dg, ours, ref, wall, cpu))
-    return rows
+            print(lines[-1])
+    return lines
 
 
 CROSSOVER = [  # (sizes, n_points)
@@ -165,15 +152,32 @@ CROSSOVER = [  # (sizes, n_points)
 ]
 
 
-def crossover_table(chain_counts, quick):
+def repeated(fn, seconds: float = 0.01):
+    """``fn`` repeated enough times per call to take about ``seconds`` (a call of a tiny
+    kernel is too short to time), and that count."""
+    fn()  # compiles, allocates
+    t0 = time.perf_counter()
+    fn()
+    k = max(1, int(seconds / max(time.perf_counter() - t0, 1e-7)))
+
+    def call():
+        for _ in range(k):
+            fn()
+
+    return call, k
+
+
+def crossover_table(chain_counts, quick) -> list[str]:
     numba.set_num_threads(1)
     rng = np.random.default_rng(0)
-    print("energy evaluations/s, float32, one thread each; 'rule' = what supports() picks")
-    print(
+    n_rounds = 3 if quick else 7
+    lines = [
+        f"energy evaluations/s, float32, one thread each, {n_rounds} alternating rounds (each"
+        " side's faster of two calls per round), medians; 'rule' = what supports() picks",
         f"{'network':>18} {'n':>5} {'p':>7} {'flop/chain':>10} {'chains':>6} {'fused/s':>9}"
-        f" {'numpy/s':>9} {'fused/numpy':>11} {'rule':>6}"
-    )
-    budget = 0.2 if quick else 0.6
+        f" {'numpy/s':>9} {'fused/numpy':>11} {'cpu f/n':>7} {'rule':>6}",
+    ]
+    print(*lines, sep="\n")
     with threadpool_limits(1):
         for sizes, n in CROSSOVER:
             mlp = model.MLP(sizes)
@@ -181,26 +185,31 @@ def crossover_table(chain_counts, quick):
             arch = fused.Arch(t, "float32")
             for c in chain_counts:
                 th = rng.uniform(-1, 1, (c, mlp.p)).astype(np.float32)
-                tf = best_time(lambda: arch.U_and_grad(th, want_grad=False), 3, budget)  # noqa: B023
-                tn = best_time(lambda: t.U(th), 3, budget)  # noqa: B023
+                f_call, kf = repeated(lambda: arch.U_and_grad(th, want_grad=False))  # noqa: B023
+                n_call, kn = repeated(lambda: t.U(th))  # noqa: B023
+                tf, tn = paired_times(f_call, n_call, n_rounds)
+                wall = np.median((tn[0] / kn) / (tf[0] / kf))
+                cpu = np.median((tn[1] / kn) / (tf[1] / kf))
                 rule = "fused" if fused.supports(t, c) else "numpy"
-                print(
+                lines.append(
                     f"{str(sizes):>18} {n:>5} {mlp.p:>7} {fused.energy_flops(t):>10.3g} {c:>6}"
-                    f" {c / tf:>9.3g} {c / tn:>9.3g} {tn / tf:>11.2f} {rule:>6}"
+                    f" {c * kf / np.median(tf[0]):>9.3g} {c * kn / np.median(tn[0]):>9.3g}"
+                    f" {wall:>11.2f} {cpu:>7.2f} {rule:>6}"
                 )
+                print(lines[-1])
+    return lines
 
 
-def chainwise_table(chain_counts, quick):
+def chainwise_table(chain_counts, quick) -> list[str]:
     rng = np.random.default_rng(0)
-    rounds = 5 if quick else 15
-    print(
+    n_rounds = 5 if quick else 15
+    lines = [
         "numpy kernel, float32, one thread: chainwise / batched CPU time (the same numbers),"
-        f" median of {rounds} alternating rounds; 'path' = what the thresholds pick"
-    )
-    print(
+        f" median of {n_rounds} alternating rounds; 'path' = what the thresholds pick",
         f"{'network':>18} {'n':>5} {'n x width':>9} {'chains':>6} {'grad':>6} {'energy':>6}"
-        f" {'path (grad, energy)':>20}"
-    )
+        f" {'path (grad, energy)':>20}",
+    ]
+    print(*lines, sep="\n")
     limits = model.CHAINWISE_MIN_GRAD, model.CHAINWISE_MIN_ENERGY
 
     def on(path, fn):
@@ -225,13 +234,15 @@ def chainwise_table(chain_counts, quick):
                 ratios = []
                 for fn in (partial(mlp.loss_and_grad, th, X, y), partial(mlp.forward, th, X)):
                     on("chainwise", fn)()  # compiles the kernels before timing
-                    t_c, t_b = paired_times(on("chainwise", fn), on("batched", fn), rounds)
+                    t_c, t_b = paired_times(on("chainwise", fn), on("batched", fn), n_rounds)
                     ratios.append(np.median(t_c[1] / t_b[1]))
                 model.CHAINWISE_MIN_GRAD, model.CHAINWISE_MIN_ENERGY = limits
-                print(
+                lines.append(
                     f"{str(sizes):>18} {n:>5} {n * max(sizes[1:]):>9} {c:>6} {ratios[0]:>6.2f}"
                     f" {ratios[1]:>6.2f} {paths:>20}"
                 )
+                print(lines[-1])
+    return lines
 
 
 def main():
@@ -243,19 +254,22 @@ def main():
     ap.add_argument(
         "--chains", type=int, nargs="+", default=[8, 1], help="chains per batch (digits.yaml: 8)"
     )
+    ap.add_argument("--write", action="store_true", help="the table into benchmarks/README.md")
     args = ap.parse_args()
     print(f"cores: {os.cpu_count()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     if args.crossover:
-        crossover_table((8, 32, 128), args.quick)
-        return
-    if args.chainwise:
-        chainwise_table((8, 32), args.quick)
-        return
-    try:
-        import jax  # noqa: F401
-    except ImportError:
-        sys.exit("jax not installed: pip install -e '.[bench]'")
-    grad_table(args.chains, args.threads, args.quick)
+        name, lines = "bench_grad_crossover", crossover_table((8, 32, 128), args.quick)
+    elif args.chainwise:
+        name, lines = "bench_grad_chainwise", chainwise_table((8, 32), args.quick)
+    else:
+        try:
+            import jax  # noqa: F401
+        except ImportError:
+            sys.exit("jax not installed: pip install -e '.[bench]'")
+        name, lines = "bench_grad", grad_table(args.chains, args.threads, args.quick)
+    if args.write:
+        text = [f"{rounds.machine()} (at the end of the run):", "", "```", *lines, "```"]
+        rounds.write_section(name, "\n".join(text))
 
 
 if __name__ == "__main__":

@@ -11,10 +11,13 @@ The row "no sha256" is the same writer with the block digests replaced by zeros:
 checksums cost. Rows for compression null / lzf / gzip (``sampler.compression``) use the same
 draws, random walk positions in float32 (their mantissas are as incompressible as real draws').
 
-Files go to a temporary directory under ``results/`` (the disk the workflow writes to) and are
-removed at the end.
+Each row runs in interleaved rounds against the plain write (:mod:`rounds`: plain, row; row,
+plain; ...): the disk's speed drifts on a shared machine, so each ratio is of neighbouring runs
+and the median over rounds is shown, in wall and in CPU time, with the load average. Files go
+to a temporary directory under ``results/`` (the disk the workflow writes to) and are removed
+at the end. ``--write`` puts the table into benchmarks/README.md.
 
-    python benchmarks/bench_io.py [--quick] [--mb 320]
+    python benchmarks/bench_io.py [--quick] [--mb 320] [--rounds 3] [--write]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import rounds
 
 from lossatlas import model, sampling
 from lossatlas.sampling import engine
@@ -127,6 +131,8 @@ def main():
     ap.add_argument("--mb", type=float, default=320, help="megabytes of draws per row")
     ap.add_argument("--chains", type=int, default=8, help="chains per batch (digits.yaml: 8)")
     ap.add_argument("--block", type=int, default=25, help="draws per append (checkpoint_every)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds per row (3; --quick 2)")
+    ap.add_argument("--write", action="store_true", help="the table into benchmarks/README.md")
     args = ap.parse_args()
     state, stats, rng = writer_template(args.chains)
     n, p = state.position.shape
@@ -137,24 +143,26 @@ def main():
     mb = n_bytes / 1e6
     (ROOT / "results").mkdir(exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".bench-io-", dir=ROOT / "results"))
-    print(
-        f"{n_blocks} blocks of {n} chains x {args.block} draws x p = {p:,} float32 "
-        f"({block_mb:.1f} MB each), {mb:.0f} MB per row, in {tmp}"
+    n_rounds = args.rounds or (2 if args.quick else 3)
+    head = (
+        f"{rounds.machine()}. {n_blocks} blocks of {n} chains x {args.block} draws x p = {p:,} "
+        f"float32 ({block_mb:.1f} MB each), {mb:.0f} MB per row; {n_rounds} interleaved rounds "
+        "against the plain write per row, medians"
     )
-    reps = 2 if args.quick else 3
+    print(head)
     try:
 
         def plain():
-            dt = plain_write(tmp / "plain.bin", blocks, stats)
+            plain_write(tmp / "plain.bin", blocks, stats)
             (tmp / "plain.bin").unlink()
-            return dt
+            return n_bytes
 
         def h5(comp):
             path = tmp / f"batch-{comp}.h5"
-            dt = h5_write(path, blocks, state, stats, rng, comp)
+            h5_write(path, blocks, state, stats, rng, comp)
             size = path.stat().st_size
             path.unlink()
-            return dt, size
+            return size
 
         def h5_without_digests():
             # what the checksums cost: the same writer with the digest replaced by zeros
@@ -166,14 +174,12 @@ def main():
                 integrity.hash_in_background = real
 
         def dd():
-            dt = dd_write(tmp / "dd.bin", n_bytes)
+            dd_write(tmp / "dd.bin", n_bytes)
             (tmp / "dd.bin").unlink()
-            return dt, n_bytes
+            return n_bytes
 
-        # each row alternates with the plain write, `reps` pairs: the disk's speed drifts on a
-        # shared machine, so each ratio is of neighbouring runs and the median pair is shown
-        print(f"{reps} (plain, row) pairs per row; medians")
-        print(f"{'row':>26} {'MB/s':>7} {'plain MB/s':>10} {'row/plain':>9} {'file/bytes':>10}")
+        columns = ("row", "MB/s", "plain MB/s", "row/plain", "CPU row/plain", "load", "file/bytes")
+        lines = ["{:>26} {:>7} {:>10} {:>9} {:>13} {:>5} {:>10}".format(*columns)]
         for name, fn in [
             ("dd zeros + fdatasync", dd),
             ("h5 writer, null", lambda: h5(None)),
@@ -181,19 +187,21 @@ def main():
             ("h5 writer, lzf", lambda: h5("lzf")),
             ("h5 writer, gzip", lambda: h5("gzip")),
         ]:
-            pairs = []
-            for _ in range(reps):
-                tp = plain()
-                tr, size = fn()
-                pairs.append((tp, tr))
-            tp = np.median([x[0] for x in pairs])
-            tr = np.median([x[1] for x in pairs])
-            ratio = np.median([x[0] / x[1] for x in pairs])
-            print(
-                f"{name:>26} {mb / tr:>7.0f} {mb / tp:>10.0f} {ratio:>9.2f} {size / n_bytes:>10.3f}"
+            runs = rounds.interleave({"plain": plain, "row": fn}, n_rounds)
+            # rates: plain time over row time is the row's speed over the plain write's
+            r = rounds.ratios(runs["plain"], runs["row"])
+            cpu = rounds.ratios(runs["row"], runs["plain"])["cpu"]  # CPU the row spends more
+            size = runs["row"][-1].result
+            lines.append(
+                f"{name:>26} {mb / rounds.median(runs['row']):>7.0f} "
+                f"{mb / rounds.median(runs['plain']):>10.0f} {r['wall']:>9.2f} "
+                f"{cpu:>13.2f} {r['load']:>5.1f} {size / n_bytes:>10.3f}"
             )
+            print(lines[-1])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if args.write:
+        rounds.write_section("bench_io", "\n".join([head + ":", "", "```", *lines, "```"]))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ the first row is that of a child that only imports the package (the floor).
 The p series has few draws; the draws series (p = 1,060) shows that sampling memory does not
 grow with the draws (the writer holds one block of ``checkpoint_every`` draws).
 
-    python benchmarks/bench_scale.py [--quick]
+``--write`` puts the tables into benchmarks/README.md.
+
+    python benchmarks/bench_scale.py [--quick] [--write]
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_samplers.py
+
+import rounds  # noqa: E402
 
 HIDDEN = {85: [1], 1060: [14], 10530: [96, 40], 100810: [384, 192]}  # p -> hidden widths
 
@@ -127,6 +131,7 @@ def main():
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="~1-2 minutes instead of ~3-10")
+    ap.add_argument("--write", action="store_true", help="the tables into benchmarks/README.md")
     args = ap.parse_args()
     q = args.quick
     p_draws = {85: 100, 1060: 100, 10530: 50, 100810: 20} if q else {
@@ -135,6 +140,12 @@ def main():
     draw_series = (200, 800, 3200) if q else (200, 800, 3200, 6400)
     t_start = time.perf_counter()
     floor = run_child("floor")
+    lines = []
+
+    def say(line=""):
+        lines.append(line)
+        print(line, flush=True)
+
     print(f"cores: {os.cpu_count()}; import-only child: {floor['rss_mb']:.0f} MB peak RSS")
     head = (
         f"{'p':>7} {'draws':>6} {'store MB':>8} {'sample s':>8} {'sample MB':>9}"
@@ -147,22 +158,30 @@ def main():
             s = run_child("sample", "--p", p, "--draws", draws, "--dir", d, *extra)
             size = sum(f.stat().st_size for f in Path(d).rglob("*.h5")) / 1e6
             g = run_child("diagnose", "--dir", d, "--diag-params", diag_params)
-        print(
+        say(
             f"{p:>7} {draws:>6} {size:>8.1f} {s['seconds']:>8.1f} {s['rss_mb']:>9.0f}"
             f" {g['params']:>11} {g['seconds']:>7.1f} {1000 * g['seconds'] / g['params']:>11.2f}"
-            f" {g['rss_mb']:>8.0f}",
-            flush=True,
+            f" {g['rss_mb']:>8.0f}"
         )
 
-    print(f"\nas p grows (all 1797 digits, 8 chains, diagnose on <= {diag_params} parameters)")
-    print(head)
+    say(f"as p grows (all 1797 digits, 8 chains, diagnose on <= {diag_params} parameters)")
+    say(head)
     for p, draws in p_draws.items():
         row(p, draws)
-    print(f"\nas draws grow (p = 1,060, 300 digits, 8 chains, diagnose on <= {diag_params})")
-    print(head)
+    say()
+    say(f"as draws grow (p = 1,060, 300 digits, 8 chains, diagnose on <= {diag_params})")
+    say(head)
     for draws in draw_series:
         row(1060, draws, subset=300)
-    print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
+    total = time.perf_counter() - t_start
+    print(f"\ntotal {total:.0f} s")
+    if args.write:
+        intro = (
+            f"{rounds.machine()} (at the end), {total:.0f} s; an import-only child peaks at "
+            f"{floor['rss_mb']:.0f} MB:"
+        )
+        text = "\n".join([intro, "", "```", *lines, "```"])
+        rounds.write_section("bench_scale_quick" if q else "bench_scale", text)
 
 
 if __name__ == "__main__":
