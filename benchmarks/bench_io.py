@@ -180,6 +180,7 @@ def main():
 
         columns = ("row", "MB/s", "plain MB/s", "row/plain", "CPU row/plain", "load", "file/bytes")
         lines = ["{:>26} {:>7} {:>10} {:>9} {:>13} {:>5} {:>10}".format(*columns)]
+        print(lines[0])
         for name, fn in [
             ("dd zeros + fdatasync", dd),
             ("h5 writer, null", lambda: h5(None)),
