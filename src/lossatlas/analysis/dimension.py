@@ -380,9 +380,7 @@ def pipeline_ev(
     if len(theta) > max_exact:
         keep = _rng(seed).choice(len(theta), size=max_exact, replace=False)
         theta, good = theta[keep], good[keep]
-    if good.sum() < n_pca + 1:
-        return float("nan")
-    return good_ev(pipeline_embedding(theta, n_kpca, gamma, seed), good, n_pca)
+    return good_ev(lambda: pipeline_embedding(theta, n_kpca, gamma, seed), good, n_pca)
 
 
 def pipeline_embedding(theta, n_kpca: int = 3, gamma: float | None = None, seed: int = 0):
@@ -394,13 +392,14 @@ def pipeline_embedding(theta, n_kpca: int = 3, gamma: float | None = None, seed:
     return kp.fit_transform(theta)
 
 
-def good_ev(Z: np.ndarray, good: np.ndarray, n_pca: int = 2) -> float:
+def good_ev(embedding: Callable[[], np.ndarray], good: np.ndarray, n_pca: int = 2) -> float:
     """The pipeline's second half: explained-variance ratio of the top ``n_pca`` principal
-    components of the ``good`` rows of the embedding ``Z``; NaN below ``n_pca + 1`` rows."""
+    components of the ``good`` rows of ``embedding()``, which is called only when at least
+    ``n_pca + 1`` rows are good (else NaN)."""
     good = np.asarray(good, dtype=bool)
     if good.sum() < n_pca + 1:
         return float("nan")
-    return float(PCA(n_components=n_pca).fit(Z[good]).explained_variance_ratio_.sum())
+    return float(PCA(n_components=n_pca).fit(embedding()[good]).explained_variance_ratio_.sum())
 
 
 # --- nulls --------------------------------------------------------------------------------------
@@ -687,12 +686,8 @@ def dimension_table(
     t_embedding = functools.cache(
         lambda: pipeline_embedding(T, n_kpca, kpca.get("gamma"), kpca["seed"])
     )
-
-    def on_real_draws(good_mask) -> float:
-        return good_ev(t_embedding(), good_mask, n_pca) if good_mask.sum() > n_pca else np.nan
-
     # no bootstrap here: duplicated draws bias kernel PCA; the null spread carries the noise
-    real[pipe_name] = (on_real_draws(T_good), *(float("nan") for _ in ENDS))
+    real[pipe_name] = (good_ev(t_embedding, T_good, n_pca), *(float("nan") for _ in ENDS))
 
     # null replicates
     used = NULLS if laplace is None else (*NULLS, "laplace")
@@ -770,7 +765,7 @@ def dimension_table(
             pipeline_ev(uniform(n_pipe), mask, **kpca)
         )
         nulls["shuffled"].setdefault(pipe_name, []).append(
-            on_real_draws(null_shuffled(T_loss, rs) < threshold)
+            good_ev(t_embedding, null_shuffled(T_loss, rs) < threshold, n_pca)
         )
 
     # PCA of an n_kpca-dimensional cloud keeps at least n_pca / n_kpca of its variance
