@@ -268,8 +268,7 @@ def main():
             sys.exit("jax not installed: pip install -e '.[bench]'")
         name, lines = "bench_grad", grad_table(args.chains, args.threads, args.quick)
     if args.write:
-        text = [f"{rounds.machine()} (at the end of the run):", "", "```", *lines, "```"]
-        rounds.write_section(name, "\n".join(text))
+        rounds.write_preformatted(name, f"{rounds.machine()} (at the end of the run):", lines)
 
 
 if __name__ == "__main__":

@@ -202,7 +202,7 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if args.write:
-        rounds.write_section("bench_io", "\n".join([head + ":", "", "```", *lines, "```"]))
+        rounds.write_preformatted("bench_io", head + ":", lines)
 
 
 if __name__ == "__main__":

@@ -180,8 +180,7 @@ def main():
             f"{rounds.machine()} (at the end), {total:.0f} s; an import-only child peaks at "
             f"{floor['rss_mb']:.0f} MB:"
         )
-        text = "\n".join([intro, "", "```", *lines, "```"])
-        rounds.write_section("bench_scale_quick" if q else "bench_scale", text)
+        rounds.write_preformatted("bench_scale_quick" if q else "bench_scale", intro, lines)
 
 
 if __name__ == "__main__":

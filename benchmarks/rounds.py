@@ -2,7 +2,8 @@
 case once, in alternating order (A B, B A, ...), so that a change of the machine's load hits
 both sides alike; ratios are taken within a round and their median reported, for wall time and
 for CPU time (this process's threads and its waited-for children), with the load average.
-``write_section`` puts a script's table into benchmarks/README.md between its markers."""
+``write_section`` puts a script's table into benchmarks/README.md between its markers,
+``write_preformatted`` a table printed as plain text."""
 
 from __future__ import annotations
 
@@ -85,3 +86,8 @@ def write_section(name: str, text: str, path: Path = README) -> None:
         doc = doc.rstrip() + "\n\n" + block + "\n"
     path.write_text(doc)
     print(f"wrote the table into {path} ({name})")
+
+
+def write_preformatted(name: str, intro: str, lines: list[str], path: Path = README) -> None:
+    """:func:`write_section` of ``intro`` and then ``lines`` as a fenced plain-text block."""
+    write_section(name, "\n".join([intro, "", "```", *lines, "```"]), path)
