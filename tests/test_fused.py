@@ -152,6 +152,25 @@ def test_energy_and_gradient_match_numpy(arch, dtype, tol_u, tol_g):
     assert np.max(np.abs(gf - g)) < tol_g * np.abs(g).max()
 
 
+def test_optimisers_get_the_compiled_target_only_where_it_is_faster():
+    small = _mlp_target((2, 2, 2, 2), "tanh", "cross_entropy", "mean")
+    compiled = fused.for_optimisers(small)
+    assert isinstance(compiled, fused.CompiledTarget) and compiled.p == small.p
+    theta = np.random.default_rng(2).uniform(-3, 3, (5, small.p))
+    for rows in (theta, theta[:1], theta.astype(np.float32)):
+        u, g = small.U_and_grad(rows)
+        uc, gc = compiled.U_and_grad(rows)
+        tol = 1e-12 if rows.dtype == np.float64 else 1e-5
+        assert uc.dtype == rows.dtype and gc.shape == rows.shape
+        assert np.max(np.abs(uc - u) / np.maximum(1, np.abs(u))) < tol
+        assert np.max(np.abs(gc - g)) < tol * np.abs(g).max()
+        assert np.allclose(compiled.U(rows), u, rtol=tol, atol=0)
+    assert compiled.mean_loss(1.0) == small.mean_loss(1.0)
+    # 64 -> [16, 8] -> 10 on 30 points is 7e4 flops a point: numpy is faster there
+    wide = _mlp_target((64, 16, 8, 10), "tanh", "cross_entropy", "sum", n=30)
+    assert fused.for_optimisers(wide) is wide
+
+
 class LinearGaussian:
     """A linear model ``f(x) = w x + b`` with squared loss against target 1: ``U`` is a
     quadratic in ``(w, b)``, so the density is a Gaussian truncated to the box, with moments

@@ -269,6 +269,14 @@ def target(s: Mapping, dataset):
     )
 
 
+def point_target(s: Mapping, dataset):
+    """:func:`target` for the analyses that evaluate it point by point (optimisers, Hessians):
+    computed by the fused code where that is faster at one point."""
+    from lossatlas.sampling import fused
+
+    return fused.for_optimisers(target(s, dataset))
+
+
 def sizes(s: Mapping, dataset) -> tuple[int, ...]:
     from lossatlas import model
 
@@ -679,7 +687,7 @@ def dimension(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> No
     transform = coordinates(s, ds)
     with SampleStore(inputs.samples) as store:
         laplace = landscape.laplace_null(
-            store, target(s, ds), *_census_points(inputs), transform, **laplace_arguments(s)
+            store, point_target(s, ds), *_census_points(inputs), transform, **laplace_arguments(s)
         )
         rows, meta = landscape.dimension_rows(
             store, transform, laplace=laplace, **dimension_arguments(s)
@@ -713,7 +721,7 @@ def census(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     transform = coordinates(s, ds)
     with SampleStore(inputs.samples) as store:
         c, table, meta = landscape.run_census(
-            store, target(s, ds), transform, **census_arguments(s)
+            store, point_target(s, ds), transform, **census_arguments(s)
         )
         meta["settings"] = _plain(cc)
         reduction = rd.load(inputs.reduction)
@@ -750,7 +758,7 @@ def connect(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None
 
     settings = dict(s["landscape"]["connect"])
     knn = {k: settings.pop(k) for k in ("knn_points", "knn_k", "knn_merges", "max_mb")}
-    the_target = target(s, Dataset.load(inputs.dataset))
+    the_target = point_target(s, Dataset.load(inputs.dataset))
     table, meta = landscape.run_connect(
         the_target,
         *_census_points(inputs),
