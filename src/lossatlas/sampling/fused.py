@@ -109,7 +109,8 @@ class Arch:
         theta = np.ascontiguousarray(theta, dtype=self.dtype)
         u = np.empty(theta.shape[0], dtype=self.dtype)
         g = np.empty_like(theta) if want_grad else np.empty((0, self.p), self.dtype)
-        _energy_kernel(theta, want_grad, self.net, self.maxw, u, g)
+        kernel = _energy_kernel if theta.shape[0] > BLOCK else _energy_one_block
+        kernel(theta, want_grad, self.net, self.maxw, u, g)
         return u, (g if want_grad else None)
 
 
@@ -367,22 +368,34 @@ def _store(src, c0, n, dst):
 # kernels over all chains
 
 
+@_inl
+def _energy_block(theta, blk, want_grad, net, maxw, u_out, g_out):
+    C, p = theta.shape
+    c0 = blk * BLOCK
+    n = min(BLOCK, C - c0)
+    th = np.empty((p, BLOCK), theta.dtype)
+    G = np.empty((p, BLOCK), theta.dtype)
+    ws = workspace(net[2].shape[0], maxw, BLOCK, theta.dtype)
+    e = ws[4]
+    _load(theta, c0, n, th)
+    _block_energy(th, n, net, ws, G, want_grad)
+    for c in range(n):
+        u_out[c0 + c] = e[c]
+    if want_grad:
+        _store(G, c0, n, g_out)
+
+
 @_pjit
 def _energy_kernel(theta, want_grad, net, maxw, u_out, g_out):
-    C, p = theta.shape
-    for blk in prange((C + BLOCK - 1) // BLOCK):
-        c0 = blk * BLOCK
-        n = min(BLOCK, C - c0)
-        th = np.empty((p, BLOCK), theta.dtype)
-        G = np.empty((p, BLOCK), theta.dtype)
-        ws = workspace(net[2].shape[0], maxw, BLOCK, theta.dtype)
-        e = ws[4]
-        _load(theta, c0, n, th)
-        _block_energy(th, n, net, ws, G, want_grad)
-        for c in range(n):
-            u_out[c0 + c] = e[c]
-        if want_grad:
-            _store(G, c0, n, g_out)
+    for blk in prange((theta.shape[0] + BLOCK - 1) // BLOCK):
+        _energy_block(theta, blk, want_grad, net, maxw, u_out, g_out)
+
+
+@_jit
+def _energy_one_block(theta, want_grad, net, maxw, u_out, g_out):
+    """:func:`_energy_kernel` for at most ``BLOCK`` points, without waking the thread pool
+    (an optimiser calls it point by point)."""
+    _energy_block(theta, 0, want_grad, net, maxw, u_out, g_out)
 
 
 @_jit
