@@ -66,6 +66,25 @@ def test_pipeline_ev_is_high_by_construction():
     assert np.isnan(dimension.pipeline_ev(theta, np.zeros(300, bool)))
 
 
+def test_shared_pipeline_null_gives_the_table_computed_alone():
+    """The uniform pipeline null's embeddings depend on the network and the settings only: the
+    table is the same, bit for bit, whether they are passed in (the pipeline_null rule) or
+    computed by the table itself; embeddings of another size are not used."""
+    rng = np.random.default_rng(12)
+    theta = rng.uniform(-3, 3, size=(200, 6))
+    loss = rng.random(200)
+    kw = {"seed": 3, "n_boot": 5, "n_null": 6, "k1": 5, "k2": 10, "kpca": {"max_exact": 150}}
+    alone = dimension.dimension_table(theta, loss, 0.5, 3.0, **kw)
+    shared = dimension.pipeline_uniform_null(6, 150, 6, 3.0, seed=3)
+    assert shared.shape == (6, 150, 3)
+    given = dimension.dimension_table(theta, loss, 0.5, 3.0, pipeline_null=shared, **kw)
+    wrong = dimension.dimension_table(theta, loss, 0.5, 3.0, pipeline_null=shared[:, :100], **kw)
+    assert repr(given) == repr(alone) and repr(wrong) == repr(alone)  # repr: NaN equals NaN
+    pipe = [r for r in alone if r["statistic"] == "pipeline_ev2"]
+    other = dimension.dimension_table(theta, loss, 0.5, 3.0, pipeline_null=shared[::-1], **kw)
+    assert repr([r for r in other if r["statistic"] == "pipeline_ev2"]) != repr(pipe)  # read
+
+
 def _table(theta, loss, **kw):
     rows = dimension.dimension_table(theta, loss, 0.5, 10.0, seed=0, n_boot=50, n_null=40, **kw)
     return {(r["statistic"], r["null"]): r for r in rows}

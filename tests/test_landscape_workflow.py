@@ -17,7 +17,7 @@ from lossatlas.analysis import landscape
 
 CONFIG = TEST_CONFIGS / "landscape.yaml"
 EXPS = ("rotate-0", "rotate-90")
-LANDSCAPE_RULES = ("dataset_figure", "dimension", "census", "connect", "compare")
+LANDSCAPE_RULES = ("dataset_figure", "pipeline_null", "dimension", "census", "connect", "compare")
 
 DIMENSION_COLUMNS = [
     "experiment",
@@ -86,6 +86,7 @@ def test_dry_run_plans_the_landscape_rules(tmp_path):
     }
     assert {r: counts.get(r) for r in LANDSCAPE_RULES} == {
         "dataset_figure": 2,
+        "pipeline_null": 1,  # both experiments have one network
         "dimension": 2,
         "census": 2,
         "connect": 2,
@@ -104,8 +105,8 @@ def test_one_experiment_plans_no_comparison(tmp_path):
 
 def test_architecture_sweep_plans_each_network(tmp_path):
     """experiments.sweep.hidden: one experiment per network, each step with its own widths,
-    the data transforms without them (a real run of this sweep: 36 jobs, compare skips the
-    pairs whose p differs)."""
+    the data transforms without them, one uniform pipeline null per network (a real run of
+    this sweep: 38 jobs, compare skips the pairs whose p differs)."""
     from lossatlas import steps
 
     cfg = yaml.safe_load(CONFIG.read_text())
@@ -120,6 +121,8 @@ def test_architecture_sweep_plans_each_network(tmp_path):
     ]
     for name in names:
         assert f"{name}/samples.h5" in proc.stdout
+    nulls = set(re.findall(r"landscape/nulls/(pipeline-[\w-]+)\.npz", proc.stdout))
+    assert nulls == {"pipeline-hidden-2", "pipeline-hidden-2-2"}
     assert [lacfg.hidden_of(v, n) for n in names] == [[2], [2], [2, 2], [2, 2]]
     wide = steps.settings_of_experiment("sample", v, "hidden-2x2_rotate-90")
     assert wide["model"]["hidden"] == [2, 2]
@@ -379,6 +382,9 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, cells_run, tmp_
         ),
         "dataset_figure": lambda s: steps.dataset_figure(
             into, Files(figure=out / "dataset.png"), s, exp_param, log
+        ),
+        "pipeline_null": lambda s: steps.pipeline_null(
+            Files(dataset=into.dataset), Files(null=out / "pipeline_null.npz"), s, name, log
         ),
         "dimension": lambda s: steps.dimension(
             Files(**into.__dict__, **census_of_exp),

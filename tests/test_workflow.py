@@ -49,6 +49,8 @@ def expected_jobs(cfg_path: Path) -> dict[str, int]:
     jobs = {"dataset": n, "sample": n, "diagnose": n, "reduce": n, "figures": 1, "all": 1}
     jobs["findings"] = 1
     jobs.update(dataset_figure=n, dimension=n, census=n, connect=n)
+    # one uniform pipeline null per network
+    jobs["pipeline_null"] = len({tuple(lacfg.hidden_of(cfg, e)) for e in lacfg.experiments(cfg)})
     if n > 1:
         jobs["compare"] = 1
     cells = sum(lacfg.cells_unmet(cfg, name) is None for name in lacfg.experiments(cfg))

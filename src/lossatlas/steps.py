@@ -59,6 +59,19 @@ READS: dict[str, tuple[str, ...]] = {
         "reduce.pca.n_components",
         "landscape.dimension",
     ),
+    "pipeline_null": (
+        "seed",
+        "coordinates",
+        "model",
+        "target.box",
+        "sampler.n_chains",
+        "sampler.draws",
+        "reduce.kpca.n_components",
+        "reduce.kpca.gamma",
+        "landscape.dimension.n_null",
+        "landscape.dimension.pipeline_max_draws",
+        "landscape.dimension.max_mb",
+    ),
     "census": (*_DRAWS, "target", "reduce.pca.n_components", "landscape.census", "figures.dpi"),
     "connect": (
         "seed",
@@ -337,6 +350,21 @@ def dimension_arguments(s: Mapping) -> dict[str, Any]:
         "kpca": kpca,
         **blocks(s),
         **s["landscape"]["dimension"],
+    }
+
+
+def pipeline_null_key(s: Mapping, dataset) -> dict[str, Any]:
+    """What the shared uniform pipeline null depends on: its file holds it, and the dimension
+    rule uses the file only when its own settings give the same."""
+    dc, kpca = s["landscape"]["dimension"], s["reduce"]["kpca"]
+    return {
+        "sizes": list(sizes(s, dataset)),
+        "model": _plain(s["model"]),
+        "coordinates": s["coordinates"],
+        "box": s["target"]["box"],
+        "seed": s["seed"],
+        "kpca": {"n_kpca": kpca["n_components"], "gamma": kpca["gamma"]},
+        **{k: dc[k] for k in ("n_null", "pipeline_max_draws", "max_mb")},
     }
 
 
@@ -676,6 +704,37 @@ def _census_points(inputs) -> tuple[pd.DataFrame, np.ndarray]:
         return pd.read_csv(inputs.census), f["points"]
 
 
+def pipeline_null(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
+    """The report's pipeline on uniform draws in the box, once for every experiment whose
+    network is ``name``'s: its kernel PCA embeddings, the costly half of that null."""
+    from lossatlas.analysis import landscape
+    from lossatlas.data import Dataset
+    from lossatlas.model.layout import ParamLayout
+
+    ds = Dataset.load(inputs.dataset)
+    key = pipeline_null_key(s, ds)
+    embeddings = landscape.uniform_pipeline_null(
+        ParamLayout(key["sizes"], s["model"]["bias"]).p,
+        coordinates(s, ds),
+        s["sampler"]["n_chains"] * s["sampler"]["draws"],
+        **key,
+    )
+    np.savez(outputs.null, embeddings=embeddings, key=json.dumps(key, sort_keys=True))
+    log.info("network %s: %d replicates of %d draws", key["sizes"], *embeddings.shape[:2])
+
+
+def _shared_pipeline_null(inputs, s: Mapping, dataset, log) -> np.ndarray | None:
+    """The pipeline_null rule's embeddings, when they were made for these settings."""
+    if not hasattr(inputs, "pipeline_null"):
+        return None
+    with np.load(inputs.pipeline_null) as f:
+        made_for, embeddings = json.loads(str(f["key"])), f["embeddings"]
+    if made_for != json.loads(json.dumps(pipeline_null_key(s, dataset), sort_keys=True)):
+        log.info("%s holds another network's null: computing this one", inputs.pipeline_null)
+        return None
+    return embeddings
+
+
 def dimension(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     """Dimension statistics of the good draws against null models."""
     from lossatlas.analysis import landscape
@@ -685,12 +744,13 @@ def dimension(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> No
     dc = s["landscape"]["dimension"]
     ds = Dataset.load(inputs.dataset)
     transform = coordinates(s, ds)
+    shared = _shared_pipeline_null(inputs, s, ds, log)
     with SampleStore(inputs.samples) as store:
         laplace = landscape.laplace_null(
             store, point_target(s, ds), *_census_points(inputs), transform, **laplace_arguments(s)
         )
         rows, meta = landscape.dimension_rows(
-            store, transform, laplace=laplace, **dimension_arguments(s)
+            store, transform, laplace=laplace, pipeline_null=shared, **dimension_arguments(s)
         )
     # the settings sit after the threshold in the JSON, as they always have
     keys = list(meta)

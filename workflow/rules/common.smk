@@ -10,8 +10,19 @@ RESULTS = CFG["results"].rstrip("/")
 LOGS = f"{RESULTS}/logs"
 
 
+def network_name(exp):
+    """A file name for ``exp``'s hidden widths: the experiments with one network share what
+    does not depend on their data."""
+    return "hidden-" + ("-".join(map(str, lacfg.hidden_of(CFG, exp))) or "none")
+
+
+# network name -> the first experiment with that network, whose dataset gives its sizes
+NETWORKS = {network_name(name): name for name in reversed(list(EXPERIMENTS))}
+
+
 wildcard_constraints:
     exp="|".join(re.escape(name) for name in EXPERIMENTS),
+    network="|".join(re.escape(name) for name in NETWORKS),
 
 
 def unknown_experiment_pattern():
@@ -32,7 +43,11 @@ def step_settings(step):
     """The settings ``step`` reads, as its params: the rerun trigger and its interface. When
     the sweep varies the architecture, a per-experiment step gets its experiment's."""
     if "hidden" in CFG["experiments"]["sweep"] and step in PER_EXPERIMENT_STEPS:
-        return lambda wildcards: steps.settings_of_experiment(step, CFG, wildcards.exp)
+        return lambda wildcards: steps.settings_of_experiment(
+            step,
+            CFG,
+            NETWORKS[wildcards.network] if step == "pipeline_null" else wildcards.exp,
+        )
     return steps.settings(step, CFG)
 
 
@@ -42,6 +57,7 @@ PER_EXPERIMENT_STEPS = (
     "diagnose",
     "reduce",
     "dataset_figure",
+    "pipeline_null",
     "dimension",
     "census",
     "connect",

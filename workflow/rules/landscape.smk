@@ -24,6 +24,28 @@ rule dataset_figure:
         "../scripts/dataset_figure.py"
 
 
+rule pipeline_null:
+    """The report's pipeline on uniform draws in the box: its kernel PCA embeddings, once for
+    every experiment with this network (they do not depend on the data)."""
+    input:
+        dataset=lambda wildcards: f"{RESULTS}/{NETWORKS[wildcards.network]}/dataset.npz",
+    output:
+        null=f"{RESULTS}/landscape/nulls/pipeline-{{network}}.npz",
+    log:
+        f"{LOGS}/{{network}}/pipeline_null.log",
+    benchmark:
+        f"{LOGS}/{{network}}/pipeline_null.benchmark.tsv"
+    conda:
+        "../../envs/lossatlas.yaml"
+    resources:
+        mem_mb=1024,
+        runtime=30,
+    params:
+        settings=step_settings("pipeline_null"),
+    script:
+        "../scripts/pipeline_null.py"
+
+
 rule dimension:
     """Dimension of the good draws (PCA spectrum, TwoNN, MLE, the report's pipeline) against
     uniform, shuffled-energy, Gaussian and Laplace (around the census minima) nulls of the
@@ -33,6 +55,9 @@ rule dimension:
         dataset=f"{RESULTS}/{{exp}}/dataset.npz",
         census=f"{RESULTS}/{{exp}}/landscape/census.csv",
         census_points=f"{RESULTS}/{{exp}}/landscape/census_points.npz",
+        pipeline_null=lambda wildcards: (
+            f"{RESULTS}/landscape/nulls/pipeline-{network_name(wildcards.exp)}.npz"
+        ),
     output:
         table=report(
             f"{RESULTS}/{{exp}}/landscape/dimension.csv",

@@ -385,11 +385,48 @@ def pipeline_ev(
 
 def pipeline_embedding(theta, n_kpca: int = 3, gamma: float | None = None, seed: int = 0):
     """The pipeline's first half: RBF kernel PCA of every row of ``theta`` to ``n_kpca``."""
+    with _one_blas_thread():
+        return _kernel_pca(theta, n_kpca, gamma, seed)
+
+
+def _one_blas_thread():
+    """Threaded BLAS products round differently: the shared null's embeddings must be those an
+    experiment computes itself, whatever the threads of the process it runs in."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1)
+
+
+def _kernel_pca(theta, n_kpca, gamma, seed):
     theta = np.asarray(theta, dtype=np.float64)
     if gamma is None:
         gamma = 1.0 / (theta.shape[1] * theta.var(axis=0).mean())
     kp = KernelPCA(n_components=n_kpca, kernel="rbf", gamma=gamma, random_state=seed)
     return kp.fit_transform(theta)
+
+
+def pipeline_uniform_null(
+    n_null: int,
+    n_draws: int,
+    p: int,
+    box: float,
+    n_kpca: int = 3,
+    gamma: float | None = None,
+    seed: int = 0,
+    null_transform=None,
+) -> np.ndarray:
+    """The uniform pipeline null's kernel PCA embeddings ``(n_null, n_draws, n_kpca)``: replicate
+    ``r`` embeds ``n_draws`` uniform draws in ``[-box, box]^p`` (mapped by ``null_transform``)
+    drawn from a stream of ``(seed, r)`` alone. Nothing of an experiment enters, so every
+    experiment with one network shares them; only its random good set is its own."""
+    out = np.empty((n_null, n_draws, n_kpca))
+    with _one_blas_thread():
+        for r in range(n_null):
+            U = null_uniform(n_draws, p, box, _rng([seed, r, 3]))
+            if null_transform is not None:
+                U = np.asarray(null_transform(U))
+            out[r] = _kernel_pca(U, n_kpca, gamma, seed)
+    return out
 
 
 def good_ev(embedding: Callable[[], np.ndarray], good: np.ndarray, n_pca: int = 2) -> float:
@@ -594,6 +631,7 @@ def dimension_table(
     window: int = 0,
     by_scale: dict | None = None,
     laplace: LaplaceNull | str | None = None,
+    pipeline_null: np.ndarray | None = None,
 ) -> list[dict]:
     """Rows ``{statistic, value, lo, hi, null, null_value, null_lo, null_hi, p_null, verdict,
     n_good}`` for draws ``theta (n, p)`` with per-draw ``mean_loss (n,)``; good = ``mean_loss <
@@ -620,6 +658,8 @@ def dimension_table(
     ``twonn_naive``/``mle_naive`` keep the plain reading. ``by_scale``, when a dict, receives
     :func:`dimension_by_scale` of the good draws. ``laplace``: a :class:`LaplaceNull` adds the
     ``laplace`` null's rows; a string adds them as "not computed: <the string>".
+    ``pipeline_null``: :func:`pipeline_uniform_null` of these settings, computed once for all
+    experiments with this network; computed here when absent or of another shape.
     """
     rng = _rng(seed)
     lagged = chains is not None
@@ -688,6 +728,14 @@ def dimension_table(
     )
     # no bootstrap here: duplicated draws bias kernel PCA; the null spread carries the noise
     real[pipe_name] = (good_ev(t_embedding, T_good, n_pca), *(float("nan") for _ in ENDS))
+
+    @functools.cache
+    def uniform_embeddings():
+        if pipeline_null is not None and pipeline_null.shape == (n_null, n_pipe, n_kpca):
+            return pipeline_null
+        return pipeline_uniform_null(
+            n_null, n_pipe, p, box, n_kpca, kpca.get("gamma"), kpca["seed"], null_transform
+        )
 
     # null replicates
     used = NULLS if laplace is None else (*NULLS, "laplace")
@@ -762,7 +810,7 @@ def dimension_table(
         mask = np.zeros(n_pipe, dtype=bool)
         mask[rs.choice(n_pipe, size=int(T_good.sum()), replace=False)] = True
         nulls["uniform"].setdefault(pipe_name, []).append(
-            pipeline_ev(uniform(n_pipe), mask, **kpca)
+            good_ev(lambda: uniform_embeddings()[r], mask, n_pca)  # noqa: B023 (called here)
         )
         nulls["shuffled"].setdefault(pipe_name, []).append(
             good_ev(t_embedding, null_shuffled(T_loss, rs) < threshold, n_pca)

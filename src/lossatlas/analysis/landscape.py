@@ -169,6 +169,7 @@ def dimension_rows(
     pipeline_max_draws: int,
     max_mb: float,
     laplace: dimension.LaplaceNull | str | None = None,
+    pipeline_null: np.ndarray | None = None,
 ) -> tuple[list[dict], dict]:
     """:func:`dimension.dimension_table` of the good draws (mean loss below ``good_threshold``)
     in the analysis coordinates ``transform`` (None: raw; named ``coordinates`` in the
@@ -176,7 +177,8 @@ def dimension_rows(
     pipeline, ``n_kpca``, ``n_pca`` and ``gamma``. Rows whose statistic could not be computed
     say why in ``verdict`` (``skipped: n_good=...``). ``laplace``: the Laplace null
     (:func:`laplace_null`), or why there is none. The other arguments are the
-    ``landscape.dimension`` settings (config/README.md)."""
+    ``landscape.dimension`` settings (config/README.md); ``pipeline_null``: the shared
+    :func:`uniform_pipeline_null`."""
     rows_view = streaming.RowView(
         store.theta, transform, draw_block=draw_block, max_block_mb=max_block_mb
     )
@@ -223,6 +225,7 @@ def dimension_rows(
         window=lag["window"],
         by_scale=by_scale,
         laplace=laplace,
+        pipeline_null=pipeline_null,
     )
     need = {"pipeline": kpca["n_pca"] + 1, "other": mle_k2 + 2}
     for r in rows:
@@ -290,6 +293,29 @@ def dimension_rows(
 
 # index-0 points: the Laplace null's centres and the connectivity analysis's nodes
 MINIMUM_KINDS = ("strict minimum", "degenerate minimum", minima.WALL)
+
+
+def uniform_pipeline_null(
+    p: int,
+    transform: streaming.Transform | None,
+    n_draws: int,
+    *,
+    box: float,
+    seed: int,
+    kpca: dict,
+    n_null: int,
+    pipeline_max_draws: int,
+    max_mb: float,
+    **_,
+) -> np.ndarray:
+    """:func:`dimension.pipeline_uniform_null` as :func:`dimension_rows` computes it for
+    ``n_draws`` draws of a ``p``-parameter network, so that the experiments with that network
+    share one (the keywords are :func:`dimension_rows`'s; the others are ignored)."""
+    used = row_budget(p, max_mb, pipeline_max_draws=pipeline_max_draws)["pipeline_max_draws"]
+    n_pipe = min(n_draws, used["used"])
+    return dimension.pipeline_uniform_null(
+        n_null, n_pipe, p, box, kpca["n_kpca"], kpca["gamma"], seed, transform
+    )
 
 
 def _census_minima(census_table: pd.DataFrame) -> pd.Series:
