@@ -705,15 +705,15 @@ def _census_points(inputs) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 def pipeline_null(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
-    """The report's pipeline on uniform draws in the box, once for every experiment whose
-    network is ``name``'s: its kernel PCA embeddings, the costly half of that null."""
+    """The report's pipeline on uniform draws in the box, once for every experiment with the
+    network ``name``: its kernel PCA embeddings, the costly half of that null."""
     from lossatlas.analysis import landscape
     from lossatlas.data import Dataset
     from lossatlas.model.layout import ParamLayout
 
     ds = Dataset.load(inputs.dataset)
     key = pipeline_null_key(s, ds)
-    embeddings = landscape.uniform_pipeline_null(
+    embeddings = landscape.network_pipeline_null(
         ParamLayout(key["sizes"], s["model"]["bias"]).p,
         coordinates(s, ds),
         s["sampler"]["n_chains"] * s["sampler"]["draws"],

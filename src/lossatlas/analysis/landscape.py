@@ -178,7 +178,7 @@ def dimension_rows(
     say why in ``verdict`` (``skipped: n_good=...``). ``laplace``: the Laplace null
     (:func:`laplace_null`), or why there is none. The other arguments are the
     ``landscape.dimension`` settings (config/README.md); ``pipeline_null``: the shared
-    :func:`uniform_pipeline_null`."""
+    :func:`network_pipeline_null`."""
     rows_view = streaming.RowView(
         store.theta, transform, draw_block=draw_block, max_block_mb=max_block_mb
     )
@@ -295,7 +295,7 @@ def dimension_rows(
 MINIMUM_KINDS = ("strict minimum", "degenerate minimum", minima.WALL)
 
 
-def uniform_pipeline_null(
+def network_pipeline_null(
     p: int,
     transform: streaming.Transform | None,
     n_draws: int,
