@@ -275,6 +275,16 @@ def test_invariant_diagnostics_and_report(landscape_run):
         assert name in html, name
 
 
+@pytest.mark.slow
+def test_dimension_reads_the_shared_pipeline_null(landscape_run):
+    """Each dimension job takes the uniform pipeline null from the pipeline_null rule's file,
+    made for its settings, instead of computing it again."""
+    logs = landscape_run / "results" / "logs"
+    for name in EXPS:
+        text = (logs / name / "dimension.log").read_text()
+        assert "uniform pipeline null read from" in text, name
+
+
 class Files(list):
     """A rule's named input or output files, as a script sees them (``x.name`` and ``x[i]``)."""
 

@@ -728,10 +728,11 @@ def _shared_pipeline_null(inputs, s: Mapping, dataset, log) -> np.ndarray | None
     if not hasattr(inputs, "pipeline_null"):
         return None
     with np.load(inputs.pipeline_null) as f:
-        made_for, embeddings = json.loads(str(f["key"])), f["embeddings"]
-    if made_for != json.loads(json.dumps(pipeline_null_key(s, dataset), sort_keys=True)):
+        made_for, embeddings = str(f["key"]), f["embeddings"]
+    if made_for != json.dumps(pipeline_null_key(s, dataset), sort_keys=True):
         log.info("%s holds another network's null: computing this one", inputs.pipeline_null)
         return None
+    log.info("uniform pipeline null read from %s", inputs.pipeline_null)
     return embeddings
 
 

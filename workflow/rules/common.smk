@@ -44,11 +44,15 @@ def step_settings(step):
     the sweep varies the architecture, a per-experiment step gets its experiment's."""
     if "hidden" in CFG["experiments"]["sweep"] and step in PER_EXPERIMENT_STEPS:
         return lambda wildcards: steps.settings_of_experiment(
-            step,
-            CFG,
-            NETWORKS[wildcards.network] if step == "pipeline_null" else wildcards.exp,
+            step, CFG, experiment_of(wildcards)
         )
     return steps.settings(step, CFG)
+
+
+def experiment_of(wildcards):
+    """The experiment a job's settings and dataset come from: its own, or for a job of a
+    whole network, the network's first experiment."""
+    return wildcards.exp if hasattr(wildcards, "exp") else NETWORKS[wildcards.network]
 
 
 PER_EXPERIMENT_STEPS = (

@@ -28,7 +28,7 @@ rule pipeline_null:
     """The report's pipeline on uniform draws in the box: its kernel PCA embeddings, once for
     every experiment with this network (they do not depend on the data)."""
     input:
-        dataset=lambda wildcards: f"{RESULTS}/{NETWORKS[wildcards.network]}/dataset.npz",
+        dataset=lambda wildcards: f"{RESULTS}/{experiment_of(wildcards)}/dataset.npz",
     output:
         null=f"{RESULTS}/landscape/nulls/pipeline-{{network}}.npz",
     log:
