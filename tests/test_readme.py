@@ -29,10 +29,16 @@ BIN = Path(sys.executable).parent
 FIRST = lacfg.experiments(lacfg.validate(yaml.safe_load(SMALL.read_text())))
 EXP_A, EXP_B = list(FIRST)[:2]
 
-# README command -> how it runs here (None: covered by the test named in the module docstring)
+# README command -> how it runs here, or why it cannot run here and which test covers it
 COMMANDS = {
-    "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/snakemake": None,
-    'python3 -m venv .venv && .venv/bin/pip install -e ".[test]" && .venv/bin/pytest': None,
+    "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/snakemake": (
+        "a fresh install needs the network and minutes: .ci/run installs from scratch; its "
+        "snakemake part is `.venv/bin/snakemake` below, and tests/conftest.py's small_run runs "
+        "it importing only what `pip install -e .` installs"
+    ),
+    'python3 -m venv .venv && .venv/bin/pip install -e ".[test]" && .venv/bin/pytest': (
+        "it is this test suite: .ci/run runs it from scratch"
+    ),
     ".venv/bin/snakemake -n": [sys.executable, "-m", "snakemake", "-n"],
     ".venv/bin/snakemake": [sys.executable, "-m", "snakemake"],
     ".venv/bin/snakemake --report report.html": [
@@ -51,29 +57,35 @@ COMMANDS = {
     ],
     ".venv/bin/lossatlas verify results": [str(BIN / "lossatlas"), "verify", "results"],
     ".venv/bin/lossatlas prune results": [str(BIN / "lossatlas"), "prune", "results"],
-    ".venv/bin/snakemake --configfile config/digits.yaml --replace-workflow-config": [
+    ".venv/bin/snakemake --configfile config/digits.yaml": [
         *(sys.executable, "-m", "snakemake", "-n", "--configfile"),
-        *(str(REPO / "config" / "digits.yaml"), "--replace-workflow-config"),
+        *(str(REPO / "config" / "digits.yaml")),
     ],
-    ".venv/bin/snakemake --configfile config/calibration.yaml --replace-workflow-config": [
+    ".venv/bin/snakemake --configfile config/calibration.yaml": [
         *(sys.executable, "-m", "snakemake", "-n", "--configfile"),
-        *(str(REPO / "config" / "calibration.yaml"), "--replace-workflow-config"),
+        *(str(REPO / "config" / "calibration.yaml")),
     ],
-    ".venv/bin/snakemake --configfile config/cells.yaml --replace-workflow-config": [
+    ".venv/bin/snakemake --configfile config/cells.yaml": [
         *(sys.executable, "-m", "snakemake", "-n", "--configfile"),
-        *(str(REPO / "config" / "cells.yaml"), "--replace-workflow-config"),
+        *(str(REPO / "config" / "cells.yaml")),
     ],
-    ".venv/bin/snakemake --configfile config/band.yaml --replace-workflow-config "
-    "results-band/landscape/band.csv": [
+    ".venv/bin/snakemake --configfile config/band.yaml results-band/landscape/band.csv": [
         *(sys.executable, "-m", "snakemake", "-n", "--configfile"),
-        *(str(REPO / "config" / "band.yaml"), "--replace-workflow-config"),
+        *(str(REPO / "config" / "band.yaml")),
         "results-band/landscape/band.csv",
     ],
     ".venv/bin/python benchmarks/rule_memory.py results-digits": [
         *(sys.executable, str(REPO / "benchmarks" / "rule_memory.py"), "results"),
     ],
-    "snakemake --profile slurm": None,
-    ".venv/bin/lossatlas theory": None,
+    "snakemake --profile slurm": (
+        "needs the installed profile and a SLURM controller: tests/test_profiles.py dry-runs it "
+        "as typed (test_slurm_command_dry_run), tests/test_slurm.py runs it on a real one-node "
+        "SLURM"
+    ),
+    ".venv/bin/lossatlas theory": (
+        "runs every config/theory/ workflow (minutes): tests/test_theory.py runs two of them by "
+        "the same command (test_theory_configs_run_through_the_workflow)"
+    ),
 }
 
 
@@ -91,10 +103,12 @@ def test_every_readme_command_is_tried():
     missing = [c for c in readme_commands() if c not in COMMANDS]
     assert not missing, f"README commands no test runs (add them to COMMANDS): {missing}"
     assert set(COMMANDS) <= set(readme_commands()), "COMMANDS lists a command the README lost"
+    for command, run in COMMANDS.items():  # each one run, or the reason it is not, with its test
+        assert isinstance(run, list) or "test" in run, (command, run)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("readme", [c for c, run in COMMANDS.items() if run is not None])
+@pytest.mark.parametrize("readme", [c for c, run in COMMANDS.items() if isinstance(run, list)])
 def test_readme_command_works_after_the_first_alone(small_run, readme):
     wd, _ = small_run
     proc = subprocess.run(

@@ -183,3 +183,11 @@ def test_figure_dpi_defaults_equal_the_schema():
         p = inspect.signature(fn).parameters.get("dpi")
         if p is not None and p.default is not inspect.Parameter.empty:
             assert p.default == dpi, name
+
+
+def test_get_of_an_undeclared_setting_raises():
+    """``get`` is no way around the declaration: an undeclared key raises, default or not."""
+    s = steps.settings("dataset", config.validate({}))
+    with pytest.raises(steps.UndeclaredSetting, match="target"):
+        s.get("target", {})
+    assert s.get("dataset")["n_points"] == 10

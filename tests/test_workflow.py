@@ -6,9 +6,11 @@ Every test runs `python -m snakemake` in its own directory laid out like a check
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -136,8 +138,8 @@ def test_another_config_file_cannot_overwrite_a_run(tmp_path):
     refused = run_snakemake(wd, "-c1", "--configfile", "mine.yaml")
     assert refused.returncode != 0
     assert (
-        "results: results/ holds the results of config/config.yaml; this run of mine.yaml, "
-        "config/config.yaml would overwrite them" in output_of(refused)
+        "results: results/ holds the results of config/config.yaml; this run of mine.yaml "
+        "would overwrite them" in output_of(refused)
     )
     assert "--config results=results-mine" in output_of(refused)
     assert {p: p.stat().st_mtime_ns for p in (wd / "results").rglob("*")} == before
@@ -146,6 +148,35 @@ def test_another_config_file_cannot_overwrite_a_run(tmp_path):
     assert ok.returncode == 0, output_of(ok)
     again = run_snakemake(wd, "-n", "--config", "seed=7")
     assert again.returncode == 0, output_of(again)
+
+
+def test_a_users_config_file_plans_what_validate_lists(tmp_path):
+    """`snakemake --configfile mine.yaml` plans exactly the experiments `lossatlas validate
+    mine.yaml` lists: the shipped config's sweep is not merged into the user's."""
+    wd = make_workdir(tmp_path, DEFAULT_CONFIG)
+    mine = {
+        "dataset": {"generator": "circles", "n_points": 20},
+        "model": {"hidden": [3, 2], "activation": "sigmoid"},
+        "experiments": {"sweep": {"reflect": [0, 45], "scale": [1.0, 1.5]}},
+        "sampler": {"kind": "hmc", "tempering": {"n_temps": 3}, "until": {"r_hat": 1.01}},
+        "results": "results-mine",
+    }
+    (wd / "mine.yaml").write_text(yaml.safe_dump(mine))
+    shown = subprocess.run(
+        [sys.executable, "-m", "lossatlas.cli", "validate", "mine.yaml"],
+        cwd=wd,
+        capture_output=True,
+        text=True,
+    )
+    assert shown.returncode == 0, output_of(shown)
+    listed = re.search(r"experiments: 4 \((.*)\), reference", shown.stdout).group(1).split(", ")
+    assert "tempering: 3 temperatures" in shown.stdout and "hmc (numba)" in shown.stdout
+    assert "stops: at the first checkpoint" in shown.stdout
+    plan = run_snakemake(wd, "-n", "--configfile", "mine.yaml")
+    assert plan.returncode == 0, output_of(plan)
+    planned = set(re.findall(r"results-mine/([^/\s]+)/samples\.h5", plan.stdout))
+    assert planned == set(listed), (planned, listed)
+    assert job_counts(plan.stdout)["sample"] == 4
 
 
 @pytest.mark.parametrize("config", sorted(TEST_CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
@@ -459,24 +490,49 @@ def damage(path: Path, how: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["truncated", "scribbled"])
-def test_damage_after_a_complete_run_is_repaired_bit_identical(tmp_path, resume_reference, how):
-    """A finished run whose batch file is damaged: `lossatlas verify` finds it, `--repair`
-    moves it aside, and the same snakemake command redoes that batch alone."""
-    wd = make_workdir(tmp_path, RESUME)
-    first = run_snakemake(wd, "--profile", "profiles/default", RESUME_TARGET)
+def test_damage_after_a_complete_run_is_repaired_by_the_same_command(tmp_path):
+    """A finished run of the user's own file (`snakemake --cores 2 --configfile mine.yaml`, the
+    default target) whose batch file is damaged: `lossatlas verify` finds it, `--repair` moves
+    it aside, and the same command samples that batch alone again, checks it against the store
+    and reruns nothing that read it: every batch file and table is byte-identical to the
+    undamaged run's. Random bytes first, then a truncation of another experiment's batch."""
+    wd = make_workdir(tmp_path / "run", DEFAULT_CONFIG)
+    shutil.copyfile(SMALL, wd / "mine.yaml")
+    command = ["--cores", "2", "--configfile", "mine.yaml"]
+    first = run_snakemake(wd, *command)
     assert first.returncode == 0, output_of(first)
-    damage(wd / "results" / RESUME_EXP / "chains" / "batch-0000.h5", how)
+    undamaged = tmp_path / "undamaged"
+    shutil.copytree(wd / "results", undamaged)
     verify = [sys.executable, "-m", "lossatlas.cli", "verify", "results"]
-    found = subprocess.run(verify, cwd=wd, capture_output=True, text=True, timeout=300)
-    assert found.returncode == 1 and "batch-0000.h5" in found.stdout, found.stdout
-    repair = subprocess.run([*verify, "--repair"], cwd=wd, capture_output=True, text=True)
-    assert repair.returncode == 0, repair.stdout + repair.stderr
-    again = run_snakemake(wd, "--profile", "profiles/default", RESUME_TARGET)
-    assert again.returncode == 0, output_of(again)
-    resumed, computed, total = resume_counts(wd)
-    assert (resumed, computed) == (total // 2, total // 2)  # batch 1 kept, batch 0 redone
-    assert read_samples(wd / RESUME_TARGET) == resume_reference
+    for exp, how in [("rotate-0", "scribbled"), ("rotate-120", "truncated")]:
+        batch = wd / "results" / exp / "chains" / "batch-0000.h5"
+        damage(batch, how)
+        found = subprocess.run(verify, cwd=wd, capture_output=True, text=True, timeout=300)
+        assert found.returncode == 1 and f"damaged  results/{exp}/chains/batch-0000.h5" in (
+            found.stdout
+        ), found.stdout
+        repair = subprocess.run([*verify, "--repair"], cwd=wd, capture_output=True, text=True)
+        assert repair.returncode == 0, repair.stdout + repair.stderr
+        assert "run the same snakemake command again" in repair.stdout
+        again = run_snakemake(wd, *command)
+        assert again.returncode == 0, output_of(again)
+        assert job_counts(again.stdout + again.stderr) == {"restore": 1, "all": 1}
+        log = (wd / "results" / "logs" / exp / "restore.log").read_text()
+        assert "batch-0000.h5 sampled again" in log and "energy equals" in log
+        assert filecmp.cmp(batch, undamaged / exp / "chains" / batch.name, shallow=False)
+        assert read_samples(wd / "results" / exp / "samples.h5") == read_samples(
+            undamaged / exp / "samples.h5"
+        )
+        same = subprocess.run(
+            [sys.executable, str(REPO / "tools" / "compare_runs.py"), str(undamaged), "results"],
+            cwd=wd,
+            capture_output=True,
+            text=True,
+        )
+        # the restore's own record is new; every batch file and table is identical
+        assert same.stdout.count("MISSING") == same.stdout.count("restored.json"), same.stdout
+        assert "DIFFERENT" not in same.stdout, same.stdout
+        assert "Nothing to be done" in output_of(run_snakemake(wd, *command, "-n"))
 
 
 @pytest.mark.slow

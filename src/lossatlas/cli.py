@@ -40,6 +40,18 @@ def _validate(args) -> int:
         f"{s['chains_per_batch']}, {s['warmup']} warm-up steps, {s['draws']} draws "
         f"thinned by {s['thin']}"
     )
+    t = s["tempering"]
+    if t["n_temps"] > 1:
+        print(
+            f"  tempering: {t['n_temps']} temperatures ({t['ladder']} ladder down to beta "
+            f"{t['beta_min']:g}), draws kept from beta = 1 only"
+        )
+    if s["until"]:
+        u = s["until"]
+        print(
+            f"  stops: at the first checkpoint (every {s['checkpoint_every']} draws) where "
+            f"R-hat < {u['r_hat']:g} and ESS > {u['ess']:g}, at most {s['draws']} draws"
+        )
     print(f"  draws: {draws} per experiment, about {est.disk / 2**20:.1f} MiB on disk in all")
     print(
         f"  memory: about {est.worker_memory / 2**20:.0f} MiB per sampling worker "
@@ -53,9 +65,14 @@ def _validate(args) -> int:
 def _summary(args) -> int:
     from arviz_stats.base import array_stats
 
-    from lossatlas.storage.store import SampleStore
+    from lossatlas.storage.store import Damaged, SampleStore
 
-    with SampleStore(args.store) as store:
+    try:
+        store = SampleStore(args.store)
+    except (OSError, Damaged) as err:  # a missing or damaged store: say which, no traceback
+        print(f"lossatlas: {err}", file=sys.stderr)
+        return 1
+    with store:
         theta = store.theta
         energy = np.asarray(store.stat("energy"), dtype=np.float64)
         mean_loss = np.asarray(store.stat("mean_loss"), dtype=np.float64)
@@ -87,7 +104,11 @@ def _verify(args) -> int:
     moved = [c for c in checks if c.status == "moved aside"]
     print(f"{len(checks)} batch files, {len(bad) + len(moved)} damaged")
     if moved:
-        print("run the same snakemake command again: it samples only the batches moved aside")
+        print(
+            "run the same snakemake command again (with its default target, or "
+            "`lossatlas.sample` in Python): it samples only the batches moved aside, checks "
+            "them against the finished store, and redoes nothing that read it"
+        )
     elif bad:
         print(f"`lossatlas verify --repair {args.results}` moves them aside for a rerun")
     aside = maintenance.describe_aside(args.results)
@@ -138,7 +159,7 @@ def _theory(args) -> int:
     for path in configs:
         cfg = lacfg.load(path)
         print(f"{path}: running the theory target", flush=True)
-        cmd = [*head, "--configfile", path, "--replace-workflow-config"]
+        cmd = [*head, "--configfile", path]
         # the checks are cheap and read the installed library: always rerun them
         cmd += ["--cores", str(args.cores), "--forcerun", "theory", "theory"]
         done = subprocess.run(cmd, capture_output=True, text=True)

@@ -126,7 +126,12 @@ READS: dict[str, tuple[str, ...]] = {
         "figures",
     ),
 }
-RUNTIME: dict[str, tuple[str, ...]] = {"sample": ("dask", "results")}
+# restore samples again what sample sampled, with the same settings, where sample runs
+READS["restore"] = READS["sample"]
+RUNTIME: dict[str, tuple[str, ...]] = {
+    "sample": ("dask", "results"),
+    "restore": ("dask", "results"),
+}
 
 
 class UndeclaredSetting(KeyError):
@@ -185,7 +190,8 @@ class Settings(dict):
         return [self[k] for k in self]
 
     def get(self, key, default=None):
-        return self[key] if key in self else default
+        # a declared key absent from the config is a hole in the declaration, not a default
+        return self[key]
 
     def __repr__(self) -> str:
         return repr(_canonical(self))
@@ -454,9 +460,11 @@ def sample(
     exp: Mapping,
     threads: int,
     log: logging.Logger,
+    store_path=None,
 ) -> dict:
     """Run one experiment's chains on Dask, resuming from the batch checkpoints; returns the
-    resume summary. ``run``: the :data:`RUNTIME` settings (``dask``, ``results``)."""
+    resume summary. ``run``: the :data:`RUNTIME` settings (``dask``, ``results``).
+    ``store_path``: where the store is written (default ``samples_path``)."""
     from lossatlas.data import Dataset
     from lossatlas.sampling import cluster, engine
     from lossatlas.storage import maintenance
@@ -489,7 +497,16 @@ def sample(
             if s["sampler"]["until"]:
                 check = until_check(s, ds, threads, out.parent / ".until-view.h5")
             summary = engine.run_experiment(
-                e, ds, out.parent, client, log, locked=True, until_check=check, **timing, **args
+                e,
+                ds,
+                out.parent,
+                client,
+                log,
+                locked=True,
+                until_check=check,
+                store_path=store_path or out,
+                **timing,
+                **args,
             )
     log.info(
         "resume summary: resumed=%d computed=%d total=%d draws over %d batches",
@@ -500,9 +517,60 @@ def sample(
     )
     for b in summary["batches"]:
         log.info("resume summary: %s", b)
-    if not out.exists():
-        raise FileNotFoundError(f"engine.run_experiment did not write {out}")
+    if not Path(store_path or out).exists():
+        raise FileNotFoundError(f"engine.run_experiment did not write {store_path or out}")
     return summary
+
+
+def restore(
+    dataset_path,
+    samples_path,
+    restored_path,
+    s: Mapping,
+    run: Mapping,
+    exp: Mapping,
+    threads: int,
+    log: logging.Logger,
+) -> None:
+    """Sample again the batches ``lossatlas verify --repair`` moved aside, under the store the
+    analyses read, and check that they are the draws it showed: the energy of every draw equals
+    the one ``samples.h5`` recorded when it was built. Then nothing downstream needs redoing.
+    Where they differ, ``samples.h5`` is removed, so the next run rebuilds it and everything
+    that read it."""
+    from lossatlas.storage import maintenance, store
+
+    samples = Path(samples_path)
+    view = samples.with_name(".restore-view.h5")
+    summary = sample(dataset_path, samples, s, run, exp, threads, log, store_path=view)
+    try:
+        differs = store.energies_differ(view, samples)
+    finally:
+        view.unlink(missing_ok=True)
+    moved = maintenance.clear_pending_restore(samples.parent)
+    if differs:
+        samples.unlink()
+        raise RuntimeError(
+            f"{samples.parent.name}: the batches sampled again are not the draws "
+            f"{samples} showed ({differs}); it was removed: run the same command again to "
+            "rebuild it and everything that read it"
+        )
+    log.info(
+        "%s: %s sampled again (%d draws computed); every draw's energy equals the one %s "
+        "recorded, so nothing that read it is redone",
+        samples.parent.name,
+        ", ".join(moved) or "no batch",
+        summary["draws_computed"],
+        samples.name,
+    )
+    _write_json(
+        restored_path,
+        {
+            "experiment": samples.parent.name,
+            "moved_aside": moved,
+            "draws_computed": summary["draws_computed"],
+            "energies_equal": True,
+        },
+    )
 
 
 def until_check(s: Mapping, ds, threads: int, view_path):

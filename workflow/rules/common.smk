@@ -3,6 +3,7 @@
 import re
 
 from lossatlas import lifecycle, steps
+from lossatlas.storage import maintenance
 
 EXPERIMENTS = lacfg.experiments(CFG)
 RESULTS = CFG["results"].rstrip("/")
@@ -58,6 +59,7 @@ def experiment_of(wildcards):
 PER_EXPERIMENT_STEPS = (
     "dataset",
     "sample",
+    "restore",
     "diagnose",
     "reduce",
     "dataset_figure",
@@ -89,6 +91,7 @@ def n_batches():
 def all_outputs():
     """Everything the report shows: per-experiment diagnostics and reductions, and the figures."""
     per_exp = [
+        f"{RESULTS}/{{exp}}/samples.h5",
         f"{RESULTS}/{{exp}}/diagnostics/summary.csv",
         f"{RESULTS}/{{exp}}/diagnostics/normality.csv",
         f"{RESULTS}/{{exp}}/diagnostics/convergence.json",
@@ -109,7 +112,14 @@ def all_outputs():
         + compare_outputs()
         + theory_outputs()
         + band_outputs()
+        + restore_outputs()
     )
+
+
+def restore_outputs():
+    """The stores whose batches `lossatlas verify --repair` moved aside, sampled again."""
+    pending = maintenance.pending_restores(RESULTS, EXPERIMENTS)
+    return [f"{RESULTS}/{name}/chains/restored.json" for name in pending]
 
 
 def landscape_outputs():

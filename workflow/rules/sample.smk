@@ -26,3 +26,29 @@ rule sample:
         experiment=experiment_params,
     script:
         "../scripts/sample.py"
+
+
+rule restore:
+    """Sample again the batches `lossatlas verify --repair` moved aside from under a finished
+    store, and check them against it (every draw's energy as samples.h5 recorded it). No job
+    that read the store depends on this one, so none is redone. In the default target only
+    while chains/restore-pending.json says a repair is pending.
+    """
+    input:
+        dataset=f"{RESULTS}/{{exp}}/dataset.npz",
+        samples=f"{RESULTS}/{{exp}}/samples.h5",
+    output:
+        restored=f"{RESULTS}/{{exp}}/chains/restored.json",
+    log:
+        f"{LOGS}/{{exp}}/restore.log",
+    conda:
+        "../../envs/lossatlas.yaml"
+    threads: max(1, min(workflow.cores, n_batches()))
+    resources:
+        mem_mb=lambda wildcards, threads: 1024 + 512 * threads,
+        runtime=120,
+    params:
+        settings=step_settings("restore"),
+        experiment=experiment_params,
+    script:
+        "../scripts/restore.py"

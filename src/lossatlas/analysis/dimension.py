@@ -296,10 +296,15 @@ def mle(
     return _mle_of(dist, k1, k2, n_boot, seed, chains=kept)
 
 
+class TooFewPoints(ValueError):
+    """A cloud has no more points than the neighbours an estimator needs: a row to skip, with
+    this message, not a failure."""
+
+
 def _require_points(X, k2: int, chains) -> None:
     n_points = len(_unique(X)) if chains is None else len(X)
     if n_points <= k2:
-        raise ValueError(f"mle needs more than k2 = {k2} distinct points, got {n_points}")
+        raise TooFewPoints(f"mle needs more than k2 = {k2} distinct points, got {n_points}")
 
 
 def twonn_and_mle(X, discard=0.1, k1=10, k2=20, n_boot=200, seed=0, **lag) -> tuple[dict, dict]:

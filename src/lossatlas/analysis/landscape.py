@@ -445,7 +445,7 @@ def by_quantile(
         X = np.asarray(rows_view[idx], dtype=np.float64)
         try:
             t, m = dimension.twonn_and_mle(X, discard, k1, k2, n_boot, seed, **lag)
-        except ValueError as err:
+        except dimension.TooFewPoints as err:  # any other error is a bug: it fails the job
             out.append({**row, "status": f"skipped: {err}"})
             continue
         row.update(

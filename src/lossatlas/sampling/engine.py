@@ -465,6 +465,7 @@ def run_experiment(
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     locked: bool = False,
     until_check=None,
+    store_path=None,
 ) -> dict[str, Any]:
     """Sample every batch of ``experiment`` holding its sampling lock (:func:`sampling_lock`).
 
@@ -472,7 +473,8 @@ def run_experiment(
     resumes from the checkpoints the holder left; see :func:`_run_experiment`. ``locked``: the
     caller already holds it (:func:`experiment_lock`). ``seed``, ``model``, ``target``,
     ``sampler`` as in :func:`batch_specs`. ``until_check(paths, n_draws) -> dict`` decides
-    ``sampler.until`` (default :func:`until_verdict`, U alone).
+    ``sampler.until`` (default :func:`until_verdict`, U alone). ``store_path``: where the
+    store is written, in ``out_dir`` (default ``samples.h5``).
     """
     log = log or logger
     specs = batch_specs(
@@ -488,7 +490,15 @@ def run_experiment(
     )
     with lock:
         return _run_experiment(
-            specs, experiment, names, out_dir, client, log, progress_interval, until_check
+            specs,
+            experiment,
+            names,
+            out_dir,
+            client,
+            log,
+            progress_interval,
+            until_check,
+            Path(store_path) if store_path else Path(out_dir) / "samples.h5",
         )
 
 
@@ -501,8 +511,10 @@ def _run_experiment(
     log: logging.Logger,
     progress_interval: float,
     until_check=None,
+    store_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Sample every batch of ``specs`` on ``client``, then write ``out_dir/samples.h5``.
+    """Sample every batch of ``specs`` on ``client``, then write the store at ``store_path``
+    (default ``out_dir/samples.h5``).
 
     Logs draws done / total, draws/s and an ETA every ``progress_interval`` seconds. Returns a
     summary with the draws resumed from checkpoints and those computed. With
@@ -660,7 +672,7 @@ def _run_experiment(
     data = specs[0]["dataset"]
     out = store.build(
         [spec["path"] for spec in specs],
-        out_dir / "samples.h5",
+        store_path or out_dir / "samples.h5",
         param_names,
         n_draws=n_draws,
         attrs={

@@ -3,6 +3,7 @@ next run redoes only them, and account for (and remove) the files moved aside ov
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -13,12 +14,25 @@ from pathlib import Path
 from lossatlas import lifecycle
 from lossatlas.storage import integrity, store
 
-__all__ = ["BatchCheck", "aside_files", "describe_aside", "prune", "verify"]
+__all__ = [
+    "BatchCheck",
+    "aside_files",
+    "clear_pending_restore",
+    "describe_aside",
+    "pending_restores",
+    "prune",
+    "verify",
+]
 
 BATCH = re.compile(r"batch-\d{4}\.h5")
 # what open_batch moves aside (stale-<hash>, damaged, with a .k suffix when taken) and the
 # temporaries of a write or recovery that a kill interrupted
 ASIDE = re.compile(r"batch-\d{4}\.h5\.(stale-\w+|damaged|unreadable|recover|new)(\.\d+)?")
+
+
+# in chains/: the batches `verify --repair` moved aside from under a finished store, which the
+# workflow's `restore` job samples again (the Snakefile puts it in the default target)
+PENDING = "restore-pending.json"
 
 
 @dataclass(frozen=True)
@@ -45,8 +59,10 @@ def _in_use(path: Path) -> bool:
 
 def verify(results: str | os.PathLike, *, repair: bool = False) -> list[BatchCheck]:
     """Check every batch file under ``results/*/chains``: superblock, every committed block and
-    the checkpoint. ``repair`` moves each damaged file aside (``.damaged``) and removes its
-    experiment's ``samples.h5``, so the next run samples exactly those batches again."""
+    the checkpoint. ``repair`` moves each damaged file aside (``.damaged``) so the next run
+    samples exactly those batches again: under a finished ``samples.h5`` it records them in
+    ``chains/restore-pending.json`` for the workflow's ``restore`` job, which checks them
+    against the store and leaves the analyses that read it alone."""
     checks = []
     for chains in _chains_dirs(Path(results)):
         found = []
@@ -70,9 +86,35 @@ def verify(results: str | os.PathLike, *, repair: bool = False) -> list[BatchChe
                 for c in damaged:
                     aside = store.move_aside(c.path, "damaged")
                     found[found.index(c)] = BatchCheck(c.path, "moved aside", f"to {aside.name}")
-                (chains.parent / "samples.h5").unlink(missing_ok=True)
+                if (chains.parent / "samples.h5").exists():
+                    _add_pending_restore(chains, [c.path.name for c in damaged])
         checks += found
     return checks
+
+
+def _add_pending_restore(chains: Path, batches: list[str]) -> None:
+    marker = chains / PENDING
+    before = json.loads(marker.read_text())["moved_aside"] if marker.exists() else []
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps({"moved_aside": sorted({*before, *batches})}) + "\n")
+    os.replace(tmp, marker)
+    # the record of an earlier restore would keep the workflow from running this one
+    (chains / "restored.json").unlink(missing_ok=True)
+
+
+def pending_restores(results: str | os.PathLike, experiments) -> list[str]:
+    """Those of ``experiments`` whose store has batches ``verify --repair`` moved aside."""
+    return [e for e in experiments if (Path(results) / e / "chains" / PENDING).exists()]
+
+
+def clear_pending_restore(exp_dir: str | os.PathLike) -> list[str]:
+    """Remove ``exp_dir``'s pending-restore record; returns the batches it named."""
+    marker = Path(exp_dir) / "chains" / PENDING
+    if not marker.exists():
+        return []
+    moved = json.loads(marker.read_text())["moved_aside"]
+    marker.unlink()
+    return moved
 
 
 def _aside_in(chains: Path) -> list[Path]:

@@ -772,6 +772,23 @@ def build(
     return out_path
 
 
+def energies_differ(a: str | os.PathLike, b: str | os.PathLike) -> str | None:
+    """Where two stores' recorded energies differ (``sample_stats/lp``, a real dataset
+    written at build from the batches as they were then), or None when every draw's is equal."""
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        if "lp" not in fa["sample_stats"] or "lp" not in fb["sample_stats"]:
+            return "no recorded energies to compare"
+        la, lb = fa["sample_stats/lp"], fb["sample_stats/lp"]
+        if la.shape != lb.shape:
+            return f"{la.shape[0]} x {la.shape[1]} draws against {lb.shape[0]} x {lb.shape[1]}"
+        # one number per draw: (chains, draws) fits in memory where theta would not
+        unequal = np.argwhere(la[()] != lb[()])
+        if len(unequal):
+            chain, draw = unequal[0]
+            return f"{len(unequal)} draws' energies differ, the first chain {chain} draw {draw}"
+    return None
+
+
 def _real_group(g: h5py.Group, variables: Mapping[str, tuple[tuple[str, ...], np.ndarray]]):
     scales = {}
     for dims, data in variables.values():
@@ -819,7 +836,11 @@ class SampleStore:
         missing = [str(p) for p in sources if not p.exists()]
         if missing:
             self.close()
-            raise FileNotFoundError(f"{self.path}: batch files missing: {', '.join(missing)}")
+            raise FileNotFoundError(
+                f"{self.path}: batch files missing: {', '.join(missing)}; if `lossatlas verify "
+                "--repair` moved them aside, run the same snakemake command again: it samples "
+                "them again"
+            )
         verified = json.loads(self._f.attrs.get("verified_sources", "{}"))
         base = self.path.resolve().parent
         for p in sources:
