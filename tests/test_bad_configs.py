@@ -81,3 +81,30 @@ def test_real_runs_write_nothing(tmp_path):
             f"{i}-{c['field']}": f for (i, c), f in zip(enumerate(CASES), found, strict=True) if f
         }
     assert not faults, faults
+
+
+def test_nested_command_line_values_are_read_as_the_schema_says():
+    """`--config sampler='{n_chains: 64}'` reaches the config as strings inside a mapping:
+    numbers, integers, booleans and null are read as such; a word where a number belongs is
+    still refused, naming the field."""
+    given = {"sampler": {"n_chains": "64", "step_size": "0.5", "until": "null"}, "seed": "7"}
+    cfg = lacfg.validate(given, command_line=given)
+    assert cfg["sampler"]["n_chains"] == 64 and cfg["sampler"]["step_size"] == 0.5
+    assert cfg["sampler"]["until"] is None and cfg["seed"] == 7
+    dash = {"dask": {"dashboard": "false"}}
+    assert lacfg.validate(dash, command_line=dash)["dask"]["dashboard"] is False
+    for word in ("many", "true"):  # a boolean is no count
+        bad = {"sampler": {"n_chains": word}}
+        with pytest.raises(lacfg.ConfigError, match=f"sampler.n_chains: '{word}'"):
+            lacfg.validate(bad, command_line=bad)
+    # a config file's quoted number stays a string, and is refused
+    with pytest.raises(lacfg.ConfigError, match="sampler.n_chains: '64'"):
+        lacfg.validate({"sampler": {"n_chains": "64"}, "seed": "7"}, command_line={"seed": "7"})
+
+
+def test_a_nested_command_line_value_runs(tmp_path):
+    """The documented one-off override, through Snakemake: planned with 2 batches of 2."""
+    wd = make_workdir(tmp_path, TEST_CONFIGS / "small.yaml")
+    proc = run_snakemake(wd, "-n", "--config", "sampler={n_chains: 8, chains_per_batch: 4}")
+    assert proc.returncode == 0, output_of(proc)
+    assert "invalid config" not in output_of(proc)

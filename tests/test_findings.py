@@ -79,3 +79,29 @@ def test_first_page_states_each_experiments_verdicts(tmp_path):
     assert "The method." in full and ".. list-table::" in full
     html = findings.html(full)
     assert "<table" in html and "rotate-120" in html
+
+
+def test_a_failed_theory_check_heads_the_first_page(tmp_path):
+    """The theory rule's table reaches the findings: a failed check is named first, with what
+    was predicted and measured; every check is in the full page."""
+    a = _experiment(tmp_path, "scale-1", converged=True, p_null=0.01, verdict="below the uniform")
+    parts = ("convergence", "reduce", "dimension", "census")
+    files = {p: [a[i]] for i, p in enumerate(parts)}
+    checks = tmp_path / "checks.csv"
+    checks.write_text(
+        "experiment,check,quantity,predicted,measured,tolerance,passed,note\n"
+        "scale-1,cooper,n_zero = free coordinates - rN: interpolating minima that disagree,"
+        "0,1,none,False,disagree: id 3 (19 expected 18)\n"
+        "scale-1,cooper,cooper_dim = p - rN: interpolating minima that disagree,0,0,none,True,\n"
+    )
+    found = findings.gather(["scale-1"], files, None, checks)
+    page = findings.summary(found)
+    assert "**theory checks: 1 of 2 FAILED** (checks.csv)" in page
+    assert "scale-1 cooper: n_zero = free coordinates - rN" in page
+    assert "cooper_dim" not in page  # a passed row waits for the full page
+    full = findings.details(found, "The method.")
+    assert "Theory checks" in full and "cooper_dim = p - rN" in full and "(passed)" in full
+    passed = tmp_path / "passed.csv"
+    passed.write_text(checks.read_text().replace("False", "True"))
+    page = findings.summary(findings.gather(["scale-1"], files, None, passed))
+    assert "theory checks: all 2 passed" in page

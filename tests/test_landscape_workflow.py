@@ -327,7 +327,7 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, cells_run, tmp_
     def declared(step):
         if step in ("cells", "critical_points", "band"):
             s = steps.settings_of_experiment(step, cells_cfg, "hidden-3")
-        elif step == "sample":
+        elif step in ("sample", "restore"):
             s = steps.settings(step, until_cfg)
         else:
             s = steps.settings(step, cfg)
@@ -342,6 +342,17 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, cells_run, tmp_
             out / "sample" / "samples.h5",
             s,
             steps.runtime("sample", cfg),
+            exp_param,
+            1,
+            log,
+        ),
+        # over the store the sample step just wrote: nothing to sample again, energies equal
+        "restore": lambda s: steps.restore(
+            into.dataset,
+            out / "sample" / "samples.h5",
+            out / "restored.json",
+            s,
+            steps.runtime("restore", cfg),
             exp_param,
             1,
             log,
@@ -428,6 +439,7 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, cells_run, tmp_
                     )
                 },
                 compare=[res / "landscape" / "compare.json"],
+                checks=[],
             ),
             Files(page=out / "findings.rst", html=out / "findings.html", json=out / "f.json"),
             s,
@@ -532,7 +544,11 @@ def test_findings_of_one_experiment(landscape_run, tmp_path):
     }
     out = Files(page=tmp_path / "f.rst", html=tmp_path / "f.html", json=tmp_path / "f.json")
     steps.findings(
-        Files(**{part: [res / "rotate-0" / sub] for part, sub in parts.items()}, compare=[]),
+        Files(
+            **{part: [res / "rotate-0" / sub] for part, sub in parts.items()},
+            compare=[],
+            checks=[],
+        ),
         out,
         steps.settings("findings", cfg),
         ["rotate-0"],

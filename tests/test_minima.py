@@ -86,6 +86,17 @@ def test_zeros_are_counted_below_the_widest_spectral_gap():
     assert minima.zero_count(np.array([1e-4, 1.0, 1e3]))[0].sum() == 1
 
 
+def test_a_small_resolved_eigenvalue_under_a_wider_gap_is_not_zero():
+    """A near-saturated interpolating minimum: 18 zeros in the finite-difference noise, one
+    curvature of 2e-6 (3.3 decades above them, resolved), then the rest from 1e-2 (3.7
+    decades higher). The widest gap would count 19 zeros; the Jacobian's rank says 18."""
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(-1e-9, 1e-9, 18)
+    eig = np.concatenate([noise, [2e-6], np.geomspace(1e-2, 10.0, 12)])
+    zero, cut = minima.zero_count(eig)
+    assert zero.sum() == 18 and 1e-9 < cut < 2e-6
+
+
 def test_hessian_matches_analytic():
     H = minima.hessian(double_well, np.array([0.3, -0.2]))
     np.testing.assert_allclose(H, [[12 * 0.09 - 4, 0], [0, 2]], atol=1e-8)

@@ -50,6 +50,42 @@ def test_wider_linear_network_has_no_barrier():
     assert barrier["predicted"] == 0.0 and barrier["measured"] < 0.01 * s2
 
 
+@pytest.mark.parametrize("d, h, r", [(3, 2, 2), (2, 2, 3), (3, 1, 1)])
+def test_linear_barrier_for_any_inputs_and_outputs(d, h, r):
+    """d-[h]-r with h = min(d, r): the barrier is the smallest singular value of the fit,
+    squared (Eckart-Young), for data of any shape."""
+    rng = np.random.default_rng(d * 10 + r)
+    X = rng.normal(size=(8, d))
+    Y = X @ rng.normal(size=(d, r)) + 0.05 * rng.normal(size=(8, r))
+    target = Target(MLP((d, h, r), "linear", "mse"), X, Y, box=10.0)
+    rows = theory.linear_sign_flip(target, CONNECT)
+    assert all(r_["passed"] for r_ in rows), rows
+    k = min(d, r)
+    sk = theory.linear_fit(X, Y)["sigma"][k - 1] ** 2
+    barrier = next(r_ for r_ in rows if r_["quantity"].startswith("barrier"))
+    assert barrier["quantity"].startswith(f"barrier (string method) / sigma_{k}^2")
+    assert sk * (1 - 1e-9) <= barrier["measured"] <= 1.05 * sk
+
+
+def test_linear_check_reads_a_files_real_shape(tmp_path):
+    """A 3-input, 2-output file with a 3-[2]-2 linear network is accepted as it is (no
+    n_features or n_targets claimed in the config); a width below min(d, r) is refused with
+    the data's real sizes."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 3))
+    np.savez(tmp_path / "lin.npz", X=X, Y=X @ rng.normal(size=(3, 2)))
+    cfg = {
+        "dataset": {"generator": "file", "path": str(tmp_path / "lin.npz")},
+        "model": {"hidden": [2], "activation": "linear", "loss": "mse"},
+        "experiments": {"sweep": {"scale": [1]}},
+        "expected": ["linear_sign_flip"],
+    }
+    assert config.validate(cfg)["expected"] == ["linear_sign_flip"]
+    narrow = {**cfg, "model": {**cfg["model"], "hidden": [1]}}
+    with pytest.raises(config.ConfigError, match=r"min\(d, r\) = 2 \(the data have d = 3"):
+        config.validate(narrow)
+
+
 def test_relu_permutation_certificate_and_paths():
     ds = data.permute3()
     target = Target(MLP((2, 3, 2), "relu", "mse", "none"), ds.X, ds.Y, box=5.0)
@@ -88,19 +124,24 @@ def test_quadratic_minima_and_a_census_that_breaks_the_theorem():
 
 
 def test_cooper_check_reads_the_census():
+    """Like against like: a point pinned at the box wall has its zeros counted on fewer free
+    coordinates; a point that disagrees is counted and named."""
     ds = data.regression(5, 2, 2, seed=3, noise=0.1, teacher_hidden=[3])
     target = Target(MLP((2, 4, 2), "tanh", "mse"), ds.X, ds.Y)
     assert target.p - 2 * 5 == 12
     good = pd.DataFrame(
-        {"mean_loss": [0.0, 1e-12, 0.3], "index": [0, 0, 0], "n_zero": [12, 12, 3]}
-        | {"cooper_dim": [12, 12, 5]}
+        {"id": [0, 1, 2, 3], "mean_loss": [0.0, 1e-12, 1e-10, 0.3], "index": [0, 0, 0, 0]}
+        | {"n_zero": [12, 12, 11, 3], "n_pinned": [0, 0, 1, 0], "cooper_dim": [12, 12, 12, 5]}
     )
-    assert all(r["passed"] for r in theory.cooper(target, good))
-    off = good.assign(n_zero=[12, 11, 3])
-    assert not _passed(theory.cooper(target, off))[
-        "n_zero at interpolating minima (fraction equal)"
-    ]
-    none = good.assign(mean_loss=[0.1, 0.2, 0.3])
+    rows = theory.cooper(target, good)
+    assert all(r["passed"] for r in rows), rows
+    assert [r["measured"] for r in rows] == [0, 0]
+    assert "1 on the box wall" in rows[0]["note"]
+    off = good.assign(n_zero=[12, 13, 11, 3])
+    bad = theory.cooper(target, off)[0]
+    assert not bad["passed"] and bad["measured"] == 1
+    assert "disagree: id 1 (13, expected 12)" in bad["note"]
+    none = good.assign(mean_loss=[0.1, 0.2, 0.3, 0.4])
     assert not any(r["passed"] for r in theory.cooper(target, none))
 
 

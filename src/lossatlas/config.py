@@ -69,14 +69,22 @@ def _package_schema() -> dict:
     return yaml.safe_load(SCHEMA_RESOURCE.read_text())
 
 
-def validate(config: dict | None, schema: dict | str | Path | None = None) -> dict:
-    """Return a validated deep copy of ``config`` with defaults filled in.
+def validate(
+    config: dict | None,
+    schema: dict | str | Path | None = None,
+    *,
+    command_line: dict | None = None,
+) -> dict:
+    """Return a validated deep copy of ``config`` with defaults filled in. ``command_line``:
+    the values Snakemake's ``--config`` set, whose strings are read as the schema's numbers,
+    booleans or null (a nested ``--config sampler='{n_chains: 64}'`` arrives as strings); a
+    config file's quoted values stay strings.
 
     Raises ConfigError with one line naming the first bad field.
     """
     if not isinstance(schema, dict):
         schema = load_schema(schema)
-    cfg = copy.deepcopy(config or {})
+    cfg = _coerce(copy.deepcopy(config or {}), schema, command_line or {})
     for path, value in _non_finite(cfg):
         # JSON Schema compares NaN with nothing, so `minimum` lets it through
         raise ConfigError(
@@ -90,6 +98,36 @@ def validate(config: dict | None, schema: dict | str | Path | None = None) -> di
         raise ConfigError(f"invalid config: {_describe(best)}; see config/README.md")
     _check_semantics(cfg)
     return cfg
+
+
+_JSON_TYPES = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
+
+
+def _coerce(obj, schema: dict, given):
+    """At the places ``given`` (the command line's values) sets, strings where the schema
+    wants a number, an integer, a boolean or null, read as YAML."""
+    if isinstance(obj, dict):
+        props = schema.get("properties", {})
+        for key, value in obj.items():
+            if key in props and isinstance(given, dict) and key in given:
+                obj[key] = _coerce(value, props[key], given[key])
+        return obj
+    if isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        return [_coerce(v, schema["items"], v) for v in obj]
+    types = schema.get("type")
+    types = [types] if isinstance(types, str) else list(types or [])
+    if not isinstance(obj, str) or "string" in types or not types:
+        return obj
+    try:
+        value = yaml.safe_load(obj)
+    except yaml.YAMLError:
+        return obj
+    for t in types:
+        want = _JSON_TYPES.get(t)
+        # True is an int to Python, never an integer or a number to the schema
+        if want and isinstance(value, want) and (t == "boolean" or not isinstance(value, bool)):
+            return value
+    return obj
 
 
 def _non_finite(obj, path=()):
@@ -217,10 +255,25 @@ def _check_model_and_data(cfg: dict) -> None:
 
 
 def _check_expected(cfg: dict) -> None:
+    from lossatlas import data
     from lossatlas.analysis import theory
 
+    if not cfg["expected"]:
+        return
+    m, ds = cfg["model"], cfg["dataset"]
+    _, n_features, n_outputs = data.shape_of(ds)  # a user's file: its real shape
     for name in cfg["expected"]:
-        problem = theory.unmet_requirement(name, cfg)
+        problem = theory.unmet_requirement(
+            name,
+            loss=m["loss"],
+            energy=cfg["target"]["energy"],
+            activation=m["activation"],
+            hidden=list(m["hidden"]),
+            bias=m["bias"],
+            generator=ds["generator"],
+            n_features=n_features,
+            n_outputs=n_outputs,
+        )
         if problem:
             raise ConfigError(f"invalid config: expected: {name} needs {problem}")
 

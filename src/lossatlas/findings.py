@@ -9,6 +9,7 @@ are read.
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -73,16 +74,24 @@ def _experiment(name: str, convergence, reduce, dimension, census) -> dict:
     }
 
 
-def gather(names: Sequence[str], files: Mapping[str, Sequence], compare=None) -> dict:
+def _checks(path) -> list[dict]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    keep = ("experiment", "check", "quantity", "predicted", "measured", "note")
+    return [{**{k: r.get(k, "") for k in keep}, "passed": r["passed"] == "True"} for r in rows]
+
+
+def gather(names: Sequence[str], files: Mapping[str, Sequence], compare=None, checks=None) -> dict:
     """Every experiment's findings and the comparisons. ``files`` maps ``convergence``,
     ``reduce`` (summary), ``dimension`` and ``census`` (their JSON files) to one path per name
-    in ``names``; ``compare`` is compare.json, if any."""
+    in ``names``; ``compare`` is compare.json, ``checks`` the theory checks' table, if any."""
     parts = ("convergence", "reduce", "dimension", "census")
     out = {
         "experiments": [
             _experiment(name, *(files[p][i] for p in parts)) for i, name in enumerate(names)
         ],
         "compare": [],
+        "checks": _checks(checks) if checks else [],
     }
     for c in _load(compare) if compare else []:
         row = {k: c.get(k) for k in ("experiment", "reference", "method", "status")}
@@ -194,11 +203,32 @@ def _headline(e: dict, compare: list[dict], alpha: float) -> list[str]:
     return [*lines, ""]
 
 
+def _checks_lines(checks: Sequence[Mapping], *, every: bool) -> list[str]:
+    """The theory checks' verdict, then each failed row (``every``: each row)."""
+    failed = [c for c in checks if not c["passed"]]
+    head = (
+        f"**theory checks: {len(failed)} of {len(checks)} FAILED**"
+        if failed
+        else f"theory checks: all {len(checks)} passed"
+    )
+    lines = [f"- {head} (checks.csv)", ""]
+    for c in checks if every else failed:
+        mark = "passed" if c["passed"] else "FAILED"
+        text = (
+            f"{c['experiment']} {c['check']}: {c['quantity']}: predicted {c['predicted']}, "
+            f"measured {c['measured']} ({mark}{'; ' + c['note'] if c['note'] else ''})"
+        )
+        lines.append(f"  - {_escape(text)}")
+    return [*lines, ""] if len(lines) > 2 else lines
+
+
 def summary(found: Mapping, *, alpha: float = 0.05) -> str:
     """The report's first screen: one line per experiment, short enough to show whole beside
-    the rule graph."""
+    the rule graph; a failed theory check first."""
     exps = found["experiments"]
     lines = ["Findings", "========", ""]
+    if found.get("checks"):
+        lines += _checks_lines(found["checks"], every=False)
     for e in exps:
         lines += _headline(e, found["compare"], alpha)
     lines += [
@@ -276,6 +306,9 @@ def details(found: Mapping, method: str, *, alpha: float = 0.05) -> str:
             cell = _compare_cell(c["experiment"], found["compare"], alpha)
             lines.append(f"- {c['experiment']} vs {c['reference']}: {_escape(cell)}.")
         lines.append("")
+    if found.get("checks"):
+        lines += ["Theory checks", "-------------", ""]
+        lines += _checks_lines(found["checks"], every=True)
     lines += ["Method", "------", "", method.strip(), ""]
     return "\n".join(lines)
 

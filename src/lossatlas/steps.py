@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -1075,9 +1076,24 @@ def theory(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
     table = pd.concat(tables, ignore_index=True)
     table.to_csv(outputs.table, index=False)
     log.info("%d of %d checks passed", int(table["passed"].sum()), len(table))
-    for row in table[~table["passed"]].itertuples():
+    failed = table[~table["passed"]]
+    for row in failed.itertuples():
         log.warning("failed: %s %s: predicted %s, measured %s", row.check, row.quantity,
                     row.predicted, row.measured)  # fmt: skip
+    # A failed check is a result about this network and data, kept in the table and the
+    # findings, not a crash that would delete it; but it must not pass for a green run: the
+    # terminal (the job's stderr, which Snakemake shows) says so.
+    if len(failed):
+        lines = [
+            f"lossatlas: {len(failed)} of {len(table)} theory checks FAILED ({outputs.table}; "
+            "the findings list them):"
+        ]
+        lines += [
+            f"  {r.experiment} {r.check}: {r.quantity}: predicted {r.predicted}, measured "
+            f"{r.measured}"
+            for r in failed.itertuples()
+        ]
+        print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 def compare(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
@@ -1155,8 +1171,10 @@ def findings(inputs, outputs, s: Mapping, names, method_template: str, log) -> N
 
     parts = ("convergence", "reduce", "dimension", "census")
     paths = {p: listed(getattr(inputs, p)) for p in parts}
-    compare = listed(inputs.compare)
-    found = found_mod.gather(names, paths, compare[0] if compare else None)
+    compare, checks = listed(inputs.compare), listed(inputs.checks)
+    found = found_mod.gather(
+        names, paths, compare[0] if compare else None, checks[0] if checks else None
+    )
     alpha = s["landscape"]["compare"]["alpha"]
     # the template is the one snakemake --report renders before the run has findings
     method = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(method_template)

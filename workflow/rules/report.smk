@@ -11,6 +11,7 @@ rule findings:
         ),
         census=expand(f"{RESULTS}/{{exp}}/landscape/census.json", exp=list(EXPERIMENTS)),
         compare=[f"{RESULTS}/landscape/compare.json"] if compare_outputs() else [],
+        checks=theory_outputs(),
         method=workflow.source_path("../report/workflow.rst"),
     output:
         page=f"{RESULTS}/findings.rst",

@@ -6,11 +6,13 @@ Definitions (tolerances are arguments):
   gradient pushes outward; the Hessian is then projected on the free coordinates;
 - an end point is *converged* when the largest free gradient component is at most
   ``grad_tol * (1 + |U|)``;
-- *zero* eigenvalues are those below the widest gap, of at least ``gap_decades`` decades, in
-  the sorted ``log10 |lambda|``, none when there is no such gap, and never one above
-  ``zero_rtol * max|lambda|``, and always those below ``zero_atol`` (what central differences
-  resolve): a fixed relative tolerance miscounts spectra whose scales differ from point to
-  point. The index is the number of negative eigenvalues outside them;
+- *zero* eigenvalues are those below the lowest gap, of at least ``gap_decades`` decades, in
+  the sorted ``log10 |lambda|`` that rises above ``zero_atol`` (what central differences
+  resolve), none when there is no such gap, never one above ``zero_rtol * max|lambda|``, and
+  always those below ``zero_atol``: a fixed relative tolerance miscounts spectra whose scales
+  differ from point to point, and the widest gap miscounts a small but resolved eigenvalue
+  (a near-saturated unit's) that sits below a wider gap. The index is the number of negative
+  eigenvalues outside them;
 - classification: ``box KKT point`` (some coordinate on the box wall with the loss falling
   outward: a KKT point of the box-constrained problem, not a critical point of U, whose place
   and U follow the box size L; index and zeros still reported on the free coordinates; see
@@ -65,10 +67,11 @@ def zero_count(
     zero_atol: float = 1e-8,
 ) -> tuple[np.ndarray, float]:
     """Which eigenvalues of ``eig`` are zero, as a mask, and the magnitude that separates them:
-    those under the widest gap (at least ``gap_decades``) of the sorted ``log10 |lambda|``
-    that lies below ``zero_rtol * max|lambda|``; without such a gap, those within the
-    finite-difference noise, ``noise_rtol * max|lambda|``. Never fewer than those below
-    ``zero_atol``: central differences of the gradient cannot resolve curvature below it."""
+    those under the lowest gap (at least ``gap_decades``) of the sorted ``log10 |lambda|``
+    that starts below ``zero_rtol * max|lambda|`` and ends above ``zero_atol`` (a gap within
+    the noise separates nothing); without such a gap, those within the finite-difference
+    noise, ``noise_rtol * max|lambda|``. Never fewer than those below ``zero_atol``: central
+    differences of the gradient cannot resolve curvature below it."""
     eig = np.asarray(eig, dtype=np.float64)
     mags = np.abs(eig)
     if mags.size == 0 or mags.max() <= zero_atol:
@@ -77,9 +80,14 @@ def zero_count(
     order = np.argsort(mags)
     logs = np.log10(np.maximum(mags[order], top * 1e-300))
     gaps = np.diff(logs)
-    below = mags[order][:-1] <= zero_rtol * top
-    if gaps.size and (gaps * below).max() >= gap_decades:
-        i = int(np.argmax(gaps * below))
+    sorted_mags = mags[order]
+    candidate = (
+        (gaps >= gap_decades)
+        & (sorted_mags[:-1] <= zero_rtol * top)
+        & (sorted_mags[1:] > zero_atol)
+    )
+    if candidate.any():
+        i = int(np.argmax(candidate))  # the lowest
         cut = float(10 ** ((logs[i] + logs[i + 1]) / 2))
     else:
         cut = noise_rtol * top

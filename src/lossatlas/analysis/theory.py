@@ -5,13 +5,15 @@ U is the summed squared error (``model.loss: mse``, ``target.energy: sum``) thro
 
 - ``cooper``: at a point that interpolates N points with r outputs, the zero-loss set is a
   manifold of dimension p - rN (Cooper 2018, generic data, p > rN); the Hessian there is
-  2 J'J, so the census's ``n_zero`` and ``cooper_dim`` must both read p - rN.
-- ``linear_sign_flip``: a linear network d-[h]-r with biases. The least-squares fit's map
-  M = W2 W1 factored with h = min(d, r) = 2 units, and the same map with one unit's sign
-  flipped, lie in the two components of {det W1 > 0} and {det W1 < 0}; every path between
-  them crosses rank(W2 W1) <= 1, where U >= L* + sigma_2(Yhat)^2 (Eckart-Young: Yhat the
-  fitted centred targets). So the barrier is sigma_2^2 exactly (the flip of the
-  sigma_2 direction attains it). With h = 3 > 2 the rank constraint never binds: barrier 0.
+  2 J'J, so the census's ``cooper_dim`` (p - rank J) must read p - rN, and its ``n_zero``,
+  counted on the free coordinates (those not pinned at the box wall), their number - rN.
+- ``linear_sign_flip``: a linear network d-[h]-r with biases, any d and r. The
+  least-squares fit's map M = W2 W1 factored with h = k = min(d, r) units, and the same map
+  with one unit's sign flipped, lie in the two components of {det > 0} and {det < 0} of the
+  square factor (W1 when k = d, W2 when k = r); every path between them crosses
+  rank(W2 W1) <= k - 1, where U >= L* + sigma_k(Yhat)^2 (Eckart-Young: Yhat the fitted
+  centred targets). So the barrier is sigma_k^2 exactly (shrinking the sigma_k direction
+  through zero attains it). With h > k the rank constraint never binds: barrier 0.
 - ``relu_permutation``: Freeman & Bruna's 2-3-2 ReLU task without biases. theta* (W1 = X,
   W2 = Y') interpolates (its hidden activations H are the identity) and so does its copy
   with hidden units 1 and 2 swapped; det H changes sign between them, so every path
@@ -57,23 +59,43 @@ def _interpolating(census: pd.DataFrame, tol: float = 1e-8) -> pd.DataFrame:
 
 
 def cooper(target, census: pd.DataFrame, **_) -> list[dict]:
-    """``n_zero`` and ``cooper_dim`` at every interpolating census minimum equal p - rN."""
+    """At every interpolating census minimum, like against like: ``n_zero`` (zero eigenvalues
+    of the Hessian on the free coordinates) equals the free coordinates less rN, and
+    ``cooper_dim`` (p - rank of the outputs' Jacobian, over all p) equals p - rN. A point on
+    the box wall has fewer free coordinates. ``measured`` counts the points that disagree;
+    the note names them."""
     p, r, N = target.p, target.mlp.sizes[-1], target.n_points
-    predicted = p - r * N
+    rN = r * N
     zeros = _interpolating(census)
+    pinned = zeros["n_pinned"].to_numpy(dtype=int) if "n_pinned" in zeros else np.zeros(len(zeros))
+    ids = zeros["id"].to_numpy() if "id" in zeros else zeros.index.to_numpy()
+    expected = {"n_zero": p - pinned - rN, "cooper_dim": np.full(len(zeros), p - rN)}
+    quantity = {
+        "n_zero": f"n_zero = free coordinates - rN ({p} - pinned - {rN})",
+        "cooper_dim": f"cooper_dim = p - rN ({p} - {rN})",
+    }
+    on_wall = int((pinned > 0).sum())
     rows = []
     for column in ("n_zero", "cooper_dim"):
         values = zeros[column].to_numpy(dtype=float)
-        agree = float(np.mean(values == predicted)) if len(values) else 0.0
+        bad = values != expected[column]
+        note = f"{len(values)} interpolating minima of {len(census)}"
+        if on_wall:
+            note += f", {on_wall} on the box wall (free coordinates only)"
+        if bad.any():
+            note += "; disagree: " + ", ".join(
+                f"id {i} ({v:g}, expected {e:g})"
+                for i, v, e in zip(ids[bad], values[bad], expected[column][bad], strict=True)
+            )
         rows.append(
             _row(
                 "cooper",
-                f"{column} at interpolating minima (fraction equal)",
-                predicted,
-                float(np.median(values)) if len(values) else float("nan"),
-                "all equal",
-                len(values) > 0 and agree == 1.0,
-                f"{len(values)} interpolating minima of {len(census)}; {agree:.0%} equal",
+                f"{quantity[column]}: interpolating minima that disagree",
+                0,
+                int(bad.sum()),
+                "none",
+                len(values) > 0 and not bad.any(),
+                note,
             )
         )
     return rows
@@ -116,9 +138,12 @@ def linear_sign_flip_pair(target) -> tuple[np.ndarray, np.ndarray, dict]:
 
 def linear_sign_flip(target, settings, **_) -> list[dict]:
     a, b, fit = linear_sign_flip_pair(target)
-    L, s2 = fit["L_star"], float(fit["sigma"][1])
-    h = target.mlp.sizes[1]
-    narrow = h <= min(target.mlp.sizes[0], target.mlp.sizes[-1])
+    d, h, r = target.mlp.sizes
+    k = min(d, r)
+    # the smallest singular value of the fit: shrinking its direction through rank k - 1 is
+    # the cheapest way between the two components
+    L, s2 = fit["L_star"], float(fit["sigma"][k - 1])
+    narrow = h <= k
     predicted = s2**2 if narrow else 0.0
     ends = target.U(np.vstack([a, b]))
     rows = [
@@ -138,7 +163,7 @@ def linear_sign_flip(target, settings, **_) -> list[dict]:
     rows.append(
         _row(
             "linear_sign_flip",
-            "barrier (string method) / sigma_2^2 = " + f"{s2**2:.4g}",
+            f"barrier (string method) / sigma_{k}^2 = {s2**2:.4g}",
             predicted,
             measured,
             tol,
@@ -152,7 +177,7 @@ def linear_sign_flip(target, settings, **_) -> list[dict]:
         rows.append(
             _row(
                 "linear_sign_flip",
-                "DSS at L* + sigma_2^2 / 2 connects",
+                f"DSS at L* + sigma_{k}^2 / 2 connects",
                 False,
                 below["connected"],
                 "",
@@ -335,31 +360,44 @@ def quadratic(target, census: pd.DataFrame, settings, **_) -> list[dict]:
     ]
 
 
-def unmet_requirement(name: str, cfg: dict) -> str | None:
-    """What the validated config ``cfg`` lacks for the check ``name``, or None."""
-    m, t, ds = cfg["model"], cfg["target"], cfg["dataset"]
-    if m["loss"] != "mse" or t["energy"] != "sum":
+def unmet_requirement(
+    name: str,
+    *,
+    loss: str,
+    energy: str,
+    activation: str,
+    hidden: list[int],
+    bias: str,
+    generator: str,
+    n_features: int,
+    n_outputs: int,
+) -> str | None:
+    """What the check ``name`` needs that the network or the data (their real sizes, a user's
+    file read for them) lack, or None. Only what the mathematics needs is asked."""
+    if loss != "mse" or energy != "sum":
         return "model.loss: mse and target.energy: sum (U is the summed squared error)"
-    one_hidden = len(m["hidden"]) == 1
-    if name == "linear_sign_flip" and not (
-        m["activation"] == "linear" and one_hidden and m["bias"] == "all"
-    ):
-        return "model.activation: linear, one hidden layer and model.bias: all"
-    if name == "linear_sign_flip" and (ds["n_features"], ds["n_targets"]) != (2, 2):
-        return "a regression dataset with n_features: 2 and n_targets: 2"
+    one_hidden = len(hidden) == 1
+    if name == "linear_sign_flip":
+        if not (activation == "linear" and one_hidden and bias == "all"):
+            return "model.activation: linear, one hidden layer and model.bias: all"
+        if hidden[0] < min(n_features, n_outputs):
+            return (
+                f"a hidden width of at least min(d, r) = {min(n_features, n_outputs)} (the data "
+                f"have d = {n_features} inputs and r = {n_outputs} outputs), so the network "
+                "can fit the least-squares map"
+            )
     if name == "relu_permutation" and not (
-        ds["generator"] == "permute3"
-        and m["activation"] == "relu"
-        and m["hidden"] == [3]
-        and m["bias"] == "none"
+        generator == "permute3" and activation == "relu" and hidden == [3] and bias == "none"
     ):
         return "dataset.generator: permute3, model.activation: relu, hidden [3], bias: none"
-    if name == "quadratic" and not (
-        m["activation"] == "quadratic" and one_hidden and m["bias"] == "all"
-    ):
-        return "model.activation: quadratic, one hidden layer and model.bias: all"
-    if name == "quadratic" and (ds["n_features"], ds["n_targets"]) != (2, 1):
-        return "a regression dataset with n_features: 2 and n_targets: 1"
+    if name == "quadratic":
+        if not (activation == "quadratic" and one_hidden and bias == "all"):
+            return "model.activation: quadratic, one hidden layer and model.bias: all"
+        if (n_features, n_outputs) != (2, 1):
+            return (
+                f"data with 2 inputs and 1 output (the quadratic polynomials in 2 variables); "
+                f"these have {n_features} and {n_outputs}"
+            )
     return None
 
 
