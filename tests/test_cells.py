@@ -242,3 +242,8 @@ def test_cells_rule_on_a_sampled_relu_network(cells_run):
     drawn = table.dropna(subset=["lowest_loss"])
     assert (drawn["lowest_loss"] >= drawn["cell_loss"] - 1e-12).all()
     assert (res / "cells.png").stat().st_size > 0
+    # each row names its cell: one string of 12 point bits per unit, distinct across rows
+    decoded = [cells.pattern_from_text(t) for t in table["pattern"]]
+    assert all(pt.shape == (12, 3) for pt in decoded) and table["pattern"].is_unique
+    np.testing.assert_allclose([pt.mean() for pt in decoded], table["active_fraction"])
+    assert all(cells.pattern_text(pt) == t for pt, t in zip(decoded, table["pattern"], strict=True))

@@ -90,3 +90,11 @@ def test_names_the_workflow_scripts_call(tmp_path, reduction):
         _check_png(tmp_path / f"{name}.png")
     assert plots.experiment_title("rotate--30") == "rotate--30: θ = -30°"
     assert plots.experiment_title("scale-2") == "scale-2"
+
+
+def test_the_components_curve_is_zero_below_the_lowest_minimum():
+    """Below the lowest minimum the level set is empty: 0 components, then the counts."""
+    x, y = plots.component_steps([0.02, 0.05, 0.3], [1, 3, 1])
+    assert y.tolist() == [0, 1, 3, 1] and x[0] < 0.02 and x[1:].tolist() == [0.02, 0.05, 0.3]
+    x, y = plots.component_steps([0.0], [1])
+    assert y.tolist() == [0, 1] and x[0] < 0.0

@@ -5,10 +5,11 @@ results directories, then::
 
     python tools/compare_runs.py results-before results-after
 
-Compared: every ``chains/batch-*.h5`` and every ``.csv``, ``.json`` and ``.npz`` file (files
-that hold the numbers). Figures and ``samples.h5`` (a virtual view that records the paths of
-its batch files) are listed but not compared. Exits 1 if any compared file differs or is
-missing on one side.
+Compared, byte for byte: every ``chains/batch-*.h5`` and every ``.csv``, ``.json`` and
+``.npz`` file (the files that hold the numbers); each is printed as ``identical``,
+``DIFFERENT`` or ``MISSING`` (on one side only). Left out, and not printed: figures, logs and
+``samples.h5`` (a virtual view that records the paths of its batch files and when it was
+built). Exits 1 if any compared file differs or is missing on one side.
 """
 
 from __future__ import annotations

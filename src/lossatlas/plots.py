@@ -525,6 +525,15 @@ def plot_compare(results: Mapping, path, reference: str = "reference", dpi: int 
     return _save(fig, path, dpi)
 
 
+def component_steps(levels, counts) -> tuple[np.ndarray, np.ndarray]:
+    """The components-against-level curve to draw (``where="post"``): from a little below the
+    lowest level, where no minimum lies and so no component, to the last level."""
+    levels, counts = np.asarray(levels, dtype=float), np.asarray(counts)
+    span = levels[-1] - levels[0] if len(levels) > 1 else 0.0
+    below = levels[0] - 0.05 * (span if span > 0 else max(abs(levels[0]), 1.0))
+    return np.r_[below, levels], np.r_[0, counts]
+
+
 def plot_connect_tree(meta: Mapping, path, title: str | None = None, dpi: int = 120) -> Path:
     """Disconnectivity dendrogram of the connectivity analysis's nodes: single linkage of
     the lowest known path maxima (``meta`` of ``landscape.run_connect``), heights in mean
@@ -557,7 +566,7 @@ def plot_connect_tree(meta: Mapping, path, title: str | None = None, dpi: int = 
     ax_tree.set_xlabel("census point id")
     ax_tree.legend(fontsize="small")
     ax_tree.set_title(f"{head}merge tree of {len(M)} minima", fontsize="medium")
-    ax_count.step(meta["levels"], meta["n_components"], where="post")
+    ax_count.step(*component_steps(meta["levels"], meta["n_components"]), where="post")
     ax_count.axvline(meta["level"], color="k", ls="--", lw=0.8)
     ax_count.set_xlabel("level λ (mean loss)")
     ax_count.set_ylabel("components of {loss ≤ λ} (upper bound)")

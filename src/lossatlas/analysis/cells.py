@@ -37,6 +37,17 @@ def patterns(W: np.ndarray, X: np.ndarray) -> np.ndarray:
     return augment(X) @ np.asarray(W, dtype=np.float64).T > 0
 
 
+def pattern_text(pattern: np.ndarray) -> str:
+    """A pattern ``(n, K)`` as text: one string of n digits per unit (1 where point i is
+    active), units separated by spaces: the name of a cell in ``cells.csv``."""
+    return " ".join("".join("1" if a else "0" for a in unit) for unit in np.asarray(pattern).T)
+
+
+def pattern_from_text(text: str) -> np.ndarray:
+    """The ``(n, K)`` boolean pattern that :func:`pattern_text` wrote as ``text``."""
+    return np.array([[c == "1" for c in unit] for unit in text.split()], dtype=bool).T
+
+
 def design(X: np.ndarray, pattern: np.ndarray, output_bias: bool = False) -> np.ndarray:
     """The cell's design matrix ``A (n, K (d + 1) [+ 1])``: row i holds ``I[i, j] x~_i`` for
     each unit j (then 1 for an output bias), so that the network's outputs are ``A R``."""

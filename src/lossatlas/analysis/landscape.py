@@ -1181,7 +1181,7 @@ def _line_profile(target, a, b, per_point) -> dict:
 CELLS_COLUMNS = [
     "cell", "visits", "good_visits", "chains", "mass", "lowest_loss", "census_ids",
     "active_fraction", "cell_loss", "unique", "genuine", "margin", "signs",
-    "genuine_z_positive", "mean_unit_diameter", "open_units", "representative",
+    "genuine_z_positive", "mean_unit_diameter", "open_units", "representative", "pattern",
 ]  # fmt: skip
 
 
@@ -1316,6 +1316,7 @@ def run_cells(
                 "mean_unit_diameter": float(closed.mean()) if closed.size else np.inf,
                 "open_units": int((~np.isfinite(diam)).sum()),
                 "representative": "draw" if lowest_flat[c] >= 0 else "census",
+                "pattern": cells.pattern_text(pattern),
             }
         )
     table = pd.DataFrame(rows, columns=CELLS_COLUMNS)
