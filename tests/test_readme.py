@@ -1,4 +1,4 @@
-"""Every command the README shows works after the README's first command alone.
+"""Every command the README and the docs show works after the README's first command alone.
 
 The commands run in the whole small run's folder (conftest.small_run) with the
 interpreter made to look like a base install (conftest.base_install_env: the test extra's
@@ -25,6 +25,8 @@ from conftest import REPO, SMALL, base_install_env, output_of
 from lossatlas import config as lacfg
 
 README = (REPO / "README.md").read_text()
+# the README and the docs it points to: every command either shows is tried
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 BIN = Path(sys.executable).parent
 FIRST = lacfg.experiments(lacfg.validate(yaml.safe_load(SMALL.read_text())))
 EXP_A, EXP_B = list(FIRST)[:2]
@@ -82,6 +84,20 @@ COMMANDS = {
         "as typed (test_slurm_command_dry_run), tests/test_slurm.py runs it on a real one-node "
         "SLURM"
     ),
+    "lossatlas install-profile": (
+        "writes into the user's ~/.config: tests/test_profiles.py runs it for a user whose home "
+        "is a temporary folder (test_install_profile_keeps_a_users_own_profile)"
+    ),
+    "dask scheduler --protocol tls --host 10.1.2.3 --tls-ca-file ca.pem --tls-cert sched.pem "
+    "--tls-key sched.key --scheduler-file ~/scheduler.json --dashboard-address 10.1.2.3:8787": (
+        "a user's own scheduler on another host, with their certificates: tests/test_cluster.py "
+        "starts a TLS scheduler on loopback and joins it by its file (test_scheduler_file_over_tls)"
+    ),
+    "dask worker --scheduler-file ~/scheduler.json --tls-ca-file ca.pem --tls-cert worker.pem "
+    "--tls-key worker.key": (
+        "its workers, on other hosts: tests/test_cluster.py's TLS scheduler has workers "
+        "(test_scheduler_file_over_tls)"
+    ),
     ".venv/bin/lossatlas theory": (
         "runs every config/theory/ workflow (minutes): tests/test_theory.py runs two of them by "
         "the same command (test_theory_configs_run_through_the_workflow)"
@@ -91,9 +107,10 @@ COMMANDS = {
 
 def readme_commands() -> list[str]:
     out = []
-    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
-        for line in block.splitlines():
-            command = line.split("  #")[0].strip()
+    text = "\n".join(p.read_text() for p in DOCS)
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            command = " ".join(line.split("  #")[0].split())
             if command and not command.startswith("#"):
                 out.append(command)
     return out
@@ -141,3 +158,57 @@ def test_readme_python_snippets_work_after_the_first_alone(small_run):
         timeout=300,
     )
     assert proc.returncode == 0, output_of(proc)
+
+
+def _lands_where() -> list[tuple[str, re.Pattern]]:
+    """The README's "What lands where" list as (file pattern, regex), one per file it names."""
+    block = README.split("## What lands where", 1)[1].split("```", 2)[1]
+    out = []
+    for line in block.strip("\n").splitlines():
+        names = re.split(r"\s{2,}", line.strip())[0]
+        first, *more = names.split(", ")
+        folder = first.rsplit("/", 1)[0]
+        for name in [first, *more]:
+            name = name if "/" in name else f"{folder}/{name}"
+            for path in _braces(name):
+                rx = re.escape(path)
+                for word, part in (("<exp>", "[^/]+"), ("<network>", "hidden-[^/]+"),
+                                   ("<rule>", "[a-z_]+"), ("XXXX", r"\d{4}")):  # fmt: skip
+                    rx = rx.replace(re.escape(word), part)
+                out.append((path, re.compile(rx)))
+    return out
+
+
+def _braces(name: str) -> list[str]:
+    m = re.search(r"\{([^}]*)\}", name)
+    if not m:
+        return [name]
+    return [
+        x
+        for alt in m.group(1).split(",")
+        for x in _braces(name[: m.start()] + alt + name[m.end() :])
+    ]
+
+
+# written only by some configs or after a repair (tests/test_cells.py, test_band.py,
+# test_theory.py and test_workflow.py check those)
+CONDITIONAL = ("cells.", "band.", "checks.csv", "restored.json")
+
+
+@pytest.mark.slow
+def test_what_lands_where_lists_every_file_a_run_writes(small_run):
+    wd, _ = small_run
+    listed = _lands_where()
+    written = [
+        str(p.relative_to(wd))
+        for p in (wd / "results").rglob("*")
+        if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".lock")
+    ]
+    unlisted = [f for f in written if not any(rx.fullmatch(f) for _, rx in listed)]
+    assert not unlisted, f"files a run writes that the README does not list: {unlisted}"
+    stale = [
+        path
+        for path, rx in listed
+        if not any(rx.fullmatch(f) for f in written) and not any(c in path for c in CONDITIONAL)
+    ]
+    assert not stale, f"files the README lists that a run does not write: {stale}"

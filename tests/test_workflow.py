@@ -179,6 +179,25 @@ def test_a_users_config_file_plans_what_validate_lists(tmp_path):
     assert job_counts(plan.stdout)["sample"] == 4
 
 
+def test_catalog_test_config_is_the_small_one():
+    """The workflow catalog draws the rule graph from .test/ (snakemake --directory .test)."""
+    catalog = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
+    assert catalog == yaml.safe_load(SMALL.read_text())
+
+
+@pytest.mark.slow
+def test_catalog_draws_the_rule_graph(tmp_path):
+    proc = subprocess.run(
+        snakemake_cmd("--directory", ".test", "--rulegraph"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, output_of(proc)
+    assert proc.stdout.startswith("digraph") and "label = \"sample\"" in proc.stdout
+
+
 @pytest.mark.parametrize("config", sorted(TEST_CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_dry_run_test_configs(tmp_path, config):
     wd = make_workdir(tmp_path, config)
