@@ -22,6 +22,7 @@ from test_samplers import Flat, _assert_states_equal, _copy, check_resume_bit_id
 from lossatlas import model, sampling
 from lossatlas.config import ConfigError
 from lossatlas.sampling import engine
+from lossatlas.sampling.base import accumulate
 
 cuda_module = pytest.importorskip("numba.cuda", reason="numba without its CUDA target")
 
@@ -48,7 +49,8 @@ def _sampler(backend, case):
 
 def _trajectory(backend, case) -> dict[str, np.ndarray]:
     """States and infos of 4 warm-up and 2 sampling steps, then 3 more transitions: by
-    ``run`` on the CUDA samplers, by ``step`` (infos summed as the engine does) otherwise."""
+    ``run`` on the CUDA samplers, by ``step`` (infos accumulated as the engine does)
+    otherwise."""
     sampler = _sampler(backend, case)
     rng = np.random.default_rng(3)
     state = sampler.init(rng.uniform(-BOX, BOX, (CHAINS, _target().p)), rng)
@@ -70,8 +72,7 @@ def _trajectory(backend, case) -> dict[str, np.ndarray]:
         sums = {}
         for _ in range(3):
             state, info = sampler.step(state, rng)
-            for k, v in zip(info._fields, info, strict=True):
-                sums[k] = sums.get(k, 0.0) + np.asarray(v, dtype=np.float64)
+            accumulate(sums, info)  # sums, and the last Hamiltonian, as the engine keeps them
     out.update({f"run-sum-{k}": v for k, v in sums.items()})
     out.update({f"run-{k}": np.asarray(v) for k, v in zip(state._fields, state, strict=True)})
     return out

@@ -340,3 +340,28 @@ def test_workflow_until_check_is_the_diagnose_verdict(one_worker, exp_cfg, tmp_p
         assert got[space]["max_r_hat"] == pytest.approx(inv[space]["max_r_hat"], rel=1e-12)
     early = check(paths, 10)
     assert not early["converged"] and "not converged at 10 draws per chain" in early["reading"]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_an_hmc_store_shows_the_hamiltonian_as_its_energy(tmp_path, backend):
+    """ArviZ's layout on an HMC store: `energy` is the Hamiltonian at each draw (the last of
+    the thinned transitions behind it, not their mean), `potential_energy` is U, and lp is
+    -beta U; H - beta U is the kinetic energy at the draw, never negative. Both backends."""
+    import numpy as np
+    from arviz_stats.base import array_stats
+
+    cfg = make_cfg(kind="hmc", backend=backend, thin=3)
+    _, _, specs = setup(cfg, tmp_path / "rotate-0")
+    for spec in specs:
+        engine.run_batch(spec)
+    with h5py.File(specs[0]["path"], "r") as f:
+        assert "hamiltonian" in f["sample_stats"] and "energy" in f["sample_stats"]
+    names = [f"p{i}" for i in range(18)]
+    out = store.build([s["path"] for s in specs], tmp_path / "samples.h5", names, beta=1.0)
+    with store.SampleStore(out) as s:
+        H, U = s.stat("energy"), s.potential()
+        assert set(s.stat_names) >= {"energy", "potential_energy", "lp"}
+        assert "hamiltonian" not in s.stat_names
+        np.testing.assert_array_equal(s.stat("lp"), -U)
+    assert (H - U >= -1e-9).all() and not np.array_equal(H, U)
+    assert np.isfinite(array_stats.bfmi(H)).all()

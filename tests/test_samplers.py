@@ -15,6 +15,7 @@ from arviz_stats.base import array_stats
 from scipy import integrate, stats
 
 from lossatlas import sampling
+from lossatlas.sampling.base import AT_DRAW
 
 Z = 4.5
 
@@ -384,7 +385,8 @@ def test_run_is_n_steps(kind):
 
 def check_run_is_n_steps(sampler, state, seed: int, n: int):
     """``sampler.run(state, rng, n)`` against ``n`` calls of ``step`` on a generator of the
-    same seed: the per-chain info sums and the generator afterwards are bitwise the same;
+    same seed: the per-chain info sums (last values for AT_DRAW fields) and the generator
+    afterwards are bitwise the same;
     returns both final states."""
     a, b = np.random.default_rng(seed), np.random.default_rng(seed)
     ran, sums = sampler.run(state, a, n)
@@ -392,9 +394,60 @@ def check_run_is_n_steps(sampler, state, seed: int, n: int):
     for _ in range(n):
         stepped, info = sampler.step(stepped, b, adapt=False)
         for name, value in zip(type(info)._fields, info, strict=True):
-            want[name] = want.get(name, 0.0) + np.asarray(value, dtype=np.float64)
+            value = np.asarray(value, dtype=np.float64)
+            # a state's value (the Hamiltonian at the draw) is the last one's, not a sum
+            want[name] = value if name in AT_DRAW else want.get(name, 0.0) + value
     assert sums.keys() == want.keys()
     for name in want:
         np.testing.assert_array_equal(sums[name], want[name])
     assert a.bit_generator.state == b.bit_generator.state
     return ran, stepped
+
+
+def test_hmc_stores_the_hamiltonian_and_bfmi_has_its_known_value():
+    """A standard Gaussian in d = 8, HMC with identity mass and a trajectory of a quarter
+    period (50 leapfrog steps of pi/100: nearly exact, so nearly every proposal is taken).
+    Each trajectory rotates (x, p) by pi/2, so the next position is this transition's fresh
+    momentum, and the Hamiltonian at draw n is |x_{n-1}|^2/2 + |xi_n|^2/2: consecutive
+    energies share one chi^2_d/2 term, correlation 1/2, so E-BFMI = 2 (1 - 1/2) = 1 exactly.
+    U alone gives 2 here (consecutive |x_n|^2 are independent), which the old `energy` stat
+    (U) reported. The kinetic part H - U is chi^2_d/2 at every draw: mean d/2."""
+    d, chains, draws = 8, 400, 60
+    target = GaussianBox(mu=np.zeros(d), sigma=np.ones(d), box=50.0)
+    hmc = sampling.HMC(target, step_size=np.pi / 100, n_leapfrog=50, adapt_mass=False)
+    rng = np.random.default_rng(11)
+    state = hmc.init(rng.standard_normal((chains, d)), rng)
+    H, U = np.empty((chains, draws)), np.empty((chains, draws))
+    for j in range(draws):
+        state, sums = hmc.run(state, rng, 1)
+        H[:, j], U[:, j] = sums["hamiltonian"], state.U
+    assert sums["accepted"].mean() > 0.99
+    kinetic = (H - U).mean(axis=1)  # chain means: i.i.d. across chains
+    se = kinetic.std(ddof=1) / np.sqrt(chains)
+    assert abs(kinetic.mean() - d / 2) < Z * se and se < 0.05
+    per_chain = array_stats.bfmi(H)  # arviz-stats, one value per chain
+    se = per_chain.std(ddof=1) / np.sqrt(chains)
+    assert abs(per_chain.mean() - 1.0) < Z * se and se < 0.03
+    assert array_stats.bfmi(U).mean() > 1.6  # what BFMI read off U would have said
+
+
+def test_tempered_hmc_reports_the_cold_replicas_hamiltonian():
+    """With replica exchange the sample's H is at the target's beta: beta U(x) + K of the
+    configuration replica 0 holds after the swaps, so H - beta U is a kinetic energy: >= 0,
+    and mean d/2 at stationarity."""
+    d = 4
+    target = GaussianBox(mu=np.zeros(d), sigma=np.ones(d), box=20.0)
+    base = sampling.HMC(target, step_size=0.3, n_leapfrog=8, adapt_mass=False)
+    pt = sampling.Tempered(base, n_temps=3, beta_min=0.3)
+    rng = np.random.default_rng(5)
+    state = pt.init(rng.standard_normal((300, d)), rng)
+    state, _ = pt.run(state, rng, 30)
+    kin = []
+    for _ in range(40):
+        state, sums = pt.run(state, rng, 1)
+        kin.append(sums["hamiltonian"] - target.beta * state.U)
+    kin = np.array(kin).T  # (chains, draws)
+    assert (kin >= -1e-12).all()
+    means = kin.mean(axis=1)
+    se = means.std(ddof=1) / np.sqrt(len(means))
+    assert abs(means.mean() - d / 2) < Z * se and se < 0.05

@@ -74,7 +74,7 @@ def _summary(args) -> int:
         return 1
     with store:
         theta = store.theta
-        energy = np.asarray(store.stat("energy"), dtype=np.float64)
+        energy = np.asarray(store.potential(), dtype=np.float64)
         mean_loss = np.asarray(store.stat("mean_loss"), dtype=np.float64)
         print(f"{args.store}")
         print(

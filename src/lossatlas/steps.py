@@ -600,7 +600,7 @@ def until_check(s: Mapping, ds, threads: int, view_path):
         try:
             with store.SampleStore(view_path) as view:
                 raw = diagnostics.summarize(
-                    view.theta, view.stat("energy"), names, args["param_block"], threads
+                    view.theta, view.potential(), names, args["param_block"], threads
                 )
                 _, inv = landscape.invariant_diagnostics(
                     view, ds, the_target, raw, workers=threads, **args
@@ -639,7 +639,7 @@ def diagnose(inputs, outputs, s: Mapping, name: str, threads: int, log: logging.
     c = s["diagnose"]
     ds = Dataset.load(inputs.dataset)
     with SampleStore(inputs.samples) as store:
-        energy = store.stat("energy")
+        energy = store.potential()
         # Streams theta by parameter blocks; the whole array is never read.
         table, norm, verdict = diagnostics.diagnose(
             store.theta,
@@ -702,7 +702,7 @@ def reduce(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
             else streaming.DrawView(store.theta, transform, **blocks(s))
         )
         result = rd.reduce_draws(
-            theta, store.stat("energy"), store.stat("mean_loss"), **reduce_arguments(s)
+            theta, store.potential(), store.stat("mean_loss"), **reduce_arguments(s)
         )
         result.summary["coordinates"] = s["coordinates"]
     result.save(outputs.reduction)

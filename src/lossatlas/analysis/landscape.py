@@ -95,7 +95,7 @@ def invariant_diagnostics(
     ESS and pass/fail against ``rhat_max`` and ``ess_min``. ``tmp_dir``: where
     a derived view wider than one parameter block is written once (:func:`streaming.materialized`)
     instead of being recomputed per block; ``workers``: processes of the diagnostics."""
-    energy = store.stat("energy")
+    energy = store.potential()
     blocks = {"draw_block": draw_block, "max_block_mb": max_block_mb}
     mlp = target.mlp
     canonical = symmetry.canonical_transform(mlp.sizes, mlp.activation, mlp.loss, mlp.bias)
@@ -463,7 +463,7 @@ def autocorrelation_window(store) -> dict:
     draws per effective draw, ``chains * draws / ESS_bulk(U)``, rounded up (at most a chain)."""
     from arviz_stats.base import array_stats
 
-    energy = np.asarray(store.stat("energy"), dtype=np.float64)
+    energy = np.asarray(store.potential(), dtype=np.float64)
     n_chains, n_draws = energy.shape
     ess = float(array_stats.ess(energy, method="bulk", chain_axis=0, draw_axis=1))
     tau = n_chains * n_draws / ess if np.isfinite(ess) and ess > 0 else float(n_draws)

@@ -71,6 +71,21 @@ class Kernel:
         return run_steps(self, state, rng, n_steps, beta)
 
 
+# Info fields that describe the state a transition ends in, not the transition: a run of
+# several transitions reports the last one's value, not a sum (HMC's Hamiltonian at the draw,
+# which ArviZ's BFMI reads from consecutive draws).
+AT_DRAW = ("hamiltonian",)
+
+
+def accumulate(sums: dict, info) -> dict:
+    """Add one transition's ``info`` to ``sums``: per-chain sums, the last value of
+    :data:`AT_DRAW` fields."""
+    for name, value in zip(type(info)._fields, info, strict=True):
+        value = np.asarray(value, dtype=np.float64)
+        sums[name] = value if name in AT_DRAW else sums.get(name, 0.0) + value
+    return sums
+
+
 def run_steps(sampler, state, rng: np.random.Generator, n_steps: int, beta=None):
     """:meth:`Kernel.run` by ``n_steps`` calls of ``step`` (or ``step_at`` with ``beta``)."""
     sums: dict[str, Any] = {}
@@ -79,6 +94,5 @@ def run_steps(sampler, state, rng: np.random.Generator, n_steps: int, beta=None)
             state, info = sampler.step(state, rng, adapt=False)
         else:
             state, info = sampler.step_at(state, rng, False, beta)
-        for name, value in zip(type(info)._fields, info, strict=True):
-            sums[name] = sums.get(name, 0.0) + np.asarray(value, dtype=np.float64)
+        accumulate(sums, info)
     return state, sums

@@ -140,14 +140,14 @@ def kernels():
     @cuda.jit
     def hmc(keys, pos, U, grad, eps, inv_mass, beta, n_leapfrog, box, X, y, layers, act, loss,
             scale, x, g, mom, im, eb, ep, ub, kin, h0, hits, H, D, DZ, T, e, prob, acc, n_refl,
-            err, sums):  # fmt: skip
+            err, ham, sums):  # fmt: skip
         ci = cuda.grid(1)
         if ci < pos.shape[0]:
             net = (raw(X), raw(y), raw(layers), act, loss, scale)
             hs = (raw(x), raw(g), raw(mom), raw(im), raw(eb), raw(ep), raw(ub), raw(kin), raw(h0),
                   raw(hits))  # fmt: skip
             ws = (raw(H), raw(D), raw(DZ), raw(T), raw(e))
-            info = (raw(prob), raw(acc), raw(n_refl), raw(err))
+            info = (raw(prob), raw(acc), raw(n_refl), raw(err), raw(ham))
             hmc_chain(ci, raw(keys), raw(pos), raw(U), raw(grad), raw(eps), raw(inv_mass),
                       raw(beta), n_leapfrog, box, net, hs, ws, info, raw(sums))  # fmt: skip
 
@@ -243,7 +243,13 @@ class CudaHMC(FusedHMC):
         x, u, g, inv_m, eps = self.inputs(state)
         c = x.shape[0]
         pos, U, grad = cuda.to_device(x), cuda.to_device(u), cuda.to_device(g)
-        info = (d.empty(c, "f8"), d.empty(c, "?"), d.empty(c, "i8"), d.empty(c, "f8"))
+        info = (
+            d.empty(c, "f8"),
+            d.empty(c, "?"),
+            d.empty(c, "i8"),
+            d.empty(c, "f8"),
+            d.empty(c, "f8"),
+        )
         sums = cuda.to_device(np.zeros((len(HMCInfo._fields), c)))
         hs, ws = d.scratch("hmc", c)
         _, hmc = kernels()
@@ -251,5 +257,6 @@ class CudaHMC(FusedHMC):
                  cuda.to_device(inv_m), cuda.to_device(_beta_vector(beta, c)), self.n_leapfrog,
                  self.arch.box, *d.net, *hs, *ws, *info, sums)  # fmt: skip
         new = dict(position=pos.copy_to_host(), U=U.copy_to_host(), grad=grad.copy_to_host())
-        prob, acc, n_refl, err = (a.copy_to_host() for a in info)
-        return new, HMCInfo(prob, acc, n_refl, ~(err < DIVERGENCE), err), sums.copy_to_host()
+        prob, acc, n_refl, err, ham = (a.copy_to_host() for a in info)
+        info = HMCInfo(prob, acc, n_refl, ~(err < DIVERGENCE), err, ham)
+        return new, info, sums.copy_to_host()

@@ -30,6 +30,7 @@ import lossatlas
 from lossatlas import lifecycle, model, sampling
 from lossatlas.data import Dataset
 from lossatlas.model.network import model_layout
+from lossatlas.sampling.base import AT_DRAW
 from lossatlas.storage import store
 
 __all__ = [
@@ -152,8 +153,9 @@ class _Progress:
 
 
 def _stat_dtypes(info) -> dict[str, np.dtype]:
-    """Per-draw stats: the retained state's energy, mean loss and step size, and every
-    per-chain info field averaged over the ``thin`` transitions behind the draw."""
+    """Per-draw stats: the retained state's energy (U), mean loss and step size, and every
+    per-chain info field averaged over the ``thin`` transitions behind the draw (those of
+    :data:`.base.AT_DRAW`, such as HMC's Hamiltonian, at the draw itself)."""
     out = dict.fromkeys(("energy", "mean_loss", "step_size"), np.dtype(np.float64))
     for name in _info_stats(info):
         out[_STAT_NAMES.get(name, name)] = np.dtype(np.float64)
@@ -342,7 +344,9 @@ def _run_batch(spec: dict) -> dict:
                 stats["mean_loss"][:, j] = target.mean_loss(state.U)
                 stats["step_size"][:, j] = np.exp(state.log_step_size)
                 for name, total in sums.items():
-                    stats[_STAT_NAMES.get(name, name)][:, j] = total / thin
+                    # a state's value (AT_DRAW) is the draw's own, not a mean over transitions
+                    value = total if name in AT_DRAW else total / thin
+                    stats[_STAT_NAMES.get(name, name)][:, j] = value
             steps += k * thin
             block_bytes = theta.nbytes + sum(a.nbytes for a in stats.values())
             if shutil.disk_usage(bf.path.parent).free < block_bytes + HEADROOM:

@@ -524,9 +524,10 @@ def hmc_scratch(p, width, dt):
 @_jit
 def hmc_block(pos, U, grad, eps, inv_mass, beta, n_leapfrog, key, box, net, c0, n, hs, ws, out):
     """One HMC trajectory of chains ``c0 .. c0 + n`` (see :func:`rwm_block`), scratch ``hs``
-    from :func:`hmc_scratch`; ``out = (new_pos, new_U, new_grad, prob, acc, n_refl, err)``."""
+    from :func:`hmc_scratch`; ``out = (new_pos, new_U, new_grad, prob, acc, n_refl, err,
+    ham)``, ``ham`` the Hamiltonian at the state the trajectory ends in."""
     x, g, mom, im, eb, ep, ub, kin, h0, hits = hs
-    new_pos, new_U, new_grad, prob, acc, n_refl, err = out
+    new_pos, new_U, new_grad, prob, acc, n_refl, err, ham = out
     e = ws[4]
     p = pos.shape[1]
     stride = 2 * ((p + 1) // 2) + 1
@@ -578,6 +579,7 @@ def hmc_block(pos, U, grad, eps, inv_mass, beta, n_leapfrog, key, box, net, c0, 
         acc[ci] = a
         n_refl[ci] = hits[c]
         new_U[ci] = ub[c] if a else U[ci]
+        ham[ci] = h0[c] + d if a else h0[c]
     for j in range(p):
         xr, gr = x[j], g[j]
         for c in range(n):
@@ -591,9 +593,10 @@ def hmc_block(pos, U, grad, eps, inv_mass, beta, n_leapfrog, key, box, net, c0, 
 def hmc_steps(keys, pos, U, grad, eps, inv_mass, beta, n_leapfrog, box, net, c0, n, hs, ws, info,
               sums):  # fmt: skip
     """``len(keys)`` HMC trajectories of chains ``c0 .. c0 + n`` in place (see
-    :func:`rwm_steps`); ``info = (prob, acc, n_refl, err)`` of the last, ``sums (5, C)``."""
-    prob, acc, n_refl, err = info
-    out = (pos, U, grad, prob, acc, n_refl, err)
+    :func:`rwm_steps`); ``info = (prob, acc, n_refl, err, ham)`` of the last, ``sums (6, C)``
+    (the Hamiltonian's row holds the last value: :data:`.base.AT_DRAW`)."""
+    prob, acc, n_refl, err, ham = info
+    out = (pos, U, grad, prob, acc, n_refl, err, ham)
     for s in range(keys.shape[0]):
         hmc_block(pos, U, grad, eps, inv_mass, beta, n_leapfrog, keys[s], box, net, c0, n, hs,
                   ws, out)  # fmt: skip
@@ -604,6 +607,7 @@ def hmc_steps(keys, pos, U, grad, eps, inv_mass, beta, n_leapfrog, box, net, c0,
             sums[2, ci] += np.float64(n_refl[ci])
             sums[3, ci] += 0.0 if err[ci] < DIVERGENCE else 1.0
             sums[4, ci] += err[ci]
+            sums[5, ci] = ham[ci]
 
 
 @_pjit
@@ -765,7 +769,13 @@ class FusedHMC(_Fused, HMC):
         x, u, g, inv_m, eps = self.inputs(state)
         c = x.shape[0]
         pos, U, grad = x.copy(), u.copy(), g.copy()  # the kernel works in place
-        info = (np.empty(c), np.empty(c, dtype=bool), np.empty(c, dtype=np.int64), np.empty(c))
+        info = (
+            np.empty(c),
+            np.empty(c, dtype=bool),
+            np.empty(c, dtype=np.int64),
+            np.empty(c),
+            np.empty(c),
+        )
         sums = np.zeros((len(HMCInfo._fields), c))
         a = self.arch
         kernel = _hmc_kernel if c > BLOCK else _hmc_one_block
@@ -773,9 +783,9 @@ class FusedHMC(_Fused, HMC):
             keys, pos, U, grad, eps, inv_m, _beta_vector(beta, c), self.n_leapfrog, a.box, a.net,
             a.maxw, info, sums,
         )  # fmt: skip
-        prob, acc, n_refl, err = info
+        prob, acc, n_refl, err, ham = info
         new = dict(position=pos, U=U, grad=grad)
-        return new, HMCInfo(prob, acc, n_refl, ~(err < DIVERGENCE), err), sums
+        return new, HMCInfo(prob, acc, n_refl, ~(err < DIVERGENCE), err, ham), sums
 
     def _adapt(self, state, new, info):
         super()._adapt(state, new, info)

@@ -43,6 +43,9 @@ class HMCInfo(NamedTuple):
     n_reflections: np.ndarray  # (C,) int64: wall hits along the trajectory
     divergent: np.ndarray  # (C,) bool: energy error above DIVERGENCE (or NaN)
     energy_error: np.ndarray  # (C,) H(end) - H(start)
+    # (C,) H = beta U + K at the state the transition ends in (the proposal's if accepted,
+    # else the start with its fresh momentum): ArviZ's `energy`, which BFMI reads
+    hamiltonian: np.ndarray
 
 
 def reflect_with_momentum(x, p, box):
@@ -136,7 +139,8 @@ class HMC(Kernel):
             new.update(da_update(state, accept_prob, self.target_accept, 100 * self.target.box))
             if self.adapt_mass:
                 new.update(self._mass_update(state, new))
-        info = HMCInfo(accept_prob, accepted, n_refl, divergent, err)
+        hamiltonian = np.where(accepted, np.asarray(h1, dtype=np.float64), h0)
+        info = HMCInfo(accept_prob, accepted, n_refl, divergent, err, hamiltonian)
         return state._replace(**new), info
 
     def _mass_update(self, state, new):

@@ -173,8 +173,15 @@ class Tempered:
         swap_prob = np.where(active, prob, np.nan)
         n_pairs = active.sum(axis=1)
         swap_mean = np.where(active, prob, 0.0).sum(axis=1) / np.where(n_pairs > 0, n_pairs, np.nan)
-        cold = [v.reshape(c, r, *v.shape[1:])[:, 0] for v in base_info]
-        info = self._info_cls(*cold, swap_prob, swap_mean)
+        cold = {n: v.reshape(c, r, *v.shape[1:])[:, 0] for n, v in base_info._asdict().items()}
+        if "hamiltonian" in cold:
+            # each replica's kinetic energy goes with its configuration; the sample's H is at
+            # the target's beta: beta_0 U + K of whatever replica 0 holds after the swaps
+            ham = base_info.hamiltonian.reshape(c, r)
+            kin = ham - betas * u
+            kept = np.take_along_axis(kin, perm, axis=1)[:, 0]
+            cold["hamiltonian"] = betas[:, 0] * fields["U"][:, 0].astype(np.float64) + kept
+        info = self._info_cls(**cold, swap_accept_prob=swap_prob, swap_accept=swap_mean)
         return new, info
 
     def run(self, state, rng: np.random.Generator, n_steps: int):

@@ -718,9 +718,11 @@ def build(
     dtype = infos[0][2]
 
     theta_l = h5py.VirtualLayout(shape=(n_chains, n_draws, p), dtype=dtype)
+    # the store's stat name -> the batch files' (see shown_stats)
+    shown = shown_stats(stat_names)
     stat_l = {
-        k: h5py.VirtualLayout(shape=(n_chains, n_draws), dtype=infos[0][4][k][0])
-        for k in stat_names
+        k: h5py.VirtualLayout(shape=(n_chains, n_draws), dtype=infos[0][4][src][0])
+        for k, src in shown.items()
     }
     c0 = 0
     for bp, shape, _, _, stats in infos:
@@ -728,8 +730,8 @@ def build(
         nb = shape[0]
         src = h5py.VirtualSource(rel, "posterior/theta", shape=shape)
         theta_l[c0 : c0 + nb, :, :] = src[:, :n_draws, :]
-        for k in stat_names:
-            s = h5py.VirtualSource(rel, f"sample_stats/{k}", shape=stats[k][1])
+        for k, src in shown.items():
+            s = h5py.VirtualSource(rel, f"sample_stats/{src}", shape=stats[src][1])
             stat_l[k][c0 : c0 + nb, :] = s[:, :n_draws]
         c0 += nb
 
@@ -752,12 +754,12 @@ def build(
         ss = f.create_group("sample_stats")
         chain = _scale(ss, "chain", np.arange(n_chains, dtype=np.int64))
         draw = _scale(ss, "draw", np.arange(n_draws, dtype=np.int64))
-        for k in stat_names:
+        for k in shown:
             ds = ss.create_virtual_dataset(k, stat_l[k], fillvalue=fill(stat_l[k].dtype))
             ds.dims[0].attach_scale(chain)
             ds.dims[1].attach_scale(draw)
-        if beta is not None and "energy" in stat_names:
-            lp = ss.create_dataset("lp", data=-float(beta) * ss["energy"][()])
+        if beta is not None and POTENTIAL in shown:
+            lp = ss.create_dataset("lp", data=-float(beta) * ss[POTENTIAL][()])
             lp.dims[0].attach_scale(chain)
             lp.dims[1].attach_scale(draw)
         if "divergent" in stat_names:
@@ -787,6 +789,21 @@ def energies_differ(a: str | os.PathLike, b: str | os.PathLike) -> str | None:
             chain, draw = unequal[0]
             return f"{len(unequal)} draws' energies differ, the first chain {chain} draw {draw}"
     return None
+
+
+POTENTIAL = "potential_energy"
+
+
+def shown_stats(batch_stats) -> dict[str, str]:
+    """The store's sample stats and the batch stat behind each, in ArviZ's names: U (the batch
+    files' ``energy``) as ``potential_energy``; ``energy`` is the Hamiltonian where the kernel
+    has one (HMC: what ArviZ's BFMI reads), else U as before."""
+    out = {k: k for k in batch_stats if k != "hamiltonian"}
+    if "energy" in batch_stats:
+        out[POTENTIAL] = "energy"
+    if "hamiltonian" in batch_stats:
+        out["energy"] = "hamiltonian"
+    return out
 
 
 def _real_group(g: h5py.Group, variables: Mapping[str, tuple[tuple[str, ...], np.ndarray]]):
@@ -867,6 +884,12 @@ class SampleStore:
     def stat(self, name: str) -> np.ndarray:
         """Sample stat ``name`` as a ``(chain, draw)`` array."""
         return self._f["sample_stats"][name][()]
+
+    def potential(self) -> np.ndarray:
+        """U of every draw, ``(chain, draw)``, whatever the kernel (a store built before U
+        had its own name holds it as ``energy``)."""
+        ss = self._f["sample_stats"]
+        return ss[POTENTIAL if POTENTIAL in ss else "energy"][()]
 
     def iter_param_blocks(self, size: int) -> Iterator[tuple[slice, np.ndarray]]:
         """``(slice, theta[:, :, slice])`` for consecutive blocks of ``size`` parameters."""
