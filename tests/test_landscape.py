@@ -32,6 +32,9 @@ class MemStore:
     def stat(self, name):
         return self._stats[name]
 
+    def potential(self):
+        return self._stats["energy"]
+
 
 def cfg_for(**over):
     raw = {
