@@ -164,3 +164,72 @@ def cells_run(tmp_path_factory):
     )
     assert proc.returncode == 0, output_of(proc)
     return wd
+
+
+# ------------------------------------------------------------------------- the two test tiers
+
+# What starts another process, a cluster or a browser: a test whose code, whose helpers in its
+# module or whose fixtures (recursively) contain one of these is in the slow tier. One rule,
+# applied at collection: no test is marked `slow` by hand.
+STARTS_PROCESSES = (
+    "subprocess.",
+    "run_snakemake(",
+    "snakemake_cmd(",
+    "Popen(",
+    "LocalCluster(",
+    "ProcessPoolExecutor(",
+    "cluster.connect(",
+    "lossatlas.sample(",
+    "api.sample(",
+    "engine.run_experiment(",
+    "chromium",
+)
+
+
+def _source(obj) -> str:
+    import inspect
+
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return ""
+
+
+def _starts_processes(func, seen: set) -> bool:
+    """Whether ``func`` or a function of its module that it names starts a process."""
+    import ast
+    import textwrap
+
+    if func in seen:
+        return False
+    seen.add(func)
+    text = _source(func)
+    if any(token in text for token in STARTS_PROCESSES):
+        return True
+    try:
+        tree = ast.parse(textwrap.dedent(text))
+    except SyntaxError:
+        return False
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    module_globals = getattr(func, "__globals__", {})
+    return any(
+        _starts_processes(module_globals[n], seen)
+        for n in sorted(names)
+        if callable(module_globals.get(n))
+        and getattr(module_globals[n], "__module__", "").startswith(("test_", "conftest"))
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Put every test that starts snakemake, a subprocess, a cluster or a browser (itself,
+    through a helper of its module or through a fixture) in the slow tier."""
+    slow = pytest.mark.slow
+    for item in items:
+        if item.get_closest_marker("slow"):
+            continue
+        funcs = [getattr(item, "function", None)]
+        for defs in item._fixtureinfo.name2fixturedefs.values():
+            funcs += [d.func for d in defs]
+        seen: set = set()
+        if any(f is not None and _starts_processes(f, seen) for f in funcs):
+            item.add_marker(slow)

@@ -1,4 +1,5 @@
-"""The code standards, enforced: ruff, snakefmt and snakemake's own linter."""
+"""The code standards, enforced: ruff, snakefmt, snakemake's own linter and the layers
+(import-linter's contracts in pyproject.toml)."""
 
 import shutil
 import subprocess
@@ -28,8 +29,9 @@ def _tool(name: str) -> str:
         ["ruff", "format", "--check", "."],
         ["snakefmt", "--check", "."],
         ["snakemake", "--lint", "--workflow-profile", "none"],
+        ["lint-imports"],
     ],
-    ids=["ruff-check", "ruff-format", "snakefmt", "snakemake-lint"],
+    ids=["ruff-check", "ruff-format", "snakefmt", "snakemake-lint", "lint-imports"],
 )
 def test_clean(args):
     proc = subprocess.run(

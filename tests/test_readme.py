@@ -98,6 +98,16 @@ COMMANDS = {
         "its workers, on other hosts: tests/test_cluster.py's TLS scheduler has workers "
         "(test_scheduler_file_over_tls)"
     ),
+    '.venv/bin/pytest -m "not slow"': (
+        "the fast tier of this suite: .ci/run runs the whole suite, needing the test extra"
+    ),
+    ".venv/bin/lint-imports": (
+        "needs the test extra (import-linter): tests/test_lint.py runs it (test_clean) and "
+        ".ci/run before the tests"
+    ),
+    ".venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/snakefmt --check .": (
+        "needs the test extra: tests/test_lint.py runs each of them (test_clean)"
+    ),
     ".venv/bin/lossatlas theory": (
         "runs every config/theory/ workflow (minutes): tests/test_theory.py runs two of them by "
         "the same command (test_theory_configs_run_through_the_workflow)"

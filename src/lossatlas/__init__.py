@@ -4,7 +4,7 @@ From a notebook: ``lossatlas.sample(config, experiment)`` samples one experiment
 Dask cluster and returns its store (:mod:`lossatlas.api`); the workflow runs the rest.
 """
 
-__version__ = "0.1.0"
+from lossatlas._version import __version__
 
 __all__ = ["__version__", "load_config", "open_samples", "sample"]
 

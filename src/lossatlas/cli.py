@@ -8,8 +8,9 @@ import sys
 
 import numpy as np
 
-from lossatlas import __version__, lifecycle
 from lossatlas import config as lacfg
+from lossatlas import lifecycle
+from lossatlas._version import __version__
 
 
 def _validate(args) -> int:

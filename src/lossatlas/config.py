@@ -3,70 +3,26 @@
 from __future__ import annotations
 
 import copy
-import functools
 import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-# Shipped inside the package, so a plain (non-editable) install and a workflow used as a
-# Snakemake module from another folder both find it.
-SCHEMA_RESOURCE = resources.files("lossatlas").joinpath("config.schema.yaml")
-
-
-class ConfigError(ValueError):
-    """A config field is wrong; the message names the field and the fix."""
-
-
-def _with_defaults(validator_class):
-    validate_properties = validator_class.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for name, sub in properties.items():
-                if "default" in sub and name not in instance:
-                    instance[name] = copy.deepcopy(sub["default"])
-        yield from validate_properties(validator, properties, instance, schema)
-
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
-
-
-_Validator = _with_defaults(jsonschema.Draft202012Validator)
-
-
-def load_schema(path: str | Path | None = None) -> dict:
-    """The config schema: the package's own, or the file at ``path``."""
-    if path is None:
-        return copy.deepcopy(_package_schema())
-    with open(path) as fh:
-        return yaml.safe_load(fh)
-
-
-def _field(path) -> str:
-    return ".".join(str(p) for p in path) or "<top level>"
-
-
-def _describe(error: jsonschema.ValidationError) -> str:
-    field = _field(error.absolute_path)
-    if error.validator == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
-        where = _field(list(error.absolute_path) + [extra[0]]) if extra else field
-        return f"{where}: unknown key; allowed keys here are {', '.join(allowed)}"
-    desc = error.schema.get("description") if isinstance(error.schema, dict) else None
-    hint = f" ({desc.strip()})" if desc else ""
-    return f"{field}: {error.message}{hint}"
-
-
-@functools.cache
-def _package_schema() -> dict:
-    return yaml.safe_load(SCHEMA_RESOURCE.read_text())
+from lossatlas.schema import (  # noqa: F401 (ConfigError, section: the public names here too)
+    SCHEMA_RESOURCE,
+    ConfigError,
+    Validator,
+    describe,
+    field_name,
+    load_schema,
+    package_schema,
+    section,
+)
 
 
 def validate(
@@ -88,14 +44,14 @@ def validate(
     for path, value in _non_finite(cfg):
         # JSON Schema compares NaN with nothing, so `minimum` lets it through
         raise ConfigError(
-            f"invalid config: {_field(path)}: {value} is not a finite number; give a number"
+            f"invalid config: {field_name(path)}: {value} is not a finite number; give a number"
         )
     errors = sorted(
-        _Validator(schema).iter_errors(cfg), key=lambda e: (len(e.absolute_path), e.path)
+        Validator(schema).iter_errors(cfg), key=lambda e: (len(e.absolute_path), e.path)
     )
     if errors:
         best = jsonschema.exceptions.best_match(errors)
-        raise ConfigError(f"invalid config: {_describe(best)}; see config/README.md")
+        raise ConfigError(f"invalid config: {describe(best)}; see config/README.md")
     _check_semantics(cfg)
     return cfg
 
@@ -276,20 +232,6 @@ def _check_expected(cfg: dict) -> None:
         )
         if problem:
             raise ConfigError(f"invalid config: expected: {name} needs {problem}")
-
-
-def section(name: str, values: dict | None = None) -> dict:
-    """The top-level section ``name`` with ``values`` validated and the schema's defaults filled
-    in: library calls outside the workflow (notebooks, tests, benchmarks) get the workflow's
-    defaults, which live in the schema only."""
-    schema = _package_schema()  # read only: the validator fills defaults into copies
-    sub = {**schema, "properties": {name: schema["properties"][name]}, "required": []}
-    cfg = {name: copy.deepcopy(values or {})}
-    errors = list(_Validator(sub).iter_errors(cfg))
-    if errors:
-        best = jsonschema.exceptions.best_match(errors)
-        raise ConfigError(f"invalid {name} settings: {_describe(best)}; see config/README.md")
-    return cfg[name]
 
 
 def load(path: str | Path, schema: dict | str | Path | None = None) -> dict:

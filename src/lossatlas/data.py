@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lossatlas.model.layout import ParamLayout
+from lossatlas.schema import section
 
 
 @dataclass(frozen=True)
@@ -314,9 +315,7 @@ def generate(settings: dict) -> Dataset:
     - ``file``: the user's arrays at ``path`` (:func:`from_file`).
     xor, moons and circles are 2-D, 2-class.
     """
-    from lossatlas import config
-
-    cfg = config.section("dataset", settings)
+    cfg = section("dataset", settings)
     gen, n, d, k = cfg["generator"], cfg["n_points"], cfg["n_features"], cfg["n_classes"]
     seed = cfg["seed"]
     noise = cfg["noise"]
@@ -464,9 +463,7 @@ def apply(ds: Dataset, transforms, seed: int = 0) -> Dataset:
 
 def for_experiment(settings: dict, transforms) -> Dataset:
     """The base dataset of the ``dataset`` settings with an experiment's ``transforms``."""
-    from lossatlas import config
-
-    cfg = config.section("dataset", settings)
+    cfg = section("dataset", settings)
     return apply(generate(cfg), transforms, seed=cfg["seed"])
 
 
@@ -474,9 +471,7 @@ def heldout_for_experiment(settings: dict, transforms, n: int) -> Dataset | None
     """``n`` held-out points of a regression dataset (new inputs, the same map and noise)
     with an experiment's ``transforms``; None when ``n`` is 0 or the dataset has no
     generating map."""
-    from lossatlas import config
-
-    cfg = config.section("dataset", settings)
+    cfg = section("dataset", settings)
     if n < 1 or cfg["generator"] != "regression":
         return None
     return apply(_regression_of(cfg, n_heldout=n), transforms, seed=cfg["seed"])

@@ -37,6 +37,7 @@ from lossatlas.sampling.hmc import HMC, HMCInfo, HMCState
 from lossatlas.sampling.mala import MALA, MALAInfo, MALAState
 from lossatlas.sampling.rwm import RWM, RWMInfo, RWMState
 from lossatlas.sampling.tempering import Tempered
+from lossatlas.schema import section
 
 KINDS = {"rwm": RWM, "mala": MALA, "hmc": HMC}
 BACKENDS = ("numpy", "numba", "cuda")
@@ -63,17 +64,15 @@ __all__ = [
 def build(sampler_settings: dict, target):
     """The kernel described by ``sampler`` settings (see config/README.md), for ``target``.
 
-    Keys left out take the schema's defaults (:func:`lossatlas.config.section`), and the
+    Keys left out take the schema's defaults (:func:`lossatlas.schema.section`), and the
     settings are validated. ``tempering.n_temps > 1`` wraps the kernel in parallel tempering.
     ``backend: numba`` picks the fused kernel where one exists for the kind and target and is
     the faster for ``chains_per_batch`` chains (:func:`.fused.supports`: small networks), and
     the numpy kernel otherwise (wide networks, where BLAS wins). ``backend: cuda`` picks the
-    CUDA kernels (:mod:`.cuda`) and raises :class:`lossatlas.config.ConfigError` before any
+    CUDA kernels (:mod:`.cuda`) and raises :class:`lossatlas.schema.ConfigError` before any
     work where there are none for the kind or target, or no usable GPU.
     """
-    from lossatlas import config
-
-    cfg = config.section("sampler", sampler_settings)
+    cfg = section("sampler", sampler_settings)
     kind, backend, t = cfg["kind"], cfg["backend"], cfg["tempering"]
     rwm_cls, hmc_cls = RWM, HMC
     if backend == "cuda":
@@ -115,8 +114,8 @@ def build(sampler_settings: dict, target):
 def _cuda_kernels(kind: str, target):
     """The CUDA sampler classes ``(rwm, hmc)``, after checking they can run ``kind`` on
     ``target`` here (a config error naming the fix if not)."""
-    from lossatlas.config import ConfigError
     from lossatlas.sampling import cuda, fused
+    from lossatlas.schema import ConfigError
 
     if kind not in ("rwm", "hmc") or not fused.evaluates(target):
         what = f"sampler.kind {kind}" if kind not in ("rwm", "hmc") else "this target"

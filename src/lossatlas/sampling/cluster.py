@@ -27,6 +27,8 @@ from typing import Any
 from distributed import Client, LocalCluster
 from distributed.security import Security
 
+from lossatlas.schema import section
+
 __all__ = ["ClusterError", "connect", "security_for_join", "THREAD_ENV"]
 
 logger = logging.getLogger(__name__)
@@ -122,9 +124,7 @@ def connect(dask_cfg: dict, threads: int, log=None) -> Iterator[Client]:
     ``threads`` sizes the local cluster when ``n_workers`` is null. ``log`` is a logger or a
     callable taking one string; the dashboard address and cluster size are reported through it.
     """
-    from lossatlas import config
-
-    dask_cfg = config.section("dask", dask_cfg)  # the schema's defaults for keys left out
+    dask_cfg = section("dask", dask_cfg)  # the schema's defaults for keys left out
     say = _say(log)
     placement = dask_cfg["placement"]
     if placement == "local":

@@ -191,10 +191,10 @@ class _Device:
 
 
 def require() -> None:
-    """Raise :class:`lossatlas.config.ConfigError` if the CUDA kernels cannot run here."""
+    """Raise :class:`lossatlas.schema.ConfigError` if the CUDA kernels cannot run here."""
     why = unavailable()
     if why is not None:
-        from lossatlas.config import ConfigError
+        from lossatlas.schema import ConfigError
 
         raise ConfigError(
             f"invalid config: sampler.backend is cuda, but {why}. Run on a machine with an "

@@ -26,9 +26,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-import lossatlas
-from lossatlas import lifecycle, model, sampling
+from lossatlas import lifecycle, mcmc_stats, model, sampling
+from lossatlas._version import __version__
 from lossatlas.data import Dataset
+from lossatlas.model import target_for
 from lossatlas.model.network import model_layout
 from lossatlas.sampling.base import AT_DRAW
 from lossatlas.storage import store
@@ -381,13 +382,11 @@ def until_verdict(paths: list[str], n_draws: int, until: dict) -> dict:
     experiment) meet ``sampler.until``: U's rank-normalised split R-hat below ``r_hat`` and its
     bulk and tail ESS above ``ess``, computed as the diagnose rule does. Reads the draws'
     energies only (``samples.h5`` is built from verified blocks only, once the run stops)."""
-    from lossatlas.analysis import diagnostics
-
     energies = []
     for path in paths:
         with h5py.File(path, "r") as f:
             energies.append(f["sample_stats/energy"][:, :n_draws])
-    row = diagnostics.summary_row("U", np.concatenate(energies))
+    row = mcmc_stats.summary_row("U", np.concatenate(energies))
     converged = bool(
         row["r_hat"] < until["r_hat"] and min(row["ess_bulk"], row["ess_tail"]) > until["ess"]
     )
@@ -411,7 +410,7 @@ def compile_kernels(dataset: Dataset, *, model: dict, target: dict, sampler: dic
     whether there was anything to compile (``backend: numba`` with a fused kernel)."""
     if sampler.get("backend") != "numba":  # numpy has nothing to compile; a GPU compiles its own
         return False
-    t = lossatlas.model.target_for(dataset, **model, **target)
+    t = target_for(dataset, **model, **target)
     built = sampling.build(sampler, t)
     if not hasattr(getattr(built, "base", built), "arch"):  # numba picked the numpy kernel
         return False
@@ -685,7 +684,7 @@ def _run_experiment(
             # InferenceData's provenance attributes
             "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "inference_library": "lossatlas",
-            "inference_library_version": lossatlas.__version__,
+            "inference_library_version": __version__,
             "sampler": s["kind"],
         },
         beta=specs[0]["target"]["beta"],

@@ -1,0 +1,58 @@
+"""R-hat, ESS and MCSE of chains (arviz-stats, the field's implementation): the statistics the
+diagnose rule tabulates and ``sampler.until`` stops on, in one place below both sampling and
+analysis."""
+
+from __future__ import annotations
+
+import numpy as np
+from arviz_stats.base import array_stats
+
+__all__ = ["TAIL_PROB", "summary_row", "summary_rows"]
+
+# Tail ESS is min(ESS of the 5% quantile, ESS of the 95% quantile), as in Vehtari et al. (2021).
+TAIL_PROB = (0.05, 0.95)
+
+
+def summary_rows(names, kind, x) -> list[dict]:
+    """Rows (name, kind, mean, sd, mcse_mean, ess_bulk, ess_tail, r_hat) of the quantities
+    ``x (chain, draw, k)`` named ``names``."""
+    # A quantity that never moved has zero within-chain variance; NaN is the honest answer.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _summary_rows_inner(names, kind, x)
+
+
+def _summary_rows_inner(names, kind, x) -> list[dict]:
+    # (k, chain, draw), contiguous: arviz-stats sorts and transforms along the draws, which is
+    # about 20% faster on contiguous rows than on the strided draw axis of (chain, draw, k),
+    # with the same numbers.
+    xt = np.ascontiguousarray(np.moveaxis(x, 2, 0))
+    ax = {"chain_axis": -2, "draw_axis": -1}
+    rhat = np.atleast_1d(array_stats.rhat(xt, method="rank", **ax))
+    ess_bulk = np.atleast_1d(array_stats.ess(xt, method="bulk", **ax))
+    ess_tail = np.atleast_1d(array_stats.ess(xt, method="tail", prob=TAIL_PROB, **ax))
+    mcse = np.atleast_1d(array_stats.mcse(xt, method="mean", **ax))
+    mean = x.mean(axis=(0, 1))
+    sd = (
+        x.reshape(-1, x.shape[2]).std(axis=0, ddof=1)
+        if x.shape[0] * x.shape[1] > 1
+        else mean * np.nan
+    )
+    return [
+        {
+            "name": n,
+            "kind": kind,
+            "mean": float(mean[i]),
+            "sd": float(sd[i]),
+            "mcse_mean": float(mcse[i]),
+            "ess_bulk": float(ess_bulk[i]),
+            "ess_tail": float(ess_tail[i]),
+            "r_hat": float(rhat[i]),
+        }
+        for i, n in enumerate(names)
+    ]
+
+
+def summary_row(name: str, x: np.ndarray) -> dict:
+    """The summary table's row (mean, sd, MCSE, bulk/tail ESS, R-hat) of one quantity
+    ``x (chain, draw)``."""
+    return summary_rows([name], "energy", np.asarray(x, dtype=np.float64)[:, :, None])[0]
