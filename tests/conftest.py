@@ -170,7 +170,8 @@ def cells_run(tmp_path_factory):
 
 # What starts another process, a cluster or a browser: a test whose code, whose helpers in its
 # module or whose fixtures (recursively) contain one of these is in the slow tier. One rule,
-# applied at collection: no test is marked `slow` by hand.
+# applied at collection; a hand-written `slow` mark is left only on tests that are slow for
+# their computing alone (a calibration over many seeds), with the reason beside it.
 STARTS_PROCESSES = (
     "subprocess.",
     "run_snakemake(",
@@ -182,6 +183,7 @@ STARTS_PROCESSES = (
     "lossatlas.sample(",
     "api.sample(",
     "engine.run_experiment(",
+    'cli.main(["theory"',  # runs the theory configs' workflows
     "chromium",
 )
 

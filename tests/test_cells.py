@@ -221,7 +221,6 @@ def test_cells_refuses_networks_it_does_not_fit():
     assert lacfg.cells_unmet(lacfg.validate(auto), "hidden-3") is not None  # skipped, no error
 
 
-@pytest.mark.slow
 def test_cells_rule_on_a_sampled_relu_network(cells_run):
     res = cells_run / "results" / "hidden-3" / "landscape"
     table = pd.read_csv(res / "cells.csv")

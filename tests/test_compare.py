@@ -190,7 +190,7 @@ def test_wide_clouds_take_angles_from_the_gram_matrix():
     assert ang.max_angle(i, j) == pytest.approx(compare.pca_angles(X, Y, 2).max(), abs=1e-6)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # no process: 40 runs of the sampler, a minute of computing
 def test_two_runs_of_one_target_are_not_told_apart_by_the_chain_test():
     """Calibration on the real sampler: the report's network sampled twice with different seeds
     (8 RWM chains each, from uniform starts, far from mixed), compared draw for draw. Both runs

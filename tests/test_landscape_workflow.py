@@ -138,7 +138,6 @@ def landscape_run(tmp_path_factory):
     return wd
 
 
-@pytest.mark.slow
 def test_dimension_tables(landscape_run):
     for exp in EXPS:
         t = pd.read_csv(landscape_run / "results" / exp / "landscape" / "dimension.csv")
@@ -173,7 +172,6 @@ def test_dimension_tables(landscape_run):
         assert meta["coordinates"] == "canonical" and meta["n_good"] == n_good
 
 
-@pytest.mark.slow
 def test_census_tables(landscape_run):
     for exp in EXPS:
         d = landscape_run / "results" / exp / "landscape"
@@ -197,7 +195,6 @@ def test_census_tables(landscape_run):
             assert (d / png).read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.slow
 def test_connect_tables(landscape_run):
     """Every refined pair has a path maximum no lower than its ends and a barrier no lower
     than 0; a pair DSS connects has its path at or below the level; the level sets' component
@@ -237,7 +234,6 @@ def test_connect_tables(landscape_run):
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.slow
 def test_compare_table(landscape_run):
     t = pd.read_csv(landscape_run / "results" / "landscape" / "compare.csv")
     assert list(t["stage"]) == ["before", "after"] and set(t["experiment"]) == {"rotate-90"}
@@ -253,7 +249,6 @@ def test_compare_table(landscape_run):
     assert full[0]["exact"] is True and 0 <= full[0]["frac_outside_box"] <= 1
 
 
-@pytest.mark.slow
 def test_invariant_diagnostics_and_report(landscape_run):
     d = landscape_run / "results" / "rotate-0" / "diagnostics"
     t = pd.read_csv(d / "invariant.csv")
@@ -275,7 +270,6 @@ def test_invariant_diagnostics_and_report(landscape_run):
         assert name in html, name
 
 
-@pytest.mark.slow
 def test_dimension_reads_the_shared_pipeline_null(landscape_run):
     """Each dimension job takes the uniform pipeline null from the pipeline_null rule's file,
     made for its settings, instead of computing it again."""
@@ -293,7 +287,6 @@ class Files(list):
         self.__dict__.update(named)
 
 
-@pytest.mark.slow
 def test_each_step_reads_exactly_what_it_declares(landscape_run, cells_run, tmp_path):
     """Every step, run here on the workflow's files with its declared settings, reads nothing
     else (an undeclared read raises) and reads something under each declared path, so the
@@ -526,7 +519,6 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, cells_run, tmp_
     assert (out / "cells.csv").read_bytes() == (cells_res / "landscape" / "cells.csv").read_bytes()
 
 
-@pytest.mark.slow
 def test_findings_of_one_experiment(landscape_run, tmp_path):
     """With one experiment each named input is a list of one file and there is no
     comparison; the first page names that experiment only."""

@@ -134,7 +134,6 @@ def test_every_readme_command_is_tried():
         assert isinstance(run, list) or "test" in run, (command, run)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("readme", [c for c, run in COMMANDS.items() if isinstance(run, list)])
 def test_readme_command_works_after_the_first_alone(small_run, readme):
     wd, _ = small_run
@@ -152,7 +151,6 @@ def test_readme_command_works_after_the_first_alone(small_run, readme):
     assert "outside the base install" not in text, text
 
 
-@pytest.mark.slow
 def test_readme_python_snippets_work_after_the_first_alone(small_run):
     wd, _ = small_run
     snippet = re.findall(r"```python\n(.*?)```", README, re.S)[0]
@@ -205,7 +203,6 @@ def _braces(name: str) -> list[str]:
 CONDITIONAL = ("cells.", "band.", "checks.csv", "restored.json")
 
 
-@pytest.mark.slow
 def test_what_lands_where_lists_every_file_a_run_writes(small_run):
     wd, _ = small_run
     listed = _lands_where()

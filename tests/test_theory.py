@@ -155,7 +155,6 @@ def test_expected_checks_refuse_configs_they_do_not_fit():
         config.validate({"expected": ["cooper"]})
 
 
-@pytest.mark.slow
 def test_theory_configs_run_through_the_workflow(tmp_path, monkeypatch):
     """Two of config/theory/ through Snakemake (sample, reduce, census, connect, theory) by
     the `lossatlas theory` command; the others run the same way (README)."""

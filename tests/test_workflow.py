@@ -185,7 +185,6 @@ def test_catalog_test_config_is_the_small_one():
     assert catalog == yaml.safe_load(SMALL.read_text())
 
 
-@pytest.mark.slow
 def test_catalog_draws_the_rule_graph(tmp_path):
     proc = subprocess.run(
         snakemake_cmd("--directory", ".test", "--rulegraph"),
@@ -218,7 +217,6 @@ def test_dry_run_profiles(tmp_path, profile):
 # ----------------------------------------------------------------------------- a whole run
 
 
-@pytest.mark.slow
 def test_small_run_writes_every_output(small_run):
     wd, seconds = small_run
     cfg = lacfg.validate(yaml.safe_load(SMALL.read_text()))
@@ -253,7 +251,6 @@ def test_small_run_writes_every_output(small_run):
     assert seconds < 300, f"the small run took {seconds:.0f} s"
 
 
-@pytest.mark.slow
 def test_small_run_records_every_jobs_peak_memory(small_run):
     import importlib.util
 
@@ -278,7 +275,6 @@ def test_small_run_records_every_jobs_peak_memory(small_run):
     assert rule_memory.main([str(wd / "results"), "--limit-mb", "1"]) == 1
 
 
-@pytest.mark.slow
 def test_small_run_store_opens_with_named_dims(small_run):
     import xarray as xr
 
@@ -291,7 +287,6 @@ def test_small_run_store_opens_with_named_dims(small_run):
         assert "energy" in stats and stats["energy"].dims == ("chain", "draw")
 
 
-@pytest.mark.slow
 def test_small_run_is_up_to_date_and_reports(small_run):
     wd, _ = small_run
     proc = run_snakemake(wd, "-n")
@@ -312,7 +307,6 @@ def _tool(name: str):
     return module
 
 
-@pytest.mark.slow
 def test_report_first_page_states_the_findings_of_the_run(small_run):
     """The landing page is the findings (one short block per experiment), and the report
     describes the run as it was made: a config edited since (good_threshold 0.3) changes
@@ -346,7 +340,6 @@ def test_report_first_page_states_the_findings_of_the_run(small_run):
     assert (wd / "landing.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.slow
 def test_changed_threshold_reruns_only_downstream(small_run, tmp_path):
     """params carry each rule's settings: the 'good' threshold must not resample.
 
@@ -447,7 +440,6 @@ def sampler_cfg() -> dict:
     return lacfg.validate(yaml.safe_load(RESUME.read_text()))["sampler"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("how", ["kill-9", "ctrl-c", "kill-9+truncated", "kill-9+scribbled"])
 def test_interrupted_snakemake_then_rerun_is_bit_identical(tmp_path, resume_reference, how):
     """kill -9 of snakemake alone, or Ctrl-C (SIGINT to the whole foreground process group);
@@ -508,7 +500,6 @@ def damage(path: Path, how: str) -> None:
             fh.write(np.random.default_rng(1).bytes(min(4096, chunk.size)))
 
 
-@pytest.mark.slow
 def test_damage_after_a_complete_run_is_repaired_by_the_same_command(tmp_path):
     """A finished run of the user's own file (`snakemake --cores 2 --configfile mine.yaml`, the
     default target) whose batch file is damaged: `lossatlas verify` finds it, `--repair` moves
@@ -554,7 +545,6 @@ def test_damage_after_a_complete_run_is_repaired_by_the_same_command(tmp_path):
         assert "Nothing to be done" in output_of(run_snakemake(wd, *command, "-n"))
 
 
-@pytest.mark.slow
 def test_sigkill_dask_worker_run_completes_bit_identical(tmp_path, resume_reference):
     s = sampler_cfg()
     wd = make_workdir(tmp_path, RESUME)
