@@ -187,3 +187,35 @@ def test_headline_verdict_names_what_did_not_mix():
     assert not v["pass"] and "U: ess bulk 120, ess tail 120" in v["reading"]
     all_ok = dg.identifiable_verdict(summary, _invariant())
     assert all_ok["pass"] and all_ok["reading"].startswith("converged: U, the outputs")
+
+
+def test_a_run_that_did_not_converge_is_told_how_many_draws_it_needs():
+    """ESS grows with the draws and R-hat - 1 falls with them: 100 draws with bulk ESS 200
+    need 200 for 400; R-hat 1.03 needs 3 times the draws for 1.01; the larger wins."""
+    ok = {"min_ess_tail": 1e4}
+    assert dg.draws_needed({"max_r_hat": 1.001, "min_ess_bulk": 200.0, **ok}, 100,
+                                    1.01, 400) == 200  # fmt: skip
+    assert dg.draws_needed({"max_r_hat": 1.03, "min_ess_bulk": 1e4, **ok}, 100,
+                                    1.01, 400) == 300  # fmt: skip
+    assert dg.draws_needed({"max_r_hat": None, "min_ess_bulk": 10.0}, 100, 1.01, 400) is None
+    spaces = {
+        "U": {"pass": True, "max_r_hat": 1.001, "min_ess_bulk": 900.0, "min_ess_tail": 900.0},
+        "outputs on the data": {
+            "pass": True,
+            "max_r_hat": 1.002,
+            "min_ess_bulk": 800.0,
+            "min_ess_tail": 700.0,
+        },  # fmt: skip
+        "canonical parameters": {
+            "pass": False,
+            "max_r_hat": 1.011,
+            "max_r_hat_name": "b3[0]",
+            "min_ess_bulk": 2550.0,
+            "min_ess_tail": 2600.0,
+        },  # fmt: skip
+    }
+    invariant = {**spaces, "thresholds": {"r_hat_max": 1.01, "ess_min": 400.0}}
+    summary = {"params": {"pass": False}, "n_draws": 625, "n_chains": 32}
+    reading = dg.identifiable_verdict(summary, invariant)["reading"]
+    assert reading.startswith("not converged: canonical parameters: R-hat 1.011 (b3[0])")
+    assert "about 688 draws per chain (now 625)" in reading and "sampler.draws to 688" in reading

@@ -61,20 +61,19 @@ COMMANDS = {
     ".venv/bin/lossatlas prune results": [str(BIN / "lossatlas"), "prune", "results"],
     ".venv/bin/snakemake --configfile config/digits.yaml": [
         *(sys.executable, "-m", "snakemake", "-n", "--configfile"),
-        *(str(REPO / "config" / "digits.yaml")),
+        str(REPO / "config" / "digits.yaml"),
     ],
     ".venv/bin/snakemake --configfile config/calibration.yaml": [
         *(sys.executable, "-m", "snakemake", "-n", "--configfile"),
-        *(str(REPO / "config" / "calibration.yaml")),
+        str(REPO / "config" / "calibration.yaml"),
     ],
     ".venv/bin/snakemake --configfile config/cells.yaml": [
         *(sys.executable, "-m", "snakemake", "-n", "--configfile"),
-        *(str(REPO / "config" / "cells.yaml")),
+        str(REPO / "config" / "cells.yaml"),
     ],
-    ".venv/bin/snakemake --configfile config/band.yaml results-band/landscape/band.csv": [
-        *(sys.executable, "-m", "snakemake", "-n", "--configfile"),
-        *(str(REPO / "config" / "band.yaml")),
-        "results-band/landscape/band.csv",
+    ".venv/bin/snakemake results-band/landscape/band.csv --configfile config/band.yaml": [
+        *(sys.executable, "-m", "snakemake", "-n", "results-band/landscape/band.csv"),
+        *("--configfile", str(REPO / "config" / "band.yaml")),
     ],
     ".venv/bin/python benchmarks/rule_memory.py results-digits": [
         *(sys.executable, str(REPO / "benchmarks" / "rule_memory.py"), "results"),

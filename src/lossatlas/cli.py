@@ -51,9 +51,16 @@ def _validate(args) -> int:
         u = s["until"]
         print(
             f"  stops: at the first checkpoint (every {s['checkpoint_every']} draws) where "
-            f"R-hat < {u['r_hat']:g} and ESS > {u['ess']:g}, at most {s['draws']} draws"
+            f"R-hat < {u['r_hat']:g} and ESS > {u['ess']:g} at {u['confirm']} checkpoints "
+            f"running, at most {s['draws']} draws"
         )
-    print(f"  draws: {draws} per experiment, about {est.disk / 2**20:.1f} MiB on disk in all")
+    else:
+        print(f"  stops: after {s['draws']} draws (sampler.until is off)")
+    most = "at most " if s["until"] else ""
+    print(
+        f"  draws: {most}{draws} per experiment, {most or 'about '}{est.disk / 2**20:.1f} MiB "
+        "on disk in all"
+    )
     print(
         f"  memory: about {est.worker_memory / 2**20:.0f} MiB per sampling worker "
         f"({', '.join(f'{k} {v / 2**20:.1f}' for k, v in est.memory_parts.items())} MiB), "

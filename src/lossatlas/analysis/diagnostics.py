@@ -362,6 +362,33 @@ def _shortfall(name: str, g: dict, rhat_max: float, ess_min: float) -> str:
     return f"{name}: {', '.join(parts) or 'non-finite values'}"
 
 
+def draws_needed(g: dict, n_draws: int, rhat_max: float, ess_min: float) -> int | None:
+    """Draws per chain at which the group ``g`` would meet the targets if it kept its measured
+    rate: ESS grows in proportion to the draws, R-hat - 1 falls in inverse proportion (both
+    hold once chains have mixed; a larger figure means the chains have not). None where a
+    value is not finite."""
+    ess = min(g.get("min_ess_bulk") or 0.0, g.get("min_ess_tail") or 0.0)
+    rhat = g.get("max_r_hat")
+    if not n_draws or rhat is None or ess <= 0:
+        return None
+    factor = max(ess_min / ess, (rhat - 1.0) / (rhat_max - 1.0), 1.0)
+    return math.ceil(n_draws * factor)
+
+
+def _what_to_do(failing: list[dict], n_draws: int | None, rhat_max: float, ess_min: float) -> str:
+    """The next step for a run that did not converge: how many draws per chain, at the
+    measured rate, and the setting that gives them."""
+    needed = [draws_needed(g, n_draws, rhat_max, ess_min) for g in failing]
+    if not n_draws or any(n is None for n in needed):
+        return "run longer chains (sampler.draws, thin)"
+    most = max(needed)
+    return (
+        f"at the measured rate about {most} draws per chain (now {n_draws}) would meet the "
+        f"target: raise sampler.draws to {most} or more (with sampler.until on it is the cap, "
+        "and the chains stop as soon as the target holds), or thin more"
+    )
+
+
 def identifiable_shortfalls(invariant: dict) -> list[str]:
     """What keeps each of :data:`IDENTIFIABLE` from its thresholds (none: converged), from
     :func:`landscape.invariant_diagnostics`'s summary."""
@@ -395,7 +422,9 @@ def identifiable_verdict(summary: dict, invariant: dict) -> dict:
         )
     else:
         failing = identifiable_shortfalls(invariant)
-        reading = f"not converged: {'; '.join(failing)}; run longer chains (sampler.draws, thin)"
+        reading = f"not converged: {'; '.join(failing)}; " + _what_to_do(
+            [g for g in spaces.values() if not g["pass"]], summary.get("n_draws"), rhat_max, ess_min
+        )
     return {
         **summary,
         "pass": ok,

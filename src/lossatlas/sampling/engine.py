@@ -377,6 +377,14 @@ def until_boundaries(sampler: dict) -> list[int]:
     return [*range(block, most, block), most]
 
 
+def until_stops(verdicts: list[dict], confirm: int) -> bool:
+    """Whether ``sampler.until`` stops after ``verdicts`` (one per boundary so far): the last
+    ``confirm`` of them all converged. A single pass is optional stopping: a verdict that
+    hovers around its threshold passes once by luck far more often than twice running."""
+    last = verdicts[-int(confirm) :]
+    return len(last) == int(confirm) and all(v["converged"] for v in last)
+
+
 def until_verdict(paths: list[str], n_draws: int, until: dict) -> dict:
     """Whether the first ``n_draws`` draws of the batch files ``paths`` (every chain of an
     experiment) meet ``sampler.until``: U's rank-normalised split R-hat below ``r_hat`` and its
@@ -660,7 +668,7 @@ def _run_experiment(
             if until:
                 verdicts.append(check([spec["path"] for spec in specs], n_draws))
                 log.info("%s: %s", experiment.name, verdicts[-1]["reading"])
-                if verdicts[-1]["converged"]:
+                if until_stops(verdicts, until["confirm"]):
                     break
     finally:
         client.unsubscribe_topic(PROGRESS_TOPIC)
