@@ -705,8 +705,10 @@ def _run_experiment(
             "constant_data": {"X": (("point", "feature"), data["X"])},
         },
     )
-    resumed = sum(x["draws_resumed"] * x["n_chains"] for x in rounds[0])
     computed = sum(x["draws_computed"] * x["n_chains"] for r in rounds for x in r)
+    # what the checkpoints held before this run: with sampler.until a later round also
+    # "resumes" the draws an earlier round of this run computed
+    resumed = draws_total - computed
     log.info(
         "%s: %d draws in %.1fs, %.1f draws/s (%d resumed from checkpoints, %d computed); wrote %s",
         experiment.name,
