@@ -7,8 +7,8 @@ Each round runs, in alternating order:
   README's command; the workflow profile sets the cores), every rule;
 - ``report path``: the same with only the report's targets (dataset, sample, diagnose, reduce,
   figures), in another fresh folder;
-- ``peer``: ``python benchmarks/peer_blackjax.py`` (sampling to the same draws, R-hat/ESS of U,
-  kernel PCA and PCA of the good draws), in a fresh process, JAX's compilation included.
+- ``peer``: ``python benchmarks/peer_blackjax.py`` (sampling until U converges, R-hat/ESS of
+  U, kernel PCA and PCA of the good draws), in a fresh process, JAX's compilation included.
 
 All with numba's compile cache warm (a first workflow run fills it). ``--cold`` adds one
 workflow run with an empty cache (``NUMBA_CACHE_DIR`` pointed at an empty folder), timed
@@ -81,10 +81,13 @@ def per_rule(results: Path) -> dict[str, tuple[float, float]]:
 def convergence(results: Path, experiments) -> list[dict]:
     rows = []
     for e in experiments:
-        c = json.loads((results / e / "diagnostics" / "convergence.json").read_text())["energy"]
+        doc = json.loads((results / e / "diagnostics" / "convergence.json").read_text())
+        c = doc["energy"]
         rows.append(
             {
                 "experiment": e,
+                "draws": doc["n_draws"],
+                "converged": doc["pass"],
                 "r_hat_U": c["max_r_hat"],
                 "ess_bulk_U": c["min_ess_bulk"],
                 "ess_tail_U": c["min_ess_tail"],
@@ -138,9 +141,16 @@ def main():
     runs = rounds.interleave(
         {"workflow": workflow, "report path": report_path, "peer": peer_run}, args.rounds
     )
+    cfg = api.load_config(ROOT / "config" / "config.yaml")
+    stop = (
+        "until U, the outputs and the canonical parameters converged"
+        if cfg["sampler"]["until"]
+        else f"{cfg['sampler']['draws']} draws per chain"
+    )
     lines = [
-        f"Default config (3 experiments x 32 chains x 20,000 draws), {rounds.machine()}; "
-        f"{args.rounds} interleaved rounds, medians.",
+        f"Default config ({len(experiments)} experiments x {cfg['sampler']['n_chains']} chains, "
+        f"{stop}; the peer until U converged), {rounds.machine()}; {args.rounds} interleaved "
+        "rounds, medians.",
         "",
         "| run | wall (s) | CPU (s) | / peer, wall | / peer, CPU | load |",
         "|---|---|---|---|---|---|",
@@ -181,14 +191,18 @@ def main():
         cpu = np.median([r.get(rule, (0, 0))[1] for r in kept["rules"]])
         on_path = "yes" if rule in REPORT_RULES else ""
         lines.append(f"| {rule} | {wall:.1f} | {cpu:.1f} | {on_path} |")
-    lines += ["", "Convergence of U reached (last round; target R-hat < 1.01, ESS > 400):", ""]
-    lines += ["| experiment | workflow R-hat | ESS bulk / tail | peer R-hat | ESS bulk / tail |"]
-    lines += ["|---|---|---|---|---|"]
+    lines += ["", "Convergence reached (last round; target R-hat < 1.01, ESS > 400):", ""]
+    lines += [
+        "| experiment | workflow: draws per chain, verdict | R-hat of U | ESS bulk / tail | "
+        "peer: draws per chain | R-hat of U | ESS bulk / tail |"
+    ]
+    lines += ["|---|---|---|---|---|---|---|"]
     for ours, theirs in zip(kept["converged"], kept["peer"], strict=True):
+        verdict = "converged" if ours["converged"] else "not converged"
         lines.append(
-            f"| {ours['experiment']} | {ours['r_hat_U']:.4f} | {ours['ess_bulk_U']:.0f} / "
-            f"{ours['ess_tail_U']:.0f} | {theirs['r_hat_U']:.4f} | {theirs['ess_bulk_U']:.0f} / "
-            f"{theirs['ess_tail_U']:.0f} |"
+            f"| {ours['experiment']} | {ours['draws']}, {verdict} | {ours['r_hat_U']:.4f} | "
+            f"{ours['ess_bulk_U']:.0f} / {ours['ess_tail_U']:.0f} | {theirs['draws']} | "
+            f"{theirs['r_hat_U']:.4f} | {theirs['ess_bulk_U']:.0f} / {theirs['ess_tail_U']:.0f} |"
         )
     table = "\n".join(lines)
     print(table)

@@ -5,10 +5,13 @@ datasets and target: exp(-beta U) on [-L, L]^p, U the summed cross-entropy):
 
 - BlackJAX's random walk (``additive_step_random_walk``, Gaussian steps; the box as
   ``-inf`` outside), ``jax.vmap`` over the chains inside ``jax.lax.scan``, jitted, float64 as
-  the config; as many chains, warm-up transitions, draws and thinning as the config;
+  the config; as many chains, warm-up transitions and thinning as the config, and draws in
+  blocks of ``checkpoint_every`` until U alone meets ``sampler.until`` at one block (the
+  workflow asks more: U, the outputs and the canonical parameters, at ``confirm`` blocks
+  running), at most ``draws``;
 - the warm-up tunes each chain's step towards the config's acceptance rate in windows of 500
   transitions (BlackJAX's random walk has no adaptation of its own);
-- R-hat and bulk/tail ESS of U (arviz-stats), the convergence target the workflow checks;
+- R-hat and bulk/tail ESS of U (arviz-stats), the convergence target it stops on;
 - scikit-learn's ``KernelPCA`` (RBF, the config's components and gamma rule), fitted on as many
   draws as the workflow's landmarks (an exact kernel of all 20,000 draws needs 3.2 GB) and
   applied to all draws, then ``PCA`` of the good draws.
@@ -21,6 +24,7 @@ Writes nothing; prints one JSON line per experiment. Needs the ``bench`` extra.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 
@@ -41,8 +45,19 @@ from lossatlas import config as lacfg  # noqa: E402
 WINDOW = 500  # warm-up transitions between step-size updates
 
 
-def sample(target, n_chains, warmup, draws, thin, step_size, target_accept, seed):
-    """Draws ``(chain, draw, p)`` and U ``(chain, draw)`` of the random walk."""
+def converged(U, until) -> bool:
+    """U's rank-normalised split R-hat below ``until["r_hat"]`` and its bulk and tail ESS above
+    ``until["ess"]`` (arviz-stats), as a hand-written script would stop: at the first pass."""
+    ax = {"chain_axis": 0, "draw_axis": 1}
+    rhat = float(array_stats.rhat(U, method="rank", **ax))
+    bulk = float(array_stats.ess(U, method="bulk", **ax))
+    tail = float(array_stats.ess(U, method="tail", prob=(0.05, 0.95), **ax))
+    return rhat < until["r_hat"] and min(bulk, tail) > until["ess"]
+
+
+def sample(target, n_chains, warmup, draws, thin, step_size, target_accept, seed, block, until):
+    """Draws ``(chain, draw, p)`` and U ``(chain, draw)`` of the random walk: blocks of
+    ``block`` draws until U meets ``until`` (none: all ``draws``), at most ``draws``."""
     logdensity = jax_logdensity(target)
 
     def step(key, state, sigma):
@@ -66,13 +81,13 @@ def sample(target, n_chains, warmup, draws, thin, step_size, target_accept, seed
         rate = accepted.mean(axis=0)
         return states, log_sigma + 2.0 * (rate - target_accept)
 
-    @jax.jit
-    def run(states, sigma, key):
+    @functools.partial(jax.jit, static_argnums=3)
+    def run(states, sigma, key, n):
         def draw(s, k):
             s, _ = transitions(s, sigma, k, thin)
             return s, (s.position, s.logdensity)
 
-        return jax.lax.scan(draw, states, jax.random.split(key, draws))[1]
+        return jax.lax.scan(draw, states, jax.random.split(key, n))
 
     key = jax.random.PRNGKey(seed)
     k0, key = jax.random.split(key)
@@ -82,9 +97,19 @@ def sample(target, n_chains, warmup, draws, thin, step_size, target_accept, seed
     for _ in range(max(1, warmup // WINDOW)):
         key, k = jax.random.split(key)
         states, log_sigma = warm(states, log_sigma, k)
-    positions, logdens = run(states, jnp.exp(log_sigma), key)
-    theta = np.asarray(positions).transpose(1, 0, 2)
-    return theta, -np.asarray(logdens).T / target.beta
+    sigma, kept, n = jnp.exp(log_sigma), [], 0
+    step_draws = block if until else draws
+    while n < draws:
+        key, k = jax.random.split(key)
+        m = min(step_draws, draws - n)
+        states, (positions, logdens) = run(states, sigma, k, m)
+        kept.append((np.asarray(positions), np.asarray(logdens)))
+        n += m
+        U = -np.concatenate([lg for _, lg in kept]).T / target.beta
+        if until and converged(U, until):
+            break
+    theta = np.concatenate([p for p, _ in kept]).transpose(1, 0, 2)
+    return theta, U
 
 
 def reduce(theta, mean_loss, threshold, n_components, n_fit, n_pca, seed):
@@ -110,12 +135,13 @@ def main():
         target = steps.target(cfg, data.for_experiment(cfg["dataset"], exp.transforms))
         theta, U = sample(
             target, s["n_chains"], s["warmup"], s["draws"], s["thin"], s["step_size"],
-            s["target_accept"], cfg["seed"] + i,
+            s["target_accept"], cfg["seed"] + i, s["checkpoint_every"], s["until"],
         )  # fmt: skip
         t_sample = time.perf_counter() - t0
         ax = {"chain_axis": 0, "draw_axis": 1}
         out = {
             "experiment": name,
+            "draws": int(U.shape[1]),
             "r_hat_U": float(array_stats.rhat(U, method="rank", **ax)),
             "ess_bulk_U": float(array_stats.ess(U, method="bulk", **ax)),
             "ess_tail_U": float(array_stats.ess(U, method="tail", prob=(0.05, 0.95), **ax)),
