@@ -42,34 +42,24 @@ def refuse_unknown_experiment(wildcards):
 
 def step_settings(step):
     """The settings ``step`` reads, as its params: the rerun trigger and its interface. When
-    the sweep varies the architecture, a per-experiment step gets its experiment's."""
-    if "hidden" in CFG["experiments"]["sweep"] and step in PER_EXPERIMENT_STEPS:
-        return lambda wildcards: steps.settings_of_experiment(
-            step, CFG, experiment_of(wildcards)
-        )
-    return steps.settings(step, CFG)
+    the sweep varies the architecture, a job of one experiment (or of one network) gets its
+    experiment's; which jobs those are, its wildcards say."""
+    if "hidden" not in CFG["experiments"]["sweep"]:
+        return steps.settings(step, CFG)
+    whole_run = steps.settings(step, CFG)
+
+    def of_job(wildcards):
+        if not (hasattr(wildcards, "exp") or hasattr(wildcards, "network")):
+            return whole_run
+        return steps.settings_of_experiment(step, CFG, experiment_of(wildcards))
+
+    return of_job
 
 
 def experiment_of(wildcards):
     """The experiment a job's settings and dataset come from: its own, or for a job of a
     whole network, the network's first experiment."""
     return wildcards.exp if hasattr(wildcards, "exp") else NETWORKS[wildcards.network]
-
-
-PER_EXPERIMENT_STEPS = (
-    "dataset",
-    "sample",
-    "restore",
-    "diagnose",
-    "reduce",
-    "dataset_figure",
-    "pipeline_null",
-    "dimension",
-    "census",
-    "connect",
-    "cells",
-    "critical_points",
-)
 
 
 def experiment_params(wildcards):
