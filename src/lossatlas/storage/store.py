@@ -673,8 +673,10 @@ def build(
     """Write ``samples.h5``: virtual datasets over the batch files, in batch order, after
     verifying every draw shown (raises :class:`Damaged` naming the first damaged file).
 
-    ArviZ's InferenceData conventions: ``beta`` adds ``sample_stats/lp`` = -beta * energy (the
-    unnormalised log density, a real dataset: one number per draw); a ``divergent`` stat (HMC)
+    ArviZ's InferenceData conventions (:func:`shown_stats`): U is ``potential_energy``, and
+    ``energy`` the Hamiltonian where the kernel has one (HMC), else U; ``beta`` adds
+    ``sample_stats/lp`` = -beta * U (the unnormalised log density, a real dataset: one number
+    per draw, which ``restore`` compares with a rebuilt view); a ``divergent`` stat (HMC)
     adds ``sample_stats/diverging``, True where a transition behind the draw diverged;
     ``groups`` adds groups of
     real datasets, name -> variable -> (dims, array), e.g. ``observed_data`` and
