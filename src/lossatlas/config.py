@@ -14,13 +14,11 @@ import jsonschema
 import yaml
 
 from lossatlas.schema import (  # noqa: F401 (ConfigError, section: the public names here too)
-    SCHEMA_RESOURCE,
     ConfigError,
     Validator,
     describe,
     field_name,
     load_schema,
-    package_schema,
     section,
 )
 

@@ -473,6 +473,7 @@ def sample(
     e = experiment(exp)
     ds = Dataset.load(dataset_path)
     out = Path(samples_path)
+    store = Path(store_path or out)
     d = _plain(run["dask"])
     # Worker job logs stay with this run's other logs unless the config names a folder.
     d["slurm"]["log_directory"] = (
@@ -505,7 +506,7 @@ def sample(
                 log,
                 locked=True,
                 until_check=check,
-                store_path=store_path or out,
+                store_path=store,
                 **timing,
                 **args,
             )
@@ -518,8 +519,8 @@ def sample(
     )
     for b in summary["batches"]:
         log.info("resume summary: %s", b)
-    if not Path(store_path or out).exists():
-        raise FileNotFoundError(f"engine.run_experiment did not write {store_path or out}")
+    if not store.exists():
+        raise FileNotFoundError(f"engine.run_experiment did not write {store}")
     return summary
 
 

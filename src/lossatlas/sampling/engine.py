@@ -521,11 +521,10 @@ def _run_experiment(
     client,
     log: logging.Logger,
     progress_interval: float,
-    until_check=None,
-    store_path: Path | None = None,
+    until_check,
+    store_path: Path,
 ) -> dict[str, Any]:
-    """Sample every batch of ``specs`` on ``client``, then write the store at ``store_path``
-    (default ``out_dir/samples.h5``).
+    """Sample every batch of ``specs`` on ``client``, then write the store at ``store_path``.
 
     Logs draws done / total, draws/s and an ETA every ``progress_interval`` seconds. Returns a
     summary with the draws resumed from checkpoints and those computed. With
@@ -683,7 +682,7 @@ def _run_experiment(
     data = specs[0]["dataset"]
     out = store.build(
         [spec["path"] for spec in specs],
-        store_path or out_dir / "samples.h5",
+        store_path,
         param_names,
         n_draws=n_draws,
         attrs={
