@@ -329,10 +329,10 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, cells_run, tmp_
             assert any(r == path or r.startswith(f"{path}.") for r in s.reads), (step, path)
 
     runs = {
-        "dataset": lambda s: steps.dataset(out / "dataset.npz", s, exp_param, log),
+        "dataset": lambda s: steps.dataset([out / "dataset.npz"], s, exp_param, log),
         "sample": lambda s: steps.sample(
-            into.dataset,
-            out / "sample" / "samples.h5",
+            into,
+            Files(samples=out / "sample" / "samples.h5"),
             s,
             steps.runtime("sample", cfg),
             exp_param,
@@ -341,9 +341,8 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, cells_run, tmp_
         ),
         # over the store the sample step just wrote: nothing to sample again, energies equal
         "restore": lambda s: steps.restore(
-            into.dataset,
-            out / "sample" / "samples.h5",
-            out / "restored.json",
+            Files(dataset=into.dataset, samples=out / "sample" / "samples.h5"),
+            Files(restored=out / "restored.json"),
             s,
             steps.runtime("restore", cfg),
             exp_param,
@@ -433,11 +432,12 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, cells_run, tmp_
                 },
                 compare=[res / "landscape" / "compare.json"],
                 checks=[],
+                analyses=[],
+                method=REPO / "workflow" / "report" / "workflow.rst",
             ),
             Files(page=out / "findings.rst", html=out / "findings.html", json=out / "f.json"),
             s,
             names,
-            (REPO / "workflow" / "report" / "workflow.rst").read_text(),
             log,
         ),
         "connect": lambda s: steps.connect(
@@ -540,11 +540,12 @@ def test_findings_of_one_experiment(landscape_run, tmp_path):
             **{part: [res / "rotate-0" / sub] for part, sub in parts.items()},
             compare=[],
             checks=[],
+            analyses=[],
+            method=REPO / "workflow" / "report" / "workflow.rst",
         ),
         out,
         steps.settings("findings", cfg),
         ["rotate-0"],
-        (REPO / "workflow" / "report" / "workflow.rst").read_text(),
         logging.getLogger("test.findings"),
     )
     page = out.page.read_text()

@@ -67,18 +67,31 @@ def test_every_declared_path_is_a_schema_field(step):
             node = node["properties"][part]
 
 
-def test_every_rule_passes_its_step_settings_as_params():
+def test_every_rule_runs_its_step_with_its_settings_as_params():
+    """Every rule runs the one script, which calls the step named after the rule; every step
+    has a rule, and every rule passes that step's settings as its params."""
     rules = re.findall(r"^rule (\w+):", RULES, flags=re.M)
-    with_scripts = [r for r in rules if (REPO / "workflow" / "scripts" / f"{r}.py").exists()]
-    assert sorted(with_scripts) == sorted(steps.READS)
-    for rule in with_scripts:
+    with_steps = [r for r in rules if r in steps.READS]
+    assert sorted(with_steps) == sorted(steps.READS)
+    for rule in with_steps:
         assert f'settings=step_settings("{rule}")' in RULES, rule
+    assert RULES.count('"../scripts/step.py"') == len(with_steps)
+    assert [p.name for p in SCRIPTS] == ["step.py"]
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
-def test_scripts_are_glue(script):
-    """Each script calls its one step; only sample reads the config, for its run-time settings."""
-    tree = ast.parse(script.read_text())
+def test_a_step_takes_only_what_a_job_offers():
+    """run_job fills a step's parameters by name: each step's are among those it offers."""
+    offered = {"inputs", "outputs", "s", "name", "exp", "names", "threads", "run", "log"}
+    for step in steps.READS:
+        params = inspect.signature(getattr(steps.home(step), step)).parameters
+        assert set(params) <= offered, (step, set(params) - offered)
+        assert "s" in params and "log" in params, step
+        assert ("run" in params) == (step in steps.RUNTIME), step
+
+
+def test_the_script_is_glue():
+    """The script calls run_job and nothing of the config but which steps run Dask."""
+    tree = ast.parse(SCRIPTS[0].read_text())
     calls = [
         n.func.attr
         for n in ast.walk(tree)
@@ -87,13 +100,7 @@ def test_scripts_are_glue(script):
         and isinstance(n.func.value, ast.Name)
         and n.func.value.id == "steps"
     ]
-    assert calls[-1] == script.stem and len(set(calls) - {"runtime"}) == 1
-    config_reads = [
-        n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "config"
-    ]
-    assert len(config_reads) == ("runtime" in calls)
-    lines = [ln for ln in script.read_text().splitlines() if ln.strip()]
-    assert len(lines) <= 20
+    assert calls == ["run_job"]
 
 
 # (function, parameter) -> the schema field whose default it must equal

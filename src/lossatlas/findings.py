@@ -81,15 +81,26 @@ def _checks(path) -> list[dict]:
     return [{**{k: r.get(k, "") for k in keep}, "passed": r["passed"] == "True"} for r in rows]
 
 
-def gather(names: Sequence[str], files: Mapping[str, Sequence], compare=None, checks=None) -> dict:
+def gather(
+    names: Sequence[str],
+    files: Mapping[str, Sequence],
+    compare=None,
+    checks=None,
+    analyses: Sequence = (),
+) -> dict:
     """Every experiment's findings and the comparisons. ``files`` maps ``convergence``,
     ``reduce`` (summary), ``dimension`` and ``census`` (their JSON files) to one path per name
-    in ``names``; ``compare`` is compare.json, ``checks`` the theory checks' table, if any."""
+    in ``names``; ``compare`` is compare.json, ``checks`` the theory checks' table, if any;
+    ``analyses`` the JSON files of other analyses of one experiment, each with its
+    ``experiment``, ``analysis`` and one-line ``finding``."""
     parts = ("convergence", "reduce", "dimension", "census")
+    experiments = [_experiment(name, *(files[p][i] for p in parts)) for i, name in enumerate(names)]
+    by_name = {e["experiment"]: e for e in experiments}
+    for doc in map(_load, analyses):
+        line = {"analysis": doc["analysis"], "finding": doc["finding"]}
+        by_name[doc["experiment"]].setdefault("analyses", []).append(line)
     out = {
-        "experiments": [
-            _experiment(name, *(files[p][i] for p in parts)) for i, name in enumerate(names)
-        ],
+        "experiments": experiments,
         "compare": [],
         "checks": _checks(checks) if checks else [],
     }
@@ -196,6 +207,7 @@ def _headline(e: dict, compare: list[dict], alpha: float) -> list[str]:
         f"dimension ({HEADLINE_STATISTIC}) {_dimension_cell(e)}",
         f"critical points: {_census_cell(e)}",
     ]
+    items += [f"{a['analysis']}: {a['finding']}" for a in e.get("analyses", [])]
     if any(c["experiment"] == e["experiment"] for c in compare):
         items.append(f"vs the reference: {_compare_cell(e['experiment'], compare, alpha)}")
     lines = [f"- **{e['experiment']}**: {_escape(conv)}; {raw}", ""]
@@ -300,6 +312,8 @@ def details(found: Mapping, method: str, *, alpha: float = 0.05) -> str:
                     f"{q['twonn']:.3g} [{q['twonn_lo']:.3g}, {q['twonn_hi']:.3g}]"
                 )
         lines += ["", f"- Census ({e['census']['key']} merged): {_escape(_census_cell(e))}.", ""]
+        for a in e.get("analyses", []):
+            lines += [f"- {a['analysis']}: {_escape(a['finding'])}.", ""]
     if compared:
         lines += ["Comparison with the reference", "-----------------------------", ""]
         for c in found["compare"]:

@@ -78,79 +78,69 @@ def n_batches():
     return -(-s["n_chains"] // s["chains_per_batch"])
 
 
-def all_outputs():
-    """Everything the report shows: per-experiment diagnostics and reductions, and the figures."""
-    per_exp = [
-        f"{RESULTS}/{{exp}}/samples.h5",
-        f"{RESULTS}/{{exp}}/diagnostics/summary.csv",
-        f"{RESULTS}/{{exp}}/diagnostics/normality.csv",
-        f"{RESULTS}/{{exp}}/diagnostics/convergence.json",
-        f"{RESULTS}/{{exp}}/diagnostics/trace_U.png",
-        f"{RESULTS}/{{exp}}/diagnostics/rank_U.png",
-        f"{RESULTS}/{{exp}}/diagnostics/rhat.png",
-        f"{RESULTS}/{{exp}}/reduce/reduction.h5",
-        f"{RESULTS}/{{exp}}/reduce/summary.json",
-    ] + landscape_outputs()
-    return (
-        expand(per_exp, exp=list(EXPERIMENTS))
-        + cells_outputs()
-        + [f"{RESULTS}/findings.rst", f"{RESULTS}/findings.html"]
-        + [
-            f"{RESULTS}/figures/fig1_datasets.png",
-            f"{RESULTS}/figures/fig2_good_minima.png",
-        ]
-        + compare_outputs()
-        + theory_outputs()
-        + band_outputs()
-        + restore_outputs()
-    )
+# The rules whose outputs a run holds only where a condition says so: for a rule of one
+# experiment, experiment name -> bool; for a rule across experiments, () -> bool. Every
+# other rule's outputs are in the default target, so a new rule needs no line here.
+WHEN = {
+    # what `lossatlas verify --repair` moved aside, sampled again
+    "restore": lambda exp: exp in maintenance.pending_restores(RESULTS, EXPERIMENTS),
+    # Liu's cells, where the network qualifies (landscape.cells.when)
+    "cells": lambda exp: lacfg.cells_unmet(CFG, exp) is None,
+    # Choromanska's band, when the config sweeps the width (landscape.band.when)
+    "critical_points": lambda exp: lacfg.band_unmet(CFG) is None,
+    "band": lambda: lacfg.band_unmet(CFG) is None,
+    # the checks against known answers, when the config expects some
+    "theory": lambda: bool(CFG["expected"]),
+    # the comparison with the reference, when there is another experiment to compare
+    "compare": lambda: len(EXPERIMENTS) > 1,
+}
+# what a rule of one experiment (or one network) runs over
+OVER = {"exp": lambda: EXPERIMENTS, "network": lambda: NETWORKS}
 
 
-def restore_outputs():
-    """The stores whose batches `lossatlas verify --repair` moved aside, sampled again."""
-    pending = maintenance.pending_restores(RESULTS, EXPERIMENTS)
-    return [f"{RESULTS}/{name}/chains/restored.json" for name in pending]
-
-
-def landscape_outputs():
-    """Per-experiment outputs of the landscape analyses (with {exp} left as a wildcard)."""
+def rule_outputs(r):
+    """Every output of rule ``r`` for each experiment (network) it runs on here; none where
+    :data:`WHEN` leaves it out. Rules with other wildcards make no target."""
+    wildcards = set(r.wildcard_names)
+    when = WHEN.get(r.name, lambda *key: True)
+    if not wildcards:
+        return [str(f) for f in r.output] if when() else []
+    if len(wildcards) > 1 or next(iter(wildcards)) not in OVER:
+        return []
+    (wildcard,) = wildcards
     return [
-        f"{RESULTS}/{{exp}}/diagnostics/energy_hist.png",
-        f"{RESULTS}/{{exp}}/diagnostics/invariant.csv",
-        f"{RESULTS}/{{exp}}/diagnostics/invariant.json",
-        f"{RESULTS}/{{exp}}/reduce/kpca_3d.png",
-        f"{RESULTS}/{{exp}}/landscape/dataset.png",
-        f"{RESULTS}/{{exp}}/landscape/dimension.csv",
-        f"{RESULTS}/{{exp}}/landscape/census.csv",
-        f"{RESULTS}/{{exp}}/landscape/census_plane.png",
-        f"{RESULTS}/{{exp}}/landscape/connect.csv",
+        str(f.apply_wildcards({wildcard: key}))
+        for key in OVER[wildcard]()
+        if when(key)
+        for f in r.output
     ]
 
 
-def cells_outputs():
-    """Liu's cells, for every experiment whose network qualifies (landscape.cells.when)."""
+def all_outputs(wildcards):
+    """The default target, derived from the rules: every output of every rule."""
+    return [f for r in workflow.rules for f in rule_outputs(r)]
+
+
+def findings_of_analyses(wildcards):
+    """The one-line findings of the analyses of one experiment, for the findings page: each
+    rule's output named ``finding`` (a JSON file with a ``finding`` line), per experiment."""
     return [
-        f"{RESULTS}/{name}/landscape/cells.csv"
+        str(r.output.finding.apply_wildcards({"exp": name}))
+        for r in workflow.rules
+        if "finding" in r.output.keys()
         for name in EXPERIMENTS
-        if lacfg.cells_unmet(CFG, name) is None
+        if WHEN.get(r.name, lambda exp: True)(name)
     ]
-
-
-def band_outputs():
-    """Choromanska's band, when the config sweeps the width (landscape.band.when)."""
-    return [f"{RESULTS}/landscape/band.csv"] if lacfg.band_unmet(CFG) is None else []
 
 
 def theory_outputs():
     """The checks against known answers, when the config expects some."""
-    return [f"{RESULTS}/checks.csv"] if CFG["expected"] else []
+    return [f"{RESULTS}/checks.csv"] if WHEN["theory"]() else []
 
 
 def compare_outputs():
-    """The comparison with the reference, when there is another experiment to compare."""
-    if len(EXPERIMENTS) < 2:
-        return []
-    return [f"{RESULTS}/landscape/compare.csv", f"{RESULTS}/landscape/compare.png"]
+    """The comparison's summary, when there is another experiment to compare."""
+    return [f"{RESULTS}/landscape/compare.json"] if WHEN["compare"]() else []
 
 
 if workflow.is_main_process:

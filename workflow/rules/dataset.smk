@@ -15,4 +15,4 @@ rule dataset:
         settings=step_settings("dataset"),
         experiment=experiment_params,
     script:
-        "../scripts/dataset.py"
+        "../scripts/step.py"

@@ -74,4 +74,4 @@ rule diagnose:
     params:
         settings=step_settings("diagnose"),
     script:
-        "../scripts/diagnose.py"
+        "../scripts/step.py"

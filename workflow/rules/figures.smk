@@ -29,6 +29,6 @@ rule figures:
         runtime=30,
     params:
         settings=step_settings("figures"),
-        experiments=list(EXPERIMENTS),
+        names=list(EXPERIMENTS),
     script:
-        "../scripts/figures.py"
+        "../scripts/step.py"

@@ -21,7 +21,7 @@ rule dataset_figure:
         settings=step_settings("dataset_figure"),
         experiment=experiment_params,
     script:
-        "../scripts/dataset_figure.py"
+        "../scripts/step.py"
 
 
 rule pipeline_null:
@@ -43,7 +43,7 @@ rule pipeline_null:
     params:
         settings=step_settings("pipeline_null"),
     script:
-        "../scripts/pipeline_null.py"
+        "../scripts/step.py"
 
 
 rule dimension:
@@ -79,7 +79,7 @@ rule dimension:
     params:
         settings=step_settings("dimension"),
     script:
-        "../scripts/dimension.py"
+        "../scripts/step.py"
 
 
 rule census:
@@ -125,7 +125,7 @@ rule census:
     params:
         settings=step_settings("census"),
     script:
-        "../scripts/census.py"
+        "../scripts/step.py"
 
 
 rule connect:
@@ -179,7 +179,7 @@ rule connect:
     params:
         settings=step_settings("connect"),
     script:
-        "../scripts/connect.py"
+        "../scripts/step.py"
 
 
 rule cells:
@@ -219,7 +219,7 @@ rule cells:
     params:
         settings=step_settings("cells"),
     script:
-        "../scripts/cells.py"
+        "../scripts/step.py"
 
 
 rule critical_points:
@@ -242,7 +242,7 @@ rule critical_points:
         settings=step_settings("critical_points"),
         experiment=experiment_params,
     script:
-        "../scripts/critical_points.py"
+        "../scripts/step.py"
 
 
 rule band:
@@ -277,7 +277,7 @@ rule band:
         settings=step_settings("band"),
         names=list(EXPERIMENTS),
     script:
-        "../scripts/band.py"
+        "../scripts/step.py"
 
 
 rule compare:
@@ -311,9 +311,9 @@ rule compare:
         runtime=30,
     params:
         settings=step_settings("compare"),
-        experiments=list(EXPERIMENTS),
+        names=list(EXPERIMENTS),
     script:
-        "../scripts/compare.py"
+        "../scripts/step.py"
 
 
 rule theory:
@@ -345,4 +345,4 @@ rule theory:
         settings=step_settings("theory"),
         names=list(EXPERIMENTS),
     script:
-        "../scripts/theory.py"
+        "../scripts/step.py"

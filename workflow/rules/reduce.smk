@@ -40,4 +40,4 @@ rule reduce:
     params:
         settings=step_settings("reduce"),
     script:
-        "../scripts/reduce.py"
+        "../scripts/step.py"

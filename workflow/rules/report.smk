@@ -10,8 +10,9 @@ rule findings:
             f"{RESULTS}/{{exp}}/landscape/dimension.json", exp=list(EXPERIMENTS)
         ),
         census=expand(f"{RESULTS}/{{exp}}/landscape/census.json", exp=list(EXPERIMENTS)),
-        compare=[f"{RESULTS}/landscape/compare.json"] if compare_outputs() else [],
+        compare=compare_outputs(),
         checks=theory_outputs(),
+        analyses=findings_of_analyses,
         method=workflow.source_path("../report/workflow.rst"),
     output:
         page=f"{RESULTS}/findings.rst",
@@ -33,6 +34,6 @@ rule findings:
         runtime=5,
     params:
         settings=step_settings("findings"),
-        experiments=list(EXPERIMENTS),
+        names=list(EXPERIMENTS),
     script:
-        "../scripts/findings.py"
+        "../scripts/step.py"

@@ -25,7 +25,7 @@ rule sample:
         settings=step_settings("sample"),
         experiment=experiment_params,
     script:
-        "../scripts/sample.py"
+        "../scripts/step.py"
 
 
 rule restore:
@@ -51,4 +51,4 @@ rule restore:
         settings=step_settings("restore"),
         experiment=experiment_params,
     script:
-        "../scripts/restore.py"
+        "../scripts/step.py"
