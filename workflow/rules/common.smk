@@ -123,7 +123,8 @@ def all_outputs(wildcards):
 
 def findings_of_analyses(wildcards):
     """The one-line findings of the analyses of one experiment, for the findings page: each
-    rule's output named ``finding`` (a JSON file with a ``finding`` line), per experiment."""
+    rule's output named ``finding`` (a JSON file with a ``finding`` line), per experiment.
+    """
     return [
         str(r.output.finding.apply_wildcards({"exp": name}))
         for r in workflow.rules

@@ -62,6 +62,9 @@ for _module in FAMILIES.values():
         _HOME[_step] = _module
     READS.update(_module.READS)
     RUNTIME.update(getattr(_module, "RUNTIME", {}))
+# steps.sample is the step, not the module of that name (FAMILIES["sample"]): importing a
+# module binds its name on the package, so the steps are bound after
+globals().update({_step: getattr(_HOME[_step], _step) for _step in READS})
 
 
 def home(step: str) -> ModuleType:
