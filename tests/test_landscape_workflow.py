@@ -432,7 +432,7 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, cells_run, tmp_
                 },
                 compare=[res / "landscape" / "compare.json"],
                 checks=[],
-                analyses=[],
+                analyses=[res / n / "landscape" / "hessian.json" for n in names],
                 method=REPO / "workflow" / "report" / "workflow.rst",
             ),
             Files(page=out / "findings.rst", html=out / "findings.html", json=out / "f.json"),
@@ -550,3 +550,21 @@ def test_findings_of_one_experiment(landscape_run, tmp_path):
     )
     page = out.page.read_text()
     assert "rotate-0" in page and "rotate-120" not in page
+
+
+def test_the_rule_agrees_with_the_census_and_reaches_the_findings(landscape_run):
+    """On a real run: the hessian rule's dense spectra are the census's (the same points, the
+    same central differences: the top and bottom eigenvalues agree to rounding), and its line
+    is on the findings page of every experiment."""
+    res = landscape_run / "results"
+    page = (res / "findings.rst").read_text()
+    for exp in sorted(p.parent.parent.name for p in res.glob("*/landscape/hessian.csv")):
+        table = pd.read_csv(res / exp / "landscape" / "hessian.csv")
+        census = pd.read_csv(res / exp / "landscape" / "census.csv").set_index("id")
+        assert len(table) and (table["method"] == "dense").all()
+        at = census.loc[table["id"]]
+        np.testing.assert_allclose(table["lambda_max"], at["max_eig"], rtol=1e-9, atol=1e-15)
+        np.testing.assert_allclose(table["lambda_min"], at["min_eig"], rtol=1e-9, atol=1e-15)
+        assert (table["n_free"].to_numpy() == at["n_free"].to_numpy()).all()
+        assert "Hessian at the census minima" in page
+    assert len(list(res.glob("*/landscape/hessian.png"))) == len(EXPS)

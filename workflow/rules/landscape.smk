@@ -222,6 +222,44 @@ rule cells:
         "../scripts/step.py"
 
 
+rule hessian:
+    """The Hessian spectrum at each census minimum, as PyHessian reports it for a trained
+    network: top eigenvalues, trace and eigenvalue density; sharpness against loss."""
+    input:
+        dataset=f"{RESULTS}/{{exp}}/dataset.npz",
+        census=f"{RESULTS}/{{exp}}/landscape/census.csv",
+        census_points=f"{RESULTS}/{{exp}}/landscape/census_points.npz",
+    output:
+        table=report(
+            f"{RESULTS}/{{exp}}/landscape/hessian.csv",
+            caption="../report/hessian.rst",
+            category="{exp}",
+            subcategory="6 census of minima",
+            labels={"experiment": "{exp}", "item": "Hessian spectrum table"},
+        ),
+        finding=f"{RESULTS}/{{exp}}/landscape/hessian.json",
+        figure=report(
+            f"{RESULTS}/{{exp}}/landscape/hessian.png",
+            caption="../report/hessian.rst",
+            category="{exp}",
+            subcategory="6 census of minima",
+            labels={"experiment": "{exp}", "item": "Hessian spectrum figure"},
+        ),
+    log:
+        f"{LOGS}/{{exp}}/hessian.log",
+    benchmark:
+        f"{LOGS}/{{exp}}/hessian.benchmark.tsv"
+    conda:
+        "../../envs/lossatlas.yaml"
+    resources:
+        mem_mb=1024,
+        runtime=30,
+    params:
+        settings=step_settings("hessian"),
+    script:
+        "../scripts/step.py"
+
+
 rule critical_points:
     """One network's critical points from random starts (L-BFGS-B and a saddle search):
     loss, index and held-out loss, for the band across the width sweep."""
