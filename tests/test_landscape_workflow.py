@@ -406,6 +406,13 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, cells_run, tmp_
             name,
             log,
         ),
+        "hessian": lambda s: steps.hessian(
+            Files(dataset=into.dataset, **census_of_exp),
+            Files(table=out / "hessian.csv", finding=out / "hessian.json", figure=out / "h.png"),
+            s,
+            name,
+            log,
+        ),
         "census": lambda s: steps.census(
             Files(**into.__dict__, reduction=res / name / "reduce" / "reduction.h5"),
             Files(
@@ -510,6 +517,7 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, cells_run, tmp_
         ("dimension.csv", f"{name}/landscape/dimension.csv"),
         ("census.csv", f"{name}/landscape/census.csv"),
         ("connect.csv", f"{name}/landscape/connect.csv"),
+        ("hessian.json", f"{name}/landscape/hessian.json"),
         ("summary.csv", f"{name}/diagnostics/summary.csv"),
         ("reduce.json", f"{name}/reduce/summary.json"),
         ("compare.csv", "landscape/compare.csv"),
