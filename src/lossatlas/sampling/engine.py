@@ -513,6 +513,162 @@ def run_experiment(
         )
 
 
+class _RoundProgress:
+    """What the batches of one round have reported (their progress events), and the line
+    that says how far the round has got."""
+
+    def __init__(self, experiment: str, log: logging.Logger):
+        self.experiment, self.log = experiment, log
+        self.latest: dict[int, dict] = {}
+        self.baseline: dict[int, int] = {}
+        self.draws = 0  # the draws the batches now run to (sampler.until: a block)
+
+    def start(self, n_draws: int, steps_total: int, draws_total: int) -> None:
+        """A new round, to ``n_draws`` draws per chain."""
+        self.latest.clear()
+        self.baseline.clear()
+        self.draws, self.steps_total, self.draws_total = n_draws, steps_total, draws_total
+        self.t0 = time.monotonic()
+        self.shown, self.waiting = -1, False
+
+    def on_event(self, event) -> None:
+        _, msg = event
+        # a late event of an earlier sampler.until round is not this round's progress
+        if msg.get("experiment") != self.experiment or msg["draws_total"] != self.draws:
+            return
+        b = msg["batch"]
+        if "resumed_steps" in msg and b in self.latest:  # the first event of a second attempt
+            self.log.warning(
+                "%s batch %04d restarted (its worker was lost, or the task failed and is "
+                "retried); resuming from its checkpoint at draw %d",
+                self.experiment,
+                b,
+                msg["resumed_draws"],
+            )
+        # the first event of a batch says how far its checkpoint had got: not work done now
+        self.baseline.setdefault(b, msg.get("resumed_steps", 0) * msg["n_chains"])
+        self.latest[b] = msg
+
+    def report(self) -> None:
+        """Log draws done, the rate and the ETA, once per new checkpoint."""
+        snap = list(self.latest.values())
+        done = sum(m["draws_done"] * m["n_chains"] for m in snap)
+        steps = sum(m["steps_done"] * m["n_chains"] for m in snap)
+        elapsed = max(time.monotonic() - self.t0, 1e-9)
+        if steps == sum(self.baseline.values()):  # no checkpoint of this run yet
+            if not self.waiting:
+                self.waiting = True
+                self.log.info(
+                    "%s: starting the chains; they warm up until the first checkpoint",
+                    self.experiment,
+                )
+            return
+        if steps == self.shown:  # the same line again says nothing
+            return
+        self.shown = steps
+        rate_steps = (steps - sum(self.baseline.values())) / elapsed
+        eta = (self.steps_total - steps) / rate_steps if rate_steps > 0 else math.inf
+        resumed = sum(m.get("resumed_draws", 0) * m["n_chains"] for m in snap)
+        self.log.info(
+            "%s: %d/%d draws (%.0f%% of transitions), %.1f draws/s, ETA %s",
+            self.experiment,
+            done,
+            self.draws_total,
+            100.0 * steps / self.steps_total if self.steps_total else 100.0,
+            max(done - resumed, 0) / elapsed,
+            _fmt_eta(eta),
+        )
+
+
+class _WorkerWarnings:
+    """Warnings the batch tasks logged in worker processes, each logged here once."""
+
+    def __init__(self, experiment: str, log: logging.Logger):
+        self.experiment, self.log = experiment, log
+        self.logged: set[tuple[int, str]] = set()
+
+    def warn(self, batch: int, pid: int, message: str) -> None:
+        # a task in a thread of this process has logged here already
+        if pid != os.getpid() and (batch, message) not in self.logged:
+            self.logged.add((batch, message))
+            self.log.warning("batch %04d (worker pid %d): %s", batch, pid, message)
+
+    def on_log(self, event) -> None:
+        _, msg = event
+        if msg.get("experiment") == self.experiment:
+            self.warn(msg["batch"], msg["pid"], msg["message"])
+
+
+def _sample_round(
+    client, specs, name: str, n_draws: int, key: str, progress: _RoundProgress, warnings, interval
+) -> list[dict]:
+    """Every batch of ``specs`` to ``n_draws`` draws on ``client``, saying how far they have
+    got every ``interval`` seconds; their summaries. A batch that failed raises
+    :class:`BatchFailed` (not retried: a retry would fail the same way)."""
+    from distributed import wait
+
+    s = specs[0]["sampler"]
+    n_chains = s["n_chains"]
+    progress.start(n_draws, n_chains * (s["warmup"] + n_draws * s["thin"]), n_chains * n_draws)
+    futures = [
+        client.submit(
+            run_batch,
+            {**spec, "sampler": {**spec["sampler"], "draws": n_draws}},
+            pure=False,
+            retries=RETRIES,
+            key=f"sample-{name}-batch-{spec['batch']:04d}-{n_draws}-{key}",
+        )
+        for spec in specs
+    ]
+    while True:
+        try:
+            wait(futures, timeout=interval)
+            break
+        except TimeoutError:
+            progress.report()
+    summaries = client.gather(futures)
+    for x in summaries:
+        for message in x["warnings"]:
+            warnings.warn(x["batch"], x["pid"], message)
+    failed = [x for x in summaries if "error" in x]
+    if failed:
+        raise BatchFailed(
+            "; ".join(f"batch {x['batch']:04d}: {x['error']}" for x in failed)
+            + " (not retried: a retry would fail the same way)"
+        )
+    return summaries
+
+
+def _write_store(specs, store_path: Path, param_names, name: str, n_draws: int, stop: dict):
+    """The store of the batches' first ``n_draws`` draws at ``store_path``, with the data and
+    the provenance (``stop``: how ``sampler.until`` stopped, if it did)."""
+    data = specs[0]["dataset"]
+    return store.build(
+        [spec["path"] for spec in specs],
+        store_path,
+        param_names,
+        n_draws=n_draws,
+        attrs={
+            **stop,
+            "experiment": name,
+            # InferenceData's provenance attributes
+            "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "inference_library": "lossatlas",
+            "inference_library_version": __version__,
+            "sampler": specs[0]["sampler"]["kind"],
+        },
+        beta=specs[0]["target"]["beta"],
+        groups={
+            "observed_data": (
+                {"Y": (("point", "target"), data["Y"])}
+                if "Y" in data
+                else {"y": (("point",), data["y"])}
+            ),
+            "constant_data": {"X": (("point", "feature"), data["X"])},
+        },
+    )
+
+
 def _run_experiment(
     specs: list[dict],
     experiment,
@@ -531,186 +687,65 @@ def _run_experiment(
     ``sampler.until``, the batches advance one block of draws at a time and stop at the first
     block boundary where ``until_check`` (default :func:`until_verdict`) says converged.
     """
-    from distributed import wait
-
-    out_dir = Path(out_dir)
     s = specs[0]["sampler"]
-    n_chains = s["n_chains"]
-    interval = float(progress_interval)
-    latest: dict[int, dict] = {}
-    baseline: dict[int, int] = {}
-    current = {"draws": s["draws"]}  # the draws the batches now run to (sampler.until: a block)
-
-    def on_event(event) -> None:
-        _, msg = event
-        # a late event of an earlier sampler.until round is not this round's progress
-        if msg.get("experiment") != experiment.name or msg["draws_total"] != current["draws"]:
-            return
-        b = msg["batch"]
-        if "resumed_steps" in msg and b in latest:  # the first event of a second attempt
-            log.warning(
-                "%s batch %04d restarted (its worker was lost, or the task failed and is "
-                "retried); resuming from its checkpoint at draw %d",
-                experiment.name,
-                b,
-                msg["resumed_draws"],
-            )
-        # the first event of a batch says how far its checkpoint had got: not work done now
-        baseline.setdefault(b, msg.get("resumed_steps", 0) * msg["n_chains"])
-        latest[b] = msg
-
-    logged: set[tuple[int, str]] = set()
-
-    def log_warning(batch: int, pid: int, message: str) -> None:
-        # a task in a thread of this process has logged here already
-        if pid != os.getpid() and (batch, message) not in logged:
-            logged.add((batch, message))
-            log.warning("batch %04d (worker pid %d): %s", batch, pid, message)
-
-    def on_log(event) -> None:
-        _, msg = event
-        if msg.get("experiment") == experiment.name:
-            log_warning(msg["batch"], msg["pid"], msg["message"])
-
+    name = experiment.name
     try:
         dashboard = client.dashboard_link
     except Exception:  # no dashboard on this scheduler
         dashboard = None
     log.info(
         "%s: %d chains in %d batches, %d draws each%s; dashboard %s",
-        experiment.name,
-        n_chains,
+        name,
+        s["n_chains"],
         len(specs),
         s["draws"],
         " at most, until converged" if s.get("until") else "",
         dashboard or "off",
     )
-    token = uuid.uuid4().hex[:8]
-
-    def sample_to(n_draws: int) -> list[dict]:
-        """Every batch to ``n_draws`` draws; their summaries."""
-        latest.clear()
-        baseline.clear()
-        current["draws"] = n_draws
-        draws_total = n_chains * n_draws
-        steps_total = n_chains * (s["warmup"] + n_draws * s["thin"])
-        t0 = time.monotonic()
-        futures = [
-            client.submit(
-                run_batch,
-                {**spec, "sampler": {**spec["sampler"], "draws": n_draws}},
-                pure=False,
-                retries=RETRIES,
-                key=f"sample-{experiment.name}-batch-{spec['batch']:04d}-{n_draws}-{token}",
-            )
-            for spec in specs
-        ]
-        shown = {"steps": -1, "waiting": False}
-
-        def report() -> None:
-            snap = list(latest.values())
-            done = sum(m["draws_done"] * m["n_chains"] for m in snap)
-            steps = sum(m["steps_done"] * m["n_chains"] for m in snap)
-            elapsed = max(time.monotonic() - t0, 1e-9)
-            if steps == sum(baseline.values()):  # no checkpoint of this run yet
-                if not shown["waiting"]:
-                    shown["waiting"] = True
-                    log.info(
-                        "%s: starting the chains; they warm up until the first checkpoint",
-                        experiment.name,
-                    )
-                return
-            if steps == shown["steps"]:  # the same line again says nothing
-                return
-            shown["steps"] = steps
-            rate_steps = (steps - sum(baseline.values())) / elapsed
-            eta = (steps_total - steps) / rate_steps if rate_steps > 0 else math.inf
-            resumed = sum(m.get("resumed_draws", 0) * m["n_chains"] for m in snap)
-            log.info(
-                "%s: %d/%d draws (%.0f%% of transitions), %.1f draws/s, ETA %s",
-                experiment.name,
-                done,
-                draws_total,
-                100.0 * steps / steps_total if steps_total else 100.0,
-                max(done - resumed, 0) / elapsed,
-                _fmt_eta(eta),
-            )
-
-        while True:
-            try:
-                wait(futures, timeout=interval)
-                break
-            except TimeoutError:
-                report()
-        summaries = client.gather(futures)
-        for x in summaries:
-            for message in x["warnings"]:
-                log_warning(x["batch"], x["pid"], message)
-        failed = [x for x in summaries if "error" in x]
-        if failed:
-            raise BatchFailed(
-                "; ".join(f"batch {x['batch']:04d}: {x['error']}" for x in failed)
-                + " (not retried: a retry would fail the same way)"
-            )
-        return summaries
-
+    key = uuid.uuid4().hex[:8]
+    progress, warnings = _RoundProgress(name, log), _WorkerWarnings(name, log)
     until = s.get("until")
     check = until_check or (lambda paths, n: until_verdict(paths, n, until))
     t_start = time.monotonic()
     rounds: list[list[dict]] = []
     verdicts: list[dict] = []
-    client.subscribe_topic(PROGRESS_TOPIC, on_event)
-    client.subscribe_topic(LOG_TOPIC, on_log)
+    client.subscribe_topic(PROGRESS_TOPIC, progress.on_event)
+    client.subscribe_topic(LOG_TOPIC, warnings.on_log)
     try:
         for n_draws in until_boundaries(s) if until else [s["draws"]]:
-            rounds.append(sample_to(n_draws))
+            rounds.append(
+                _sample_round(
+                    client,
+                    specs,
+                    name,
+                    n_draws,
+                    key,
+                    progress,
+                    warnings,
+                    float(progress_interval),
+                )  # fmt: skip
+            )
             if until:
                 verdicts.append(check([spec["path"] for spec in specs], n_draws))
-                log.info("%s: %s", experiment.name, verdicts[-1]["reading"])
+                log.info("%s: %s", name, verdicts[-1]["reading"])
                 if until_stops(verdicts, until["confirm"]):
                     break
     finally:
         client.unsubscribe_topic(PROGRESS_TOPIC)
         client.unsubscribe_topic(LOG_TOPIC)
     seconds = time.monotonic() - t_start
-    summaries = rounds[-1]
     n_draws = verdicts[-1]["draws"] if until else s["draws"]
-    draws_total = n_chains * n_draws
+    draws_total = s["n_chains"] * n_draws
     # provenance of the stop, kept with the draws
     stop = {"until": json.dumps({**until, "verdicts": verdicts})} if until else {}
-
-    data = specs[0]["dataset"]
-    out = store.build(
-        [spec["path"] for spec in specs],
-        store_path,
-        param_names,
-        n_draws=n_draws,
-        attrs={
-            **stop,
-            "experiment": experiment.name,
-            # InferenceData's provenance attributes
-            "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "inference_library": "lossatlas",
-            "inference_library_version": __version__,
-            "sampler": s["kind"],
-        },
-        beta=specs[0]["target"]["beta"],
-        groups={
-            "observed_data": (
-                {"Y": (("point", "target"), data["Y"])}
-                if "Y" in data
-                else {"y": (("point",), data["y"])}
-            ),
-            "constant_data": {"X": (("point", "feature"), data["X"])},
-        },
-    )
+    out = _write_store(specs, store_path, param_names, name, n_draws, stop)
     computed = sum(x["draws_computed"] * x["n_chains"] for r in rounds for x in r)
     # what the checkpoints held before this run: with sampler.until a later round also
     # "resumes" the draws an earlier round of this run computed
     resumed = draws_total - computed
     log.info(
         "%s: %d draws in %.1fs, %.1f draws/s (%d resumed from checkpoints, %d computed); wrote %s",
-        experiment.name,
+        name,
         draws_total,
         seconds,
         computed / max(seconds, 1e-9),
@@ -719,13 +754,13 @@ def _run_experiment(
         out,
     )
     return {
-        "experiment": experiment.name,
+        "experiment": name,
         "samples": str(out),
         "n_batches": len(specs),
         "draws_total": draws_total,
         "draws_resumed": resumed,
         "draws_computed": computed,
         "seconds": seconds,
-        "batches": summaries,
+        "batches": rounds[-1],
         **({"until": verdicts[-1]} if until else {}),
     }
