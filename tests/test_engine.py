@@ -323,7 +323,7 @@ def test_workflow_until_check_is_the_diagnose_verdict(one_worker, exp_cfg, tmp_p
     """The sample rule's sampler.until check: at the run's full length it measures what the
     diagnose rule's verdict measures (U, outputs on the data, canonical parameters), and it
     leaves no view behind."""
-    from lossatlas.analysis import diagnostics, landscape
+    from lossatlas.analysis import diagnostics
 
     out = one_worker[0]
     cfg = config.validate({**exp_cfg, "sampler": {**exp_cfg["sampler"], "until": {}}})
@@ -337,7 +337,7 @@ def test_workflow_until_check_is_the_diagnose_verdict(one_worker, exp_cfg, tmp_p
     s = steps.settings("diagnose", cfg)
     with store.SampleStore(out / "samples.h5") as sample:
         raw = diagnostics.summarize(sample.theta, sample.stat("energy"), sample.param_names)
-        _, inv = landscape.invariant_diagnostics(
+        _, inv = diagnostics.invariant_diagnostics(
             sample, ds, steps.target(s, ds), raw, **steps.invariant_arguments(s)
         )
     assert got["converged"] == (not diagnostics.identifiable_shortfalls(inv))

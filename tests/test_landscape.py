@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from lossatlas import config, data, model, plots, steps
-from lossatlas.analysis import diagnostics, dimension, landscape
+from lossatlas.analysis import census, compare, diagnostics, dimension, dimension_run, draws
 from lossatlas.model import symmetry
 from lossatlas.model.layout import ParamLayout
 from lossatlas.storage import streaming
@@ -53,28 +53,28 @@ def cfg_for(**over):
 # The analyses with the arguments the workflow's steps give them for ``cfg``.
 def dimension_rows(store, ds, cfg):
     transform = steps.coordinates(cfg, ds)
-    return landscape.dimension_rows(store, transform, **steps.dimension_arguments(cfg))
+    return dimension_run.dimension_rows(store, transform, **steps.dimension_arguments(cfg))
 
 
 def run_census(store, ds, cfg):
     target, transform = steps.target(cfg, ds), steps.coordinates(cfg, ds)
-    return landscape.run_census(store, target, transform, **steps.census_arguments(cfg))
+    return census.run_census(store, target, transform, **steps.census_arguments(cfg))
 
 
 def good_plane(store, ds, cfg, reduction, points):
     transform = steps.coordinates(cfg, ds)
-    return landscape.good_plane(store, transform, reduction, points, **steps.plane_arguments(cfg))
+    return census.good_plane(store, transform, reduction, points, **steps.plane_arguments(cfg))
 
 
 def compare_rows(ref, other, cfg, ds, ref_exp, exp, n_good):
     sizes, key = steps.sizes(cfg, ds), steps.coordinates(cfg, ds)
     kw = steps.compare_arguments(cfg)
-    return landscape.compare_rows(ref, other, sizes, key, ref_exp, exp, n_good, **kw)
+    return compare.compare_rows(ref, other, sizes, key, ref_exp, exp, n_good, **kw)
 
 
 def good_rows(store, cfg, max_points, seed):
     kw = {**steps.good_rows_arguments(cfg), "max_points": max_points, "seed": seed}
-    return landscape.good_rows(store, **kw)
+    return draws.good_rows(store, **kw)
 
 
 @pytest.fixture
@@ -264,7 +264,7 @@ def test_dimension_counts_distinct_good_draws_only():
 def test_memory_budget_caps_the_clouds(theta, ds):
     """max_mb caps every cloud at max_mb / (8 p) rows and the JSON says so; the default budget
     leaves small-p settings as they are."""
-    assert landscape.budget_rows(100_810, 128) == 166 and landscape.budget_rows(P, 128) > 10**5
+    assert draws.budget_rows(100_810, 128) == 166 and draws.budget_rows(P, 128) > 10**5
     mb = 40 * 8 * P / 2**20  # exactly 40 rows
     cfg = cfg_for()
     cfg["landscape"]["dimension"]["max_mb"] = mb

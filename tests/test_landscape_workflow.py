@@ -13,7 +13,7 @@ import yaml
 from conftest import REPO, TEST_CONFIGS, make_workdir, output_of, run_snakemake
 
 from lossatlas import config as lacfg
-from lossatlas.analysis import landscape
+from lossatlas.analysis import connect
 
 CONFIG = TEST_CONFIGS / "landscape.yaml"
 EXPS = ("rotate-0", "rotate-90")
@@ -204,7 +204,7 @@ def test_connect_tables(landscape_run):
         meta = json.loads(
             (landscape_run / "results" / exp / "landscape" / "connect.json").read_text()
         )
-        assert list(t.columns) == ["experiment", *landscape.CONNECT_COLUMNS]
+        assert list(t.columns) == ["experiment", *connect.CONNECT_COLUMNS]
         assert len(t) >= 1 and len(meta["nodes"]) >= 2
         ends = t[["loss_a", "loss_b"]].max(axis=1)
         best = t[["straight_max", "string_path_max"]].min(axis=1)

@@ -536,7 +536,7 @@ def component_steps(levels, counts) -> tuple[np.ndarray, np.ndarray]:
 
 def plot_connect_tree(meta: Mapping, path, title: str | None = None, dpi: int = 120) -> Path:
     """Disconnectivity dendrogram of the connectivity analysis's nodes: single linkage of
-    the lowest known path maxima (``meta`` of ``landscape.run_connect``), heights in mean
+    the lowest known path maxima (``meta`` of ``connect.run_connect``), heights in mean
     loss, with the components of the level sets against the level beside it."""
     from scipy.cluster.hierarchy import dendrogram, linkage
     from scipy.spatial.distance import squareform
@@ -578,7 +578,7 @@ def plot_connect_profiles(
     meta: Mapping, path, title: str | None = None, dpi: int = 120, max_pairs: int = 6
 ) -> Path:
     """Mean loss along arc length for the refined pairs: straight line, Dynamic String
-    Sampling and the string method (``meta`` of ``landscape.run_connect``)."""
+    Sampling and the string method (``meta`` of ``connect.run_connect``)."""
     profiles = list(meta["profiles"])[:max_pairs]
     rows, cols = _grid(max(1, len(profiles)))
     fig = _figure(3.6 * cols, 3.0 * rows)
@@ -605,7 +605,7 @@ def plot_connect_profiles(
 def plot_connect_length(meta: Mapping, path, title: str | None = None, dpi: int = 120) -> Path:
     """Freeman & Bruna's figure: Dynamic String Sampling's normalised length and bead count
     against the level, one line per scanned pair; hollow markers where it did not connect
-    (``meta["length_by_level"]`` of ``landscape.run_connect``)."""
+    (``meta["length_by_level"]`` of ``connect.run_connect``)."""
     scans = list(meta.get("length_by_level") or [])
     fig = _figure(8.0, 3.2)
     ax_len, ax_beads = fig.subplots(1, 2)
@@ -639,7 +639,7 @@ def plot_connect_length(meta: Mapping, path, title: str | None = None, dpi: int 
 def plot_cells(table, meta: Mapping, path, title: str | None = None, dpi: int = 120) -> Path:
     """Liu's cells: posterior mass of each examined cell against its minimum's loss, genuine
     cells filled, spurious hollow, cells holding census minima ringed; beside it, each
-    cell's lowest sampled loss against its minimum's (``landscape.run_cells``)."""
+    cell's lowest sampled loss against its minimum's (``cells.run_cells``)."""
     fig = _figure(8.0, 3.4)
     ax_mass, ax_low = fig.subplots(1, 2)
     genuine = table["genuine"].to_numpy(dtype=bool)

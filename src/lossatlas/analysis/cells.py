@@ -18,7 +18,12 @@ import itertools
 import math
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
+
+from lossatlas import model
+from lossatlas.analysis import draws, minima
+from lossatlas.storage import streaming
 
 # the LP's margin below which a strict inequality counts as not met
 MARGIN = 1e-9
@@ -351,3 +356,199 @@ def draw_patterns(theta: np.ndarray, layout, X: np.ndarray) -> np.ndarray:
     R = np.abs(z) * np.linalg.norm(Wa, axis=2)
     live = R > 1e-8 * (1.0 + R.max(axis=1, keepdims=True))
     return (np.einsum("ni,bki->bnk", augment(X), Wa) > 0) & live[:, None, :]
+
+
+# --- from the store ----------------------------------------------------------------------
+
+
+CELLS_COLUMNS = [
+    "cell", "visits", "good_visits", "chains", "mass", "lowest_loss", "census_ids",
+    "active_fraction", "cell_loss", "unique", "genuine", "margin", "signs",
+    "genuine_z_positive", "mean_unit_diameter", "open_units", "representative", "pattern",
+]  # fmt: skip
+
+
+def _group(keys: np.ndarray, *sums: np.ndarray, loss: np.ndarray, flat: np.ndarray):
+    """Rows grouped by ``keys`` (void scalars): the sorted distinct keys, the per-key sums of
+    ``sums``, and per key the lowest ``loss`` with its ``flat`` index."""
+    uniq, inv = np.unique(keys, return_inverse=True)
+    totals = [np.bincount(inv, weights=v, minlength=len(uniq)) for v in sums]
+    order = np.lexsort((loss, inv))
+    first = order[np.r_[0, np.flatnonzero(np.diff(inv[order])) + 1]]
+    return uniq, totals, loss[first], flat[first]
+
+
+def _void(rows: np.ndarray) -> np.ndarray:
+    rows = np.ascontiguousarray(rows)
+    return rows.view(np.dtype((np.void, rows.shape[1]))).ravel()
+
+
+def _cell_keys(theta, layout, X) -> np.ndarray:
+    pattern = draw_patterns(theta, layout, X)
+    return _void(np.packbits(pattern.reshape(len(pattern), -1), axis=1))
+
+
+def run_cells(
+    target: model.Target,
+    store,
+    census_table: pd.DataFrame,
+    census_points: np.ndarray,
+    *,
+    good_threshold: float,
+    max_cells: int,
+    directions_per_dim: int,
+    seed: int,
+    draw_block: int,
+    max_block_mb: float,
+) -> tuple[pd.DataFrame, dict]:
+    """Liu's cells of a one-hidden-layer ReLU network with squared loss, from every draw and
+    census minimum: visits, posterior mass and the chains that reached each activation
+    pattern; for the ``max_cells`` most visited cells and every cell holding a census minimum,
+    the cell's least-squares minimum, Liu's genuine-minimum LP (free signs and his z > 0
+    variant) and his sampled unit-cell diameters; Cover's count of the cells and Good-Turing
+    estimates of the mass never visited. Memory: one draw block plus the distinct cells."""
+    layout = target.mlp.layout
+    X, y = target.X, np.asarray(target.y, dtype=np.float64)[:, 0]
+    n, d = X.shape
+    K = layout.sizes[1]
+    output_bias = layout.layers[1].has_bias
+    n_chains, n_draws, _ = store.theta.shape
+    mean_loss, good = draws.good_mask(store, good_threshold)
+    dpb = streaming.draws_per_block(store.theta.shape, draw_block, max_block_mb)
+    seen, pairs = None, None  # (cell, chain) incidences
+    for d0, d1, rows in streaming.iter_draw_blocks(store.theta, dpb):
+        flat = streaming.block_flat(n_draws, d0, d1, n_chains)
+        keys = _cell_keys(rows, layout, X)
+        chain = (flat // n_draws).astype(np.int32)
+        width = keys.dtype.itemsize
+        tagged = _void(np.concatenate(
+            [keys.view(np.uint8).reshape(-1, width), chain.view(np.uint8).reshape(-1, 4)], axis=1
+        ))  # fmt: skip
+        pairs = np.unique(tagged if pairs is None else np.concatenate([pairs, tagged]))
+        block = _group(keys, np.ones(len(keys)), good[flat].astype(float),
+                       loss=mean_loss[flat], flat=flat)  # fmt: skip
+        if seen is not None:
+            block = _group(
+                np.concatenate([seen[0], block[0]]),
+                *(np.concatenate([a, b]) for a, b in zip(seen[1], block[1], strict=True)),
+                loss=np.concatenate([seen[2], block[2]]),
+                flat=np.concatenate([seen[3], block[3]]),
+            )
+        seen = block
+    keys, (visits, good_visits), lowest, lowest_flat = seen
+    width = keys.dtype.itemsize
+    pair_keys = _void(pairs.view(np.uint8).reshape(len(pairs), -1)[:, :width])
+    chains = np.bincount(np.searchsorted(keys, pair_keys), minlength=len(keys))
+    order = np.lexsort((keys, -visits))  # most visited first; ties by pattern
+    keys, visits, good_visits, chains = (
+        keys[order],
+        visits[order],
+        good_visits[order],
+        chains[order],
+    )
+    lowest, lowest_flat = lowest[order], lowest_flat[order]
+
+    minima_rows = census_table[minima.census_minima(census_table)]
+    census_ids = minima_rows["id"].astype(int).to_numpy()
+    census_theta = np.asarray(census_points, dtype=np.float64)[census_ids]
+    census_keys = _cell_keys(census_theta, layout, X) if len(census_ids) else keys[:0]
+    extra = np.setdiff1d(census_keys, keys)
+    keys = np.concatenate([keys, extra])
+    zeros = np.zeros(len(extra))
+    visits, good_visits = np.r_[visits, zeros], np.r_[good_visits, zeros]
+    chains, lowest = np.r_[chains, zeros.astype(int)], np.r_[lowest, np.full(len(extra), np.nan)]
+    lowest_flat = np.r_[lowest_flat, np.full(len(extra), -1)]
+    cell_of_census = {int(i): int(np.flatnonzero(keys == k)[0])
+                      for i, k in zip(census_ids, census_keys, strict=True)}  # fmt: skip
+    examined = sorted(set(range(min(max_cells, len(keys)))) | set(cell_of_census.values()))
+
+    # a representative point per examined cell: its lowest draw, else a census minimum in it
+    drawn = [c for c in examined if lowest_flat[c] >= 0]
+    where = np.sort(lowest_flat[drawn])  # distinct: a draw lies in one cell
+    found = streaming.gather(store.theta, [where], dpb)[0]
+    reps = {c: found[np.searchsorted(where, lowest_flat[c])] for c in drawn}
+    for i, c in cell_of_census.items():
+        reps.setdefault(c, census_theta[np.flatnonzero(census_ids == i)[0]])
+    directions = random_directions(directions_per_dim * (d + 1), d + 1, np.random.default_rng(seed))
+    total = visits.sum()
+    rows = []
+    for c in examined:
+        pattern = np.unpackbits(keys[c : c + 1].view(np.uint8))[: n * K].reshape(n, K).astype(bool)
+        free, liu = both_variants(X, y, pattern, target.box, output_bias=output_bias)
+        Wa, _ = unit_weights(reps[c], layout)
+        diam = unit_diameters(Wa[0], X, directions)
+        closed = diam[np.isfinite(diam)]
+        rows.append(
+            {
+                "cell": c,
+                "visits": int(visits[c]),
+                "good_visits": int(good_visits[c]),
+                "chains": int(chains[c]),
+                "mass": visits[c] / total if total else 0.0,
+                "lowest_loss": lowest[c],
+                "census_ids": " ".join(str(i) for i, cc in cell_of_census.items() if cc == c),
+                "active_fraction": float(pattern.mean()),
+                "cell_loss": free["loss"],
+                "unique": free["unique"],
+                "genuine": free["genuine"],
+                "margin": free["t"],
+                "signs": "".join("+" if s > 0 else "-" for s in free["signs"] or []),
+                "genuine_z_positive": liu["genuine"],
+                "mean_unit_diameter": float(closed.mean()) if closed.size else np.inf,
+                "open_units": int((~np.isfinite(diam)).sum()),
+                "representative": "draw" if lowest_flat[c] >= 0 else "census",
+                "pattern": pattern_text(pattern),
+            }
+        )
+    table = pd.DataFrame(rows, columns=CELLS_COLUMNS)
+    by_cell = table.set_index("cell")
+    census_rows = minima_rows.set_index("id")
+    consistency = []
+    for i, c in cell_of_census.items():
+        kind = census_rows.loc[i, "classification"]
+        loss = float(census_rows.loc[i, "mean_loss"])
+        cell_loss = float(by_cell.loc[c, "cell_loss"])
+        in_genuine_cell = bool(by_cell.loc[c, "genuine"])
+        consistency.append(
+            {
+                "id": i,
+                "cell": c,
+                "classification": kind,
+                "mean_loss": loss,
+                "cell_loss": cell_loss,
+                "genuine": in_genuine_cell,
+                # a box KKT point need not be a cell minimum: the wall stops it first
+                "consistent": kind == minima.WALL
+                or (in_genuine_cell and abs(cell_loss - loss) <= 1e-8 * max(1, loss)),
+            }
+        )
+    meta = {
+        "n_points": n,
+        "n_features": d,
+        "n_units": K,
+        "output_bias": output_bias,
+        "box": target.box,
+        "cells_per_unit": cover_count(n, d),
+        "log10_cells_of_layer": layer_cells_log10(n, d, K),
+        "draws": int(total),
+        "cells_visited": int((visits > 0).sum()),
+        "cells_visited_by_good_draws": int((good_visits > 0).sum()),
+        "examined": len(examined),
+        "mass_examined": float(visits[examined].sum() / total) if total else 0.0,
+        "unseen_mass_good_turing": good_turing_unseen(visits[visits > 0]),
+        "unseen_mass_by_chains": incidence_unseen(chains[visits > 0], n_chains),
+        "genuine": int(table["genuine"].sum()),
+        "spurious": int((~table["genuine"].astype(bool)).sum()),
+        "genuine_z_positive": int(table["genuine_z_positive"].sum()),
+        "census": consistency,
+        "census_consistent": all(r["consistent"] for r in consistency),
+        "meaning": "a cell is an activation pattern of the hidden layer on the data; its "
+        "minimum (least squares in R_j = z_j w_j) is genuine when some minimiser with some "
+        "output signs realises the pattern (LP, HiGHS), spurious otherwise; "
+        "genuine_z_positive is Liu's variant with every z_j > 0. Cells are counted as Cover "
+        "does, for data in general position. unseen_mass_good_turing counts draws (low when "
+        "consecutive draws repeat cells); unseen_mass_by_chains counts chains (Chao's "
+        "incidence estimator). Diameters follow Liu Sec. VI: open unit cells are counted in "
+        "open_units and left out of the mean",
+    }
+    return table, meta

@@ -28,6 +28,8 @@ from scipy.spatial.distance import cdist
 from sklearn.decomposition import PCA
 
 from lossatlas import data
+from lossatlas.analysis import draws
+from lossatlas.storage import streaming
 
 QUANTILES = (0.025, 0.975)
 
@@ -330,3 +332,154 @@ def compare_clouds(
         )
         out[name] = {"status": "ok", **r, **angles}
     return out
+
+
+# --- from the store ----------------------------------------------------------------------
+
+
+def compare_rows(
+    ref,
+    other,
+    sizes,
+    key: streaming.Transform | None,
+    ref_exp,
+    exp,
+    n_good,
+    *,
+    coordinates: str,
+    box: float,
+    seed: int,
+    method: str,
+    n_perm: int,
+    max_points: int,
+    max_mb: float,
+    k: int,
+    alpha: float = 0.05,
+    n_boot: int = 100,
+    n_splits: int = 20,
+) -> tuple[list[dict], dict]:
+    """Rows (one per stage, before/after mapping back) and the full result of comparing the
+    good draws ``other`` of experiment ``exp`` with ``ref`` of the reference ``ref_exp``, for
+    the network of layer widths ``sizes``, in the analysis coordinates ``key`` (None: raw).
+    ``ref`` and ``other`` are ``(draws, chain of each)`` pairs (:func:`good_rows`); ``n_good``
+    = (reference, other) good-draw counts before subsampling; ``memory`` in the result says how
+    many rows ``max_mb`` allowed per experiment. The keyword arguments are ``target.box``,
+    ``seed`` and the ``landscape.compare`` settings (config/README.md)."""
+    sz = tuple(sizes)
+    (ref, ref_chains), (other, other_chains) = ref, other
+    base = {
+        "experiment": exp.name,
+        "reference": ref_exp.name,
+        "coordinates": coordinates,
+        "method": method,
+        "n_good_ref": int(n_good[0]),
+        "n_good_other": int(n_good[1]),
+    }
+    memory = draws.row_budget(np.shape(ref)[1], max_mb, max_points=max_points)
+    A, t, _ = data.experiment_affine(ref_exp.transforms, sz[0])
+    if not (np.allclose(A, np.eye(len(A))) and np.allclose(t, 0)):
+        # compare() maps the other experiment to the untransformed dataset: do the same here
+        ref, _ = map_back(ref, sz, ref_exp.transforms)
+    need = k + 1
+    if min(len(ref), len(other)) < need:
+        msg = f"skipped: n_good={n_good[0]} (reference), {n_good[1]} (this); needs >= {need} each"
+        rows = [dict(base, stage=s, status=msg) for s in ("before", "after")]
+        return rows, dict(base, status=msg, memory=memory)
+    res = compare_clouds(
+        ref,
+        other,
+        sz,
+        exp.transforms,
+        ref_transforms=ref_exp.transforms,
+        chains_ref=ref_chains,
+        chains_other=other_chains,
+        box=box,
+        key=key,
+        k=k,
+        method=method,
+        n_perm=n_perm,
+        seed=seed,
+        max_points=max_points,
+        alpha=alpha,
+        n_boot=n_boot,
+        n_splits=n_splits,
+    )
+    res["isometry"] = _is_isometry(ref_exp, sz) and _is_isometry(exp, sz)
+    res["meaning"] = _meaning(res)
+    box_info = res.get("common_box", {})
+    rows = []
+    for stage in ("before", "after"):
+        r = res[stage]
+        if r["status"] != "ok":
+            rows.append(dict(base, stage=stage, status=r["status"]))
+            continue
+        row = dict(base, stage=stage, status="ok", statistic=r["statistic"], pvalue=r["pvalue"])
+        row.update(
+            smallest_pvalue=r["smallest_pvalue"],
+            verdict=r["verdict"],
+            chains_ref=r["chains_x"],
+            chains_other=r["chains_y"],
+        )
+        row.update({f"angle_{i + 1}": a for i, a in enumerate(r["angles"])})
+        split = r["split_half_max_angle"] or {}
+        row.update(
+            max_angle=r["max_angle"],
+            max_angle_lo=r["max_angle_interval"][0],
+            max_angle_hi=r["max_angle_interval"][1],
+            split_half_max_angle=split.get("median", np.nan),
+            split_half_max_angle_q95=split.get("q95", np.nan),
+            angle_verdict=r["angle_verdict"],
+            n_ref=r["n_x"],
+            n_other=r["n_y"],
+            exact=res["exact"],
+            frac_outside_box=res["frac_outside_box"],
+        )
+        if stage == "after":
+            row.update(
+                ref_dropped_fraction=box_info.get("ref_dropped_fraction", 0.0),
+                other_dropped_fraction=box_info.get("other_dropped_fraction", 0.0),
+            )
+        rows.append(row)
+    return rows, dict(base, status="ok", memory=memory, **res)
+
+
+def _is_isometry(exp, sizes) -> bool:
+    A, _, exact = data.experiment_affine(exp.transforms, sizes[0])
+    return exact and bool(np.allclose(A.T @ A, np.eye(len(A))))
+
+
+def _meaning(res: dict) -> str:
+    if not res["exact"]:
+        return (
+            "the labels were changed: no parameter map makes the two problems the same, so "
+            "'after' compares related but different targets"
+        )
+    if res["isometry"]:
+        return (
+            "the transform is an isometry of parameter space and the report's kernel PCA and "
+            "PCA are invariant under it: after mapping back, agreement holds by construction "
+            "inside B ∩ M(B), so 'after' checks the sampler; 'before' shows what the transform "
+            "moves, and the dropped fractions what the box cuts"
+        )
+    return (
+        "the transform is not an isometry: mapped back, the other experiment's box is a "
+        "different parallelepiped M(B), and only on B ∩ M(B) do both experiments sample the same "
+        "density; 'after' compares there, and the dropped fractions say how much that leaves out"
+    )
+
+
+def compare_projection(ref, other, sizes, key: streaming.Transform | None, exp) -> dict | None:
+    """Both clouds (``(draws, chains)`` pairs), before and after mapping back, on the
+    reference's top-2 PCA plane (in the analysis coordinates ``key``, None: raw), for the
+    figure."""
+    (ref, _), (other, _) = ref, other
+    if min(len(ref), len(other)) < 3:
+        return None
+    mapped, _ = map_back(other, tuple(sizes), exp.transforms)
+    key = key or (lambda x: x)
+    pca = PCA(n_components=2).fit(key(ref))
+    return {
+        "reference": pca.transform(key(ref)),
+        "before": pca.transform(key(other)),
+        "after": pca.transform(key(mapped)),
+    }

@@ -28,11 +28,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import minimize, minimize_scalar
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from lossatlas.analysis import minima
+from lossatlas import model
+from lossatlas.analysis import draws, minima
+from lossatlas.model import symmetry
 
 BatchedUGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -337,3 +340,235 @@ def sample_components(
         "n_holding_1pct": int((final >= 0.01 * n).sum()),
         "sizes": final.astype(int).tolist(),
     }
+
+
+# --- from the store ----------------------------------------------------------------------
+
+
+def _spanning_edges(M: np.ndarray) -> list[tuple[int, int]]:
+    """Edges of a minimum spanning tree of the complete graph with weights ``M``."""
+    from scipy.sparse.csgraph import minimum_spanning_tree
+
+    # csgraph reads a zero weight as no edge: shift to >= 1 (the tree does not change)
+    W = M - M[np.isfinite(M)].min() + 1.0
+    np.fill_diagonal(W, 0.0)
+    tree = minimum_spanning_tree(np.where(np.isfinite(W), W, 0.0)).tocoo()
+    return sorted((int(min(i, j)), int(max(i, j))) for i, j in zip(tree.row, tree.col, strict=True))
+
+
+def run_connect(
+    target: model.Target,
+    census_table: pd.DataFrame,
+    census_points: np.ndarray,
+    *,
+    good_threshold: float,
+    max_nodes: int,
+    max_pairs: int,
+    level: float | None,
+    alpha: float,
+    max_depth: int,
+    max_beads: int,
+    maxiter: int,
+    n_images: int,
+    n_iter: int,
+    length_levels=(),
+    length_pairs: int = 0,
+) -> tuple[pd.DataFrame, dict]:
+    """Are the census minima connected? Nodes: the ``max_nodes`` lowest census points of index
+    0 (minima, box KKT points). The straight-line maximum of every pair, then, AutoNEB-style,
+    pairs along the minimum spanning tree of the path maxima refined by Dynamic String
+    Sampling at ``level`` (mean loss; None: the good threshold) and the string method, until
+    the tree's edges are all refined or ``max_pairs`` are. Each refined pair is also tried
+    modulo symmetry: from the first node to the copy of the second nearest to it
+    (:func:`symmetry.nearest_copy`), the straight line and DSS (``sym_*`` columns). The
+    first ``length_pairs`` refined pairs are rerun at ``length_levels`` times the level
+    (beads and normalised length against the level). Returns the refined pairs' table and
+    ``meta``: the nodes, the lowest known path maximum of every pair (``path_max``, mean
+    loss), the number of components of the level sets among the nodes at a grid of levels
+    (an upper bound: only known paths count), the refined pairs' profiles and the length
+    scan."""
+    pick = census_table[minima.census_minima(census_table)].sort_values("U").head(max_nodes)
+    per_point = float(target.mean_loss(np.float64(1.0)))  # mean loss per unit of U
+    level = good_threshold if level is None else level
+    meta = {
+        "level": level,
+        "nodes": pick["id"].astype(int).tolist(),
+        "meaning": "path_max: the highest mean loss on the lowest known path between two "
+        "nodes (straight line, Dynamic String Sampling, string method); n_components: "
+        "components of {mean loss <= lam} among the nodes joined by known paths, an upper "
+        "bound on the true count; 'not connected within budget' is not 'disconnected'",
+    }
+    if len(pick) < 2:
+        meta.update(path_max=[], levels=[], n_components=[], profiles=[])
+        return pd.DataFrame(columns=CONNECT_COLUMNS), meta
+    X = np.asarray(census_points, dtype=np.float64)[pick["id"].to_numpy()]
+    node_U = np.asarray(target.U(X), dtype=np.float64)
+    n = len(X)
+    M = np.full((n, n), np.inf)
+    np.fill_diagonal(M, node_U)
+    for i in range(n):
+        for j in range(i + 1, n):
+            M[i, j] = M[j, i] = line_max(target.U_and_grad, X[i], X[j])[0]
+    straight = M.copy()
+    rows, profiles, done, refined = [], [], set(), []
+    level_U = level / per_point
+    dss_budget = dict(alpha=alpha, max_depth=max_depth, max_beads=max_beads, maxiter=maxiter)
+    mlp = target.mlp
+    near_kw = dict(activation=mlp.activation, loss=mlp.loss, bias=mlp.bias)
+    while len(done) < max_pairs:
+        todo = [e for e in _spanning_edges(M) if e not in done]
+        if not todo:
+            break
+        for i, j in todo[: max_pairs - len(done)]:
+            done.add((i, j))
+            refined.append((i, j))
+            dss = dynamic_string(target.U_and_grad, X[i], X[j], level_U, target.box, **dss_budget)
+            string = string_barrier(
+                target.U_and_grad, dss["beads"], target.box, n_images=n_images, n_iter=n_iter
+            )
+            best = min(straight[i, j], string["path_max"])
+            if dss["connected"]:
+                best = min(best, dss["path_max"])
+            M[i, j] = M[j, i] = best
+            copy, sym_method = symmetry.nearest_copy(X[i], X[j], mlp.sizes, **near_kw)
+            sym = dynamic_string(target.U_and_grad, X[i], copy, level_U, target.box, **dss_budget)
+            rows.append(
+                {
+                    "node_a": int(pick["id"].iloc[i]),
+                    "node_b": int(pick["id"].iloc[j]),
+                    "loss_a": node_U[i] * per_point,
+                    "loss_b": node_U[j] * per_point,
+                    "straight_max": straight[i, j] * per_point,
+                    "level": level,
+                    "connected": dss["connected"],
+                    "dss_path_max": dss["path_max"] * per_point,
+                    "n_beads": dss["n_beads"],
+                    "normalised_length": dss["normalised_length"],
+                    "string_path_max": string["path_max"] * per_point,
+                    "barrier": (best - max(node_U[i], node_U[j])) * per_point,
+                    "status": dss["status"],
+                    "sym_distance_ratio": float(
+                        np.linalg.norm(copy - X[i]) / max(np.linalg.norm(X[j] - X[i]), 1e-300)
+                    ),
+                    "sym_straight_max": line_max(target.U_and_grad, X[i], copy)[0] * per_point,
+                    "sym_connected": sym["connected"],
+                    "sym_dss_path_max": sym["path_max"] * per_point,
+                    "sym_status": sym["status"],
+                }
+            )
+            profiles.append(
+                {
+                    "pair": [rows[-1]["node_a"], rows[-1]["node_b"]],
+                    "straight": _line_profile(target, X[i], X[j], per_point),
+                    "dss": _path_profile(target, dss["beads"], per_point),
+                    "string": _path_profile(target, string["images"], per_point),
+                }
+            )
+    path_max = M * per_point
+    # from the lowest node to a little above the level where the known paths join them all
+    top = max(path_max[i, j] for i, j in _spanning_edges(M))
+    levels = np.unique(np.r_[np.linspace(path_max.diagonal().min(), 1.1 * top, 25), level])
+    counts = components_by_level(node_U * per_point, path_max, levels)
+    scan = [
+        _length_scan(target, X[i], X[j], level_U, per_point, length_levels, dss_budget)
+        | {"pair": [int(pick["id"].iloc[i]), int(pick["id"].iloc[j])]}
+        for i, j in refined[:length_pairs]
+    ]
+    meta.update(
+        path_max=path_max.tolist(),
+        levels=levels.tolist(),
+        n_components=counts.tolist(),
+        components_at_level=int(counts[levels == level][0]),
+        profiles=profiles,
+        symmetry=sym_method if rows else None,
+        length_by_level=scan,
+    )
+    return pd.DataFrame(rows, columns=CONNECT_COLUMNS), meta
+
+
+def store_components(
+    target: model.Target,
+    store,
+    *,
+    level: float,
+    knn_points: int,
+    knn_k: int,
+    knn_merges: int,
+    max_mb: float,
+    seed: int,
+    draw_block: int,
+    max_block_mb: float,
+    dss_budget: dict,
+) -> dict:
+    """How many components of {mean loss <= ``level``} do the sampled draws touch, at most?
+    :func:`sample_components` on up to ``knn_points`` draws below the level."""
+    rows, _ = draws.good_rows(
+        store, good_threshold=level, max_points=knn_points, max_mb=max_mb, seed=seed,
+        draw_block=draw_block, max_block_mb=max_block_mb,
+    )  # fmt: skip
+    per_point = float(target.mean_loss(np.float64(1.0)))
+    found = sample_components(
+        target.U_and_grad, rows, level / per_point, target.box, k=knn_k, n_merges=knn_merges,
+        **dss_budget,
+    )  # fmt: skip
+    return found | {
+        "level": level,
+        "meaning": "components of the k-nearest-neighbour graph of the draws below the level "
+        "(edges: straight segments below it on a grid), after DSS joined the lowest draws of "
+        "the largest components: an upper bound on the components of the level set that the "
+        "draws touch",
+    }
+
+
+def _length_scan(target, a, b, level_U, per_point, multiples, budget) -> dict:
+    """DSS between ``a`` and ``b`` at ``multiples`` of the level: beads, normalised length."""
+    out = {"level": [], "connected": [], "n_beads": [], "normalised_length": []}
+    for m in multiples:
+        r = dynamic_string(target.U_and_grad, a, b, m * level_U, target.box, **budget)
+        out["level"].append(m * level_U * per_point)
+        out["connected"].append(bool(r["connected"]))
+        out["n_beads"].append(int(r["n_beads"]))
+        out["normalised_length"].append(float(r["normalised_length"]))
+    return out
+
+
+CONNECT_COLUMNS = [
+    "node_a",
+    "node_b",
+    "loss_a",
+    "loss_b",
+    "straight_max",
+    "level",
+    "connected",
+    "dss_path_max",
+    "n_beads",
+    "normalised_length",
+    "string_path_max",
+    "barrier",
+    "status",
+    "sym_distance_ratio",
+    "sym_straight_max",
+    "sym_connected",
+    "sym_dss_path_max",
+    "sym_status",
+]
+
+
+def _path_profile(target, points, per_point, n_per_segment: int = 8) -> dict:
+    """Mean loss along the polyline ``points`` against normalised arc length."""
+    points = np.asarray(points)
+    t = np.linspace(0.0, 1.0, n_per_segment, endpoint=False)
+    dense = np.vstack(
+        [a + t[:, None] * (b - a) for a, b in zip(points[:-1], points[1:], strict=True)]
+        + [points[-1:]]
+    )
+    step = np.linalg.norm(np.diff(dense, axis=0), axis=1)
+    s = np.r_[0.0, np.cumsum(step)]
+    return {
+        "s": (s / s[-1] if s[-1] > 0 else s).tolist(),
+        "loss": (np.asarray(target.U(dense)) * per_point).tolist(),
+    }
+
+
+def _line_profile(target, a, b, per_point) -> dict:
+    return _path_profile(target, np.vstack([a, b]), per_point, n_per_segment=64)

@@ -12,6 +12,7 @@ ever read as ``theta[:, :, j0:j1]``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -26,7 +27,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from lossatlas import model
+from lossatlas.analysis import draws, minima
 from lossatlas.mcmc_stats import TAIL_PROB, summary_row, summary_rows  # noqa: F401 (public here)
+from lossatlas.model import symmetry
+from lossatlas.storage import streaming
 from lossatlas.storage.streaming import iter_param_blocks
 
 RHAT_MAX = 1.01
@@ -391,7 +396,7 @@ def _what_to_do(failing: list[dict], n_draws: int | None, rhat_max: float, ess_m
 
 def identifiable_shortfalls(invariant: dict) -> list[str]:
     """What keeps each of :data:`IDENTIFIABLE` from its thresholds (none: converged), from
-    :func:`landscape.invariant_diagnostics`'s summary."""
+    :func:`diagnostics.invariant_diagnostics`'s summary."""
     th = invariant["thresholds"]
     return [
         _shortfall(k, invariant[k], th["r_hat_max"], th["ess_min"])
@@ -451,3 +456,59 @@ def write(out_dir, table: pd.DataFrame, norm: pd.DataFrame, summary: dict) -> di
     norm.to_csv(paths["normality"], index=False)
     paths["convergence"].write_text(json.dumps(summary, indent=2) + "\n")
     return paths
+
+
+# --- from the store ----------------------------------------------------------------------
+
+
+def invariant_diagnostics(
+    store,
+    dataset,
+    target: model.Target,
+    raw_table: pd.DataFrame,
+    *,
+    param_block: int,
+    rhat_max: float,
+    ess_min: float,
+    draw_block: int,
+    max_block_mb: float,
+    workers: int = 1,
+    tmp_dir=None,
+):
+    """(table, summary). Table: summarize rows of U (``space`` energy), the canonical
+    parameters (canonical) and the outputs on the data (outputs) of ``target``'s network.
+    Summary: per space, raw parameters included from ``raw_table``, the worst R-hat, smallest
+    ESS and pass/fail against ``rhat_max`` and ``ess_min``. ``tmp_dir``: where
+    a derived view wider than one parameter block is written once (:func:`streaming.materialized`)
+    instead of being recomputed per block; ``workers``: processes of the diagnostics."""
+    energy = store.potential()
+    blocks = {"draw_block": draw_block, "max_block_mb": max_block_mb}
+    mlp = target.mlp
+    canonical = symmetry.canonical_transform(mlp.sizes, mlp.activation, mlp.loss, mlp.bias)
+    canon = streaming.DrawView(store.theta, canonical, **blocks)
+    outs = streaming.DrawView(store.theta, minima.target_outputs(target), **blocks)
+    tables = []
+    for view, names in ((canon, store.param_names), (outs, draws.output_names(dataset))):
+        # more than one column block: transform every draw once, not once per block
+        with (
+            streaming.materialized(view, tmp_dir, param_block)
+            if tmp_dir is not None and view.shape[2] > param_block
+            else contextlib.nullcontext(view)
+        ) as x:
+            tables.append(summarize(x, energy, names, param_block, workers))
+    t_can, t_out = tables
+    t_can.insert(0, "space", np.where(t_can["kind"] == "energy", "energy", "canonical"))
+    t_out = t_out[t_out["kind"] != "energy"]
+    t_out.insert(0, "space", "outputs")
+    table = pd.concat([t_can, t_out], ignore_index=True)
+    raw = raw_table.assign(space=np.where(raw_table["kind"] == "energy", "energy", "raw"))
+    summary = {"thresholds": {"r_hat_max": rhat_max, "ess_min": ess_min}}
+    for space, t in (
+        ("U", table[table["space"] == "energy"]),
+        ("raw parameters", raw[raw["space"] == "raw"]),
+        ("canonical parameters", table[table["space"] == "canonical"]),
+        ("outputs on the data", table[table["space"] == "outputs"]),
+    ):
+        v = verdict(t.assign(kind="param"), None, rhat_max, ess_min)
+        summary[space] = v["params"]
+    return table, summary

@@ -33,8 +33,6 @@ from scipy.stats import spearmanr
 
 from lossatlas.analysis import minima
 
-# census classes that are minima (of the box-constrained problem, for box KKT points)
-MINIMUM_KINDS = ("strict minimum", "degenerate minimum", minima.WALL)
 # a coordinate on the box wall (within WALL_ATOL * box) with the gradient pushing outward is
 # pinned, as the census pins it
 WALL_ATOL = 1e-9
@@ -125,7 +123,7 @@ def spectrum_at(U_and_grad, x: np.ndarray, box: float, settings: Settings) -> di
 
 def minima_rows(census: pd.DataFrame, max_minima: int) -> pd.DataFrame:
     """The ``max_minima`` lowest census minima (index 0)."""
-    t = census[census["classification"].isin(MINIMUM_KINDS) & (census["index"] == 0)]
+    t = census[minima.census_minima(census)]
     return t.sort_values(["U", "id"]).head(max_minima)
 
 

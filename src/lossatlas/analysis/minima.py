@@ -44,12 +44,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.optimize import minimize
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.metrics import pairwise_distances_argmin
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # U_and_grad(theta (n, p)) -> (U (n,), dU (n, p)), as model.Target.U_and_grad
 BatchedUGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -563,3 +567,13 @@ def target_outputs(target) -> Callable[[np.ndarray], np.ndarray]:
         return out.reshape(len(out), -1)
 
     return key
+
+
+# index-0 points: the Laplace null's centres and the connectivity analysis's nodes
+MINIMUM_KINDS = ("strict minimum", "degenerate minimum", WALL)
+
+
+def census_minima(census_table: pd.DataFrame) -> pd.Series:
+    """Which census rows are minima or box KKT points of index 0."""
+    t = census_table
+    return t["classification"].isin(MINIMUM_KINDS) & (t["index"] == 0)

@@ -17,7 +17,7 @@ READS: dict[str, tuple[str, ...]] = {
 
 
 def invariant_arguments(s: Mapping) -> dict[str, Any]:
-    """Keyword arguments of :func:`lossatlas.analysis.landscape.invariant_diagnostics`."""
+    """Keyword arguments of :func:`lossatlas.analysis.diagnostics.invariant_diagnostics`."""
     c = s["diagnose"]
     return {
         "param_block": c["param_block"],
@@ -31,7 +31,7 @@ def diagnose(inputs, outputs, s: Mapping, name: str, threads: int, log: logging.
     """Convergence table and checks, the same on canonical parameters and invariant
     quantities, and their figures."""
     from lossatlas import plots
-    from lossatlas.analysis import diagnostics, landscape
+    from lossatlas.analysis import diagnostics
     from lossatlas.data import Dataset
     from lossatlas.storage.store import SampleStore
 
@@ -53,7 +53,7 @@ def diagnose(inputs, outputs, s: Mapping, name: str, threads: int, log: logging.
         )
         # Symmetric copies of one network look like unmixed modes in raw coordinates; canonical
         # parameters and the outputs on the data do not change under the symmetries.
-        inv, inv_summary = landscape.invariant_diagnostics(
+        inv, inv_summary = diagnostics.invariant_diagnostics(
             store,
             ds,
             target(s, ds),

@@ -67,7 +67,7 @@ READS: dict[str, tuple[str, ...]] = {
 
 
 def dimension_arguments(s: Mapping) -> dict[str, Any]:
-    """Keyword arguments of :func:`lossatlas.analysis.landscape.dimension_rows`."""
+    """Keyword arguments of :func:`lossatlas.analysis.dimension_run.dimension_rows`."""
     kpca = {
         "n_kpca": s["reduce"]["kpca"]["n_components"],
         "n_pca": s["reduce"]["pca"]["n_components"],
@@ -100,7 +100,7 @@ def pipeline_null_key(s: Mapping, dataset) -> dict[str, Any]:
 
 
 def laplace_arguments(s: Mapping) -> dict[str, Any]:
-    """Keyword arguments of :func:`lossatlas.analysis.landscape.laplace_null`."""
+    """Keyword arguments of :func:`lossatlas.analysis.dimension_run.laplace_null`."""
     dc = s["landscape"]["dimension"]
     return {
         "good_threshold": s["target"]["good_threshold"],
@@ -113,7 +113,7 @@ def laplace_arguments(s: Mapping) -> dict[str, Any]:
 
 
 def census_arguments(s: Mapping) -> dict[str, Any]:
-    """Keyword arguments of :func:`lossatlas.analysis.landscape.run_census`."""
+    """Keyword arguments of :func:`lossatlas.analysis.census.run_census`."""
     return {
         "coordinates_name": s["coordinates"],
         "good_threshold": s["target"]["good_threshold"],
@@ -124,7 +124,7 @@ def census_arguments(s: Mapping) -> dict[str, Any]:
 
 
 def plane_arguments(s: Mapping) -> dict[str, Any]:
-    """Keyword arguments of :func:`lossatlas.analysis.landscape.good_plane`."""
+    """Keyword arguments of :func:`lossatlas.analysis.census.good_plane`."""
     return {
         "n_components": s["reduce"]["pca"]["n_components"],
         "max_mb": s["landscape"]["census"]["max_mb"],
@@ -135,13 +135,13 @@ def plane_arguments(s: Mapping) -> dict[str, Any]:
 def pipeline_null(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     """The report's pipeline on uniform draws in the box, once for every experiment with the
     network ``name``: its kernel PCA embeddings, the costly half of that null."""
-    from lossatlas.analysis import landscape
+    from lossatlas.analysis import dimension_run
     from lossatlas.data import Dataset
     from lossatlas.model.layout import ParamLayout
 
     ds = Dataset.load(inputs.dataset)
     key = pipeline_null_key(s, ds)
-    embeddings = landscape.network_pipeline_null(
+    embeddings = dimension_run.network_pipeline_null(
         ParamLayout(key["sizes"], s["model"]["bias"]).p,
         coordinates(s, ds),
         s["sampler"]["n_chains"] * s["sampler"]["draws"],
@@ -166,7 +166,7 @@ def _shared_pipeline_null(inputs, s: Mapping, dataset, log) -> np.ndarray | None
 
 def dimension(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     """Dimension statistics of the good draws against null models."""
-    from lossatlas.analysis import landscape
+    from lossatlas.analysis import dimension_run
     from lossatlas.data import Dataset
     from lossatlas.storage.store import SampleStore
 
@@ -175,10 +175,10 @@ def dimension(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> No
     transform = coordinates(s, ds)
     shared = _shared_pipeline_null(inputs, s, ds, log)
     with SampleStore(inputs.samples) as store:
-        laplace = landscape.laplace_null(
+        laplace = dimension_run.laplace_null(
             store, point_target(s, ds), *census_points(inputs), transform, **laplace_arguments(s)
         )
-        rows, meta = landscape.dimension_rows(
+        rows, meta = dimension_run.dimension_rows(
             store, transform, laplace=laplace, pipeline_null=shared, **dimension_arguments(s)
         )
     # the settings sit after the threshold in the JSON, as they always have
@@ -200,8 +200,8 @@ def dimension(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> No
 def census(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     """Critical points from many starts, classified; their figures."""
     from lossatlas import plots
-    from lossatlas.analysis import landscape
     from lossatlas.analysis import reduce as rd
+    from lossatlas.analysis.census import good_plane, run_census
     from lossatlas.data import Dataset
     from lossatlas.storage.store import SampleStore
 
@@ -209,12 +209,10 @@ def census(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     ds = Dataset.load(inputs.dataset)
     transform = coordinates(s, ds)
     with SampleStore(inputs.samples) as store:
-        c, table, meta = landscape.run_census(
-            store, point_target(s, ds), transform, **census_arguments(s)
-        )
+        c, table, meta = run_census(store, point_target(s, ds), transform, **census_arguments(s))
         meta["settings"] = plain(cc)
         reduction = rd.load(inputs.reduction)
-        plane = landscape.good_plane(store, transform, reduction, c.points, **plane_arguments(s))
+        plane = good_plane(store, transform, reduction, c.points, **plane_arguments(s))
     table.insert(0, "experiment", name)
     table.to_csv(outputs.table, index=False)
     meta["plane"] = (
@@ -241,14 +239,14 @@ def connect(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None
     """Are the census minima connected? Paths, barriers and the merge tree; and how many
     components of the level set the draws below it touch, at most."""
     from lossatlas import plots
-    from lossatlas.analysis import connect, landscape
+    from lossatlas.analysis import connect
     from lossatlas.data import Dataset
     from lossatlas.storage.store import SampleStore
 
     settings = dict(s["landscape"]["connect"])
     knn = {k: settings.pop(k) for k in ("knn_points", "knn_k", "knn_merges", "max_mb")}
     the_target = point_target(s, Dataset.load(inputs.dataset))
-    table, meta = landscape.run_connect(
+    table, meta = connect.run_connect(
         the_target,
         *census_points(inputs),
         good_threshold=s["target"]["good_threshold"],
@@ -257,7 +255,7 @@ def connect(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None
     if knn["knn_points"]:
         budget = connect.dss_budget(settings)
         with SampleStore(inputs.samples) as store:
-            meta["from_samples"] = landscape.sample_components(
+            meta["from_samples"] = connect.store_components(
                 the_target, store, level=meta["level"], **knn, seed=s["seed"],
                 **blocks(s), dss_budget=budget,
             )  # fmt: skip
@@ -284,13 +282,13 @@ def cells(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     """Liu's convex cells: where the draws and census minima lie, each cell's minimum, genuine
     or spurious, how much posterior mass the visited cells hold."""
     from lossatlas import plots
-    from lossatlas.analysis import landscape
+    from lossatlas.analysis.cells import run_cells
     from lossatlas.data import Dataset
     from lossatlas.storage.store import SampleStore
 
     settings = s["landscape"]["cells"]
     with SampleStore(inputs.samples) as store:
-        table, meta = landscape.run_cells(
+        table, meta = run_cells(
             target(s, Dataset.load(inputs.dataset)),
             store,
             *census_points(inputs),

@@ -42,7 +42,7 @@ READS: dict[str, tuple[str, ...]] = {
 
 
 def good_rows_arguments(s: Mapping) -> dict[str, Any]:
-    """Keyword arguments of :func:`lossatlas.analysis.landscape.good_rows`."""
+    """Keyword arguments of :func:`lossatlas.analysis.draws.good_rows`."""
     cc = s["landscape"]["compare"]
     return {
         "good_threshold": s["target"]["good_threshold"],
@@ -54,7 +54,7 @@ def good_rows_arguments(s: Mapping) -> dict[str, Any]:
 
 
 def compare_arguments(s: Mapping) -> dict[str, Any]:
-    """Keyword arguments of :func:`lossatlas.analysis.landscape.compare_rows`."""
+    """Keyword arguments of :func:`lossatlas.analysis.compare.compare_rows`."""
     return {
         "coordinates": s["coordinates"],
         "box": s["target"]["box"],
@@ -108,7 +108,8 @@ def compare(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
     """Each experiment's good draws against the reference's, before and after mapping them
     back through the dataset transform."""
     from lossatlas import plots
-    from lossatlas.analysis import landscape
+    from lossatlas.analysis.compare import compare_projection, compare_rows
+    from lossatlas.analysis.draws import good_rows
     from lossatlas.data import Dataset
     from lossatlas.storage.store import SampleStore
 
@@ -122,7 +123,7 @@ def compare(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
     def good(name):
         with SampleStore(stores[name]) as store:
             n_good = int((store.stat("mean_loss") < threshold).sum())
-            return landscape.good_rows(store, **good_rows_arguments(s)), n_good
+            return good_rows(store, **good_rows_arguments(s)), n_good
 
     ref, n_ref = good(ref_name)
     rows, full, figure = [], [], {}
@@ -141,7 +142,7 @@ def compare(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
         other, n_other = good(name)
         ds = Dataset.load(datasets[name])
         sz, key = sizes(s, ds), coordinates(s, ds)
-        r, f = landscape.compare_rows(
+        r, f = compare_rows(
             ref,
             other,
             sz,
@@ -153,7 +154,7 @@ def compare(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
         )
         rows += r
         full.append(f)
-        projection = landscape.compare_projection(ref, other, sz, key, exps[name])
+        projection = compare_projection(ref, other, sz, key, exps[name])
         figure[name] = {"rows": r, "projection": projection}
         for row in r:
             log.info("%s vs %s %s: %s", name, ref_name, row["stage"], row)

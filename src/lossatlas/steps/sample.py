@@ -186,7 +186,7 @@ def until_check(s: Mapping, ds, threads: int, view_path):
     outputs on the data, the canonical parameters) against ``until``'s R-hat and ESS, on a
     view of the batch files' first ``n_draws`` draws at ``view_path`` (verified as
     ``samples.h5`` is, and removed after)."""
-    from lossatlas.analysis import diagnostics, landscape
+    from lossatlas.analysis import diagnostics
     from lossatlas.model.network import model_layout
     from lossatlas.storage import store
 
@@ -208,7 +208,7 @@ def until_check(s: Mapping, ds, threads: int, view_path):
                 raw = diagnostics.summarize(
                     view.theta, view.potential(), names, args["param_block"], threads
                 )
-                _, inv = landscape.invariant_diagnostics(
+                _, inv = diagnostics.invariant_diagnostics(
                     view, ds, the_target, raw, workers=threads, **args
                 )
         finally:
