@@ -74,6 +74,16 @@ def _census(e: dict) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in sorted(c.items()))
 
 
+def _analyses(exps: list[dict]) -> list[tuple[str, list[str]]]:
+    """A row per further analysis (the findings' ``analyses``): its one-line finding."""
+    names = dict.fromkeys(a["analysis"] for e in exps for a in e.get("analyses", []))
+    return [
+        (name, [next((a["finding"] for a in e.get("analyses", []) if a["analysis"] == name),
+                     "n/a") for e in exps])
+        for name in names
+    ]  # fmt: skip
+
+
 def _compare(found: dict, name: str, stage: str) -> str:
     for c in found["compare"]:
         if c["experiment"] == name:
@@ -111,6 +121,7 @@ def table(found: dict) -> str:
             [_against(e, "pipeline_ev2", "uniform") for e in exps],
         ),
         ("census of critical points", [_census(e) for e in exps]),
+        *_analyses(exps),
         (
             f"vs {names[0]} as sampled",
             [_compare(found, n, "before") for n in names],
