@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 
 import yaml
@@ -69,3 +70,18 @@ def test_findings_table_is_written_from_the_default_runs_findings(tmp_path):
     copy.write_text(tool.replace_block(copy.read_text(), "| x |\n"))
     assert tool.main([str(tool.SNAPSHOT), "--write", "--doc", str(copy)]) == 0
     assert copy.read_text() == doc
+
+
+def test_readme_test_times_are_the_tools_lines():
+    """The README's test times are lines tools/test_times.py writes: both tiers, each with its
+    wall time, its count, the cores and the load it ran under."""
+    tool = _tool("test_times")
+    readme = (REPO / "README.md").read_text()
+    block = readme.split(tool.BEGIN, 1)[1].split(tool.END, 1)[0].strip().splitlines()
+    pattern = (
+        r"- (fast tier|full suite): \d+ min \d\d s, [\d,]+ passed(, \d+ skipped)? "
+        r"\(\d+ cores, load [\d.]+ at the start, \d{4}-\d\d-\d\d\)"
+    )
+    assert [re.fullmatch(pattern, line)[1] for line in block] == ["fast tier", "full suite"]
+    fake = {"fast tier": {"seconds": 61.4, "load": 1.0, "counts": {"passed": 1000}, "rc": 0}}
+    assert tool.lines(fake).startswith("- fast tier: 1 min 01 s, 1,000 passed (")
