@@ -77,6 +77,26 @@ def schema_fields(node: dict, path: tuple = ()):
             yield (*path, name)
 
 
+@pytest.mark.parametrize(
+    "sweep",
+    [
+        {"rotate": [0, 120, 240]},
+        {"rotate": list(range(0, 360, 7)), "scale": [1.0, 1.5, 2]},
+        {"hidden": [[2], [2, 3]], "label_noise": [0.1, 0.25], "reflect": [0, 45]},
+    ],
+)
+def test_experiment_names_and_widths_come_from_the_sweep_alone(sweep):
+    """The workflow's wildcard pattern matches exactly the experiments' names (nothing
+    else), and hidden_of reads each experiment's widths off its name as experiments() has them."""
+    cfg = lacfg.validate({"experiments": {"sweep": sweep}})
+    pattern, exps = lacfg.experiment_pattern(cfg), lacfg.experiments(cfg)
+    assert all(re.fullmatch(pattern, name) for name in exps)
+    near = [n + "0" for n in exps] + [n.replace("-", "--", 1) for n in exps] + ["landscape"]
+    assert not any(re.fullmatch(pattern, name) for name in near if name not in exps)
+    for name, e in exps.items():
+        assert lacfg.hidden_of(cfg, name) == list(e.hidden or cfg["model"]["hidden"])
+
+
 def test_default_config_is_the_schema_defaults():
     """config/config.yaml writes the defaults out: same run as an empty config."""
     assert lacfg.validate(yaml.safe_load(DEFAULT_CONFIG.read_text())) == lacfg.validate({})

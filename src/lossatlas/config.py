@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,10 +284,29 @@ def experiments(cfg: Mapping) -> dict[str, Experiment]:
     return out
 
 
+def experiment_pattern(cfg: Mapping) -> str:
+    """A regular expression that matches exactly the names :func:`experiments` gives: the
+    sweep's factors one after another. A list of every name would grow with the product of the
+    value lists (1,080 names: 20 kB, which Snakemake scans in every file pattern it applies);
+    this grows with their sum."""
+    return "_".join(
+        f"{re.escape(key)}-(?:{'|'.join(re.escape(_fmt(v)) for v in values)})"
+        for key, values in cfg["experiments"]["sweep"].items()
+    )
+
+
 def hidden_of(cfg: Mapping, name: str) -> list[int]:
-    """The hidden widths of experiment ``name``."""
-    e = experiments(cfg)[name]
-    return list(e.hidden) if e.hidden is not None else list(cfg["model"]["hidden"])
+    """The hidden widths of experiment ``name``, from its name: a workflow asks this of every
+    experiment, and expanding the whole sweep each time would cost n^2 (1,080 experiments:
+    half a minute)."""
+    sweep = cfg["experiments"]["sweep"]
+    if "hidden" not in sweep:
+        return list(cfg["model"]["hidden"])
+    widths = {f"hidden-{_fmt(v)}": v for v in sweep["hidden"]}
+    part = next((p for p in name.split("_") if p in widths), None)
+    if part is None:
+        raise KeyError(name)
+    return list(widths[part])
 
 
 def cells_unmet(cfg: Mapping, name: str) -> str | None:

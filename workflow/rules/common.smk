@@ -1,5 +1,6 @@
 """Experiment names, output paths and the config pieces each rule depends on."""
 
+import functools
 import re
 
 from lossatlas import lifecycle, steps
@@ -22,7 +23,7 @@ NETWORKS = {network_name(name): name for name in reversed(list(EXPERIMENTS))}
 
 
 wildcard_constraints:
-    exp="|".join(re.escape(name) for name in EXPERIMENTS),
+    exp=lacfg.experiment_pattern(CFG),
     network="|".join(re.escape(name) for name in NETWORKS),
 
 
@@ -78,12 +79,18 @@ def n_batches():
     return -(-s["n_chains"] // s["chains_per_batch"])
 
 
+@functools.cache
+def pending_restores():
+    """The experiments whose batches `lossatlas verify --repair` moved aside (read once)."""
+    return set(maintenance.pending_restores(RESULTS, EXPERIMENTS))
+
+
 # The rules whose outputs a run holds only where a condition says so: for a rule of one
 # experiment, experiment name -> bool; for a rule across experiments, () -> bool. Every
 # other rule's outputs are in the default target, so a new rule needs no line here.
 WHEN = {
     # what `lossatlas verify --repair` moved aside, sampled again
-    "restore": lambda exp: exp in maintenance.pending_restores(RESULTS, EXPERIMENTS),
+    "restore": lambda exp: exp in pending_restores(),
     # Liu's cells, where the network qualifies (landscape.cells.when)
     "cells": lambda exp: lacfg.cells_unmet(CFG, exp) is None,
     # Choromanska's band, when the config sweeps the width (landscape.band.when)
