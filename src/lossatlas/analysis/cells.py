@@ -388,33 +388,11 @@ def _cell_keys(theta, layout, X) -> np.ndarray:
     return _void(np.packbits(pattern.reshape(len(pattern), -1), axis=1))
 
 
-def run_cells(
-    target: model.Target,
-    store,
-    census_table: pd.DataFrame,
-    census_points: np.ndarray,
-    *,
-    good_threshold: float,
-    max_cells: int,
-    directions_per_dim: int,
-    seed: int,
-    draw_block: int,
-    max_block_mb: float,
-) -> tuple[pd.DataFrame, dict]:
-    """Liu's cells of a one-hidden-layer ReLU network with squared loss, from every draw and
-    census minimum: visits, posterior mass and the chains that reached each activation
-    pattern; for the ``max_cells`` most visited cells and every cell holding a census minimum,
-    the cell's least-squares minimum, Liu's genuine-minimum LP (free signs and his z > 0
-    variant) and his sampled unit-cell diameters; Cover's count of the cells and Good-Turing
-    estimates of the mass never visited. Memory: one draw block plus the distinct cells."""
-    layout = target.mlp.layout
-    X, y = target.X, np.asarray(target.y, dtype=np.float64)[:, 0]
-    n, d = X.shape
-    K = layout.sizes[1]
-    output_bias = layout.layers[1].has_bias
+def _visited_cells(store, layout, X, mean_loss, good, dpb):
+    """Every cell the draws visit, most visited first (ties by pattern): its key, visits, good
+    visits, chains that reached it, lowest mean loss and the flat index of that draw. One
+    pass over the store, one draw block in memory with the distinct cells."""
     n_chains, n_draws, _ = store.theta.shape
-    mean_loss, good = draws.good_mask(store, good_threshold)
-    dpb = streaming.draws_per_block(store.theta.shape, draw_block, max_block_mb)
     seen, pairs = None, None  # (cell, chain) incidences
     for d0, d1, rows in streaming.iter_draw_blocks(store.theta, dpb):
         flat = streaming.block_flat(n_draws, d0, d1, n_chains)
@@ -440,24 +418,106 @@ def run_cells(
     pair_keys = _void(pairs.view(np.uint8).reshape(len(pairs), -1)[:, :width])
     chains = np.bincount(np.searchsorted(keys, pair_keys), minlength=len(keys))
     order = np.lexsort((keys, -visits))  # most visited first; ties by pattern
-    keys, visits, good_visits, chains = (
-        keys[order],
-        visits[order],
-        good_visits[order],
-        chains[order],
+    return tuple(x[order] for x in (keys, visits, good_visits, chains, lowest, lowest_flat))
+
+
+def _with_census_cells(cells, census_keys):
+    """``cells`` (as :func:`_visited_cells` gives them) with the cells of census minima no draw
+    visited appended, unvisited."""
+    keys, visits, good_visits, chains, lowest, lowest_flat = cells
+    extra = np.setdiff1d(census_keys, keys)
+    zeros = np.zeros(len(extra))
+    return (
+        np.concatenate([keys, extra]),
+        np.r_[visits, zeros],
+        np.r_[good_visits, zeros],
+        np.r_[chains, zeros.astype(int)],
+        np.r_[lowest, np.full(len(extra), np.nan)],
+        np.r_[lowest_flat, np.full(len(extra), -1)],
     )
-    lowest, lowest_flat = lowest[order], lowest_flat[order]
+
+
+def _census_consistency(cell_of_census: dict, minima_rows: pd.DataFrame, table: pd.DataFrame):
+    """Per census minimum: its cell, and whether it is that cell's genuine minimum (a box KKT
+    point need not be: the wall stops it first)."""
+    by_cell = table.set_index("cell")
+    census_rows = minima_rows.set_index("id")
+    out = []
+    for i, c in cell_of_census.items():
+        kind = census_rows.loc[i, "classification"]
+        loss = float(census_rows.loc[i, "mean_loss"])
+        cell_loss = float(by_cell.loc[c, "cell_loss"])
+        in_genuine_cell = bool(by_cell.loc[c, "genuine"])
+        out.append(
+            {
+                "id": i,
+                "cell": c,
+                "classification": kind,
+                "mean_loss": loss,
+                "cell_loss": cell_loss,
+                "genuine": in_genuine_cell,
+                "consistent": kind == minima.WALL
+                or (in_genuine_cell and abs(cell_loss - loss) <= 1e-8 * max(1, loss)),
+            }
+        )
+    return out
+
+
+def _cell_row(X, y, target, pattern, representative, directions, output_bias) -> dict:
+    """What one examined cell is: its least-squares minimum, Liu's LP (free signs, z > 0) and
+    the mean diameter of its unit cells around ``representative``."""
+    free, liu = both_variants(X, y, pattern, target.box, output_bias=output_bias)
+    Wa, _ = unit_weights(representative, target.mlp.layout)
+    diam = unit_diameters(Wa[0], X, directions)
+    closed = diam[np.isfinite(diam)]
+    return {
+        "active_fraction": float(pattern.mean()),
+        "cell_loss": free["loss"],
+        "unique": free["unique"],
+        "genuine": free["genuine"],
+        "margin": free["t"],
+        "signs": "".join("+" if s > 0 else "-" for s in free["signs"] or []),
+        "genuine_z_positive": liu["genuine"],
+        "mean_unit_diameter": float(closed.mean()) if closed.size else np.inf,
+        "open_units": int((~np.isfinite(diam)).sum()),
+    }
+
+
+def run_cells(
+    target: model.Target,
+    store,
+    census_table: pd.DataFrame,
+    census_points: np.ndarray,
+    *,
+    good_threshold: float,
+    max_cells: int,
+    directions_per_dim: int,
+    seed: int,
+    draw_block: int,
+    max_block_mb: float,
+) -> tuple[pd.DataFrame, dict]:
+    """Liu's cells of a one-hidden-layer ReLU network with squared loss, from every draw and
+    census minimum: visits, posterior mass and the chains that reached each activation
+    pattern; for the ``max_cells`` most visited cells and every cell holding a census minimum,
+    the cell's least-squares minimum, Liu's genuine-minimum LP (free signs and his z > 0
+    variant) and his sampled unit-cell diameters; Cover's count of the cells and Good-Turing
+    estimates of the mass never visited. Memory: one draw block plus the distinct cells."""
+    layout = target.mlp.layout
+    X, y = target.X, np.asarray(target.y, dtype=np.float64)[:, 0]
+    n, d = X.shape
+    K = layout.sizes[1]
+    output_bias = layout.layers[1].has_bias
+    n_chains = store.theta.shape[0]
+    mean_loss, good = draws.good_mask(store, good_threshold)
+    dpb = streaming.draws_per_block(store.theta.shape, draw_block, max_block_mb)
+    visited = _visited_cells(store, layout, X, mean_loss, good, dpb)
 
     minima_rows = census_table[minima.census_minima(census_table)]
     census_ids = minima_rows["id"].astype(int).to_numpy()
     census_theta = np.asarray(census_points, dtype=np.float64)[census_ids]
-    census_keys = _cell_keys(census_theta, layout, X) if len(census_ids) else keys[:0]
-    extra = np.setdiff1d(census_keys, keys)
-    keys = np.concatenate([keys, extra])
-    zeros = np.zeros(len(extra))
-    visits, good_visits = np.r_[visits, zeros], np.r_[good_visits, zeros]
-    chains, lowest = np.r_[chains, zeros.astype(int)], np.r_[lowest, np.full(len(extra), np.nan)]
-    lowest_flat = np.r_[lowest_flat, np.full(len(extra), -1)]
+    census_keys = _cell_keys(census_theta, layout, X) if len(census_ids) else visited[0][:0]
+    cells = _with_census_cells(visited, census_keys)
+    keys, visits, good_visits, chains, lowest, lowest_flat = cells
     cell_of_census = {int(i): int(np.flatnonzero(keys == k)[0])
                       for i, k in zip(census_ids, census_keys, strict=True)}  # fmt: skip
     examined = sorted(set(range(min(max_cells, len(keys)))) | set(cell_of_census.values()))
@@ -474,10 +534,6 @@ def run_cells(
     rows = []
     for c in examined:
         pattern = np.unpackbits(keys[c : c + 1].view(np.uint8))[: n * K].reshape(n, K).astype(bool)
-        free, liu = both_variants(X, y, pattern, target.box, output_bias=output_bias)
-        Wa, _ = unit_weights(reps[c], layout)
-        diam = unit_diameters(Wa[0], X, directions)
-        closed = diam[np.isfinite(diam)]
         rows.append(
             {
                 "cell": c,
@@ -487,41 +543,13 @@ def run_cells(
                 "mass": visits[c] / total if total else 0.0,
                 "lowest_loss": lowest[c],
                 "census_ids": " ".join(str(i) for i, cc in cell_of_census.items() if cc == c),
-                "active_fraction": float(pattern.mean()),
-                "cell_loss": free["loss"],
-                "unique": free["unique"],
-                "genuine": free["genuine"],
-                "margin": free["t"],
-                "signs": "".join("+" if s > 0 else "-" for s in free["signs"] or []),
-                "genuine_z_positive": liu["genuine"],
-                "mean_unit_diameter": float(closed.mean()) if closed.size else np.inf,
-                "open_units": int((~np.isfinite(diam)).sum()),
+                **_cell_row(X, y, target, pattern, reps[c], directions, output_bias),
                 "representative": "draw" if lowest_flat[c] >= 0 else "census",
                 "pattern": pattern_text(pattern),
             }
         )
     table = pd.DataFrame(rows, columns=CELLS_COLUMNS)
-    by_cell = table.set_index("cell")
-    census_rows = minima_rows.set_index("id")
-    consistency = []
-    for i, c in cell_of_census.items():
-        kind = census_rows.loc[i, "classification"]
-        loss = float(census_rows.loc[i, "mean_loss"])
-        cell_loss = float(by_cell.loc[c, "cell_loss"])
-        in_genuine_cell = bool(by_cell.loc[c, "genuine"])
-        consistency.append(
-            {
-                "id": i,
-                "cell": c,
-                "classification": kind,
-                "mean_loss": loss,
-                "cell_loss": cell_loss,
-                "genuine": in_genuine_cell,
-                # a box KKT point need not be a cell minimum: the wall stops it first
-                "consistent": kind == minima.WALL
-                or (in_genuine_cell and abs(cell_loss - loss) <= 1e-8 * max(1, loss)),
-            }
-        )
+    consistency = _census_consistency(cell_of_census, minima_rows, table)
     meta = {
         "n_points": n,
         "n_features": d,

@@ -51,6 +51,71 @@ def select_census_starts(
     return idx[order], src[order]
 
 
+KEY_MEANING = {
+    "logits": "ends merged when the network's centred logits on the data and on 64 "
+    "probe inputs agree (they do not saturate, unlike the softmax)",
+    "outputs": "ends merged when the network's softmax outputs on the data agree",
+    "canonical": "ends merged when their canonical forms agree (symmetry.canonicalize)",
+}
+CLASSES = {
+    minima.WALL: "a coordinate on the box wall with the loss falling outward: a KKT "
+    "point of the box-constrained problem, not a critical point of U; its place and U "
+    "follow the box size (box_dependence). For cross-entropy, once some parameters "
+    "classify every point the loss has its infimum at infinity, so low points inside "
+    "the box end on the wall; model.loss: squared has interior minima",
+}
+N_FLAT_MEANING = (
+    "points with at most one eigenvalue above the resolution of central "
+    "differences (1e-8): saturated networks whose loss is flat on the way to its infimum, "
+    "not isolated minima"
+)
+
+
+def _merge_key(target, key: str, seed: int):
+    """What two ends must share to be one critical point (``landscape.census.key``)."""
+    mlp = target.mlp
+    return {
+        "logits": lambda: minima.target_logits(target, seed=seed),
+        "outputs": lambda: minima.target_outputs(target),
+        "canonical": lambda: symmetry.canonical_transform(
+            mlp.sizes, mlp.activation, mlp.loss, mlp.bias
+        ),
+    }[key]()
+
+
+def _box_dependence(c: minima.Census, target, **optimiser) -> list[dict]:
+    """Every box KKT point re-optimised in smaller and larger boxes."""
+    return [
+        {
+            "id": row["id"],
+            **minima.box_dependence(target.U_and_grad, point, target.box, **optimiser),
+        }
+        for row, point in zip(c.table, c.points, strict=True)
+        if row["classification"] == minima.WALL
+    ]
+
+
+def _saddle_reading(c, n_starts: int, search: bool, asked: bool, p: int, dense_max: int) -> str:
+    if search:
+        return (
+            f"least squares on the gradient from the same {n_starts} starts: "
+            f"{c.roots_found} ended at an interior critical point (n_roots per point)"
+        )
+    if not asked:
+        return "off"
+    return f"skipped: p = {p} > dense_max = {dense_max} (it needs a dense Hessian)"
+
+
+def _spectrum_reading(p: int, dense_max: int, n_eig: int) -> str:
+    if p <= dense_max:
+        return f"dense Hessian, every eigenvalue: {p} <= dense_max"
+    return (
+        f"eigsh: the {n_eig} smallest and {n_eig} largest eigenvalues "
+        f"(free coordinates > dense_max = {dense_max}); index and n_zero count only "
+        "among them (index_exact, n_zero_exact say when they are lower bounds)"
+    )
+
+
 def run_census(
     store,
     target: model.Target,
@@ -95,14 +160,7 @@ def run_census(
         **blocks,
     )
     starts = streaming.RowView(store.theta, None, **blocks)[idx]
-    mlp = target.mlp
-    merge_key = {
-        "logits": lambda: minima.target_logits(target, seed=seed),
-        "outputs": lambda: minima.target_outputs(target),
-        "canonical": lambda: symmetry.canonical_transform(
-            mlp.sizes, mlp.activation, mlp.loss, mlp.bias
-        ),
-    }[key]()
+    merge_key = _merge_key(target, key, seed)
     p = int(store.theta.shape[2])
     # the gradient-root search needs a dense Hessian per iteration
     search = bool(saddle_search and p <= dense_max)
@@ -132,29 +190,11 @@ def run_census(
     table["good"] = table["mean_loss"] < good_threshold
     cooper = _cooper_columns(table, c.points, target, dense_max)
     _, good = draws.good_mask(store, good_threshold)
-    walls = []
-    for row, point in zip(c.table, c.points, strict=True):
-        if row["classification"] == minima.WALL:
-            dep = minima.box_dependence(
-                target.U_and_grad, point, target.box, gtol=gtol, maxiter=maxiter,
-                n_restarts=n_restarts,
-            )  # fmt: skip
-            walls.append({"id": row["id"], **dep})
+    walls = _box_dependence(c, target, gtol=gtol, maxiter=maxiter, n_restarts=n_restarts)
     meta = {
         "key": key,
-        "key_meaning": {
-            "logits": "ends merged when the network's centred logits on the data and on 64 "
-            "probe inputs agree (they do not saturate, unlike the softmax)",
-            "outputs": "ends merged when the network's softmax outputs on the data agree",
-            "canonical": "ends merged when their canonical forms agree (symmetry.canonicalize)",
-        }[key],
-        "classes": {
-            minima.WALL: "a coordinate on the box wall with the loss falling outward: a KKT "
-            "point of the box-constrained problem, not a critical point of U; its place and U "
-            "follow the box size (box_dependence). For cross-entropy, once some parameters "
-            "classify every point the loss has its infimum at infinity, so low points inside "
-            "the box end on the wall; model.loss: squared has interior minima",
-        },
+        "key_meaning": KEY_MEANING[key],
+        "classes": CLASSES,
         "box_dependence": walls,
         "box_reading": _box_reading(walls),
         "clustering_coordinates": coordinates_name,
@@ -162,29 +202,14 @@ def run_census(
         "starts_by_source": {s: int((src == s).sum()) for s in np.unique(src)},
         "n_good_draws": int(good.sum()),
         "counts": minima.summary(c),
-        "saddle_search": (
-            f"least squares on the gradient from the same {len(idx)} starts: "
-            f"{c.roots_found} ended at an interior critical point (n_roots per point)"
-            if search
-            else "off"
-            if not saddle_search
-            else f"skipped: p = {p} > dense_max = {dense_max} (it needs a dense Hessian)"
-        ),
+        "saddle_search": _saddle_reading(c, len(idx), search, saddle_search, p, dense_max),
         "index_counts": minima.index_counts(c),
         "n_flat": sum(
             r["classification"] != "not converged" and r["n_free"] - r["n_zero"] <= 1
             for r in c.table
         ),
-        "n_flat_meaning": "points with at most one eigenvalue above the resolution of central "
-        "differences (1e-8): saturated networks whose loss is flat on the way to its infimum, "
-        "not isolated minima",
-        "spectrum": (
-            f"dense Hessian, every eigenvalue: {p} <= dense_max"
-            if p <= dense_max
-            else f"eigsh: the {n_eig} smallest and {n_eig} largest eigenvalues "
-            f"(free coordinates > dense_max = {dense_max}); index and n_zero count only "
-            "among them (index_exact, n_zero_exact say when they are lower bounds)"
-        ),
+        "n_flat_meaning": N_FLAT_MEANING,
+        "spectrum": _spectrum_reading(p, dense_max, n_eig),
         "memory": draws.row_budget(p, max_mb, max_points=max_points),
         "cooper": cooper,
     }

@@ -356,6 +356,55 @@ def _spanning_edges(M: np.ndarray) -> list[tuple[int, int]]:
     return sorted((int(min(i, j)), int(max(i, j))) for i, j in zip(tree.row, tree.col, strict=True))
 
 
+def _straight_maxima(target, X: np.ndarray, node_U: np.ndarray) -> np.ndarray:
+    """``(n, n)``: each node's U on the diagonal, the highest U on each pair's segment off it."""
+    n = len(X)
+    M = np.full((n, n), np.inf)
+    np.fill_diagonal(M, node_U)
+    for i in range(n):
+        for j in range(i + 1, n):
+            M[i, j] = M[j, i] = line_max(target.U_and_grad, X[i], X[j])[0]
+    return M
+
+
+def _refine_pair(target, a, b, straight: float, level_U: float, dss_budget: dict, **string_kw):
+    """One pair beyond its segment: Dynamic String Sampling at ``level_U``, the string method
+    from its beads, and DSS to the nearest symmetric copy of ``b``. Returns the lowest known
+    path maximum (U), the table's path columns (mean loss), the profiles and the symmetry
+    search's method."""
+    U_and_grad, box = target.U_and_grad, target.box
+    per_point = float(target.mean_loss(np.float64(1.0)))  # mean loss per unit of U
+    dss = dynamic_string(U_and_grad, a, b, level_U, box, **dss_budget)
+    string = string_barrier(U_and_grad, dss["beads"], box, **string_kw)
+    best = min(straight, string["path_max"])
+    if dss["connected"]:
+        best = min(best, dss["path_max"])
+    mlp = target.mlp
+    copy, sym_method = symmetry.nearest_copy(
+        a, b, mlp.sizes, activation=mlp.activation, loss=mlp.loss, bias=mlp.bias
+    )
+    sym = dynamic_string(U_and_grad, a, copy, level_U, box, **dss_budget)
+    row = {
+        "connected": dss["connected"],
+        "dss_path_max": dss["path_max"] * per_point,
+        "n_beads": dss["n_beads"],
+        "normalised_length": dss["normalised_length"],
+        "string_path_max": string["path_max"] * per_point,
+        "status": dss["status"],
+        "sym_distance_ratio": float(np.linalg.norm(copy - a) / max(np.linalg.norm(b - a), 1e-300)),
+        "sym_straight_max": line_max(U_and_grad, a, copy)[0] * per_point,
+        "sym_connected": sym["connected"],
+        "sym_dss_path_max": sym["path_max"] * per_point,
+        "sym_status": sym["status"],
+    }
+    profile = {
+        "straight": _line_profile(target, a, b, per_point),
+        "dss": _path_profile(target, dss["beads"], per_point),
+        "string": _path_profile(target, string["images"], per_point),
+    }
+    return best, row, profile, sym_method
+
+
 def run_connect(
     target: model.Target,
     census_table: pd.DataFrame,
@@ -403,18 +452,12 @@ def run_connect(
         return pd.DataFrame(columns=CONNECT_COLUMNS), meta
     X = np.asarray(census_points, dtype=np.float64)[pick["id"].to_numpy()]
     node_U = np.asarray(target.U(X), dtype=np.float64)
-    n = len(X)
-    M = np.full((n, n), np.inf)
-    np.fill_diagonal(M, node_U)
-    for i in range(n):
-        for j in range(i + 1, n):
-            M[i, j] = M[j, i] = line_max(target.U_and_grad, X[i], X[j])[0]
+    M = _straight_maxima(target, X, node_U)
     straight = M.copy()
     rows, profiles, done, refined = [], [], set(), []
     level_U = level / per_point
     dss_budget = dict(alpha=alpha, max_depth=max_depth, max_beads=max_beads, maxiter=maxiter)
-    mlp = target.mlp
-    near_kw = dict(activation=mlp.activation, loss=mlp.loss, bias=mlp.bias)
+    sym_method = None
     while len(done) < max_pairs:
         todo = [e for e in _spanning_edges(M) if e not in done]
         if not todo:
@@ -422,48 +465,18 @@ def run_connect(
         for i, j in todo[: max_pairs - len(done)]:
             done.add((i, j))
             refined.append((i, j))
-            dss = dynamic_string(target.U_and_grad, X[i], X[j], level_U, target.box, **dss_budget)
-            string = string_barrier(
-                target.U_and_grad, dss["beads"], target.box, n_images=n_images, n_iter=n_iter
-            )
-            best = min(straight[i, j], string["path_max"])
-            if dss["connected"]:
-                best = min(best, dss["path_max"])
+            best, row, profile, sym_method = _refine_pair(
+                target, X[i], X[j], straight[i, j], level_U, dss_budget,
+                n_images=n_images, n_iter=n_iter,
+            )  # fmt: skip
             M[i, j] = M[j, i] = best
-            copy, sym_method = symmetry.nearest_copy(X[i], X[j], mlp.sizes, **near_kw)
-            sym = dynamic_string(target.U_and_grad, X[i], copy, level_U, target.box, **dss_budget)
+            ids = {"node_a": int(pick["id"].iloc[i]), "node_b": int(pick["id"].iloc[j])}
             rows.append(
-                {
-                    "node_a": int(pick["id"].iloc[i]),
-                    "node_b": int(pick["id"].iloc[j]),
-                    "loss_a": node_U[i] * per_point,
-                    "loss_b": node_U[j] * per_point,
-                    "straight_max": straight[i, j] * per_point,
-                    "level": level,
-                    "connected": dss["connected"],
-                    "dss_path_max": dss["path_max"] * per_point,
-                    "n_beads": dss["n_beads"],
-                    "normalised_length": dss["normalised_length"],
-                    "string_path_max": string["path_max"] * per_point,
-                    "barrier": (best - max(node_U[i], node_U[j])) * per_point,
-                    "status": dss["status"],
-                    "sym_distance_ratio": float(
-                        np.linalg.norm(copy - X[i]) / max(np.linalg.norm(X[j] - X[i]), 1e-300)
-                    ),
-                    "sym_straight_max": line_max(target.U_and_grad, X[i], copy)[0] * per_point,
-                    "sym_connected": sym["connected"],
-                    "sym_dss_path_max": sym["path_max"] * per_point,
-                    "sym_status": sym["status"],
-                }
-            )
-            profiles.append(
-                {
-                    "pair": [rows[-1]["node_a"], rows[-1]["node_b"]],
-                    "straight": _line_profile(target, X[i], X[j], per_point),
-                    "dss": _path_profile(target, dss["beads"], per_point),
-                    "string": _path_profile(target, string["images"], per_point),
-                }
-            )
+                {**ids, "loss_a": node_U[i] * per_point, "loss_b": node_U[j] * per_point,
+                 "straight_max": straight[i, j] * per_point, "level": level, **row,
+                 "barrier": (best - max(node_U[i], node_U[j])) * per_point}
+            )  # fmt: skip
+            profiles.append({"pair": [ids["node_a"], ids["node_b"]], **profile})
     path_max = M * per_point
     # from the lowest node to a little above the level where the known paths join them all
     top = max(path_max[i, j] for i, j in _spanning_edges(M))
