@@ -73,7 +73,7 @@ def test_shared_pipeline_null_gives_the_table_computed_alone():
     rng = np.random.default_rng(12)
     theta = rng.uniform(-3, 3, size=(200, 6))
     loss = rng.random(200)
-    kw = {"seed": 3, "n_boot": 5, "n_null": 6, "k1": 5, "k2": 10, "kpca": {"max_exact": 150}}
+    kw = {"seed": 3, "n_boot": 5, "n_null": 6, "k1": 5, "k2": 10, "kpca": dimension.Pipeline(max_draws=150)}
     alone = dimension.dimension_table(theta, loss, 0.5, 3.0, **kw)
     shared = dimension.pipeline_uniform_null(6, 150, 6, 3.0, seed=3)
     assert shared.shape == (6, 150, 3)
@@ -171,7 +171,7 @@ def test_wide_clouds_gram_path_equals_the_row_path():
     assert g["twonn"] == pytest.approx(dimension.twonn(X, 0.1, n_boot=1)["value"], rel=1e-8)
     assert g["mle"] == pytest.approx(dimension.mle(X, 5, 10, n_boot=1)["value"], rel=1e-8)
     assert g["pca_ev2"] == pytest.approx(svd, rel=1e-10)
-    kw = {"n_null": 4, "n_boot": 5, "k1": 5, "k2": 10, "kpca": {"max_exact": 100}}
+    kw = {"n_null": 4, "n_boot": 5, "k1": 5, "k2": 10, "kpca": dimension.Pipeline(max_draws=100)}
     calls = []
 
     def grams(subsets):

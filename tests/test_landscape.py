@@ -146,7 +146,7 @@ def test_uniform_null_is_mapped_like_the_data():
     canon = lambda x: symmetry.canonicalize(x, SIZES)  # noqa: E731
     theta = canon(rng.uniform(-5, 5, size=(400, P)))
     ml = rng.uniform(0, 1, size=400)
-    kw = {"n_null": 3, "n_boot": 5, "kpca": {"max_exact": 100}}
+    kw = {"n_null": 3, "n_boot": 5, "kpca": dimension.Pipeline(max_draws=100)}
     raw = dimension.dimension_table(theta, ml, 0.5, 5.0, **kw)
     mapped = dimension.dimension_table(theta, ml, 0.5, 5.0, null_transform=canon, **kw)
 

@@ -613,6 +613,18 @@ def _estimate(r: dict) -> tuple:
     return (r["value"], *(r[k] for k in ENDS))
 
 
+@dataclass(frozen=True)
+class Pipeline:
+    """The report's pipeline as the dimension table measures it: RBF kernel PCA of (at most
+    ``max_draws``) draws to ``n_kpca`` components, then linear PCA of the good ones to
+    ``n_pca``; ``gamma`` None = 1 / (p * mean variance)."""
+
+    n_kpca: int = 3
+    n_pca: int = 2
+    gamma: float | None = None
+    max_draws: int = 2000
+
+
 def dimension_table(
     theta,
     mean_loss,
@@ -627,7 +639,7 @@ def dimension_table(
     discard: float = 0.1,
     k1: int = 10,
     k2: int = 20,
-    kpca: dict | None = None,
+    kpca: Pipeline = Pipeline(),
     max_points: int = 2000,
     null_transform=None,
     subset_grams=None,
@@ -647,7 +659,7 @@ def dimension_table(
     range over ``n_null`` null replicates. ``p_null``: two-sided rank p-value of the value
     among the null replicates; verdict "explained by construction" when ``p_null > alpha``, and
     "cannot be decided" when fewer than ``2 / alpha - 1`` replicates could never reject.
-    ``kpca``: keyword arguments of :func:`pipeline_ev`. At most ``max_points`` good draws
+    ``kpca``: the report's pipeline (:class:`Pipeline`). At most ``max_points`` good draws
     (random subset, fixed seed) enter the good-draw statistics. ``null_transform`` maps uniform
     null points ``(m, p)`` into the coordinates ``theta`` is in (e.g. canonicalisation), so
     both sides are measured alike.
@@ -675,7 +687,6 @@ def dimension_table(
 
     mean_loss = np.asarray(mean_loss, dtype=np.float64)
     n, p = theta.shape
-    kpca = {"seed": seed, **(kpca or {})}
     good = mean_loss < threshold
     n_good = int(good.sum())
     # read only subsets of theta: it may be an on-disk array with p up to 1e5
@@ -686,7 +697,7 @@ def dimension_table(
     m = len(G)
     # repeated positions (rejected proposals) do not count: the neighbour estimates drop them
     enough = m > 0 and len(_unique(G)) > k2 + 1
-    n_pipe = min(n, kpca.get("max_exact", 2000))
+    n_pipe = min(n, kpca.max_draws)
     pipe_idx = np.arange(n) if n_pipe == n else rng.choice(n, size=n_pipe, replace=False)
     T, T_loss = _rows(theta, pipe_idx), mean_loss[np.sort(pipe_idx)]
     T_good = T_loss < threshold
@@ -724,13 +735,11 @@ def dimension_table(
         _, lo, hi = _interval(boots)
         mcse = (quantile_mcse(boots, q) for q in QUANTILES)
         real[f"pca_ev{k_pca}"] = (ev, lo, hi, *mcse)
-    pipe_name = f"pipeline_ev{kpca.get('n_pca', 2)}"
-    n_kpca, n_pca = kpca.get("n_kpca", 3), kpca.get("n_pca", 2)
+    pipe_name = f"pipeline_ev{kpca.n_pca}"
+    n_kpca, n_pca = kpca.n_kpca, kpca.n_pca
     # one embedding of the real draws serves the real value and every shuffled-energy
     # replicate: only which draws count as good changes between them
-    t_embedding = functools.cache(
-        lambda: pipeline_embedding(T, n_kpca, kpca.get("gamma"), kpca["seed"])
-    )
+    t_embedding = functools.cache(lambda: pipeline_embedding(T, n_kpca, kpca.gamma, seed))
     # no bootstrap here: duplicated draws bias kernel PCA; the null spread carries the noise
     real[pipe_name] = (good_ev(t_embedding, T_good, n_pca), *(float("nan") for _ in ENDS))
 
@@ -739,7 +748,7 @@ def dimension_table(
         if pipeline_null is not None and pipeline_null.shape == (n_null, n_pipe, n_kpca):
             return pipeline_null
         return pipeline_uniform_null(
-            n_null, n_pipe, p, box, n_kpca, kpca.get("gamma"), kpca["seed"], null_transform
+            n_null, n_pipe, p, box, n_kpca, kpca.gamma, seed, null_transform
         )
 
     # null replicates

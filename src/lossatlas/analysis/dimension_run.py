@@ -9,6 +9,7 @@ draws. Every function copes with few or no good draws: rows say ``skipped: n_goo
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 
 import numpy as np
@@ -42,7 +43,7 @@ def dimension_rows(
     good_threshold: float,
     box: float,
     seed: int,
-    kpca: dict,
+    kpca: dimension.Pipeline,
     draw_block: int,
     max_block_mb: float,
     max_points: int,
@@ -83,7 +84,7 @@ def dimension_rows(
     if len(distinct) > max_points:
         distinct = distinct[:max_points]  # only needed to say why a row is skipped
     n_distinct = len(np.unique(rows_view[distinct], axis=0)) if len(distinct) else 0
-    kpca = {**kpca, "max_exact": budget["pipeline_max_draws"]["used"]}
+    kpca = dataclasses.replace(kpca, max_draws=budget["pipeline_max_draws"]["used"])
     # wide clouds of raw draws (large p): shuffled nulls from one streamed pass, see _subset_grams
     wide = transform is None and rows_view.shape[1] > max_points
     grams = partial(_subset_grams, store.theta, max_mb) if wide else None
@@ -114,13 +115,13 @@ def dimension_rows(
         laplace=laplace,
         pipeline_null=pipeline_null,
     )
-    need = {"pipeline": kpca["n_pca"] + 1, "other": mle_k2 + 2}
+    need = {"pipeline": kpca.n_pca + 1, "other": mle_k2 + 2}
     for r in rows:
         if not np.isfinite(r["value"]) and not r["verdict"].startswith("not computed: about"):
             if r["statistic"].startswith("pipeline"):
                 why = (
                     f"the pipeline needs >= {need['pipeline']} good draws among its "
-                    f"{min(len(ml), kpca['max_exact'])} draws"
+                    f"{min(len(ml), kpca.max_draws)} draws"
                 )
             else:
                 why = f"{n_distinct} distinct; needs >= {need['other']}"

@@ -68,11 +68,13 @@ READS: dict[str, tuple[str, ...]] = {
 
 def dimension_arguments(s: Mapping) -> dict[str, Any]:
     """Keyword arguments of :func:`lossatlas.analysis.dimension_run.dimension_rows`."""
-    kpca = {
-        "n_kpca": s["reduce"]["kpca"]["n_components"],
-        "n_pca": s["reduce"]["pca"]["n_components"],
-        "gamma": s["reduce"]["kpca"]["gamma"],
-    }
+    from lossatlas.analysis.dimension import Pipeline
+
+    kpca = Pipeline(
+        n_kpca=s["reduce"]["kpca"]["n_components"],
+        n_pca=s["reduce"]["pca"]["n_components"],
+        gamma=s["reduce"]["kpca"]["gamma"],
+    )
     return {
         "coordinates": s["coordinates"],
         "good_threshold": s["target"]["good_threshold"],
