@@ -613,6 +613,148 @@ def _estimate(r: dict) -> tuple:
     return (r["value"], *(r[k] for k in ENDS))
 
 
+def _too_few_note(m: int, window: int, k2: int) -> str | None:
+    """Why the lagged neighbour statistics of ``m`` good draws are not computed, or None."""
+    # about this many of the good draws are independent once autocorrelation counts
+    effective = m / max(1, window)
+    if effective > k2 + 1:
+        return None
+    return (
+        f"not computed: about {effective:.0f} effectively independent good draws (a lag "
+        f"window of {window} draws, from the ESS of U) and neighbour statistics need more "
+        f"than {k2 + 1}; run longer chains (the *_naive rows read autocorrelated draws)"
+    )
+
+
+def _good_values(G, too_few, lag, by_scale, seed, n_boot, n_null, k_pca, discard, k1, k2):
+    """The good draws' TwoNN and MLE (lag-windowed when ``lag``; ``*_naive`` beside them) and
+    the top-``k_pca`` PCA share, each ``(value, lo, hi, lo_mcse, hi_mcse)``."""
+    m = len(G)
+    if too_few:
+        missing = (np.nan, *(np.nan for _ in ENDS))
+        real = {"twonn": missing, "mle": missing}
+    else:
+        r1, r2 = twonn_and_mle(G, discard, k1, k2, n_boot, seed, **lag)
+        real = {k: _estimate(r) for k, r in (("twonn", r1), ("mle", r2))}
+    if lag:
+        r1, r2 = twonn_and_mle(G, discard, k1, k2, n_boot, seed)
+        real["twonn_naive"], real["mle_naive"] = _estimate(r1), _estimate(r2)
+    if by_scale is not None:
+        by_scale.update(dimension_by_scale(G, k2, **lag))
+    ev = _top_k_ratio(G, k_pca)
+    br = _rng(seed)
+    boots = [_top_k_ratio(G[br.integers(0, m, m)], k_pca) for _ in range(n_null)]
+    _, lo, hi = _interval(boots)
+    mcse = (quantile_mcse(boots, q) for q in QUANTILES)
+    real[f"pca_ev{k_pca}"] = (ev, lo, hi, *mcse)
+    return real
+
+
+def _shuffled_picks(n_null: int, seed: int, n: int, m: int, p: int, box: float) -> list:
+    """The shuffled null's subsets of each replicate, drawn as :func:`dimension_table` draws
+    them (after that replicate's uniform cloud, from the same stream)."""
+    picks = []
+    for r in range(n_null):
+        rs = _rng([seed, r])
+        null_uniform(m, p, box, rs)
+        picks.append(np.sort(rs.choice(n, size=m, replace=False)))
+    return picks
+
+
+def _null_lag(where, m: int, chains, steps, window: int) -> dict:
+    """A null cloud's chains and steps: the shuffled subset's own (``where``), else each
+    point a chain of its own (independent draws)."""
+    return {
+        "chains": np.arange(m) if where is None else np.asarray(chains)[where],
+        "steps": np.zeros(m, dtype=np.int64) if where is None else np.asarray(steps)[where],
+        "window": window,
+    }
+
+
+def _cloud_values(cloud, gram, wide: bool, iid: bool, lagged: bool, lag: dict, k_pca, *fit):
+    """The statistics of one null cloud (``gram``: its Gram matrix, when the cloud itself was
+    never read): from one n x n Gram matrix when the cloud is ``wide`` (fewer rows than
+    parameters), else by neighbour searches; ``*_naive`` too when the real draws are
+    ``lagged``. ``fit``: TwoNN's discarded fraction and the MLE's k1, k2."""
+    discard, k1, k2 = fit
+    if cloud is None or wide:
+        K = gram if cloud is None else cloud @ cloud.T
+        return gram_stats(K, k_pca, discard, k1, k2, **lag)
+    # independent draws have no lag window to keep out: one plain neighbour search serves
+    # both readings (the same neighbours; the sums in another order)
+    r1, r2 = twonn_and_mle(cloud, discard, k1, k2, 1, **({} if iid else lag))
+    values = {
+        "twonn": r1["value"],
+        "mle": r2["value"],
+        f"pca_ev{k_pca}": _top_k_ratio(cloud, k_pca),
+    }
+    if lagged:
+        if not iid:
+            r1, r2 = twonn_and_mle(cloud, discard, k1, k2, 1)
+        values["twonn_naive"] = r1["value"]
+        values["mle_naive"] = r2["value"]
+    return values
+
+
+def _laplace_note(laplace, replicates, m: int) -> str | None:
+    """Why the Laplace null has no rows, or None when it has them."""
+    if isinstance(laplace, str):
+        return f"not computed: {laplace}"
+    if laplace is None or replicates:
+        return None
+    rate = max(laplace.acceptance, default=0.0)
+    note = (
+        f"not computed: the truncation to the box and the good set keeps {rate:.2g} of the "
+        f"Laplace approximation's draws, too few for {m} per replicate"
+    )
+    if laplace.n_flat is not None:
+        flat, p_all = int(np.median(laplace.n_flat)), laplace.centres.shape[1]
+        note += (
+            f"; U is flat at its centres in a median {flat} of {p_all} directions (beta H "
+            "below the good draws' spread), so no quadratic basin describes the good set"
+        )
+    return note
+
+
+def _table_rows(real, nulls, used, pipe_name, floor, too_few, not_computed, alpha, n_good):
+    """A row per statistic and null: the value, its interval, the null's, p and verdict."""
+    rows = []
+    for stat, (value, lo, hi, lo_mcse, hi_mcse) in real.items():
+        for null in used:
+            if stat == pipe_name and null in ("gaussian", "laplace"):
+                continue  # the pipeline needs all draws, not only a cloud like the good ones
+            replicates = np.asarray(nulls[null].get(stat, []), dtype=float)
+            nv, nlo, nhi = _interval(replicates)
+            pn = _p_null(value, replicates)
+            n_finite = int(np.isfinite(replicates).sum())
+            rows.append(
+                {
+                    "statistic": stat,
+                    "value": value,
+                    "lo": lo,
+                    "hi": hi,
+                    "lo_mcse": lo_mcse,
+                    "hi_mcse": hi_mcse,
+                    "null": null,
+                    "null_value": nv,
+                    "null_lo": nlo,
+                    "null_hi": nhi,
+                    "null_lo_mcse": quantile_mcse(replicates, QUANTILES[0]),
+                    "null_hi_mcse": quantile_mcse(replicates, QUANTILES[1]),
+                    "p_null": pn,
+                    "p_null_mcse": p_mcse(pn, n_finite),
+                    "verdict": too_few
+                    if too_few and stat in ("twonn", "mle")
+                    else not_computed
+                    if null == "laplace" and not_computed
+                    else _verdict(value, null, nv, nlo, nhi, pn, alpha, n_finite)
+                    + (floor if stat == pipe_name else ""),
+                    "n_good": n_good,
+                }
+            )
+    return rows
+
+
 @dataclass(frozen=True)
 class Pipeline:
     """The report's pipeline as the dimension table measures it: RBF kernel PCA of (at most
@@ -625,6 +767,10 @@ class Pipeline:
     max_draws: int = 2000
 
 
+# Longer than the rest (about 110 lines of code) for one reason: each null replicate r draws
+# its uniform cloud and then the shuffled subset from one stream, _rng([seed, r]), in that
+# order, and the pipeline nulls from the same stream after them. The loop keeps that order
+# in one place; the measuring, the readings and the rows are functions of their own.
 def dimension_table(
     theta,
     mean_loss,
@@ -702,39 +848,15 @@ def dimension_table(
     T, T_loss = _rows(theta, pipe_idx), mean_loss[np.sort(pipe_idx)]
     T_good = T_loss < threshold
 
-    real = {}
     order = np.sort(idx)  # _rows reads in increasing order
     lag = {}
     if lagged:
         lag = {"chains": np.asarray(chains)[order], "steps": np.asarray(steps)[order]}
         lag["window"] = window
-    # about this many of the good draws are independent once autocorrelation counts
-    effective = m / max(1, window) if lagged else float(m)
-    too_few = None
-    if lagged and enough and effective <= k2 + 1:
-        too_few = (
-            f"not computed: about {effective:.0f} effectively independent good draws (a lag "
-            f"window of {window} draws, from the ESS of U) and neighbour statistics need more "
-            f"than {k2 + 1}; run longer chains (the *_naive rows read autocorrelated draws)"
-        )
+    too_few = _too_few_note(m, window, k2) if lagged and enough else None
+    real = {}
     if enough:
-        if too_few:
-            missing = (np.nan, *(np.nan for _ in ENDS))
-            real = {"twonn": missing, "mle": missing}
-        else:
-            r1, r2 = twonn_and_mle(G, discard, k1, k2, n_boot, seed, **lag)
-            real = {k: _estimate(r) for k, r in (("twonn", r1), ("mle", r2))}
-        if lagged:
-            r1, r2 = twonn_and_mle(G, discard, k1, k2, n_boot, seed)
-            real["twonn_naive"], real["mle_naive"] = _estimate(r1), _estimate(r2)
-        if by_scale is not None:
-            by_scale.update(dimension_by_scale(G, k2, **lag))
-        ev = _top_k_ratio(G, k_pca)
-        br = _rng(seed)
-        boots = [_top_k_ratio(G[br.integers(0, m, m)], k_pca) for _ in range(n_null)]
-        _, lo, hi = _interval(boots)
-        mcse = (quantile_mcse(boots, q) for q in QUANTILES)
-        real[f"pca_ev{k_pca}"] = (ev, lo, hi, *mcse)
+        real = _good_values(G, too_few, lag, by_scale, seed, n_boot, n_null, k_pca, discard, k1, k2)
     pipe_name = f"pipeline_ev{kpca.n_pca}"
     n_kpca, n_pca = kpca.n_kpca, kpca.n_pca
     # one embedding of the real draws serves the real value and every shuffled-energy
@@ -757,13 +879,7 @@ def dimension_table(
     nulls = {name: {} for name in used}
     grams = None
     if enough and subset_grams is not None:
-        # the replicates' shuffled subsets, drawn as the loop below draws them
-        picks = []
-        for r in range(n_null):
-            rs = _rng([seed, r])
-            null_uniform(m, p, box, rs)
-            picks.append(np.sort(rs.choice(n, size=m, replace=False)))
-        grams = subset_grams(picks)
+        grams = subset_grams(_shuffled_picks(n_null, seed, n, m, p, box))
     for r in range(n_null):
         rs = _rng([seed, r])
         for name in used:
@@ -789,33 +905,12 @@ def dimension_table(
             null_lag = {}
             if lagged:
                 where = np.sort(pick) if name == "shuffled" else None  # the others: iid
-                null_lag = {
-                    "chains": np.arange(m) if where is None else np.asarray(chains)[where],
-                    "steps": np.zeros(m, dtype=np.int64)
-                    if where is None
-                    else np.asarray(steps)[where],
-                    "window": window,
-                }
-            if enough and (cloud is None or m < p):
-                # wide clouds (large p): all three statistics from one n x n Gram matrix
-                K = grams[r] if cloud is None else cloud @ cloud.T
-                for stat, v in gram_stats(K, k_pca, discard, k1, k2, **null_lag).items():
-                    nulls[name].setdefault(stat, []).append(v)
-            elif enough:
-                # independent draws have no lag window to keep out: one plain neighbour search
-                # serves both readings (the same neighbours; the sums in another order)
-                iid = name != "shuffled"
-                r1, r2 = twonn_and_mle(cloud, discard, k1, k2, 1, **({} if iid else null_lag))
-                values = {
-                    "twonn": r1["value"],
-                    "mle": r2["value"],
-                    f"pca_ev{k_pca}": _top_k_ratio(cloud, k_pca),
-                }
-                if lagged:
-                    if not iid:
-                        r1, r2 = twonn_and_mle(cloud, discard, k1, k2, 1)
-                    values["twonn_naive"] = r1["value"]
-                    values["mle_naive"] = r2["value"]
+                null_lag = _null_lag(where, m, chains, steps, window)
+            if enough:
+                gram = grams[r] if cloud is None and grams is not None else None
+                values = _cloud_values(
+                    cloud, gram, m < p, name != "shuffled", lagged, null_lag, k_pca, discard, k1, k2
+                )
                 for stat, v in values.items():
                     nulls[name].setdefault(stat, []).append(v)
             del cloud
@@ -835,53 +930,5 @@ def dimension_table(
         f"; floor {n_pca}/{n_kpca} = {n_pca / n_kpca:.3g}: any {n_kpca}-D cloud keeps at least "
         f"that in its top {n_pca}, so pca_ev{k_pca} in the full space is the telling number"
     )
-    not_computed = None
-    if isinstance(laplace, str):
-        not_computed = f"not computed: {laplace}"
-    elif laplace is not None and not nulls["laplace"]:
-        rate = max(laplace.acceptance, default=0.0)
-        not_computed = (
-            f"not computed: the truncation to the box and the good set keeps {rate:.2g} of the "
-            f"Laplace approximation's draws, too few for {m} per replicate"
-        )
-        if laplace.n_flat is not None:
-            flat, p_all = int(np.median(laplace.n_flat)), laplace.centres.shape[1]
-            not_computed += (
-                f"; U is flat at its centres in a median {flat} of {p_all} directions (beta H "
-                "below the good draws' spread), so no quadratic basin describes the good set"
-            )
-    rows = []
-    for stat, (value, lo, hi, lo_mcse, hi_mcse) in real.items():
-        for null in used:
-            if stat == pipe_name and null in ("gaussian", "laplace"):
-                continue  # the pipeline needs all draws, not only a cloud like the good ones
-            replicates = np.asarray(nulls[null].get(stat, []), dtype=float)
-            nv, nlo, nhi = _interval(replicates)
-            pn = _p_null(value, replicates)
-            n_finite = int(np.isfinite(replicates).sum())
-            rows.append(
-                {
-                    "statistic": stat,
-                    "value": value,
-                    "lo": lo,
-                    "hi": hi,
-                    "lo_mcse": lo_mcse,
-                    "hi_mcse": hi_mcse,
-                    "null": null,
-                    "null_value": nv,
-                    "null_lo": nlo,
-                    "null_hi": nhi,
-                    "null_lo_mcse": quantile_mcse(replicates, QUANTILES[0]),
-                    "null_hi_mcse": quantile_mcse(replicates, QUANTILES[1]),
-                    "p_null": pn,
-                    "p_null_mcse": p_mcse(pn, n_finite),
-                    "verdict": too_few
-                    if too_few and stat in ("twonn", "mle")
-                    else not_computed
-                    if null == "laplace" and not_computed
-                    else _verdict(value, null, nv, nlo, nhi, pn, alpha, n_finite)
-                    + (floor if stat == pipe_name else ""),
-                    "n_good": n_good,
-                }
-            )
-    return rows
+    not_computed = _laplace_note(laplace, nulls.get("laplace"), m)
+    return _table_rows(real, nulls, used, pipe_name, floor, too_few, not_computed, alpha, n_good)

@@ -35,6 +35,44 @@ def _subset_grams(theta, max_mb: float, subsets) -> list[np.ndarray]:
     return grams
 
 
+NULL_MEANING = {
+    "uniform": "draws uniform in the box (mapped to the analysis coordinates)",
+    "shuffled": "the chain's own draws with energies shuffled (random good set)",
+    "gaussian": "independent draws with the good draws' mean and covariance",
+}
+
+
+def _say_skipped(rows, n_good, n_distinct, need, pipeline_draws, k_pca, nulls) -> list[dict]:
+    """``rows`` with each statistic that could not be computed saying why, and the neighbour
+    statistics' rows added when too few draws were good for dimension_table to make them."""
+    for r in rows:
+        if not np.isfinite(r["value"]) and not r["verdict"].startswith("not computed: about"):
+            if r["statistic"].startswith("pipeline"):
+                why = (
+                    f"the pipeline needs >= {need['pipeline']} good draws among its "
+                    f"{pipeline_draws} draws"
+                )
+            else:
+                why = f"{n_distinct} distinct; needs >= {need['other']}"
+            r["verdict"] = f"skipped: n_good={n_good} ({why})"
+    if any(r["statistic"] in ("twonn", "mle") for r in rows):
+        return rows
+    # dimension_table leaves the neighbour statistics out entirely when too few are good
+    nan = float("nan")
+    for stat in ("twonn", "mle", "twonn_naive", "mle_naive", f"pca_ev{k_pca}"):
+        for null in nulls:
+            rows.append(
+                {
+                    "statistic": stat, "value": nan, "lo": nan, "hi": nan, "null": null,
+                    "null_value": nan, "null_lo": nan, "null_hi": nan, "p_null": nan,
+                    "verdict": f"skipped: n_good={n_good} ({n_distinct} distinct; needs >= "
+                    f"{need['other']})",
+                    "n_good": n_good,
+                }
+            )  # fmt: skip
+    return rows
+
+
 def dimension_rows(
     store,
     transform: streaming.Transform | None,
@@ -116,36 +154,9 @@ def dimension_rows(
         pipeline_null=pipeline_null,
     )
     need = {"pipeline": kpca.n_pca + 1, "other": mle_k2 + 2}
-    for r in rows:
-        if not np.isfinite(r["value"]) and not r["verdict"].startswith("not computed: about"):
-            if r["statistic"].startswith("pipeline"):
-                why = (
-                    f"the pipeline needs >= {need['pipeline']} good draws among its "
-                    f"{min(len(ml), kpca.max_draws)} draws"
-                )
-            else:
-                why = f"{n_distinct} distinct; needs >= {need['other']}"
-            r["verdict"] = f"skipped: n_good={n_good} ({why})"
-    if not any(r["statistic"] in ("twonn", "mle") for r in rows):
-        # dimension_table leaves the neighbour statistics out entirely when too few are good
-        for stat in ("twonn", "mle", "twonn_naive", "mle_naive", f"pca_ev{k_pca}"):
-            for null in dimension.NULLS + (() if laplace is None else ("laplace",)):
-                rows.append(
-                    {
-                        "statistic": stat,
-                        "value": float("nan"),
-                        "lo": float("nan"),
-                        "hi": float("nan"),
-                        "null": null,
-                        "null_value": float("nan"),
-                        "null_lo": float("nan"),
-                        "null_hi": float("nan"),
-                        "p_null": float("nan"),
-                        "verdict": f"skipped: n_good={n_good} ({n_distinct} distinct; needs >= "
-                        f"{need['other']})",
-                        "n_good": n_good,
-                    }
-                )
+    pipeline_draws = min(len(ml), kpca.max_draws)
+    nulls = dimension.NULLS + (() if laplace is None else ("laplace",))
+    rows = _say_skipped(rows, n_good, n_distinct, need, pipeline_draws, k_pca, nulls)
     meta = {
         "coordinates": coordinates,
         "n_draws": int(len(ml)),
@@ -154,9 +165,7 @@ def dimension_rows(
         "threshold": good_threshold,
         "memory": budget,
         "nulls": {
-            "uniform": "draws uniform in the box (mapped to the analysis coordinates)",
-            "shuffled": "the chain's own draws with energies shuffled (random good set)",
-            "gaussian": "independent draws with the good draws' mean and covariance",
+            **NULL_MEANING,
             **({} if laplace is None else {"laplace": LAPLACE_MEANING}),
         },
         **({} if laplace is None else {"laplace": _laplace_meta(laplace)}),

@@ -183,25 +183,7 @@ def kernel_pca(
     # Pass 1: moments for gamma, and the reference rows the approximations need.
     mom = _Moments()
     cap = reference_rows(p, max_reference_mb)
-    sizes = {}
-    if method == "exact":
-        refs = []
-    elif method == "subsample":
-        size = min(int(max_exact), cap) if cap else int(max_exact)
-        sizes = {"n_subsample": size, "n_subsample_requested": int(max_exact)}
-        refs = [np.sort(rng.choice(n, size=size, replace=False))]
-    else:
-        m_req, h_req = int(n_landmarks), int(n_heldout)
-        m, h = m_req, h_req
-        if cap is not None and m + h > cap:
-            # Keep the requested landmark : held-out ratio within the cap.
-            m = max(2, cap * m_req // (m_req + h_req))
-            h = max(2, cap - m)
-        m = min(m, n - 2)
-        perm = rng.permutation(n)
-        h = min(h, n - m)
-        sizes = {"n_landmarks_requested": m_req, "n_heldout_requested": h_req}
-        refs = [np.sort(perm[:m]), np.sort(perm[m : m + h])]
+    refs, sizes = _reference_draws(method, n, cap, rng, max_exact, n_landmarks, n_heldout)
     ref_rows = gather(theta, refs, dpb, on_block=mom)
     gamma_source = "config"
     if gamma is None:
@@ -224,56 +206,9 @@ def kernel_pca(
     emb = np.empty((n_chains, n_draws, k))
     flat_emb = emb.reshape(n, k)
 
-    if method == "exact":
-        K = _kernel_blockwise(theta, gamma, dpb)
-        kp = KernelPCA(n_components=k, kernel="precomputed", random_state=seed)
-        flat_emb[:] = kp.fit_transform(K)
-        lam = kp.eigenvalues_
-        trace_c = n - K.sum() / n
-        info.update(n_fit=n, approximation_error_on="all draws")
-    elif method == "subsample":
-        (xs,) = ref_rows
-        kp = KernelPCA(n_components=k, kernel="rbf", gamma=gamma, random_state=seed).fit(xs)
-        for d0, d1, x in iter_draw_blocks(theta, dpb):
-            flat_emb[block_flat(n_draws, d0, d1, n_chains)] = kp.transform(x)
-        lam = kp.eigenvalues_
-        m = xs.shape[0]
-        trace_c = m - rbf_kernel(xs, gamma=gamma).sum() / m
-        info.update(n_fit=m, approximation_error_on=f"the fitted subsample of {m} draws")
-    else:
-        xl, xh = ref_rows
-        ny = Nystroem(kernel="rbf", gamma=gamma, n_components=xl.shape[0], random_state=seed)
-        ny.fit(xl)
-        # Nystroem features are F = K(x, landmarks) N^T, N = ny.normalization_: their scatter
-        # is N S_K N^T and a projection (F - mean) V is (K - mean_K) N^T V, so both passes stay
-        # in kernel space and no block is multiplied by the m x m N.
-        norm = ny.normalization_
-        sc = _Scatter()
-        for _, _, x in iter_draw_blocks(theta, dpb):  # pass 2: kernel covariance
-            sc(rbf_kernel(x, ny.components_, gamma=gamma))
-        cov = norm @ (sc.s / sc.n) @ norm.T
-        evals, evecs = top_eigenpairs(cov, k)
-        # Fix the sign so the largest loading of each component is positive (reproducible).
-        evecs *= np.sign(evecs[np.abs(evecs).argmax(axis=0), np.arange(evecs.shape[1])])
-        weights = norm.T @ evecs
-        for d0, d1, x in iter_draw_blocks(theta, dpb):  # pass 3: project
-            kx = rbf_kernel(x, ny.components_, gamma=gamma) - sc.mean
-            flat_emb[block_flat(n_draws, d0, d1, n_chains)] = kx @ weights
-        lam = evals * sc.n  # eigenvalues of the approximate centred kernel F_c F_c^T
-        trace_c = float(np.trace(cov)) * sc.n
-        kh = rbf_kernel(xh, gamma=gamma)
-        fh = ny.transform(xh)
-        ny_err = float(np.linalg.norm(kh - fh @ fh.T) / np.linalg.norm(kh)) if len(xh) else None
-        info.update(
-            n_fit=n,
-            n_landmarks=int(xl.shape[0]),
-            approximation_error_on=f"Nystroem feature covariance of all {n} draws",
-            nystroem_kernel_error={
-                "definition": NYSTROEM_ERROR_DEFINITION,
-                "value": ny_err,
-                "n_heldout": int(xh.shape[0]),
-            },
-        )
+    fit = {"exact": _exact, "subsample": _subsample, "nystroem": _nystroem}[method]
+    lam, trace_c, more = fit(theta, ref_rows, flat_emb, k, gamma, dpb, seed)
+    info.update(more)
     lam = np.asarray(lam, dtype=float)[:k]
     info["eigenvalues"] = [float(v) for v in lam]
     info["component_fraction"] = [float(v / trace_c) if trace_c > 0 else 0.0 for v in lam]
@@ -283,6 +218,97 @@ def kernel_pca(
         "on": info.pop("approximation_error_on"),
     }
     return emb, info
+
+
+def _reference_draws(method, n, cap, rng, max_exact, n_landmarks, n_heldout):
+    """Which draws the approximation holds in memory (sorted flat indices: the subsample, or
+    the landmarks and the held-out draws) within ``cap`` rows, and their sizes for ``info``."""
+    if method == "exact":
+        return [], {}
+    if method == "subsample":
+        size = min(int(max_exact), cap) if cap else int(max_exact)
+        sizes = {"n_subsample": size, "n_subsample_requested": int(max_exact)}
+        return [np.sort(rng.choice(n, size=size, replace=False))], sizes
+    m_req, h_req = int(n_landmarks), int(n_heldout)
+    m, h = m_req, h_req
+    if cap is not None and m + h > cap:
+        # Keep the requested landmark : held-out ratio within the cap.
+        m = max(2, cap * m_req // (m_req + h_req))
+        h = max(2, cap - m)
+    m = min(m, n - 2)
+    perm = rng.permutation(n)
+    h = min(h, n - m)
+    sizes = {"n_landmarks_requested": m_req, "n_heldout_requested": h_req}
+    return [np.sort(perm[:m]), np.sort(perm[m : m + h])], sizes
+
+
+def _exact(theta, ref_rows, flat_emb, k, gamma, dpb, seed):
+    """Exact kernel PCA of every draw (the kernel built block by block) into ``flat_emb``:
+    its eigenvalues, the centred kernel's trace, and what ``info`` gains."""
+    n = flat_emb.shape[0]
+    K = _kernel_blockwise(theta, gamma, dpb)
+    kp = KernelPCA(n_components=k, kernel="precomputed", random_state=seed)
+    flat_emb[:] = kp.fit_transform(K)
+    return kp.eigenvalues_, n - K.sum() / n, {"n_fit": n, "approximation_error_on": "all draws"}
+
+
+def _subsample(theta, ref_rows, flat_emb, k, gamma, dpb, seed):
+    """Exact kernel PCA of the subsample, every draw projected block by block (as
+    :func:`_exact`)."""
+    n_chains, n_draws, _ = theta.shape
+    (xs,) = ref_rows
+    kp = KernelPCA(n_components=k, kernel="rbf", gamma=gamma, random_state=seed).fit(xs)
+    for d0, d1, x in iter_draw_blocks(theta, dpb):
+        flat_emb[block_flat(n_draws, d0, d1, n_chains)] = kp.transform(x)
+    m = xs.shape[0]
+    trace_c = m - rbf_kernel(xs, gamma=gamma).sum() / m
+    return kp.eigenvalues_, trace_c, {
+        "n_fit": m, "approximation_error_on": f"the fitted subsample of {m} draws"
+    }  # fmt: skip
+
+
+def _nystroem(theta, ref_rows, flat_emb, k, gamma, dpb, seed):
+    """PCA of the streamed covariance of Nystroem features from the landmarks, every draw
+    projected block by block; the kernel error on the held-out draws (as :func:`_exact`)."""
+    n_chains, n_draws, _ = theta.shape
+    n = flat_emb.shape[0]
+    xl, xh = ref_rows
+    ny = Nystroem(kernel="rbf", gamma=gamma, n_components=xl.shape[0], random_state=seed)
+    ny.fit(xl)
+    # Nystroem features are F = K(x, landmarks) N^T, N = ny.normalization_: their scatter
+    # is N S_K N^T and a projection (F - mean) V is (K - mean_K) N^T V, so both passes stay
+    # in kernel space and no block is multiplied by the m x m N.
+    norm = ny.normalization_
+    sc = _Scatter()
+    for _, _, x in iter_draw_blocks(theta, dpb):  # pass 2: kernel covariance
+        sc(rbf_kernel(x, ny.components_, gamma=gamma))
+    cov = norm @ (sc.s / sc.n) @ norm.T
+    evals, evecs = top_eigenpairs(cov, k)
+    # Fix the sign so the largest loading of each component is positive (reproducible).
+    evecs *= np.sign(evecs[np.abs(evecs).argmax(axis=0), np.arange(evecs.shape[1])])
+    weights = norm.T @ evecs
+    for d0, d1, x in iter_draw_blocks(theta, dpb):  # pass 3: project
+        kx = rbf_kernel(x, ny.components_, gamma=gamma) - sc.mean
+        flat_emb[block_flat(n_draws, d0, d1, n_chains)] = kx @ weights
+    lam = evals * sc.n  # eigenvalues of the approximate centred kernel F_c F_c^T
+    trace_c = float(np.trace(cov)) * sc.n
+    kh = rbf_kernel(xh, gamma=gamma)
+    fh = ny.transform(xh)
+    ny_err = float(np.linalg.norm(kh - fh @ fh.T) / np.linalg.norm(kh)) if len(xh) else None
+    return (
+        lam,
+        trace_c,
+        {
+            "n_fit": n,
+            "n_landmarks": int(xl.shape[0]),
+            "approximation_error_on": f"Nystroem feature covariance of all {n} draws",
+            "nystroem_kernel_error": {
+                "definition": NYSTROEM_ERROR_DEFINITION,
+                "value": ny_err,
+                "n_heldout": int(xh.shape[0]),
+            },
+        },
+    )
 
 
 def top_eigenpairs(sym: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -185,6 +185,33 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _slurm_addresses(interface: str | None, host: str, dashboard: bool, say):
+    """Where a SLURM run's scheduler and workers listen: the scheduler's options and the
+    workers' extra arguments."""
+    scheduler_options: dict[str, Any] = {"dashboard": dashboard}
+    # Bind the scheduler (and its dashboard) to one address: the configured interface, or
+    # host (loopback by default), never every interface unless host says 0.0.0.0.
+    if interface:
+        # The dashboard does not take an interface; resolve it to that interface's address.
+        from distributed.utils import get_ip_interface
+
+        scheduler_options["interface"] = interface
+        scheduler_options["dashboard_address"] = f"{get_ip_interface(interface)}:0"
+        # Worker dashboards are not needed (the scheduler's shows the workers) and would
+        # listen on every interface of the compute node.
+        return scheduler_options, ["--no-dashboard"]
+    scheduler_options["host"] = host
+    scheduler_options["dashboard_address"] = f"{host}:0"
+    if _is_loopback(host):
+        return scheduler_options, ["--no-dashboard", "--host", host]
+    say(
+        f"Dask: dask.slurm.host is {host} and no interface is set; worker processes "
+        "listen on every interface of their node (TLS still authenticates peers). "
+        "Set dask.slurm.interface to bind them to one."
+    )
+    return scheduler_options, ["--no-dashboard"]
+
+
 @contextlib.contextmanager
 def _slurm(dask_cfg: dict, say) -> Iterator[Client]:
     from dask_jobqueue import SLURMCluster
@@ -200,32 +227,9 @@ def _slurm(dask_cfg: dict, say) -> Iterator[Client]:
     log_dir.mkdir(parents=True, exist_ok=True)
     security = _security_for_slurm(dask_cfg["tls"])
 
-    scheduler_options: dict[str, Any] = {"dashboard": bool(dask_cfg["dashboard"])}
-    # Bind the scheduler (and its dashboard) to one address: the configured interface, or
-    # host (loopback by default), never every interface unless host says 0.0.0.0.
-    if interface:
-        scheduler_options["interface"] = interface
-        scheduler_options["dashboard_address"] = ":0"
-    else:
-        scheduler_options["host"] = host
-        scheduler_options["dashboard_address"] = f"{host}:0"
-    # Worker dashboards are not needed (the scheduler's shows the workers) and would listen on
-    # every interface of the compute node.
-    worker_args = ["--no-dashboard"]
-    if not interface:
-        if _is_loopback(host):
-            worker_args += ["--host", host]
-        else:
-            say(
-                f"Dask: dask.slurm.host is {host} and no interface is set; worker processes "
-                "listen on every interface of their node (TLS still authenticates peers). "
-                "Set dask.slurm.interface to bind them to one."
-            )
-    if interface:
-        # The dashboard does not take an interface; resolve it to that interface's address.
-        from distributed.utils import get_ip_interface
-
-        scheduler_options["dashboard_address"] = f"{get_ip_interface(interface)}:0"
+    scheduler_options, worker_args = _slurm_addresses(
+        interface, host, bool(dask_cfg["dashboard"]), say
+    )
 
     prologue = [f"export {k}={v}" for k, v in THREAD_ENV.items()] + list(s["job_script_prologue"])
     kwargs: dict[str, Any] = dict(

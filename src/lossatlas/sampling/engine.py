@@ -267,6 +267,41 @@ class _ForwardWarnings(logging.Handler):
             )
 
 
+def _first_state(spec: dict, sampler, target, n: int, dtype):
+    """The batch's chains before any step (uniform in the box, seeded by the master seed,
+    the experiment and the batch), its generator, and the statistics its steps record."""
+    seq = np.random.SeedSequence([spec["seed"], spec["experiment_index"], spec["batch"]])
+    rng = np.random.default_rng(seq)
+    position = rng.uniform(-target.box, target.box, size=(n, target.p)).astype(dtype)
+    state = sampler.init(position, rng)
+    # A step is a pure function of (state, rng): one on a throwaway generator shows the info
+    # fields, which fix the file layout before any real step.
+    _, probe = sampler.step(state, np.random.default_rng(0), adapt=False)
+    return state, rng, _stat_dtypes(probe), _info_stats(probe)
+
+
+def _draw_block(sampler, target, state, rng, k: int, thin: int, dtype, stat_dtypes, info_names):
+    """``k`` draws of every chain, ``thin`` transitions apart: the state after them, the draws
+    ``(chain, k, p)`` and their statistics ``(chain, k)``."""
+    n, p = len(state.U), target.p
+    theta = np.empty((n, k, p), dtype=dtype)
+    stats = {name: np.empty((n, k), dtype=dt) for name, dt in stat_dtypes.items()}
+    for j in range(k):
+        # the thinned transitions in one call (one launch on a GPU), with the same random
+        # numbers and info sums as `thin` calls of step
+        state, all_sums = sampler.run(state, rng, thin)
+        sums = {name: all_sums[name] for name in info_names}
+        theta[:, j] = state.position
+        stats["energy"][:, j] = state.U
+        stats["mean_loss"][:, j] = target.mean_loss(state.U)
+        stats["step_size"][:, j] = np.exp(state.log_step_size)
+        for name, total in sums.items():
+            # a state's value (AT_DRAW) is the draw's own, not a mean over transitions
+            value = total if name in AT_DRAW else total / thin
+            stats[_STAT_NAMES.get(name, name)][:, j] = value
+    return state, theta, stats
+
+
 def _run_batch(spec: dict) -> dict:
     t0 = time.perf_counter()
     s = spec["sampler"]
@@ -274,20 +309,12 @@ def _run_batch(spec: dict) -> dict:
     target = model.target_for(ds, **spec["model"], **spec["target"])
     sampler = sampling.build(s, target)
     c0, c1 = spec["chains"]
-    n, p = c1 - c0, target.p
+    n = c1 - c0
     dtype = np.dtype(s["dtype"])
     warmup, draws_total, thin, block = s["warmup"], s["draws"], s["thin"], s["checkpoint_every"]
     steps_total = warmup + draws_total * thin
 
-    seq = np.random.SeedSequence([spec["seed"], spec["experiment_index"], spec["batch"]])
-    rng = np.random.default_rng(seq)
-    position = rng.uniform(-target.box, target.box, size=(n, p)).astype(dtype)
-    state = sampler.init(position, rng)
-    # A step is a pure function of (state, rng): one on a throwaway generator shows the info
-    # fields, which fix the file layout before any real step.
-    _, probe = sampler.step(state, np.random.default_rng(0), adapt=False)
-    stat_dtypes = _stat_dtypes(probe)
-    info_names = _info_stats(probe)
+    state, rng, stat_dtypes, info_names = _first_state(spec, sampler, target, n, dtype)
 
     bf, ck = store.open_batch(
         spec["path"],
@@ -333,21 +360,9 @@ def _run_batch(spec: dict) -> dict:
         while draws < draws_total and not stopped:
             # blocks end at multiples of `block`, so they fill whole chunks
             k = min(block - draws % block, draws_total - draws)
-            theta = np.empty((n, k, p), dtype=dtype)
-            stats = {name: np.empty((n, k), dtype=dt) for name, dt in stat_dtypes.items()}
-            for j in range(k):
-                # the thinned transitions in one call (one launch on a GPU), with the same
-                # random numbers and info sums as `thin` calls of step
-                state, all_sums = sampler.run(state, rng, thin)
-                sums = {name: all_sums[name] for name in info_names}
-                theta[:, j] = state.position
-                stats["energy"][:, j] = state.U
-                stats["mean_loss"][:, j] = target.mean_loss(state.U)
-                stats["step_size"][:, j] = np.exp(state.log_step_size)
-                for name, total in sums.items():
-                    # a state's value (AT_DRAW) is the draw's own, not a mean over transitions
-                    value = total if name in AT_DRAW else total / thin
-                    stats[_STAT_NAMES.get(name, name)][:, j] = value
+            state, theta, stats = _draw_block(
+                sampler, target, state, rng, k, thin, dtype, stat_dtypes, info_names
+            )
             steps += k * thin
             block_bytes = theta.nbytes + sum(a.nbytes for a in stats.values())
             if shutil.disk_usage(bf.path.parent).free < block_bytes + HEADROOM:

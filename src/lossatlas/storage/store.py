@@ -661,6 +661,59 @@ def _scale(group: h5py.Group, name: str, data) -> h5py.Dataset:
     return ds
 
 
+def _batches(batch_paths, base: Path, n_params: int, n_draws: int | None):
+    """Each batch file verified (its digest, keyed by its path relative to ``base``) and
+    described as ``(path, theta shape, dtype, draws committed, stats)``; all must share one
+    layout and hold ``n_draws`` (None: as many as the shortest holds)."""
+    infos, verified = [], {}
+    for bp in batch_paths:
+        verified[os.path.relpath(Path(bp).resolve(), base)] = verify_batch(bp, n_draws)
+        with h5py.File(bp, "r") as f:
+            th = f["posterior/theta"]
+            ck = f["checkpoint"]
+            slot = int(ck["active"][()])
+            done = int(ck["draws_done"][slot]) if slot >= 0 else 0
+            stats = {k: (v.dtype, v.shape) for k, v in f["sample_stats"].items()}
+            infos.append((bp, th.shape, th.dtype, done, stats))
+    if not infos:
+        raise ValueError("build needs at least one batch file")
+    p = infos[0][1][2]
+    if n_params != p:
+        raise ValueError(f"{n_params} param names for {p} parameters")
+    stat_names = list(infos[0][4])
+    for bp, shape, dtype, _, stats in infos:
+        if shape[2] != p or dtype != infos[0][2] or list(stats) != stat_names:
+            raise ValueError(f"{bp}: layout differs from {infos[0][0]}")
+    if n_draws is None:
+        n_draws = min(i[3] for i in infos)
+    short = [str(i[0]) for i in infos if i[3] < n_draws]
+    if short:
+        raise ValueError(f"fewer than {n_draws} committed draws in {', '.join(short)}")
+    return infos, verified, n_draws
+
+
+def _layouts(infos, base: Path, n_draws: int, shown: dict):
+    """The virtual layouts of theta and of each shown statistic over the batches' first
+    ``n_draws`` draws, chains in batch order, sources relative to ``base``."""
+    n_chains, p, dtype = sum(i[1][0] for i in infos), infos[0][1][2], infos[0][2]
+    theta_l = h5py.VirtualLayout(shape=(n_chains, n_draws, p), dtype=dtype)
+    stat_l = {
+        k: h5py.VirtualLayout(shape=(n_chains, n_draws), dtype=infos[0][4][src][0])
+        for k, src in shown.items()
+    }
+    c0 = 0
+    for bp, shape, _, _, stats in infos:
+        rel = os.path.relpath(Path(bp).resolve(), base)
+        nb = shape[0]
+        src = h5py.VirtualSource(rel, "posterior/theta", shape=shape)
+        theta_l[c0 : c0 + nb, :, :] = src[:, :n_draws, :]
+        for k, src in shown.items():
+            s = h5py.VirtualSource(rel, f"sample_stats/{src}", shape=stats[src][1])
+            stat_l[k][c0 : c0 + nb, :] = s[:, :n_draws]
+        c0 += nb
+    return theta_l, stat_l
+
+
 def build(
     batch_paths: Sequence[str | os.PathLike],
     out_path: str | os.PathLike,
@@ -691,51 +744,13 @@ def build(
     """
     out_path = Path(out_path)
     base = out_path.parent.resolve()
-    infos = []
-    verified = {}
-    for bp in batch_paths:
-        verified[os.path.relpath(Path(bp).resolve(), base)] = verify_batch(bp, n_draws)
-        with h5py.File(bp, "r") as f:
-            th = f["posterior/theta"]
-            ck = f["checkpoint"]
-            slot = int(ck["active"][()])
-            done = int(ck["draws_done"][slot]) if slot >= 0 else 0
-            stats = {k: (v.dtype, v.shape) for k, v in f["sample_stats"].items()}
-            infos.append((bp, th.shape, th.dtype, done, stats))
-    if not infos:
-        raise ValueError("build needs at least one batch file")
-    p = infos[0][1][2]
-    if len(param_names) != p:
-        raise ValueError(f"{len(param_names)} param names for {p} parameters")
-    stat_names = list(infos[0][4])
-    for bp, shape, dtype, _, stats in infos:
-        if shape[2] != p or dtype != infos[0][2] or list(stats) != stat_names:
-            raise ValueError(f"{bp}: layout differs from {infos[0][0]}")
-    if n_draws is None:
-        n_draws = min(i[3] for i in infos)
-    short = [str(i[0]) for i in infos if i[3] < n_draws]
-    if short:
-        raise ValueError(f"fewer than {n_draws} committed draws in {', '.join(short)}")
+    infos, verified, n_draws = _batches(batch_paths, base, len(param_names), n_draws)
     n_chains = sum(i[1][0] for i in infos)
     dtype = infos[0][2]
-
-    theta_l = h5py.VirtualLayout(shape=(n_chains, n_draws, p), dtype=dtype)
+    stat_names = list(infos[0][4])
     # the store's stat name -> the batch files' (see shown_stats)
     shown = shown_stats(stat_names)
-    stat_l = {
-        k: h5py.VirtualLayout(shape=(n_chains, n_draws), dtype=infos[0][4][src][0])
-        for k, src in shown.items()
-    }
-    c0 = 0
-    for bp, shape, _, _, stats in infos:
-        rel = os.path.relpath(Path(bp).resolve(), base)
-        nb = shape[0]
-        src = h5py.VirtualSource(rel, "posterior/theta", shape=shape)
-        theta_l[c0 : c0 + nb, :, :] = src[:, :n_draws, :]
-        for k, src in shown.items():
-            s = h5py.VirtualSource(rel, f"sample_stats/{src}", shape=stats[src][1])
-            stat_l[k][c0 : c0 + nb, :] = s[:, :n_draws]
-        c0 += nb
+    theta_l, stat_l = _layouts(infos, base, n_draws, shown)
 
     def fill(dt):
         # a missing source reads as NaN rather than as plausible zeros
