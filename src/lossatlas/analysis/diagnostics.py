@@ -59,14 +59,18 @@ NORMALITY_COLUMNS = [
 
 
 def _blocks(theta, energy, param_names, block):
-    """Yield (names, kind, x) with x a float64 (chain, draw, k) array: U first, then params."""
-    energy = np.asarray(energy[...], dtype=np.float64)
-    if energy.ndim != 2:
-        raise ValueError(f"energy must be (chain, draw), got shape {energy.shape}")
-    yield [ENERGY_NAME], "energy", energy[:, :, None]
+    """Yield (names, kind, x) with x a float64 (chain, draw, k) array: U first (none when
+    ``energy`` is None), then params."""
     n_chains, n_draws, p = theta.shape
-    if (n_chains, n_draws) != energy.shape:
-        raise ValueError(f"theta {theta.shape} and energy {energy.shape} disagree on chain/draw")
+    if energy is not None:
+        energy = np.asarray(energy[...], dtype=np.float64)
+        if energy.ndim != 2:
+            raise ValueError(f"energy must be (chain, draw), got shape {energy.shape}")
+        yield [ENERGY_NAME], "energy", energy[:, :, None]
+        if (n_chains, n_draws) != energy.shape:
+            raise ValueError(
+                f"theta {theta.shape} and energy {energy.shape} disagree on chain/draw"
+            )
     names = list(param_names) if param_names is not None else [f"theta[{j}]" for j in range(p)]
     if len(names) != p:
         raise ValueError(f"{len(names)} parameter names for {p} parameters")
@@ -75,7 +79,8 @@ def _blocks(theta, energy, param_names, block):
 
 
 def summarize(theta, energy, param_names=None, block: int = 256, workers: int = 1) -> pd.DataFrame:
-    """Per-quantity table for U and every parameter, streamed over parameter blocks.
+    """Per-quantity table for U (none when ``energy`` is None) and every parameter, streamed
+    over parameter blocks.
 
     Columns: name, kind ("energy" or "param"), mean, sd (ddof=1, pooled draws), mcse_mean,
     ess_bulk, ess_tail (quantiles 0.05/0.95), r_hat (rank-normalised split R-hat). The first
@@ -465,7 +470,7 @@ def invariant_diagnostics(
     store,
     dataset,
     target: model.Target,
-    raw_table: pd.DataFrame,
+    raw_table: pd.DataFrame | None,
     *,
     param_block: int,
     rhat_max: float,
@@ -477,8 +482,8 @@ def invariant_diagnostics(
 ):
     """(table, summary). Table: summarize rows of U (``space`` energy), the canonical
     parameters (canonical) and the outputs on the data (outputs) of ``target``'s network.
-    Summary: per space, raw parameters included from ``raw_table``, the worst R-hat, smallest
-    ESS and pass/fail against ``rhat_max`` and ``ess_min``. ``tmp_dir``: where
+    Summary: per space, raw parameters included from ``raw_table`` (None: left out), the
+    worst R-hat, smallest ESS and pass/fail against ``rhat_max`` and ``ess_min``. ``tmp_dir``: where
     a derived view wider than one parameter block is written once (:func:`streaming.materialized`)
     instead of being recomputed per block; ``workers``: processes of the diagnostics."""
     energy = store.potential()
@@ -488,27 +493,38 @@ def invariant_diagnostics(
     canon = streaming.DrawView(store.theta, canonical, **blocks)
     outs = streaming.DrawView(store.theta, minima.target_outputs(target), **blocks)
     tables = []
-    for view, names in ((canon, store.param_names), (outs, draws.output_names(dataset))):
+    # U once, with the canonical parameters; the outputs' table has no U row
+    for view, names, u in (
+        (canon, store.param_names, energy),
+        (outs, draws.output_names(dataset), None),
+    ):
         # more than one column block: transform every draw once, not once per block
         with (
             streaming.materialized(view, tmp_dir, param_block)
             if tmp_dir is not None and view.shape[2] > param_block
             else contextlib.nullcontext(view)
         ) as x:
-            tables.append(summarize(x, energy, names, param_block, workers))
+            tables.append(summarize(x, u, names, param_block, workers))
     t_can, t_out = tables
     t_can.insert(0, "space", np.where(t_can["kind"] == "energy", "energy", "canonical"))
     t_out = t_out[t_out["kind"] != "energy"]
     t_out.insert(0, "space", "outputs")
     table = pd.concat([t_can, t_out], ignore_index=True)
-    raw = raw_table.assign(space=np.where(raw_table["kind"] == "energy", "energy", "raw"))
-    summary = {"thresholds": {"r_hat_max": rhat_max, "ess_min": ess_min}}
-    for space, t in (
+    spaces = [
         ("U", table[table["space"] == "energy"]),
-        ("raw parameters", raw[raw["space"] == "raw"]),
         ("canonical parameters", table[table["space"] == "canonical"]),
         ("outputs on the data", table[table["space"] == "outputs"]),
-    ):
-        v = verdict(t.assign(kind="param"), None, rhat_max, ess_min)
-        summary[space] = v["params"]
+    ]
+    if raw_table is not None:
+        raw = raw_table.assign(space=np.where(raw_table["kind"] == "energy", "energy", "raw"))
+        spaces.insert(1, ("raw parameters", raw[raw["space"] == "raw"]))
+    summary = {"thresholds": {"r_hat_max": rhat_max, "ess_min": ess_min}}
+    for space, t in spaces:
+        summary[space] = space_verdict(t, rhat_max, ess_min)
     return table, summary
+
+
+def space_verdict(table: pd.DataFrame, rhat_max: float, ess_min: float) -> dict:
+    """The worst R-hat and smallest ESS of the quantities in ``table`` (summarize rows) and
+    whether they all pass: one space of :func:`invariant_diagnostics`'s summary."""
+    return verdict(table.assign(kind="param"), None, rhat_max, ess_min)["params"]

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lossatlas.steps.arguments import blocks, target
 from lossatlas.steps.settings import NETWORK, experiment, plain, write_json
 
@@ -180,6 +182,25 @@ def restore(
     )
 
 
+def _identifiable(view, ds, the_target, threads: int, args: dict) -> dict:
+    """What :func:`until_check` judges, as the diagnose rule measures it: U first, alone (the
+    verdict fails with it, so the outputs and canonical parameters wait until U passes), then
+    U, the canonical parameters and the outputs on the data (not the raw parameters, which
+    it does not judge)."""
+    from lossatlas.analysis import diagnostics
+
+    rhat_max, ess_min = args["rhat_max"], args["ess_min"]
+    energy_only = np.empty((*view.theta.shape[:2], 0))
+    u = diagnostics.summarize(energy_only, view.potential(), [], args["param_block"])
+    inv = {"thresholds": {"r_hat_max": rhat_max, "ess_min": ess_min}}
+    inv["U"] = diagnostics.space_verdict(u, rhat_max, ess_min)
+    if not inv["U"]["pass"]:
+        waiting = {"n": 0, "pass": True, "note": "checked once U passes"}
+        return {**inv, "outputs on the data": waiting, "canonical parameters": waiting}
+    _, inv = diagnostics.invariant_diagnostics(view, ds, the_target, None, workers=threads, **args)
+    return inv
+
+
 def until_check(s: Mapping, ds, threads: int, view_path):
     """``sampler.until``'s check for :func:`lossatlas.sampling.engine.run_experiment`: at
     ``n_draws`` per chain, the diagnose rule's measures of what the data identify (U, the
@@ -205,12 +226,7 @@ def until_check(s: Mapping, ds, threads: int, view_path):
         store.build(paths, view_path, names, n_draws=n_draws)
         try:
             with store.SampleStore(view_path) as view:
-                raw = diagnostics.summarize(
-                    view.theta, view.potential(), names, args["param_block"], threads
-                )
-                _, inv = diagnostics.invariant_diagnostics(
-                    view, ds, the_target, raw, workers=threads, **args
-                )
+                inv = _identifiable(view, ds, the_target, threads, args)
         finally:
             view_path.unlink(missing_ok=True)
         short = diagnostics.identifiable_shortfalls(inv)
@@ -226,9 +242,10 @@ def until_check(s: Mapping, ds, threads: int, view_path):
             "converged": not short,
             "reading": reading,
             **{
-                space: {k: None if inv[space][k] is None else float(inv[space][k]) for k in worst}
+                space: {k: None if inv[space].get(k) is None else float(inv[space][k])
+                        for k in worst}
                 for space in diagnostics.IDENTIFIABLE
             },
-        }
+        }  # fmt: skip
 
     return check
