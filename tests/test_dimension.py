@@ -73,7 +73,14 @@ def test_shared_pipeline_null_gives_the_table_computed_alone():
     rng = np.random.default_rng(12)
     theta = rng.uniform(-3, 3, size=(200, 6))
     loss = rng.random(200)
-    kw = {"seed": 3, "n_boot": 5, "n_null": 6, "k1": 5, "k2": 10, "kpca": dimension.Pipeline(max_draws=150)}
+    kw = {
+        "seed": 3,
+        "n_boot": 5,
+        "n_null": 6,
+        "k1": 5,
+        "k2": 10,
+        "kpca": dimension.Pipeline(max_draws=150),
+    }
     alone = dimension.dimension_table(theta, loss, 0.5, 3.0, **kw)
     shared = dimension.pipeline_uniform_null(6, 150, 6, 3.0, seed=3)
     assert shared.shape == (6, 150, 3)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lossatlas import config, data, model, plots, steps
+from lossatlas import config, data, model, steps
 from lossatlas.analysis import census, compare, diagnostics, dimension, dimension_run, draws
 from lossatlas.model import symmetry
 from lossatlas.model.layout import ParamLayout
@@ -234,10 +234,10 @@ def test_landscape_figures(tmp_path):
         "colour": np.linspace(0, 0.1, 30),
     }
     paths = [
-        plots.plot_census_loss_index(table, tmp_path / "a.png", title="x"),
-        plots.plot_census_plane(plane, table, tmp_path / "b.png"),
-        plots.plot_census_plane(None, table, tmp_path / "c.png"),
-        plots.plot_compare(
+        census.plot_census_loss_index(table, tmp_path / "a.png", title="x"),
+        census.plot_census_plane(plane, table, tmp_path / "b.png"),
+        census.plot_census_plane(None, table, tmp_path / "c.png"),
+        compare.plot_compare(
             {
                 "e": {
                     "rows": [{"stage": "before", "status": "skipped: n_good=0"}],

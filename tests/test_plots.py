@@ -10,6 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from lossatlas import config, plots, steps  # noqa: E402
+from lossatlas.analysis import connect  # noqa: E402
 from lossatlas.analysis import reduce as rd  # noqa: E402
 from lossatlas.data import Dataset  # noqa: E402
 
@@ -94,7 +95,7 @@ def test_names_the_workflow_scripts_call(tmp_path, reduction):
 
 def test_the_components_curve_is_zero_below_the_lowest_minimum():
     """Below the lowest minimum the level set is empty: 0 components, then the counts."""
-    x, y = plots.component_steps([0.02, 0.05, 0.3], [1, 3, 1])
+    x, y = connect.component_steps([0.02, 0.05, 0.3], [1, 3, 1])
     assert y.tolist() == [0, 1, 3, 1] and x[0] < 0.02 and x[1:].tolist() == [0.02, 0.05, 0.3]
-    x, y = plots.component_steps([0.0], [1])
+    x, y = connect.component_steps([0.0], [1])
     assert y.tolist() == [0, 1] and x[0] < 0.0

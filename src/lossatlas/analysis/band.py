@@ -11,9 +11,12 @@ width and the rank correlation of index and loss for one network.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from scipy.stats import spearmanr
 
+from lossatlas import canvas
 from lossatlas.analysis import minima
 
 # a point is critical when ||grad U||_inf <= GRAD_TOL (1 + |U|)
@@ -138,3 +141,36 @@ def summary(loss: np.ndarray, index: np.ndarray, p: int, heldout=None) -> dict:
     else:
         out.update(rank_corr=float("nan"), rank_corr_p=float("nan"))
     return out
+
+
+# --- figure ------------------------------------------------------------------------------
+
+
+def plot_band(points: list, table, path, dpi: int = 120) -> Path:
+    """Choromanska's figures: every critical point's loss against its index fraction, one
+    colour per network; the band of the minima's losses (5-95 %) against the network's
+    parameter count, with the held-out band when there is one (``steps.band``)."""
+    fig = canvas.figure(8.0, 3.4)
+    ax_pts, ax_band = fig.subplots(1, 2)
+    for k, (pts, row) in enumerate(zip(points, table.to_dict("records"), strict=True)):
+        colour = f"C{k % 10}"
+        ax_pts.plot(pts["index_fraction"], pts["mean_loss"], "o", ms=3, mfc="none",
+                    color=colour, label=f"{row['hidden']} (p = {row['p']})")  # fmt: skip
+    ax_pts.set_xlabel("index / p")
+    ax_pts.set_ylabel("mean loss")
+    ax_pts.set_yscale("log")
+    if points:
+        ax_pts.legend(fontsize="x-small", title="hidden widths", title_fontsize="x-small")
+    p = table["p"].to_numpy(dtype=float) if len(table) else np.zeros(0)
+    for lo, hi, label, colour in (("band_lo", "band_hi", "training", "C0"),
+                                  ("heldout_lo", "heldout_hi", "held-out", "C1")):  # fmt: skip
+        if lo in table and table[lo].notna().any():
+            ax_band.fill_between(p, table[lo], table[hi], alpha=0.3, color=colour, label=label)
+            ax_band.plot(p, table[lo], "o-", color=colour, ms=3)
+            ax_band.plot(p, table[hi], "o-", color=colour, ms=3)
+    ax_band.set_xlabel("parameters p")
+    ax_band.set_ylabel("minima's mean loss, 5-95 %")
+    ax_band.set_yscale("log")
+    ax_band.legend(fontsize="x-small")
+    fig.suptitle("critical values against index, and the band of minima against width")
+    return canvas.save(fig, path, dpi)

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
-from lossatlas import model
+from lossatlas import canvas, model
 from lossatlas.analysis import draws, minima
 from lossatlas.storage import streaming
 
@@ -580,3 +582,37 @@ def run_cells(
         "open_units and left out of the mean",
     }
     return table, meta
+
+
+# --- figure ------------------------------------------------------------------------------
+
+
+def plot_cells(table, meta: Mapping, path, title: str | None = None, dpi: int = 120) -> Path:
+    """Liu's cells: posterior mass of each examined cell against its minimum's loss, genuine
+    cells filled, spurious hollow, cells holding census minima ringed; beside it, each
+    cell's lowest sampled loss against its minimum's (``cells.run_cells``)."""
+    fig = canvas.figure(8.0, 3.4)
+    ax_mass, ax_low = fig.subplots(1, 2)
+    genuine = table["genuine"].to_numpy(dtype=bool)
+    loss = table["cell_loss"].to_numpy(dtype=float)
+    mass = np.maximum(table["mass"].to_numpy(dtype=float), 0.5 / max(meta["draws"], 1))
+    census = table["census_ids"].fillna("").astype(str).str.len().to_numpy() > 0
+    for ax, y in ((ax_mass, mass), (ax_low, table["lowest_loss"].to_numpy(dtype=float))):
+        ax.plot(loss[genuine], y[genuine], "o", color="C0", ms=4, label="genuine")
+        ax.plot(loss[~genuine], y[~genuine], "o", mfc="none", color="C3", ms=4,
+                label="spurious")  # fmt: skip
+        ax.plot(loss[census], y[census], "s", mfc="none", color="k", ms=8,
+                label="holds a census minimum")  # fmt: skip
+        ax.set_xlabel("cell minimum (mean loss)")
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
+    ax_mass.set_yscale("log")
+    ax_mass.set_ylabel("posterior mass (never visited: at the floor)")
+    ax_low.set_ylabel("lowest sampled loss in the cell")
+    lims = [np.nanmin(loss) if len(loss) else 0, np.nanmax(loss) if len(loss) else 1]
+    ax_low.plot(lims, lims, "k-", lw=0.5)
+    ax_mass.legend(fontsize="x-small")
+    fig.suptitle(
+        f"{title + ': ' if title else ''}{meta['cells_visited']} cells visited of "
+        f"10^{meta['log10_cells_of_layer']:.1f}; unseen mass {meta['unseen_mass_by_chains']:.2g}"
+    )
+    return canvas.save(fig, path, dpi)

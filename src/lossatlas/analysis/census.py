@@ -5,11 +5,14 @@ the good draws' PCA plane with the census points on it (:func:`good_plane`).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 from sklearn.decomposition import PCA
 
-from lossatlas import model
+from lossatlas import canvas, model
 from lossatlas.analysis import draws, minima
 from lossatlas.model import symmetry
 from lossatlas.storage import streaming
@@ -326,3 +329,101 @@ def good_plane(
         "matches_reduce": bool(np.allclose(check, stored[: len(first)], atol=1e-8)),
         "colour": colour,
     }
+
+
+# --- figure ------------------------------------------------------------------------------
+
+
+def plot_census_loss_index(table, path, title: str | None = None, dpi: int = 120) -> Path:
+    """Critical points of a census: mean loss against Hessian index, one marker per
+    classification, marker area by basin share. ``table`` has columns mean_loss, index,
+    classification, basin_share (a ``minima.census`` table)."""
+    fig = canvas.figure(5.6, 3.8)
+    ax = fig.subplots()
+    kinds = list(dict.fromkeys(str(k) for k in table["classification"]))
+    markers = dict(zip(kinds, "osD^vx*", strict=False))
+    rng = np.random.default_rng(0)
+    for i, kind in enumerate(kinds):
+        sel = np.asarray(table["classification"]) == kind
+        idx = np.asarray(table["index"], dtype=float)[sel]
+        # jitter the integer index a little so equal points stay visible
+        x = idx + rng.uniform(-0.12, 0.12, size=len(idx))
+        share = np.asarray(table["basin_share"], dtype=float)[sel]
+        ax.scatter(
+            x,
+            np.asarray(table["mean_loss"], dtype=float)[sel],
+            s=20 + 400 * share,
+            marker=markers.get(kind, "o"),
+            color=f"C{i}",
+            alpha=0.7,
+            edgecolor="k",
+            label=f"{kind} ({int(sel.sum())})",
+        )
+    index = np.asarray(table["index"], dtype=float)
+    if len(index) and np.isfinite(index).any():
+        lo, hi = int(np.nanmin(index)), int(np.nanmax(index))
+        ax.set_xlim(lo - 0.5, hi + 0.5)
+        if hi - lo <= 20:
+            ax.set_xticks(range(lo, hi + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(
+        "Hessian index (negative eigenvalues, free coordinates);\n"
+        "points spread by up to ±0.12 around it so equal ones stay visible",
+        fontsize="small",
+    )
+    ax.set_ylabel("mean per-point loss")
+    head = f"{title}: " if title else ""
+    ax.set_title(f"{head}census of {len(table)} critical points (area = basin share)")
+    if kinds:
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no critical points", ha="center", va="center", transform=ax.transAxes)
+    return canvas.save(fig, path, dpi)
+
+
+def plot_census_plane(plane, table, path, title: str | None = None, dpi: int = 120) -> Path:
+    """Census points on the 2-D linear PCA plane of the good draws. ``plane`` is a dict
+    with ``good (n, 2)``, ``points (m, 2)``, ``ratio``, ``colour (n,)`` or None (no plane: a
+    message is drawn); ``table`` the census table in the same row order as ``points``."""
+    fig = canvas.figure(6, 4.6)
+    ax = fig.subplots()
+    head = f"{title}: " if title else ""
+    if plane is None or plane["good"].shape[1] < 2:
+        ax.text(0.5, 0.5, "fewer than 2 good draws: no plane", ha="center", va="center")
+        ax.set_axis_off()
+        ax.set_title(f"{head}census minima on the good draws' plane")
+        return canvas.save(fig, path, dpi)
+    g, pts = plane["good"], plane["points"]
+    sc = ax.scatter(g[:, 0], g[:, 1], s=4, c=plane.get("colour"), cmap="viridis", alpha=0.5)
+    if plane.get("colour") is not None:
+        fig.colorbar(sc, ax=ax, label="mean loss (draws)")
+    good = np.asarray(table["good"], dtype=bool) if len(table) else np.zeros(0, bool)
+    for sel, label, mk in ((good, "good critical point", "*"), (~good, "other", "x")):
+        if sel.any():
+            ax.scatter(pts[sel, 0], pts[sel, 1], s=90, marker=mk, color="C3", label=label)
+    r = plane.get("ratio") or []
+    ax.set_xlabel(f"PC1 ({r[0]:.1%} var.)" if r else "PC1")
+    ax.set_ylabel(f"PC2 ({r[1]:.1%} var.)" if len(r) > 1 else "PC2")
+    ax.set_title(f"{head}census points on the good draws' PCA plane")
+    if len(g):
+        # frame the good cloud and the critical points near it (within its own extent again);
+        # farther ones would shrink the cloud to a dot, so they are counted instead
+        lo, hi = g.min(axis=0), g.max(axis=0)
+        span = hi - lo + 1e-9
+        near = np.all((pts >= lo - span) & (pts <= hi + span), axis=1) if len(pts) else []
+        if np.any(near):
+            lo = np.minimum(lo, pts[near].min(axis=0))
+            hi = np.maximum(hi, pts[near].max(axis=0))
+        pad = 0.05 * (hi - lo) + 1e-9
+        ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
+        ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
+        far = int(len(pts) - np.sum(near))
+        if far:
+            ax.text(
+                0.01, 0.01, f"{far} critical point{'s' * (far != 1)} beyond the frame",
+                transform=ax.transAxes,
+                fontsize="x-small", va="bottom",
+            )  # fmt: skip
+    ax.legend(fontsize="small")
+    return canvas.save(fig, path, dpi)

@@ -19,15 +19,17 @@ sampler and the box, not the data. It is made sound by
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 from scipy.linalg import subspace_angles
 from scipy.spatial.distance import cdist
 from sklearn.decomposition import PCA
 
-from lossatlas import data
+from lossatlas import canvas, data
 from lossatlas.analysis import draws
 from lossatlas.storage import streaming
 
@@ -483,3 +485,49 @@ def compare_projection(ref, other, sizes, key: streaming.Transform | None, exp) 
         "before": pca.transform(key(other)),
         "after": pca.transform(key(mapped)),
     }
+
+
+# --- figure ------------------------------------------------------------------------------
+
+
+def plot_compare(results: Mapping, path, reference: str = "reference", dpi: int = 120) -> Path:
+    """One row per compared experiment: the reference's and the experiment's good draws on the
+    reference's PCA plane, before and after mapping back. ``results`` maps name -> dict with
+    ``projection`` (``reference``, ``before``, ``after`` (n, 2) arrays, or None) and ``rows``
+    (the two table rows, before and after); ``reference`` names the reference experiment.
+    Open markers, so neither cloud hides the other."""
+    names = list(results) or ["(none)"]
+    fig = canvas.figure(9, 3.6 * len(names))
+    axes = fig.subplots(len(names), 2, squeeze=False)
+    for row, name in zip(axes, names, strict=True):
+        item = results.get(name) or {}
+        proj = item.get("projection")
+        stages = {r["stage"]: r for r in item.get("rows", [])}
+        for ax, stage in zip(row, ("before", "after"), strict=True):
+            r = stages.get(stage, {})
+            if proj is None:
+                text = textwrap.fill(str(r.get("status", "not compared")), width=40)
+                ax.text(0.5, 0.5, text, ha="center", va="center", fontsize="small")
+                ax.set_axis_off()
+                ax.set_title(f"{name}: {stage} mapping back")
+                continue
+            for pts, who, colour, marker in (
+                (proj["reference"], f"{reference} (reference)", "C0", "o"),
+                (proj[stage], name, "C1", "^"),
+            ):
+                ax.scatter(
+                    *pts.T, s=9, marker=marker, facecolors="none", edgecolors=colour,
+                    linewidths=0.6, alpha=0.7, label=f"{who}, {len(pts)} good draws",
+                )  # fmt: skip
+            ax.set_xlabel("reference PC1")
+            ax.set_ylabel("reference PC2")
+            nan = float("nan")
+            ax.set_title(
+                f"{name}, {stage} mapping back\np = {r.get('pvalue', nan):.3g} (whole chains), "
+                f"max angle {r.get('max_angle', nan):.1f}° "
+                f"[{r.get('max_angle_lo', nan):.1f}, {r.get('max_angle_hi', nan):.1f}]",
+                fontsize="small",
+            )
+            ax.legend(fontsize="x-small")
+    fig.suptitle(f"Good draws against those of the reference, {reference}")
+    return canvas.save(fig, path, dpi)

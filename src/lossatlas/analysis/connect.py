@@ -25,15 +25,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 from scipy.optimize import minimize, minimize_scalar
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from lossatlas import model
+from lossatlas import canvas, model
 from lossatlas.analysis import draws, minima
 from lossatlas.model import symmetry
 
@@ -585,3 +587,117 @@ def _path_profile(target, points, per_point, n_per_segment: int = 8) -> dict:
 
 def _line_profile(target, a, b, per_point) -> dict:
     return _path_profile(target, np.vstack([a, b]), per_point, n_per_segment=64)
+
+
+# --- figure ------------------------------------------------------------------------------
+
+
+def component_steps(levels, counts) -> tuple[np.ndarray, np.ndarray]:
+    """The components-against-level curve to draw (``where="post"``): from a little below the
+    lowest level, where no minimum lies and so no component, to the last level."""
+    levels, counts = np.asarray(levels, dtype=float), np.asarray(counts)
+    span = levels[-1] - levels[0] if len(levels) > 1 else 0.0
+    below = levels[0] - 0.05 * (span if span > 0 else max(abs(levels[0]), 1.0))
+    return np.r_[below, levels], np.r_[0, counts]
+
+
+def plot_connect_tree(meta: Mapping, path, title: str | None = None, dpi: int = 120) -> Path:
+    """Disconnectivity dendrogram of the connectivity analysis's nodes: single linkage of
+    the lowest known path maxima (``meta`` of ``connect.run_connect``), heights in mean
+    loss, with the components of the level sets against the level beside it."""
+    from scipy.cluster.hierarchy import dendrogram, linkage
+    from scipy.spatial.distance import squareform
+
+    fig = canvas.figure(9.0, 3.8)
+    ax_tree, ax_count = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
+    M = np.asarray(meta["path_max"], dtype=float)
+    head = f"{title}: " if title else ""
+    if len(M) < 2:
+        ax_tree.text(0.5, 0.5, "fewer than 2 minima", ha="center", va="center")
+        ax_tree.set_axis_off()
+        ax_count.set_axis_off()
+        return canvas.save(fig, path, dpi)
+    D = M.copy()
+    # pairs with no known path merge above every known one
+    top = D[np.isfinite(D)].max()
+    D[~np.isfinite(D)] = 2 * top if top > 0 else 1.0
+    np.fill_diagonal(D, 0.0)
+    dendrogram(
+        linkage(squareform(D, checks=False), method="single"),
+        ax=ax_tree,
+        labels=[str(n) for n in meta["nodes"]],
+        color_threshold=meta["level"],
+    )
+    ax_tree.axhline(meta["level"], color="k", ls="--", lw=0.8, label=f"level {meta['level']:g}")
+    ax_tree.set_ylabel("highest mean loss on the lowest known path")
+    ax_tree.set_xlabel("census point id")
+    ax_tree.legend(fontsize="small")
+    ax_tree.set_title(f"{head}merge tree of {len(M)} minima", fontsize="medium")
+    ax_count.step(*component_steps(meta["levels"], meta["n_components"]), where="post")
+    ax_count.axvline(meta["level"], color="k", ls="--", lw=0.8)
+    ax_count.set_xlabel("level λ (mean loss)")
+    ax_count.set_ylabel("components of {loss ≤ λ} (upper bound)")
+    ax_count.yaxis.set_major_locator(MaxNLocator(integer=True))
+    return canvas.save(fig, path, dpi)
+
+
+def plot_connect_profiles(
+    meta: Mapping, path, title: str | None = None, dpi: int = 120, max_pairs: int = 6
+) -> Path:
+    """Mean loss along arc length for the refined pairs: straight line, Dynamic String
+    Sampling and the string method (``meta`` of ``connect.run_connect``)."""
+    profiles = list(meta["profiles"])[:max_pairs]
+    rows, cols = canvas.grid(max(1, len(profiles)))
+    fig = canvas.figure(3.6 * cols, 3.0 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, prof in zip(axes, profiles, strict=False):
+        for key, style in (("straight", ":"), ("dss", "--"), ("string", "-")):
+            ax.plot(prof[key]["s"], prof[key]["loss"], style, label=key)
+        ax.axhline(meta["level"], color="k", lw=0.6)
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_ylim(bottom=0.0)
+        ax.set_title(f"{prof['pair'][0]} - {prof['pair'][1]}", fontsize="small")
+        ax.set_xlabel("arc length (normalised)")
+        ax.set_ylabel("mean loss")
+    if profiles:
+        axes[0].legend(fontsize="x-small")
+    else:
+        axes[0].text(0.5, 0.5, "no pair refined", ha="center", va="center")
+    for ax in axes[len(profiles) :]:
+        ax.set_axis_off()
+    fig.suptitle(f"{title + ': ' if title else ''}loss along the paths between minima")
+    return canvas.save(fig, path, dpi)
+
+
+def plot_connect_length(meta: Mapping, path, title: str | None = None, dpi: int = 120) -> Path:
+    """Freeman & Bruna's figure: Dynamic String Sampling's normalised length and bead count
+    against the level, one line per scanned pair; hollow markers where it did not connect
+    (``meta["length_by_level"]`` of ``connect.run_connect``)."""
+    scans = list(meta.get("length_by_level") or [])
+    fig = canvas.figure(8.0, 3.2)
+    ax_len, ax_beads = fig.subplots(1, 2)
+    for k, scan in enumerate(scans):
+        colour = f"C{k % 10}"
+        level = np.asarray(scan["level"])
+        ok = np.asarray(scan["connected"], dtype=bool)
+        label = f"{scan['pair'][0]} - {scan['pair'][1]}"
+        for ax, key in ((ax_len, "normalised_length"), (ax_beads, "n_beads")):
+            y = np.asarray(scan[key], dtype=float)
+            ax.plot(level, y, "-", color=colour, lw=0.8, label=label if ax is ax_len else None)
+            ax.plot(level[ok], y[ok], "o", color=colour)
+            ax.plot(level[~ok], y[~ok], "o", mfc="none", color=colour)
+    from matplotlib.ticker import NullFormatter
+
+    for ax, name in ((ax_len, "normalised length"), (ax_beads, "beads")):
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("level (mean loss)")
+        ax.set_ylabel(name)
+        ax.axvline(meta["level"], color="k", lw=0.6)
+    if scans:
+        ax_len.legend(fontsize="x-small", title="pair (hollow: not connected)",
+                      title_fontsize="x-small")  # fmt: skip
+    else:
+        ax_len.text(0.5, 0.5, "no pair scanned", ha="center", va="center")
+    fig.suptitle(f"{title + ': ' if title else ''}path length and beads against the level")
+    return canvas.save(fig, path, dpi)

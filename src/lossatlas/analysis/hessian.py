@@ -31,6 +31,7 @@ import pandas as pd
 from scipy.linalg import eigh_tridiagonal
 from scipy.stats import spearmanr
 
+from lossatlas import canvas
 from lossatlas.analysis import minima
 
 # a coordinate on the box wall (within WALL_ATOL * box) with the gradient pushing outward is
@@ -192,18 +193,16 @@ def _symlog(x: np.ndarray, scale: float = 1e-6) -> np.ndarray:
 def plot(table: pd.DataFrame, spectra: list[dict], path, *, title: str, dpi: int) -> None:
     """The eigenvalue density at each minimum (symmetric log scale), and top eigenvalue
     against U."""
-    import matplotlib
+    from matplotlib import colormaps
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig = canvas.figure(10, 4)
+    left, right = fig.subplots(1, 2)
     if table.empty:
         left.text(0.5, 0.5, "no census minimum", ha="center", va="center")
     else:
         ends = np.concatenate([_symlog(s["nodes"]) for s in spectra])
         grid = np.linspace(ends.min() - 1, ends.max() + 1, 400)
-        colours = plt.cm.viridis(np.linspace(0, 1, len(spectra)))
+        colours = colormaps["viridis"](np.linspace(0, 1, len(spectra)))
         for s, colour in zip(spectra, colours, strict=True):
             left.plot(grid, density(s["nodes"], s["weights"], grid, 0.15), color=colour, lw=1)
         ticks = np.arange(np.floor(grid.min()), np.ceil(grid.max()) + 1, 2)
@@ -214,5 +213,4 @@ def plot(table: pd.DataFrame, spectra: list[dict], path, *, title: str, dpi: int
     right.set(xlabel="U", ylabel="top eigenvalue", title="sharpness vs loss")
     right.set_yscale("log" if positive else "linear")
     fig.suptitle(title)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    canvas.save(fig, path, dpi)

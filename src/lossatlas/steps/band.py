@@ -84,7 +84,6 @@ def critical_points(inputs, outputs, s: Mapping, exp: Mapping, log: logging.Logg
 def band(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
     """Choromanska's band across the width sweep: per network, the 5-95 % range of its
     minima's losses, the held-out range, the rank correlation of index and loss."""
-    from lossatlas import plots
     from lossatlas.analysis import band as choromanska
 
     ends = [pd.read_csv(path) for path in inputs.tables]
@@ -119,7 +118,7 @@ def band(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
             "grows with the loss",
         },
     )
-    plots.plot_band(tables, table, outputs.figure, dpi=s["figures"]["dpi"])
+    choromanska.plot_band(tables, table, outputs.figure, dpi=s["figures"]["dpi"])
     log.info(
         "band: %s", table[["experiment", "p", "band_lo", "band_hi", "rank_corr"]].to_dict("records")
     )

@@ -201,9 +201,13 @@ def dimension(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> No
 
 def census(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     """Critical points from many starts, classified; their figures."""
-    from lossatlas import plots
     from lossatlas.analysis import reduce as rd
-    from lossatlas.analysis.census import good_plane, run_census
+    from lossatlas.analysis.census import (
+        good_plane,
+        plot_census_loss_index,
+        plot_census_plane,
+        run_census,
+    )
     from lossatlas.data import Dataset
     from lossatlas.storage.store import SampleStore
 
@@ -231,8 +235,8 @@ def census(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
         assignment=c.assignment,
     )
     dpi = s["figures"]["dpi"]
-    plots.plot_census_loss_index(table, outputs.loss_index, title=name, dpi=dpi)
-    plots.plot_census_plane(plane, table, outputs.plane, title=name, dpi=dpi)
+    plot_census_loss_index(table, outputs.loss_index, title=name, dpi=dpi)
+    plot_census_plane(plane, table, outputs.plane, title=name, dpi=dpi)
     log.info("%s: %d starts, counts %s", name, meta["n_starts"], meta["counts"])
     log.info("%s: plane %s", name, meta["plane"])
 
@@ -240,7 +244,6 @@ def census(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
 def connect(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     """Are the census minima connected? Paths, barriers and the merge tree; and how many
     components of the level set the draws below it touch, at most."""
-    from lossatlas import plots
     from lossatlas.analysis import connect
     from lossatlas.data import Dataset
     from lossatlas.storage.store import SampleStore
@@ -267,9 +270,9 @@ def connect(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None
         outputs.json, {**meta, "experiment": name, "settings": plain(s["landscape"]["connect"])}
     )
     dpi = s["figures"]["dpi"]
-    plots.plot_connect_tree(meta, outputs.tree, title=name, dpi=dpi)
-    plots.plot_connect_profiles(meta, outputs.profiles, title=name, dpi=dpi)
-    plots.plot_connect_length(meta, outputs.length, title=name, dpi=dpi)
+    connect.plot_connect_tree(meta, outputs.tree, title=name, dpi=dpi)
+    connect.plot_connect_profiles(meta, outputs.profiles, title=name, dpi=dpi)
+    connect.plot_connect_length(meta, outputs.length, title=name, dpi=dpi)
     sampled = meta.get("from_samples", {})
     log.info(
         "%s: %d minima, %d pairs refined (%d connected at %g, %d modulo symmetry); %s "
@@ -283,8 +286,7 @@ def connect(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None
 def cells(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     """Liu's convex cells: where the draws and census minima lie, each cell's minimum, genuine
     or spurious, how much posterior mass the visited cells hold."""
-    from lossatlas import plots
-    from lossatlas.analysis.cells import run_cells
+    from lossatlas.analysis.cells import plot_cells, run_cells
     from lossatlas.data import Dataset
     from lossatlas.storage.store import SampleStore
 
@@ -303,7 +305,7 @@ def cells(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     table.insert(0, "experiment", name)
     table.to_csv(outputs.table, index=False)
     write_json(outputs.json, {**meta, "experiment": name, "settings": plain(settings)})
-    plots.plot_cells(table, meta, outputs.figure, title=name, dpi=s["figures"]["dpi"])
+    plot_cells(table, meta, outputs.figure, title=name, dpi=s["figures"]["dpi"])
     log.info(
         "%s: %d draws in %d of 10^%.1f cells; %d examined (%.1f %% of the mass): %d genuine, "
         "%d spurious, %d genuine with z > 0; unseen mass %.3g (draws) / %.3g (chains); "

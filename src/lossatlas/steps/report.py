@@ -107,8 +107,7 @@ def theory(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
 def compare(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
     """Each experiment's good draws against the reference's, before and after mapping them
     back through the dataset transform."""
-    from lossatlas import plots
-    from lossatlas.analysis.compare import compare_projection, compare_rows
+    from lossatlas.analysis.compare import compare_projection, compare_rows, plot_compare
     from lossatlas.analysis.draws import good_rows
     from lossatlas.data import Dataset
     from lossatlas.storage.store import SampleStore
@@ -161,7 +160,7 @@ def compare(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
 
     pd.DataFrame(rows).to_csv(outputs.table, index=False)
     write_json(outputs.json, full)
-    plots.plot_compare(figure, outputs.figure, reference=ref_name, dpi=s["figures"]["dpi"])
+    plot_compare(figure, outputs.figure, reference=ref_name, dpi=s["figures"]["dpi"])
 
 
 def findings(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
