@@ -1,4 +1,6 @@
-"""Figures: every function draws one PNG at ``path`` and leaves no figure open.
+"""The report's figures (datasets, good minima, kernel PCA) and the diagnostics' (trace, rank,
+R-hat, energy histogram): every function draws one PNG at ``path`` and leaves no figure open.
+Each landscape analysis draws its own figure in its module, on the same canvas.
 
 Figures are built as ``matplotlib.figure.Figure`` objects on an Agg canvas, not through
 ``pyplot``, so nothing is registered globally and nothing depends on the session's backend.
