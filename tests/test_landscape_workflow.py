@@ -106,7 +106,7 @@ def test_one_experiment_plans_no_comparison(tmp_path):
 def test_architecture_sweep_plans_each_network(tmp_path):
     """experiments.sweep.hidden: one experiment per network, each step with its own widths,
     the data transforms without them, one uniform pipeline null per network (a real run of
-    this sweep: 38 jobs, compare skips the pairs whose p differs)."""
+    this sweep: 42 jobs, compare skips the pairs whose p differs)."""
     from lossatlas import steps
 
     cfg = yaml.safe_load(CONFIG.read_text())

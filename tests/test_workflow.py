@@ -50,7 +50,7 @@ def expected_jobs(cfg_path: Path) -> dict[str, int]:
     n = len(lacfg.experiments(cfg))
     jobs = {"dataset": n, "sample": n, "diagnose": n, "reduce": n, "figures": 1, "all": 1}
     jobs["findings"] = 1
-    jobs.update(dataset_figure=n, dimension=n, census=n, connect=n)
+    jobs.update(dataset_figure=n, dimension=n, census=n, connect=n, hessian=n)
     # one uniform pipeline null per network
     jobs["pipeline_null"] = len({tuple(lacfg.hidden_of(cfg, e)) for e in lacfg.experiments(cfg)})
     if n > 1:
@@ -383,6 +383,7 @@ def test_changed_threshold_reruns_only_downstream(small_run, tmp_path):
         "dimension": 2,
         "census": 2,
         "connect": 2,
+        "hessian": 2,  # reads the census, which reruns
         "compare": 1,
         "findings": 1,
         "all": 1,

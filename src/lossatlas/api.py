@@ -58,11 +58,11 @@ def sample(
     out.mkdir(parents=True, exist_ok=True)
     dataset = out / "dataset.npz"
     if not dataset.exists():
-        steps.dataset(dataset, steps.settings("dataset", cfg), exp, log)
+        steps.dataset([dataset], steps.settings("dataset", cfg), exp, log)
     threads = workers or os.cpu_count() or 1
     samples = out / "samples.h5"
     s, run = steps.settings("sample", cfg), steps.runtime("sample", cfg)
-    steps.sample(dataset, samples, s, run, exp, threads, log)
+    steps.sample_chains(dataset, samples, s, run, exp, threads, log)
     return SampleStore(samples)
 
 
