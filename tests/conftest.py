@@ -140,6 +140,19 @@ def install_profile_for(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def runs_rule(process, rule: str) -> bool:
+    """Whether ``process`` is a job of ``rule``: every rule runs workflow/scripts/step.py,
+    and a job holds its own log, ``logs/.../<rule>.log``, open while it runs."""
+    import psutil
+
+    try:
+        if "step.py" not in " ".join(process.cmdline()):
+            return False
+        return any(f.path.endswith(f"/{rule}.log") for f in process.open_files())
+    except psutil.Error:
+        return False
+
+
 def output_of(proc: subprocess.CompletedProcess) -> str:
     return f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
 

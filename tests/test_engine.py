@@ -341,8 +341,19 @@ def test_workflow_until_check_is_the_diagnose_verdict(one_worker, exp_cfg, tmp_p
             sample, ds, steps.target(s, ds), raw, **steps.invariant_arguments(s)
         )
     assert got["converged"] == (not diagnostics.identifiable_shortfalls(inv))
-    for space in diagnostics.IDENTIFIABLE:
-        assert got[space]["max_r_hat"] == pytest.approx(inv[space]["max_r_hat"], rel=1e-12)
+    assert got["U"]["max_r_hat"] == pytest.approx(inv["U"]["max_r_hat"], rel=1e-12)
+    # U first: where U has not mixed the rest waits; where it has, all three are measured
+    lax = {**cfg["sampler"], "until": {"r_hat": 1.5, "ess": 10, "confirm": 2}}
+    lax_check = steps.until_check(
+        steps.settings("sample", config.validate({**cfg, "sampler": lax})), ds, 1, view
+    )
+    for verdict, u_passed in ((got, inv["U"]["pass"]), (lax_check(paths, 150), True)):
+        for space in diagnostics.IDENTIFIABLE[1:]:
+            measured = verdict[space]["max_r_hat"]
+            if u_passed:
+                assert measured == pytest.approx(inv[space]["max_r_hat"], rel=1e-12), space
+            else:
+                assert measured is None, space
     early = check(paths, 10)
     assert not early["converged"] and "not converged at 10 draws per chain" in early["reading"]
 

@@ -20,6 +20,7 @@ from conftest import (
     make_workdir,
     output_of,
     run_snakemake,
+    runs_rule,
     snakemake_cmd,
 )
 from slurm_cluster import SlurmCluster, SlurmUnavailable, run, wait_until, why_unavailable
@@ -273,20 +274,18 @@ def sample_jobs(slurm: SlurmCluster) -> dict[str, str]:
 
 
 def job_script(job_id: str) -> psutil.Process:
-    """The python running sample.py inside SLURM job ``job_id``."""
+    """The python running the sample step inside SLURM job ``job_id``."""
 
     def find():
         for p in psutil.process_iter(["cmdline"]):
             try:
-                if "sample.py" in " ".join(p.info["cmdline"] or []) and (
-                    p.environ().get("SLURM_JOB_ID") == job_id
-                ):
+                if runs_rule(p, "sample") and p.environ().get("SLURM_JOB_ID") == job_id:
                     return p
             except psutil.Error:
                 continue
         return None
 
-    return wait_until(find, 60, f"sample.py in job {job_id}")
+    return wait_until(find, 60, f"the sample step in job {job_id}")
 
 
 def stopped(p: psutil.Process) -> bool:

@@ -29,6 +29,7 @@ from conftest import (
     make_workdir,
     output_of,
     run_snakemake,
+    runs_rule,
     snakemake_cmd,
 )
 
@@ -471,7 +472,7 @@ def test_interrupted_snakemake_then_rerun_is_bit_identical(tmp_path, resume_refe
     try:
         at_kill = wait_for_draws(wd, proc, n_batches=s["n_chains"] // s["chains_per_batch"])
         job = psutil.Process(proc.pid).children(recursive=True)
-        assert any("sample.py" in " ".join(p.cmdline()) for p in job), "no sample job running"
+        assert any(runs_rule(p, "sample") for p in job), "no sample job running"
         if how == "kill-9":
             proc.send_signal(signal.SIGKILL)
         else:
@@ -573,9 +574,7 @@ def test_sigkill_dask_worker_run_completes_bit_identical(tmp_path, resume_refere
     try:
         wait_for_draws(wd, proc, n_batches=s["n_chains"] // s["chains_per_batch"])
         job = [
-            p
-            for p in psutil.Process(proc.pid).children(recursive=True)
-            if "sample.py" in " ".join(p.cmdline())
+            p for p in psutil.Process(proc.pid).children(recursive=True) if runs_rule(p, "sample")
         ]
         assert len(job) == 1, "expected one running sample job"
         # LocalCluster worker processes are spawned children of the job (the nanny lives in it).

@@ -299,7 +299,8 @@ def hidden_of(cfg: Mapping, name: str) -> list[int]:
     """The hidden widths of experiment ``name``, from its name: a workflow asks this of every
     experiment, and expanding the whole sweep each time would cost n^2 (1,080 experiments:
     half a minute)."""
-    sweep = cfg["experiments"]["sweep"]
+    # every list of the sweep, read: a name, hence its widths, depends on them all
+    sweep = {key: cfg["experiments"]["sweep"][key] for key in cfg["experiments"]["sweep"]}
     if "hidden" not in sweep:
         return list(cfg["model"]["hidden"])
     widths = {f"hidden-{_fmt(v)}": v for v in sweep["hidden"]}
