@@ -34,9 +34,6 @@ from scipy.stats import spearmanr
 from lossatlas import canvas
 from lossatlas.analysis import minima
 
-# a coordinate on the box wall (within WALL_ATOL * box) with the gradient pushing outward is
-# pinned, as the census pins it
-WALL_ATOL = 1e-9
 COLUMNS = [
     "experiment", "id", "classification", "U", "mean_loss", "n_free", "method", "lambda_max",
     "lambda_min", "trace", "trace_se", "n_negative", "top_eigenvalues",
@@ -58,10 +55,10 @@ class Settings:
 
 
 def free_coordinates(U_and_grad, x: np.ndarray, box: float) -> np.ndarray:
-    """The coordinates not pinned on the box wall by an outward gradient (bool mask)."""
-    _, g = U_and_grad(x[None, :])
-    wall = WALL_ATOL * box
-    return ~(((x >= box - wall) & (g[0] < 0)) | ((x <= -box + wall) & (g[0] > 0)))
+    """The coordinates not pinned on the box wall by an outward gradient, as the census pins
+    them (bool mask)."""
+    _, g = minima.at_one_point(U_and_grad)(x)
+    return ~minima.on_the_wall(x, g, box)
 
 
 def lanczos_nodes(op, v0: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,15 +92,15 @@ def spectrum_at(U_and_grad, x: np.ndarray, box: float, settings: Settings) -> di
     both ends), trace (and its standard error), and the density as nodes and weights."""
     free = free_coordinates(U_and_grad, x, box)
     n = int(free.sum())
-    if n <= max(settings.dense_max, 2 * settings.n_eig + 1):
-        eig = np.linalg.eigvalsh(minima.hessian(U_and_grad, x, free=free)) if n else np.zeros(0)
-        weights = np.full(n, 1.0 / max(n, 1))
-        return {"n_free": n, "method": "dense", "eigenvalues": eig, "trace": float(eig.sum()),
-                "trace_se": 0.0, "nodes": eig, "weights": weights}  # fmt: skip
-    eig, _, _ = minima.free_spectrum(
+    # every eigenvalue up to dense_max free coordinates, both ends above: as the census does
+    eig, method, _ = minima.free_spectrum(
         U_and_grad, x, free, dense_max=settings.dense_max, n_eig=settings.n_eig,
         eig_tol=settings.eig_tol, eig_maxiter=settings.eig_maxiter, seed=settings.seed,
     )  # fmt: skip
+    if method == "dense":
+        weights = np.full(n, 1.0 / max(n, 1))
+        return {"n_free": n, "method": "dense", "eigenvalues": eig, "trace": float(eig.sum()),
+                "trace_se": 0.0, "nodes": eig, "weights": weights}  # fmt: skip
     op = minima.hessian_operator(U_and_grad, x, free)
     rng = np.random.default_rng([settings.seed, n])
     probes = rng.choice([-1.0, 1.0], size=(settings.n_probes, n))

@@ -297,6 +297,13 @@ def free_spectrum(
     return np.sort(np.real(eig)), "eigsh", ok
 
 
+def on_the_wall(x: np.ndarray, g: np.ndarray, box: float, wall_atol: float = 1e-9) -> np.ndarray:
+    """The coordinates of ``x`` pinned on the box wall: within ``wall_atol * box`` of it, with
+    the gradient ``g`` pushing outward (bool mask)."""
+    wall = wall_atol * box
+    return ((x >= box - wall) & (g < 0)) | ((x <= -box + wall) & (g > 0))
+
+
 def classify(
     U_and_grad: BatchedUGrad,
     x: np.ndarray,
@@ -316,8 +323,7 @@ def classify(
     see the module docstring; ``spectrum_kw`` go to :func:`free_spectrum`)."""
     x = np.asarray(x, dtype=np.float64)
     u, g = at_one_point(U_and_grad)(x)
-    wall = wall_atol * box
-    pinned = ((x >= box - wall) & (g < 0)) | ((x <= -box + wall) & (g > 0))
+    pinned = on_the_wall(x, g, box, wall_atol)
     free = ~pinned
     n_free = int(free.sum())
     grad_norm = float(np.abs(g[free]).max()) if free.any() else 0.0
