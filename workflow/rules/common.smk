@@ -105,13 +105,15 @@ WHEN = {
 OVER = {"exp": lambda: EXPERIMENTS, "network": lambda: NETWORKS}
 
 
-def rule_outputs(r):
-    """Every output of rule ``r`` for each experiment (network) it runs on here; none where
-    :data:`WHEN` leaves it out. Rules with other wildcards make no target."""
+def rule_outputs(r, files=None):
+    """Every output of rule ``r`` (or those of ``files``) for each experiment (network) it
+    runs on here; none where :data:`WHEN` leaves it out. Rules with other wildcards make no
+    target."""
+    files = r.output if files is None else files
     wildcards = set(r.wildcard_names)
     when = WHEN.get(r.name, lambda *key: True)
     if not wildcards:
-        return [str(f) for f in r.output] if when() else []
+        return [str(f) for f in files] if when() else []
     if len(wildcards) > 1 or next(iter(wildcards)) not in OVER:
         return []
     (wildcard,) = wildcards
@@ -119,7 +121,7 @@ def rule_outputs(r):
         str(f.apply_wildcards({wildcard: key}))
         for key in OVER[wildcard]()
         if when(key)
-        for f in r.output
+        for f in files
     ]
 
 
@@ -129,15 +131,13 @@ def all_outputs(wildcards):
 
 
 def findings_of_analyses(wildcards):
-    """The one-line findings of the analyses of one experiment, for the findings page: each
-    rule's output named ``finding`` (a JSON file with a ``finding`` line), per experiment.
-    """
+    """The one-line findings of the analyses, for the findings page: each rule's output named
+    ``finding`` (a JSON file with a ``finding`` line), wherever the rule runs."""
     return [
-        str(r.output.finding.apply_wildcards({"exp": name}))
+        f
         for r in workflow.rules
         if "finding" in r.output.keys()
-        for name in EXPERIMENTS
-        if WHEN.get(r.name, lambda exp: True)(name)
+        for f in rule_outputs(r, [r.output.finding])
     ]
 
 
