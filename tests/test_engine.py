@@ -276,11 +276,13 @@ def _until_run(exp_cfg, out, until, workers=1):
     return run_on(workers, cfg, out, logging.getLogger("test.until"))[0]
 
 
-def test_until_stops_at_the_first_converged_block(one_worker, exp_cfg, tmp_path):
+def test_until_stops_where_its_checks_first_pass_twice_running(one_worker, exp_cfg, tmp_path):
     """sampler.until changes where the chains stop, not their numbers: the draws are the
-    first ones of the run without it; the target held at the stop and at the boundary
-    before it (confirm: 2), and at no two consecutive boundaries earlier."""
-    until = {"r_hat": 1.3, "ess": 10}  # met from 100 of 150 draws on: stops at 110
+    first ones of the run without it. It checks the boundaries until_next picks from the
+    verdicts (replayed here from the verdict at every boundary), stops at the first two
+    consecutive boundaries that pass (confirm: 2), and never before checking every boundary
+    would have stopped."""
+    until = {"r_hat": 1.3, "ess": 10}  # met from 100 of 150 draws on
     out = tmp_path / "rotate-0"
     summary = _until_run(exp_cfg, out, until)
     n = summary["until"]["draws"]
@@ -291,10 +293,24 @@ def test_until_stops_at_the_first_converged_block(one_worker, exp_cfg, tmp_path)
     ):
         assert s.n_draws == n
         assert s.theta[()].tobytes() == full.theta[:, :n].tobytes()
-    paths = sorted(str(p) for p in (out / "chains").glob("batch-*.h5"))
-    passed = [engine.until_verdict(paths, m, until)["converged"] for m in range(10, n + 1, 10)]
-    assert passed[-2:] == [True, True]
-    assert not any(a and b for a, b in zip(passed[:-2], passed[1:-1], strict=True))
+        # the full run's batches hold every boundary's draws: its verdicts at each one
+        paths = sorted(str(p) for p in (one_worker[0] / "chains").glob("batch-*.h5"))
+    every = {m: engine.until_verdict(paths, m, until) for m in range(10, 151, 10)}
+    checked, m = [], 10
+    while m is not None and not engine.until_stops([every[c] for c in checked + [m]], 2):
+        checked.append(m)
+        m = engine.until_next(every[m], list(every))
+    checked.append(m)
+    with h5py.File(out / "samples.h5", "r") as f:
+        kept = json.loads(f.attrs["until"])["verdicts"]
+    assert [v["draws"] for v in kept] == checked and checked[-1] == n
+    assert [v["converged"] for v in kept] == [every[c]["converged"] for c in checked]
+    assert checked[-2:] == [n - 10, n] and every[n - 10]["converged"]
+    bounds = list(every)
+    first_pair = next(b for a, b in zip(bounds, bounds[1:], strict=False)
+                      if every[a]["converged"] and every[b]["converged"])  # fmt: skip
+    assert n >= first_pair
+    assert len(checked) < len(range(10, n + 1, 10))  # it skipped some: the point of until_next
     again = engine.until_verdict(paths, n, until)
     assert again["U"]["r_hat"] == summary["until"]["U"]["r_hat"] < 1.3
     # the same stop and the same bytes on two workers, and after a batch that ran ahead
@@ -316,7 +332,8 @@ def test_until_never_met_keeps_every_draw(one_worker, exp_cfg, tmp_path):
     assert samples(out) == samples(one_worker[0])
     with h5py.File(out / "samples.h5", "r") as f:
         kept = json.loads(f.attrs["until"])
-    assert [v["draws"] for v in kept["verdicts"]] == list(range(10, 160, 10))
+    # the target is far off at every check: until_next goes to the last boundary at once
+    assert [v["draws"] for v in kept["verdicts"]] == [10, 150]
 
 
 def test_workflow_until_check_is_the_diagnose_verdict(one_worker, exp_cfg, tmp_path):
@@ -415,6 +432,52 @@ def _reversed_stop(verdicts: list[dict], confirm: int) -> tuple[bool, bool]:
         if engine.until_stops(verdicts[: i + 1], confirm):
             return True, not all(v["converged"] for v in verdicts[i:])
     return False, False
+
+
+def test_until_next_skips_towards_the_measured_rate():
+    b = list(range(100, 3001, 100))
+    fail = {"converged": False, "draws": 200}
+    assert engine.until_next({**fail, "draws_needed": 1000}, b) == 600  # half way to 1000
+    assert engine.until_next({**fail, "draws_needed": None}, b) == 300  # rate unknown
+    assert engine.until_next({**fail, "draws_needed": 250}, b) == 300
+    assert engine.until_next({**fail, "draws_needed": 10**6}, b) == 3000  # the cap, no further
+    assert engine.until_next({"converged": True, "draws": 200, "draws_needed": 200}, b) == 300
+    assert engine.until_next({**fail, "draws": 3000, "draws_needed": 5000}, b) is None
+
+
+def test_skipped_checks_never_stop_earlier_than_every_boundary():
+    """On chains that switch between two modes about once per 100 draws (R-hat hovers around
+    the target), the checks until_next picks stop at or after the stop of checking every
+    boundary, and at a boundary where that schedule's verdicts pass twice running."""
+    from lossatlas import mcmc_stats
+
+    until = {"r_hat": 1.01, "ess": 400}
+    stops = []
+    for seed in range(6):
+        x = _two_mode_chains(seed, 0.01)
+        every = {}
+        for n in range(200, x.shape[1] + 1, 200):
+            row = mcmc_stats.summary_row("x", x[:, :n])
+            g = {"max_r_hat": row["r_hat"], "min_ess_bulk": row["ess_bulk"],
+                 "min_ess_tail": row["ess_tail"]}  # fmt: skip
+            ok = row["r_hat"] < 1.01 and min(row["ess_bulk"], row["ess_tail"]) > 400
+            need = mcmc_stats.draws_needed(g, n, until["r_hat"], until["ess"])
+            every[n] = {"draws": n, "converged": ok, "draws_needed": need}
+        full = [every[n] for n in every]
+        first = next((i for i in range(1, len(full)) if engine.until_stops(full[: i + 1], 2)), None)
+        checked, n = [], min(every)
+        while n is not None:
+            checked.append(every[n])
+            if engine.until_stops(checked, 2):
+                break
+            n = engine.until_next(every[n], list(every))
+        stop = checked[-1]["draws"]
+        if first is not None:
+            assert stop >= full[first]["draws"], seed
+        if engine.until_stops(checked, 2):
+            assert every[stop - 200]["converged"] and every[stop]["converged"]
+        stops.append((None if first is None else full[first]["draws"], stop, len(checked)))
+    assert any(len(full) > c for *_, c in stops)  # fewer checks than boundaries
 
 
 @pytest.mark.slow  # no process: 1,200 R-hat/ESS evaluations, about 15 s of computing

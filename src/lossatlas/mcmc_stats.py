@@ -4,10 +4,12 @@ analysis."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from arviz_stats.base import array_stats
 
-__all__ = ["TAIL_PROB", "summary_row", "summary_rows"]
+__all__ = ["TAIL_PROB", "draws_needed", "summary_row", "summary_rows"]
 
 # Tail ESS is min(ESS of the 5% quantile, ESS of the 95% quantile), as in Vehtari et al. (2021).
 TAIL_PROB = (0.05, 0.95)
@@ -56,3 +58,16 @@ def summary_row(name: str, x: np.ndarray) -> dict:
     """The summary table's row (mean, sd, MCSE, bulk/tail ESS, R-hat) of one quantity
     ``x (chain, draw)``."""
     return summary_rows([name], "energy", np.asarray(x, dtype=np.float64)[:, :, None])[0]
+
+
+def draws_needed(g: dict, n_draws: int, rhat_max: float, ess_min: float) -> int | None:
+    """Draws per chain at which the group ``g`` (``max_r_hat``, ``min_ess_bulk``,
+    ``min_ess_tail``) would meet the targets if it kept its measured rate: ESS grows in
+    proportion to the draws, R-hat - 1 falls in inverse proportion (both hold once chains have
+    mixed; a larger figure means the chains have not). None where a value is not finite."""
+    ess = min(g.get("min_ess_bulk") or 0.0, g.get("min_ess_tail") or 0.0)
+    rhat = g.get("max_r_hat")
+    if not n_draws or rhat is None or ess <= 0 or not math.isfinite(rhat):
+        return None
+    factor = max(ess_min / ess, (rhat - 1.0) / (rhat_max - 1.0), 1.0)
+    return math.ceil(n_draws * factor)

@@ -29,7 +29,12 @@ from scipy import stats
 
 from lossatlas import model
 from lossatlas.analysis import draws, minima
-from lossatlas.mcmc_stats import TAIL_PROB, summary_row, summary_rows  # noqa: F401 (public here)
+from lossatlas.mcmc_stats import (  # noqa: F401 (public here)
+    TAIL_PROB,
+    draws_needed,
+    summary_row,
+    summary_rows,
+)
 from lossatlas.model import symmetry
 from lossatlas.storage import streaming
 from lossatlas.storage.streaming import iter_param_blocks
@@ -370,19 +375,6 @@ def _shortfall(name: str, g: dict, rhat_max: float, ess_min: float) -> str:
         if g.get(key) is None or g[key] <= ess_min:
             parts.append(f"{key.removeprefix('min_').replace('_', ' ')} {fmt(g.get(key))}")
     return f"{name}: {', '.join(parts) or 'non-finite values'}"
-
-
-def draws_needed(g: dict, n_draws: int, rhat_max: float, ess_min: float) -> int | None:
-    """Draws per chain at which the group ``g`` would meet the targets if it kept its measured
-    rate: ESS grows in proportion to the draws, R-hat - 1 falls in inverse proportion (both
-    hold once chains have mixed; a larger figure means the chains have not). None where a
-    value is not finite."""
-    ess = min(g.get("min_ess_bulk") or 0.0, g.get("min_ess_tail") or 0.0)
-    rhat = g.get("max_r_hat")
-    if not n_draws or rhat is None or ess <= 0:
-        return None
-    factor = max(ess_min / ess, (rhat - 1.0) / (rhat_max - 1.0), 1.0)
-    return math.ceil(n_draws * factor)
 
 
 def _what_to_do(failing: list[dict], n_draws: int | None, rhat_max: float, ess_min: float) -> str:

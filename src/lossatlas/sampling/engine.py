@@ -392,6 +392,31 @@ def until_boundaries(sampler: dict) -> list[int]:
     return [*range(block, most, block), most]
 
 
+# After a failed check, the next one is this share of the way to where the measured rate
+# meets the target (a stationary chain's: R-hat - 1 falls as 1/n, ESS grows as n). Half, not
+# all: early on R-hat can fall faster (the warm-up's transient leaving the chains).
+CHECK_SHARE = 0.5
+
+
+def until_next(verdict: dict, boundaries: list[int]) -> int | None:
+    """The boundary ``sampler.until`` checks after ``verdict`` (None: none is left). After a
+    pass, the next boundary, so that ``confirm`` passes are at consecutive boundaries. After a
+    fail, the first boundary :data:`CHECK_SHARE` of the way to ``verdict["draws_needed"]``
+    (the draws the measured rate needs; the next boundary when unknown). A skipped check can
+    only make the run stop later than checking every boundary would, never earlier: checks
+    cost a pass over every draw so far, and skipping them keeps their total in proportion
+    to the draws instead of growing with their square."""
+    n = verdict["draws"]
+    later = [b for b in boundaries if b > n]
+    if not later:
+        return None
+    need = None if verdict["converged"] else verdict.get("draws_needed")
+    if not need:
+        return later[0]
+    aim = n + CHECK_SHARE * (need - n)
+    return next((b for b in later if b >= aim), later[-1])
+
+
 def until_stops(verdicts: list[dict], confirm: int) -> bool:
     """Whether ``sampler.until`` stops after ``verdicts`` (one per boundary so far): the last
     ``confirm`` of them all converged. A single pass is optional stopping: a verdict that
@@ -418,11 +443,13 @@ def until_verdict(paths: list[str], n_draws: int, until: dict) -> dict:
         f"R-hat(U) {row['r_hat']:.4f} (target < {until['r_hat']:g}), ESS bulk "
         f"{row['ess_bulk']:.0f} / tail {row['ess_tail']:.0f} (target > {until['ess']:g})"
     )
+    worst = {"max_r_hat": row["r_hat"]} | {f"min_{k}": row[k] for k in ("ess_bulk", "ess_tail")}
     return {
         "draws": n_draws,
         "converged": converged,
         "reading": reading,
         "U": {k: float(row[k]) for k in ("r_hat", "ess_bulk", "ess_tail")},
+        "draws_needed": mcmc_stats.draws_needed(worst, n_draws, until["r_hat"], until["ess"]),
     }
 
 
@@ -699,8 +726,9 @@ def _run_experiment(
 
     Logs draws done / total, draws/s and an ETA every ``progress_interval`` seconds. Returns a
     summary with the draws resumed from checkpoints and those computed. With
-    ``sampler.until``, the batches advance one block of draws at a time and stop at the first
-    block boundary where ``until_check`` (default :func:`until_verdict`) says converged.
+    ``sampler.until``, the batches advance from one checked block boundary to the next
+    (:func:`until_next`) and stop where ``until_check`` (default :func:`until_verdict`) has said
+    converged ``confirm`` times running (:func:`until_stops`).
     """
     s = specs[0]["sampler"]
     name = experiment.name
@@ -727,7 +755,9 @@ def _run_experiment(
     client.subscribe_topic(PROGRESS_TOPIC, progress.on_event)
     client.subscribe_topic(LOG_TOPIC, warnings.on_log)
     try:
-        for n_draws in until_boundaries(s) if until else [s["draws"]]:
+        boundaries = until_boundaries(s) if until else [s["draws"]]
+        n_draws = boundaries[0]
+        while n_draws is not None:
             rounds.append(
                 _sample_round(
                     client,
@@ -740,11 +770,13 @@ def _run_experiment(
                     float(progress_interval),
                 )  # fmt: skip
             )
-            if until:
-                verdicts.append(check([spec["path"] for spec in specs], n_draws))
-                log.info("%s: %s", name, verdicts[-1]["reading"])
-                if until_stops(verdicts, until["confirm"]):
-                    break
+            if not until:
+                break
+            verdicts.append(check([spec["path"] for spec in specs], n_draws))
+            log.info("%s: %s", name, verdicts[-1]["reading"])
+            if until_stops(verdicts, until["confirm"]):
+                break
+            n_draws = until_next(verdicts[-1], boundaries)
     finally:
         client.unsubscribe_topic(PROGRESS_TOPIC)
         client.unsubscribe_topic(LOG_TOPIC)

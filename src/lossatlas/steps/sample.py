@@ -201,6 +201,16 @@ def _identifiable(view, ds, the_target, threads: int, args: dict) -> dict:
     return inv
 
 
+def _draws_needed(inv: dict, n_draws: int, until: Mapping) -> int | None:
+    """The draws per chain at which every space checked (U alone until it passes) would meet
+    ``until`` at its measured rate; None where one of them cannot say."""
+    from lossatlas.mcmc_stats import draws_needed
+
+    checked = [g for g in inv.values() if isinstance(g, dict) and "max_r_hat" in g]
+    needed = [draws_needed(g, n_draws, until["r_hat"], until["ess"]) for g in checked]
+    return None if not needed or None in needed else max(needed)
+
+
 def until_check(s: Mapping, ds, threads: int, view_path):
     """``sampler.until``'s check for :func:`lossatlas.sampling.engine.run_experiment`: at
     ``n_draws`` per chain, the diagnose rule's measures of what the data identify (U, the
@@ -241,6 +251,7 @@ def until_check(s: Mapping, ds, threads: int, view_path):
             "draws": n_draws,
             "converged": not short,
             "reading": reading,
+            "draws_needed": _draws_needed(inv, n_draws, u),
             **{
                 space: {k: None if inv[space].get(k) is None else float(inv[space][k])
                         for k in worst}
