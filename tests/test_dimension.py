@@ -92,6 +92,31 @@ def test_shared_pipeline_null_gives_the_table_computed_alone():
     assert repr([r for r in other if r["statistic"] == "pipeline_ev2"]) != repr(pipe)  # read
 
 
+def test_shared_uniform_clouds_give_the_table_computed_alone():
+    """The uniform null's neighbour statistics depend on the network, the settings and the
+    count of good draws only: passed in (the pipeline_null rule) or computed by the table,
+    the rows are the same bit for bit, and the other nulls, which draw from the same
+    streams after the uniform cloud, are unchanged; values for another count are not used."""
+    rng = np.random.default_rng(12)
+    theta = rng.uniform(-3, 3, size=(200, 6))
+    loss = rng.random(200)
+    m = int((loss < 0.5).sum())
+    kw = {"seed": 3, "n_boot": 5, "n_null": 6, "k1": 5, "k2": 10}
+    alone = dimension.dimension_table(theta, loss, 0.5, 3.0, **kw)
+    values = dimension.uniform_cloud_values(6, m, 6, 3.0, seed=3, lagged=False, k1=5, k2=10)
+    assert set(values) == {"twonn", "mle", "pca_ev2"} and all(len(v) == 6 for v in values.values())
+
+    def table(uniform_null):
+        return dimension.dimension_table(theta, loss, 0.5, 3.0, uniform_null=uniform_null, **kw)
+
+    assert repr(table({"m": m, "values": values})) == repr(alone)  # repr: NaN equals NaN
+    assert repr(table({"m": m - 1, "values": values})) == repr(alone)  # another count
+    shifted = table({"m": m, "values": {k: v + 1.0 for k, v in values.items()}})
+    moved = [(a["statistic"], a["null"]) for a, b in zip(alone, shifted, strict=True)
+             if repr(a) != repr(b)]  # fmt: skip
+    assert moved and all(null == "uniform" for _, null in moved)  # read, and only there
+
+
 def _table(theta, loss, **kw):
     rows = dimension.dimension_table(theta, loss, 0.5, 10.0, seed=0, n_boot=50, n_null=40, **kw)
     return {(r["statistic"], r["null"]): r for r in rows}

@@ -271,12 +271,15 @@ def test_invariant_diagnostics_and_report(landscape_run):
 
 
 def test_dimension_reads_the_shared_pipeline_null(landscape_run):
-    """Each dimension job takes the uniform pipeline null from the pipeline_null rule's file,
-    made for its settings, instead of computing it again."""
+    """Each dimension job takes the uniform nulls (pipeline embeddings, and the clouds'
+    statistics where it has the budget's count of good draws) from the pipeline_null rule's
+    file, made for its settings, instead of computing them again."""
     logs = landscape_run / "results" / "logs"
     for name in EXPS:
         text = (logs / name / "dimension.log").read_text()
-        assert "uniform pipeline null read from" in text, name
+        assert "uniform nulls read from" in text, name
+    with np.load(next((landscape_run / "results" / "landscape" / "nulls").glob("*.npz"))) as f:
+        assert "uniform/twonn" in f.files and int(f["uniform_m"]) > 0
 
 
 class Files(list):

@@ -83,6 +83,30 @@ def test_approximation_used_above_max_exact_and_agrees(method):
         assert 0.0 <= info["nystroem_kernel_error"]["value"] < 0.05
 
 
+def test_landmarks_are_the_fewest_that_reach_the_kernel_error():
+    """kernel_error: the landmark count doubles from 250 until the held-out kernel error is at
+    most the target; unreachable, every landmark is used, exactly as without a target."""
+    rng = np.random.default_rng(7)
+    u = rng.normal(size=(4, 600, 2)) * np.array([2.0, 1.0])
+    core = np.concatenate([u, np.sin(u[..., :1]), np.zeros((4, 600, P - 3))], axis=-1)
+    x = core @ _basis(rng).T + 0.05 * rng.normal(size=(4, 600, P))
+    args = {"max_exact": 100, "n_landmarks": 1000, "n_heldout": 200, "draw_block": 256}
+    full, i_full = rd.kernel_pca(x, kernel_error=None, **args)
+    never, i_never = rd.kernel_pca(x, kernel_error=1e-12, **args)
+    curve = i_never["landmark_curve"]
+    assert curve["n_landmarks"] == [250, 500, 1000]
+    errors = curve["kernel_error"]
+    assert errors[0] > errors[1] > errors[2] > 0
+    assert i_never["n_landmarks"] == i_full["n_landmarks"] == 1000
+    assert never.tobytes() == full.tobytes()
+    assert errors[2] == i_full["nystroem_kernel_error"]["value"]
+    half, i_half = rd.kernel_pca(x, kernel_error=errors[1], **args)
+    assert i_half["n_landmarks"] == 500 and i_half["landmark_curve"]["n_landmarks"] == [250, 500]
+    assert i_half["nystroem_kernel_error"]["value"] == errors[1]
+    # the embedding the fewer landmarks give spans the same 3-D subspace of draws
+    assert _cancorr(full.reshape(-1, 3), half.reshape(-1, 3)).min() > 0.99
+
+
 def test_nystroem_in_kernel_space_equals_pca_of_the_features():
     """The embedding computed in kernel space is PCA of sklearn's Nystroem features."""
     from sklearn.kernel_approximation import Nystroem

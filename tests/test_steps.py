@@ -133,6 +133,7 @@ DEFAULTS = {
     (reduce.kernel_pca, "max_exact"): "reduce.kpca.max_exact",
     (reduce.kernel_pca, "approximation"): "reduce.kpca.approximation",
     (reduce.kernel_pca, "n_landmarks"): "reduce.kpca.n_landmarks",
+    (reduce.kernel_pca, "kernel_error"): "reduce.kpca.kernel_error",
     (reduce.kernel_pca, "n_heldout"): "reduce.kpca.n_heldout",
     (reduce.kernel_pca, "max_reference_mb"): "reduce.kpca.max_reference_mb",
     (reduce.kernel_pca, "draw_block"): "reduce.draw_block",

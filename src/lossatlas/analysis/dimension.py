@@ -434,6 +434,34 @@ def pipeline_uniform_null(
     return out
 
 
+def uniform_cloud_values(
+    n_null: int,
+    m: int,
+    p: int,
+    box: float,
+    seed: int = 0,
+    null_transform=None,
+    lagged: bool = True,
+    k_pca: int = 2,
+    discard: float = 0.1,
+    k1: int = 10,
+    k2: int = 20,
+) -> dict[str, np.ndarray]:
+    """The uniform null's statistics ``{stat: (n_null,)}`` as :func:`dimension_table` measures
+    them on ``m`` good draws of ``p >= m`` parameters: replicate ``r``'s cloud is the first draw
+    of the stream ``(seed, r)``, so nothing of an experiment enters and every experiment with
+    one network and ``m`` good draws shares them."""
+    out: dict[str, list] = {}
+    for r in range(n_null):
+        cloud = null_uniform(m, p, box, _rng([seed, r]))
+        if null_transform is not None:
+            cloud = np.asarray(null_transform(cloud))
+        fit = (discard, k1, k2)
+        for stat, v in _cloud_values(cloud, None, False, True, lagged, {}, k_pca, *fit).items():
+            out.setdefault(stat, []).append(v)
+    return {stat: np.asarray(v, dtype=np.float64) for stat, v in out.items()}
+
+
 def good_ev(embedding: Callable[[], np.ndarray], good: np.ndarray, n_pca: int = 2) -> float:
     """The pipeline's second half: explained-variance ratio of the top ``n_pca`` principal
     components of the ``good`` rows of ``embedding()``, which is called only when at least
@@ -795,6 +823,7 @@ def dimension_table(
     by_scale: dict | None = None,
     laplace: LaplaceNull | str | None = None,
     pipeline_null: np.ndarray | None = None,
+    uniform_null: dict | None = None,
 ) -> list[dict]:
     """Rows ``{statistic, value, lo, hi, null, null_value, null_lo, null_hi, p_null, verdict,
     n_good}`` for draws ``theta (n, p)`` with per-draw ``mean_loss (n,)``; good = ``mean_loss <
@@ -823,6 +852,9 @@ def dimension_table(
     ``laplace`` null's rows; a string adds them as "not computed: <the string>".
     ``pipeline_null``: :func:`pipeline_uniform_null` of these settings, computed once for all
     experiments with this network; computed here when absent or of another shape.
+    ``uniform_null``: ``{"m": m, "values": }`` :func:`uniform_cloud_values` of these settings,
+    likewise shared; used when its ``m`` is this run's count of good draws (never for clouds
+    narrower than ``p``, whose statistics read the draws' lag window).
     """
     rng = _rng(seed)
     lagged = chains is not None
@@ -878,6 +910,12 @@ def dimension_table(
     laplace_failed = False
     nulls = {name: {} for name in used}
     grams = None
+    shared = (
+        uniform_null["values"]
+        if uniform_null is not None and uniform_null["m"] == m and m >= p and enough
+        and all(len(v) == n_null for v in uniform_null["values"].values())
+        else None
+    )  # fmt: skip
     if enough and subset_grams is not None:
         grams = subset_grams(_shuffled_picks(n_null, seed, n, m, p, box))
     for r in range(n_null):
@@ -885,6 +923,11 @@ def dimension_table(
         for name in used:
             # one null cloud at a time: at large p each is as big as the good draws; the
             # shuffled draws are read from the store only when they are used
+            if name == "uniform" and shared is not None:
+                null_uniform(m, p, box, rs)  # the stream moves on as if the cloud were drawn
+                for stat, v in shared.items():
+                    nulls[name].setdefault(stat, []).append(v[r])
+                continue
             if name == "uniform":
                 cloud = uniform(m)
             elif name == "gaussian":

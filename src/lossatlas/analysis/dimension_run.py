@@ -96,6 +96,7 @@ def dimension_rows(
     max_mb: float,
     laplace: dimension.LaplaceNull | str | None = None,
     pipeline_null: np.ndarray | None = None,
+    uniform_null: dict | None = None,
 ) -> tuple[list[dict], dict]:
     """:func:`dimension.dimension_table` of the good draws (mean loss below ``good_threshold``)
     in the analysis coordinates ``transform`` (None: raw; named ``coordinates`` in the
@@ -103,8 +104,8 @@ def dimension_rows(
     pipeline, ``n_kpca``, ``n_pca`` and ``gamma``. Rows whose statistic could not be computed
     say why in ``verdict`` (``skipped: n_good=...``). ``laplace``: the Laplace null
     (:func:`laplace_null`), or why there is none. The other arguments are the
-    ``landscape.dimension`` settings (config/README.md); ``pipeline_null``: the shared
-    :func:`network_pipeline_null`."""
+    ``landscape.dimension`` settings (config/README.md); ``pipeline_null`` and
+    ``uniform_null``: the shared :func:`network_pipeline_null` and :func:`network_uniform_null`."""
     rows_view = streaming.RowView(
         store.theta, transform, draw_block=draw_block, max_block_mb=max_block_mb
     )
@@ -152,6 +153,7 @@ def dimension_rows(
         by_scale=by_scale,
         laplace=laplace,
         pipeline_null=pipeline_null,
+        uniform_null=uniform_null,
     )
     need = {"pipeline": kpca.n_pca + 1, "other": mle_k2 + 2}
     pipeline_draws = min(len(ml), kpca.max_draws)
@@ -209,6 +211,33 @@ def network_pipeline_null(
     return dimension.pipeline_uniform_null(
         n_null, n_pipe, p, box, kpca["n_kpca"], kpca["gamma"], seed, transform
     )
+
+
+def network_uniform_null(
+    p: int,
+    transform: streaming.Transform | None,
+    *,
+    box: float,
+    seed: int,
+    n_null: int,
+    max_points: int,
+    max_mb: float,
+    k_pca: int,
+    twonn_discard: float,
+    mle_k1: int,
+    mle_k2: int,
+    **_,
+) -> dict | None:
+    """:func:`dimension.uniform_cloud_values` as :func:`dimension_rows` computes them for an
+    experiment of a ``p``-parameter network with at least ``max_points`` good draws (the
+    budget's count), so that those experiments share them: ``{"m": , "values": }``, or None
+    where the clouds would be narrower than ``p`` (their statistics read the draws' lag)."""
+    m = draws.row_budget(p, max_mb, max_points=max_points)["max_points"]["used"]
+    if m < p:
+        return None
+    fit = {"discard": twonn_discard, "k1": mle_k1, "k2": mle_k2}
+    values = dimension.uniform_cloud_values(n_null, m, p, box, seed, transform, True, k_pca, **fit)
+    return {"m": m, "values": values}
 
 
 LAPLACE_MEANING = (

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import h5py
@@ -156,6 +157,7 @@ def kernel_pca(
     max_block_mb: float = 256,
     seed: int = 0,
     max_reference_mb: float | None = 256,
+    kernel_error: float | None = 0.1,
 ) -> tuple[np.ndarray, dict]:
     """RBF kernel PCA of all draws; returns (embedding (chain, draw, k), info dict).
 
@@ -166,8 +168,11 @@ def kernel_pca(
     with ``transform`` block by block). ``max_reference_mb`` caps the rows those hold
     (:func:`reference_rows`): landmarks and held-out draws shrink in proportion, the subsample
     to the cap. ``gamma=None`` uses 1 / (p * mean per-coordinate variance), the variance taken
-    over all draws. ``info`` says which method and sizes ran and
-    holds the approximation errors defined in the module docstring.
+    over all draws. ``kernel_error``: Nystroem uses the fewest landmarks, doubling from
+    :data:`FIRST_LANDMARKS` up to ``n_landmarks``, whose held-out kernel error is at most this
+    (None: ``n_landmarks``); ``info["landmark_curve"]`` gives each count tried and its error.
+    ``info`` says which method and sizes ran and holds the approximation errors defined in the
+    module docstring.
     """
     n_chains, n_draws, p = theta.shape
     n = n_chains * n_draws
@@ -206,7 +211,11 @@ def kernel_pca(
     emb = np.empty((n_chains, n_draws, k))
     flat_emb = emb.reshape(n, k)
 
-    fit = {"exact": _exact, "subsample": _subsample, "nystroem": _nystroem}[method]
+    fit = {
+        "exact": _exact,
+        "subsample": _subsample,
+        "nystroem": partial(_nystroem, kernel_error=kernel_error),
+    }[method]
     lam, trace_c, more = fit(theta, ref_rows, flat_emb, k, gamma, dpb, seed)
     info.update(more)
     lam = np.asarray(lam, dtype=float)[:k]
@@ -267,14 +276,46 @@ def _subsample(theta, ref_rows, flat_emb, k, gamma, dpb, seed):
     }  # fmt: skip
 
 
-def _nystroem(theta, ref_rows, flat_emb, k, gamma, dpb, seed):
-    """PCA of the streamed covariance of Nystroem features from the landmarks, every draw
-    projected block by block; the kernel error on the held-out draws (as :func:`_exact`)."""
+# The first landmark count tried when they are chosen by the kernel error they reach.
+FIRST_LANDMARKS = 250
+
+
+def _kernel_error(ny: Nystroem, xh: np.ndarray, kh: np.ndarray) -> float:
+    """||K_H - F_H F_H^T||_F / ||K_H||_F of the held-out rows ``xh`` (kernel ``kh``)."""
+    fh = ny.transform(xh)
+    return float(np.linalg.norm(kh - fh @ fh.T) / np.linalg.norm(kh))
+
+
+def _fit_landmarks(xl, xh, gamma, seed, kernel_error):
+    """The Nystroem map of the fewest landmarks (nested random subsets of ``xl``, doubling
+    from :data:`FIRST_LANDMARKS`) whose held-out kernel error is at most ``kernel_error``, all
+    of ``xl`` when None or no count reaches it; and ``[(landmarks, error)]`` of each tried."""
+    m_all = xl.shape[0]
+    kh = rbf_kernel(xh, gamma=gamma) if len(xh) else None
+    sizes = [m_all]
+    if kernel_error is not None and kh is not None:
+        sizes = [m for m in FIRST_LANDMARKS * 2 ** np.arange(32) if m < m_all] + [m_all]
+    order = np.random.default_rng(seed).permutation(m_all)
+    curve = []
+    for m in sizes:
+        rows = xl if m == m_all else xl[np.sort(order[:m])]
+        ny = Nystroem(kernel="rbf", gamma=gamma, n_components=int(m), random_state=seed)
+        ny.fit(rows)
+        err = None if kh is None else _kernel_error(ny, xh, kh)
+        curve.append((int(m), err))
+        if err is not None and kernel_error is not None and err <= kernel_error:
+            break
+    return ny, curve
+
+
+def _nystroem(theta, ref_rows, flat_emb, k, gamma, dpb, seed, kernel_error=None):
+    """PCA of the streamed covariance of Nystroem features from the landmarks (as many as
+    ``kernel_error`` needs, :func:`_fit_landmarks`), every draw projected block by block; the
+    kernel error on the held-out draws (as :func:`_exact`)."""
     n_chains, n_draws, _ = theta.shape
     n = flat_emb.shape[0]
     xl, xh = ref_rows
-    ny = Nystroem(kernel="rbf", gamma=gamma, n_components=xl.shape[0], random_state=seed)
-    ny.fit(xl)
+    ny, curve = _fit_landmarks(xl, xh, gamma, seed, kernel_error)
     # Nystroem features are F = K(x, landmarks) N^T, N = ny.normalization_: their scatter
     # is N S_K N^T and a projection (F - mean) V is (K - mean_K) N^T V, so both passes stay
     # in kernel space and no block is multiplied by the m x m N.
@@ -292,15 +333,25 @@ def _nystroem(theta, ref_rows, flat_emb, k, gamma, dpb, seed):
         flat_emb[block_flat(n_draws, d0, d1, n_chains)] = kx @ weights
     lam = evals * sc.n  # eigenvalues of the approximate centred kernel F_c F_c^T
     trace_c = float(np.trace(cov)) * sc.n
-    kh = rbf_kernel(xh, gamma=gamma)
-    fh = ny.transform(xh)
-    ny_err = float(np.linalg.norm(kh - fh @ fh.T) / np.linalg.norm(kh)) if len(xh) else None
+    ny_err = curve[-1][1]
+    chosen = (
+        {}
+        if kernel_error is None
+        else {
+            "landmark_curve": {
+                "kernel_error_target": kernel_error,
+                "n_landmarks": [m for m, _ in curve],
+                "kernel_error": [e for _, e in curve],
+            }
+        }
+    )
     return (
         lam,
         trace_c,
         {
             "n_fit": n,
-            "n_landmarks": int(xl.shape[0]),
+            "n_landmarks": int(ny.components_.shape[0]),
+            **chosen,
             "approximation_error_on": f"Nystroem feature covariance of all {n} draws",
             "nystroem_kernel_error": {
                 "definition": NYSTROEM_ERROR_DEFINITION,

@@ -42,6 +42,11 @@ READS: dict[str, tuple[str, ...]] = {
         "landscape.dimension.n_null",
         "landscape.dimension.pipeline_max_draws",
         "landscape.dimension.max_mb",
+        "landscape.dimension.max_points",
+        "landscape.dimension.k_pca",
+        "landscape.dimension.twonn_discard",
+        "landscape.dimension.mle_k1",
+        "landscape.dimension.mle_k2",
     ),
     "census": (*DRAWS, "target", "reduce.pca.n_components", "landscape.census", "figures.dpi"),
     "connect": (
@@ -86,9 +91,13 @@ def dimension_arguments(s: Mapping) -> dict[str, Any]:
     }
 
 
+# the uniform null's neighbour statistics depend on these too
+UNIFORM_KEYS = ("max_points", "k_pca", "twonn_discard", "mle_k1", "mle_k2")
+
+
 def pipeline_null_key(s: Mapping, dataset) -> dict[str, Any]:
-    """What the shared uniform pipeline null depends on: its file holds it, and the dimension
-    rule uses the file only when its own settings give the same."""
+    """What the shared uniform nulls depend on: their file holds it, and the dimension rule
+    uses the file only when its own settings give the same."""
     dc, kpca = s["landscape"]["dimension"], s["reduce"]["kpca"]
     return {
         "sizes": list(sizes(s, dataset)),
@@ -97,7 +106,7 @@ def pipeline_null_key(s: Mapping, dataset) -> dict[str, Any]:
         "box": s["target"]["box"],
         "seed": s["seed"],
         "kpca": {"n_kpca": kpca["n_components"], "gamma": kpca["gamma"]},
-        **{k: dc[k] for k in ("n_null", "pipeline_max_draws", "max_mb")},
+        **{k: dc[k] for k in ("n_null", "pipeline_max_draws", "max_mb", *UNIFORM_KEYS)},
     }
 
 
@@ -135,35 +144,41 @@ def plane_arguments(s: Mapping) -> dict[str, Any]:
 
 
 def pipeline_null(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
-    """The report's pipeline on uniform draws in the box, once for every experiment with the
-    network ``name``: its kernel PCA embeddings, the costly half of that null."""
+    """The uniform nulls of the dimension table, once for every experiment with the network
+    ``name``: the report's pipeline on uniform draws in the box (its kernel PCA embeddings)
+    and the neighbour statistics of uniform clouds as large as the good draws' budget."""
     from lossatlas.analysis import dimension_run
     from lossatlas.data import Dataset
     from lossatlas.model.layout import ParamLayout
 
     ds = Dataset.load(inputs.dataset)
     key = pipeline_null_key(s, ds)
+    p, transform = ParamLayout(key["sizes"], s["model"]["bias"]).p, coordinates(s, ds)
     embeddings = dimension_run.network_pipeline_null(
-        ParamLayout(key["sizes"], s["model"]["bias"]).p,
-        coordinates(s, ds),
-        s["sampler"]["n_chains"] * s["sampler"]["draws"],
-        **key,
+        p, transform, s["sampler"]["n_chains"] * s["sampler"]["draws"], **key
     )
-    np.savez(outputs.null, embeddings=embeddings, key=json.dumps(key, sort_keys=True))
+    uniform = dimension_run.network_uniform_null(p, transform, **key)
+    clouds = {} if uniform is None else {
+        "uniform_m": uniform["m"], **{f"uniform/{k}": v for k, v in uniform["values"].items()}
+    }  # fmt: skip
+    np.savez(outputs.null, embeddings=embeddings, key=json.dumps(key, sort_keys=True), **clouds)
     log.info("network %s: %d replicates of %d draws", key["sizes"], *embeddings.shape[:2])
 
 
-def _shared_pipeline_null(inputs, s: Mapping, dataset, log) -> np.ndarray | None:
-    """The pipeline_null rule's embeddings, when they were made for these settings."""
+def _shared_nulls(inputs, s: Mapping, dataset, log) -> dict[str, Any]:
+    """The pipeline_null rule's nulls (``pipeline_null``: embeddings, ``uniform_null``: the
+    clouds' statistics), when they were made for these settings; {} when not."""
     if not hasattr(inputs, "pipeline_null"):
-        return None
+        return {}
     with np.load(inputs.pipeline_null) as f:
-        made_for, embeddings = str(f["key"]), f["embeddings"]
+        made_for, arrays = str(f["key"]), {k: f[k] for k in f.files}
     if made_for != json.dumps(pipeline_null_key(s, dataset), sort_keys=True):
         log.info("%s holds another network's null: computing this one", inputs.pipeline_null)
-        return None
-    log.info("uniform pipeline null read from %s", inputs.pipeline_null)
-    return embeddings
+        return {}
+    log.info("uniform nulls read from %s", inputs.pipeline_null)
+    values = {k.removeprefix("uniform/"): v for k, v in arrays.items() if k.startswith("uniform/")}
+    uniform = {"m": int(arrays["uniform_m"]), "values": values} if "uniform_m" in arrays else None
+    return {"pipeline_null": arrays["embeddings"], "uniform_null": uniform}
 
 
 def dimension(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
@@ -175,13 +190,13 @@ def dimension(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> No
     dc = s["landscape"]["dimension"]
     ds = Dataset.load(inputs.dataset)
     transform = coordinates(s, ds)
-    shared = _shared_pipeline_null(inputs, s, ds, log)
+    shared = _shared_nulls(inputs, s, ds, log)
     with SampleStore(inputs.samples) as store:
         laplace = dimension_run.laplace_null(
             store, point_target(s, ds), *census_points(inputs), transform, **laplace_arguments(s)
         )
         rows, meta = dimension_run.dimension_rows(
-            store, transform, laplace=laplace, pipeline_null=shared, **dimension_arguments(s)
+            store, transform, laplace=laplace, **shared, **dimension_arguments(s)
         )
     # the settings sit after the threshold in the JSON, as they always have
     keys = list(meta)
