@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 from sklearn.datasets import make_swiss_roll
@@ -136,6 +138,28 @@ def test_table_uniform_data_is_explained_by_construction():
         assert row["verdict"].startswith("explained by construction"), (key, row["verdict"])
         assert row["p_null"] > 0.05
         assert row["n_good"] == (loss < 0.5).sum()
+
+
+def test_a_null_stops_once_no_replicate_could_change_its_verdict():
+    """Uniform good draws sit inside the uniform null: it stops well before its 40 replicates
+    and says so, with the verdict all 40 give (computed here in full); a plane far outside
+    the nulls draws every replicate."""
+    rng = np.random.default_rng(5)
+    theta = rng.uniform(-10, 10, size=(300, 5))
+    loss = rng.random(300)
+    table = _table(theta, loss)
+    full = dimension.uniform_cloud_values(40, int((loss < 0.5).sum()), 5, 10.0, lagged=False)
+    for stat in ("twonn", "mle", "pca_ev2"):
+        row = table[(stat, "uniform")]
+        stop = re.search(r"stopped after (\d+) of 40 replicates", row["verdict"])
+        assert stop and int(stop.group(1)) < 40, row["verdict"]
+        assert row["verdict"].startswith("explained by construction")
+        assert dimension._p_null(row["value"], full[stat]) > 0.05
+    plane = np.c_[rng.uniform(-10, 10, size=(300, 2)), np.zeros((300, 3))]
+    plane += 1e-3 * rng.normal(size=plane.shape)
+    rows = dimension.dimension_table(plane, loss, 0.5, 10.0, n_boot=20, n_null=40)
+    rejected = [r for r in rows if r["null"] == "uniform" and r["statistic"] == "twonn"]
+    assert rejected[0]["verdict"].startswith("below") and "stopped" not in rejected[0]["verdict"]
 
 
 def test_gaussian_null_explains_a_gaussian_cloud_and_not_a_plane_in_it():

@@ -744,8 +744,35 @@ def _laplace_note(laplace, replicates, m: int) -> str | None:
     return note
 
 
-def _table_rows(real, nulls, used, pipe_name, floor, too_few, not_computed, alpha, n_good):
-    """A row per statistic and null: the value, its interval, the null's, p and verdict."""
+def _follow_stream(name: str, rs, m: int, n: int, p: int, box: float) -> None:
+    """Draw from replicate stream ``rs`` what the null ``name`` would have drawn, when it is
+    skipped, so the nulls after it get the same numbers (the Gaussian and Laplace nulls draw
+    from streams of their own)."""
+    if name == "uniform":
+        null_uniform(m, p, box, rs)
+    elif name == "shuffled":
+        rs.choice(n, size=m, replace=False)
+
+
+def _settled(real: dict, values: dict, bound: float) -> bool:
+    """Whether every neighbour or PCA statistic in a null's ``values`` has its real value with
+    more than ``bound`` replicates at or beyond it on each side: more replicates only raise
+    those counts, so its p-value from all of them stays above alpha (Besag and Clifford's
+    sequential p-value, curtailed at the planned count). The pipeline's statistic, cheap and
+    of its own kind, does not count."""
+    stats = [s for s in values if not s.startswith("pipeline_ev")]
+    for stat in stats:
+        value = real.get(stat, (np.nan,))[0]
+        v = np.asarray(values[stat], dtype=float)
+        v = v[np.isfinite(v)]
+        if not np.isfinite(value) or min((v <= value).sum(), (v >= value).sum()) + 1 <= bound:
+            return False
+    return bool(stats)
+
+
+def _table_rows(real, nulls, used, pipe_name, floor, too_few, not_computed, alpha, n_good, stops):
+    """A row per statistic and null: the value, its interval, the null's, p and verdict.
+    ``stops``: ``n_null`` planned and the replicates after which a null ``stopped``."""
     rows = []
     for stat, (value, lo, hi, lo_mcse, hi_mcse) in real.items():
         for null in used:
@@ -755,6 +782,15 @@ def _table_rows(real, nulls, used, pipe_name, floor, too_few, not_computed, alph
             nv, nlo, nhi = _interval(replicates)
             pn = _p_null(value, replicates)
             n_finite = int(np.isfinite(replicates).sum())
+            early = stops["stopped"].get(null) if stat != pipe_name else None
+            # a stopped null's floor is the planned count's: it stopped because p stays above
+            decided = n_finite + stops["n_null"] - early if early else n_finite
+            note = (
+                f"; stopped after {early} of {stops['n_null']} replicates: no later one could "
+                "bring p to alpha"
+                if early
+                else ""
+            )
             rows.append(
                 {
                     "statistic": stat,
@@ -775,8 +811,8 @@ def _table_rows(real, nulls, used, pipe_name, floor, too_few, not_computed, alph
                     if too_few and stat in ("twonn", "mle")
                     else not_computed
                     if null == "laplace" and not_computed
-                    else _verdict(value, null, nv, nlo, nhi, pn, alpha, n_finite)
-                    + (floor if stat == pipe_name else ""),
+                    else _verdict(value, null, nv, nlo, nhi, pn, alpha, decided)
+                    + (floor if stat == pipe_name else note),
                     "n_good": n_good,
                 }
             )
@@ -833,7 +869,9 @@ def dimension_table(
     ``pca_ev``; none for the pipeline, NaN). Null value and interval: median and 2.5-97.5%
     range over ``n_null`` null replicates. ``p_null``: two-sided rank p-value of the value
     among the null replicates; verdict "explained by construction" when ``p_null > alpha``, and
-    "cannot be decided" when fewer than ``2 / alpha - 1`` replicates could never reject.
+    "cannot be decided" when fewer than ``2 / alpha - 1`` replicates could never reject. A null
+    stops before ``n_null`` once no further replicate could bring any of its neighbour and PCA
+    p-values to ``alpha`` (:func:`_settled`), and its verdicts say so.
     ``kpca``: the report's pipeline (:class:`Pipeline`). At most ``max_points`` good draws
     (random subset, fixed seed) enter the good-draw statistics. ``null_transform`` maps uniform
     null points ``(m, p)`` into the coordinates ``theta`` is in (e.g. canonicalisation), so
@@ -918,15 +956,19 @@ def dimension_table(
     )  # fmt: skip
     if enough and subset_grams is not None:
         grams = subset_grams(_shuffled_picks(n_null, seed, n, m, p, box))
+    # curtailed: a null stops once no further replicate could bring any of its p-values to
+    # alpha (the verdict of all n_null replicates, for fewer where the answer is clear)
+    stopped: dict[str, int] = {}
     for r in range(n_null):
         rs = _rng([seed, r])
         for name in used:
             # one null cloud at a time: at large p each is as big as the good draws; the
             # shuffled draws are read from the store only when they are used
-            if name == "uniform" and shared is not None:
-                null_uniform(m, p, box, rs)  # the stream moves on as if the cloud were drawn
-                for stat, v in shared.items():
-                    nulls[name].setdefault(stat, []).append(v[r])
+            if name in stopped or (name == "uniform" and shared is not None):
+                _follow_stream(name, rs, m, n, p, box)
+                if name not in stopped:
+                    for stat, v in shared.items():
+                        nulls[name].setdefault(stat, []).append(v[r])
                 continue
             if name == "uniform":
                 cloud = uniform(m)
@@ -967,6 +1009,8 @@ def dimension_table(
         nulls["shuffled"].setdefault(pipe_name, []).append(
             good_ev(t_embedding, null_shuffled(T_loss, rs) < threshold, n_pca)
         )
+        bound = alpha * (n_null + 1) / 2
+        stopped |= {x: r + 1 for x in used if x not in stopped and _settled(real, nulls[x], bound)}
 
     # PCA of an n_kpca-dimensional cloud keeps at least n_pca / n_kpca of its variance
     floor = (
@@ -974,4 +1018,7 @@ def dimension_table(
         f"that in its top {n_pca}, so pca_ev{k_pca} in the full space is the telling number"
     )
     not_computed = _laplace_note(laplace, nulls.get("laplace"), m)
-    return _table_rows(real, nulls, used, pipe_name, floor, too_few, not_computed, alpha, n_good)
+    stops = {"n_null": n_null, "stopped": stopped}
+    return _table_rows(
+        real, nulls, used, pipe_name, floor, too_few, not_computed, alpha, n_good, stops
+    )
