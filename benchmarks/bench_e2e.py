@@ -45,9 +45,10 @@ BIN = Path(sys.executable).parent
 REPORT_RULES = ("dataset", "sample", "diagnose", "reduce", "figures")
 
 
-def snakemake(results: Path, targets=(), env=None) -> None:
-    # targets before --config, which takes every word after it
-    cmd = [str(BIN / "snakemake"), *map(str, targets), "--config", f"results={results}"]
+def snakemake(results: Path, targets=(), env=None, configfiles=()) -> None:
+    # targets before --configfile and --config, which take every word after them
+    files = ["--configfile", *map(str, configfiles)] if configfiles else []
+    cmd = [str(BIN / "snakemake"), *map(str, targets), *files, "--config", f"results={results}"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     if done.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
