@@ -1,0 +1,394 @@
+"""Networks evaluated by JAX (the optional ``jax`` extra): convolutional networks built from a
+list of layers, and the report's MLP, as one flat parameter vector with a name per coordinate;
+their energy, its gradient (``jax.grad``) and Hessian-vector products (``jax.jvp`` of the
+gradient), compiled once and mapped over a batch of chains (``jax.vmap``).
+
+Layers, in order, on inputs of shape ``input_shape`` (channels last, as in the data files:
+``(length, channels)`` or ``(height, width, channels)``):
+
+- :class:`Conv` ``(channels, kernel, stride)``: a 1-D or 2-D convolution ("valid" padding) with
+  a bias, then the activation;
+- :class:`Pool` ``(size, kind)``: non-overlapping ``avg`` or ``max`` pooling;
+- :class:`Flatten`: channel-major, so the positions of one channel are contiguous;
+- :class:`Dense` ``(units)``: a fully connected layer with a bias, then the activation, except
+  the last layer, whose outputs are the logits (or the regression outputs).
+
+The flat vector holds, layer by layer, the weights then the biases: a convolution's weights as
+``(out channel, in channel, *kernel)`` row-major, named ``conv1.w[o,i,t]`` (``[o,i,r,c]`` in 2-D)
+and ``conv1.b[o]``; a dense layer's as ``(out, in)``, named ``dense3.W[i,j]`` and ``dense3.b[i]``.
+The numbering counts every layer, pooling and flattening included. The report's MLP
+``(d, *hidden, k)`` is the network of dense layers alone, with :class:`~lossatlas.model.layout.
+ParamLayout`'s layout and names (``W1[i,j]``, ``b1[i]``), so the two backends' vectors are the
+same points.
+
+The symmetries of a convolutional network (:func:`canonicalize`) are those of its hidden units,
+with a channel in place of a unit: the channels of a hidden convolution can be permuted, and
+flipped in sign where the activation is odd and no max pooling lies between it and the next
+layer with weights (max pooling does not commute with a sign change).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lossatlas.model.activations import ACTIVATIONS, SIGN
+
+try:
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)  # float64 draws, as the other backends
+except ImportError:  # the optional extra is not installed: say so where it is asked for
+    jax = jnp = None
+
+__all__ = ["Conv", "ConvNet", "Dense", "Flatten", "Pool", "available", "mlp_layers"]
+
+LOSSES = ("cross_entropy", "squared", "mse")
+
+
+def available() -> bool:
+    """Whether JAX is installed (``pip install -e ".[jax]"``)."""
+    return jax is not None
+
+
+def _need_jax() -> None:
+    if jax is None:
+        raise ImportError('this network needs JAX: install the extra with pip install -e ".[jax]"')
+
+
+@dataclass(frozen=True)
+class Conv:
+    channels: int
+    kernel: tuple[int, ...]
+    stride: int = 1
+
+
+@dataclass(frozen=True)
+class Pool:
+    size: int
+    kind: str = "avg"
+
+
+@dataclass(frozen=True)
+class Flatten:
+    pass
+
+
+@dataclass(frozen=True)
+class Dense:
+    units: int
+
+
+Layer = Conv | Pool | Flatten | Dense
+
+
+@dataclass(frozen=True)
+class Block:
+    """One layer with weights: where its weights and biases sit in the flat vector, their
+    shapes, and its place in the layer list."""
+
+    index: int  # position in the layer list
+    name: str
+    weights: slice
+    biases: slice
+    w_shape: tuple[int, ...]  # (out, in, *kernel) or (out, in)
+    in_shape: tuple[int, ...]  # what the layer reads (channels first), one data point
+    out_shape: tuple[int, ...]  # what it writes (channels first), one data point
+
+
+def mlp_layers(sizes: Sequence[int]) -> tuple[Dense, ...]:
+    """The dense layers of the MLP ``(d, *hidden, k)``."""
+    return tuple(Dense(int(k)) for k in sizes[1:])
+
+
+class ConvNet:
+    """The network of ``layers`` on inputs of ``input_shape`` (channels last), with
+    ``activation`` after every layer with weights but the last, and ``loss`` on its outputs.
+    ``mlp_names``: name the parameters as :class:`~lossatlas.model.layout.ParamLayout` does
+    (for the report's MLP, dense layers only)."""
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        layers: Sequence[Layer],
+        activation: str = "tanh",
+        loss: str = "cross_entropy",
+        mlp_names: bool = False,
+    ):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; use one of {ACTIVATIONS}")
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; use one of {LOSSES}")
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.layers = tuple(layers)
+        self.activation, self.loss = activation, loss
+        self.blocks = self._plan(mlp_names)
+        if not self.layers or not isinstance(self.layers[-1], Dense):
+            raise ValueError("the last layer must be Dense (its outputs are the network's)")
+
+    # -- layout -----------------------------------------------------------------------------
+
+    def _plan(self, mlp_names: bool) -> tuple[Block, ...]:
+        """Walk the layers once: every shape, and the flat slices of the weights."""
+        *spatial, channels = self.input_shape
+        shape = (channels, *spatial)  # channels first from here on
+        blocks, off, dense_number = [], 0, 0
+        for index, layer in enumerate(self.layers, start=1):
+            if isinstance(layer, Conv):
+                kernel = tuple(int(k) for k in layer.kernel)
+                if len(kernel) != len(shape) - 1:
+                    raise ValueError(
+                        f"layer {index}: a {len(kernel)}-D kernel on {len(shape) - 1}-D inputs"
+                    )
+                sides = zip(shape[1:], kernel, strict=True)
+                out = tuple((s - k) // layer.stride + 1 for s, k in sides)
+                if min(out) < 1:
+                    raise ValueError(f"layer {index}: kernel {kernel} larger than input {shape}")
+                w_shape, new = (layer.channels, shape[0], *kernel), (layer.channels, *out)
+                name = f"conv{index}"
+            elif isinstance(layer, Dense):
+                if len(shape) != 1:
+                    raise ValueError(f"layer {index}: Dense on {shape}: put Flatten before it")
+                w_shape, new = (layer.units, shape[0]), (layer.units,)
+                dense_number += 1
+                name = f"dense{index}"
+            elif isinstance(layer, Pool):
+                if layer.kind not in ("avg", "max"):
+                    raise ValueError(f"layer {index}: pool kind {layer.kind!r}: avg or max")
+                if len(shape) < 2:
+                    raise ValueError(f"layer {index}: pooling needs positions, not {shape}")
+                shape = (shape[0], *(s // layer.size for s in shape[1:]))
+                if min(shape[1:]) < 1:
+                    raise ValueError(f"layer {index}: pool {layer.size} larger than its input")
+                continue
+            elif isinstance(layer, Flatten):
+                shape = (math.prod(shape),)
+                continue
+            else:
+                raise TypeError(f"layer {index}: unknown layer {layer!r}")
+            n_w = math.prod(w_shape)
+            if mlp_names:
+                name = str(dense_number)
+            weights, biases = slice(off, off + n_w), slice(off + n_w, off + n_w + w_shape[0])
+            blocks.append(Block(index - 1, name, weights, biases, w_shape, shape, new))
+            off, shape = biases.stop, new
+        self._mlp_names = mlp_names
+        return tuple(blocks)
+
+    @property
+    def p(self) -> int:
+        return self.blocks[-1].biases.stop
+
+    @property
+    def n_outputs(self) -> int:
+        return self.blocks[-1].w_shape[0]
+
+    def names(self) -> list[str]:
+        """Parameter names in flat order."""
+        out = []
+        for b in self.blocks:
+            w, bias = (
+                (f"W{b.name}", f"b{b.name}")
+                if self._mlp_names
+                else (f"{b.name}.{'w' if len(b.w_shape) > 2 else 'W'}", f"{b.name}.b")
+            )
+            out += [f"{w}[{','.join(map(str, i))}]" for i in np.ndindex(*b.w_shape)]
+            out += [f"{bias}[{i}]" for i in range(b.w_shape[0])]
+        return out
+
+    def flops_per_point(self) -> int:
+        """Multiply-adds of one forward pass on one data point."""
+        return sum(math.prod(b.w_shape) * math.prod(b.out_shape[1:]) for b in self.blocks)
+
+    # -- evaluation (JAX) -------------------------------------------------------------------
+
+    def _act(self, z):
+        a = self.activation
+        if a == "tanh":
+            return jnp.tanh(z)
+        if a == "relu":
+            return jnp.maximum(z, 0)
+        if a == "sigmoid":
+            return 0.5 * (1 + jnp.tanh(0.5 * z))
+        return z if a == "linear" else z * z
+
+    def forward(self, theta, X):
+        """Outputs ``(n, k)`` of one parameter vector ``theta (p,)`` on inputs ``X (n, ...)``
+        (channels last, or flat rows of ``prod(input_shape)``)."""
+        _need_jax()
+        x = jnp.reshape(X, (X.shape[0], *self.input_shape))
+        x = jnp.moveaxis(x, -1, 1)  # channels first
+        by_index = {b.index: b for b in self.blocks}
+        last = self.blocks[-1].index
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Pool):
+                x = self._pool(x, layer)
+            elif isinstance(layer, Flatten):
+                x = jnp.reshape(x, (x.shape[0], -1))
+            else:
+                b = by_index[i]
+                w = jnp.reshape(theta[b.weights], b.w_shape)
+                if isinstance(layer, Conv):
+                    x = jax.lax.conv_general_dilated(
+                        x, w, (layer.stride,) * (len(b.w_shape) - 2), "VALID"
+                    )
+                    x = x + jnp.reshape(theta[b.biases], (1, -1) + (1,) * (x.ndim - 2))
+                else:
+                    x = x @ w.T + theta[b.biases]
+                if i != last:
+                    x = self._act(x)
+        return x
+
+    def _pool(self, x, layer: Pool):
+        window = (1, 1, *(layer.size,) * (x.ndim - 2))
+        # non-overlapping windows; trailing positions that do not fill one are dropped
+        keep = tuple(slice(0, (s // layer.size) * layer.size) for s in x.shape[2:])
+        x = x[(slice(None), slice(None), *keep)]
+        if layer.kind == "max":
+            return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, window, "VALID")
+        total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, window, "VALID")
+        return total / layer.size ** (x.ndim - 2)
+
+    def point_losses(self, out, y):
+        """Per-point loss ``(n,)`` of outputs ``(n, k)`` against labels (or float targets)."""
+        if self.loss == "cross_entropy":
+            return jax.nn.logsumexp(out, axis=1) - jnp.take_along_axis(out, y[:, None], 1)[:, 0]
+        target = y if self.loss == "mse" else jax.nn.one_hot(y, out.shape[1], dtype=out.dtype)
+        return jnp.sum((out - target) ** 2, axis=1)
+
+    def energy_fn(self, X, y, energy: str = "sum"):
+        """``U(theta)`` of one parameter vector on the data ``X``, ``y``: the summed
+        (``energy="sum"``) or mean per-point loss, a pure JAX function."""
+        _need_jax()
+        X = jnp.asarray(X, dtype=jnp.float64)
+        y = jnp.asarray(y, dtype=jnp.float64 if self.loss == "mse" else jnp.int32)
+        scale = 1.0 / X.shape[0] if energy == "mean" else 1.0
+
+        def U(theta):
+            return scale * jnp.sum(self.point_losses(self.forward(theta, X), y))
+
+        return U
+
+
+class JaxEnergy:
+    """The energy of a :class:`ConvNet` on data, over a batch of chains: ``U``, ``U_and_grad``
+    and ``hvp``, each compiled once (``jax.jit`` of ``jax.vmap``) and taking and returning
+    numpy arrays, as :class:`lossatlas.model.Target`'s do."""
+
+    def __init__(self, net: ConvNet, X, y, energy: str = "sum"):
+        _need_jax()
+        self.net, self.n_points = net, int(np.shape(X)[0])
+        U = net.energy_fn(X, y, energy)
+        self._U = jax.jit(jax.vmap(U))
+        self._U_and_grad = jax.jit(jax.vmap(jax.value_and_grad(U)))
+        grad = jax.grad(U)
+        self._hvp = jax.jit(lambda t, v: jax.jvp(grad, (t,), (v,))[1])
+
+    @property
+    def p(self) -> int:
+        return self.net.p
+
+    def U(self, theta: np.ndarray) -> np.ndarray:
+        """Energy ``(n_chains,)`` of ``theta (n_chains, p)``."""
+        return np.asarray(self._U(jnp.asarray(theta, dtype=jnp.float64)))
+
+    def U_and_grad(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Energy ``(n_chains,)`` and its gradient ``(n_chains, p)``."""
+        u, g = self._U_and_grad(jnp.asarray(theta, dtype=jnp.float64))
+        return np.asarray(u), np.asarray(g)
+
+    def hvp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """The Hessian of U at one point ``theta (p,)`` times ``v (p,)``, exactly (forward over
+        reverse differentiation), for ``eigsh`` where the Hessian is too large to form."""
+        return np.asarray(self._hvp(jnp.asarray(theta, jnp.float64), jnp.asarray(v, jnp.float64)))
+
+
+# -- symmetries ------------------------------------------------------------------------------
+
+
+def _between(net: ConvNet, k: int) -> list[Layer]:
+    """The layers without weights between block ``k`` and block ``k + 1``."""
+    return list(net.layers[net.blocks[k].index + 1 : net.blocks[k + 1].index])
+
+
+def flippable(net: ConvNet, k: int) -> bool:
+    """Whether block ``k``'s channels (or units) may change sign: an odd activation, and no
+    max pooling before the next layer with weights."""
+    return SIGN.get(net.activation) == "odd" and not any(
+        isinstance(x, Pool) and x.kind == "max" for x in _between(net, k)
+    )
+
+
+def _unit_views(net: ConvNet, theta: np.ndarray, k: int):
+    """Copies of block ``k``'s incoming vectors ``(n, units, fan_in + 1)`` (weights, bias) and of
+    block ``k + 1``'s weights grouped by block ``k``'s units ``(n, out, units, block)``."""
+    n, b, nxt = theta.shape[0], net.blocks[k], net.blocks[k + 1]
+    units = b.w_shape[0]
+    own = np.concatenate(
+        [theta[:, b.weights].reshape(n, units, -1), theta[:, b.biases][:, :, None]], axis=2
+    )
+    # the next layer reads each unit's outputs as one contiguous group: an input channel of a
+    # convolution, or (after a channel-major Flatten) a run of positions of a dense layer's row
+    following = theta[:, nxt.weights].reshape(n, nxt.w_shape[0], units, -1)
+    return own, following
+
+
+def transform(net: ConvNet, theta: np.ndarray, k: int, order=None, signs=None) -> np.ndarray:
+    """``theta (n, p)`` with block ``k``'s units reordered by ``order (n, units)`` (new unit u
+    is old unit ``order[:, u]``) and multiplied by ``signs (n, units)`` of +-1 (only where
+    :func:`flippable`), the next layer compensating: the same function, a new array."""
+    theta = np.array(theta, dtype=np.float64)
+    own, following = _unit_views(net, theta, k)
+    if signs is not None:
+        if not flippable(net, k) and np.any(np.asarray(signs) < 0):
+            raise ValueError(f"block {k}: its units cannot change sign ({net.activation})")
+        own *= signs[:, :, None]
+        following *= signs[:, None, :, None]
+    if order is not None:
+        own = np.take_along_axis(own, order[:, :, None], axis=1)
+        following = np.take_along_axis(following, order[:, None, :, None], axis=2)
+    n, b, nxt = theta.shape[0], net.blocks[k], net.blocks[k + 1]
+    theta[:, b.weights] = own[:, :, :-1].reshape(n, -1)
+    theta[:, b.biases] = own[:, :, -1]
+    theta[:, nxt.weights] = following.reshape(n, -1)
+    return theta
+
+
+def canonicalize(net: ConvNet, theta: np.ndarray) -> np.ndarray:
+    """One representative per orbit of the channel and unit symmetries, for ``theta (n, p)``:
+    per hidden block, first to last, each unit's incoming vector (weights, bias) gets its first
+    nonzero entry positive (where :func:`flippable`), then the units are sorted
+    lexicographically by it. For softmax outputs the last layer's rows and biases are centred
+    over the classes (the loss does not see a shift common to every class)."""
+    theta = np.array(theta, dtype=np.float64)
+    for k in range(len(net.blocks) - 1):
+        own, _ = _unit_views(net, theta, k)
+        signs = None
+        if flippable(net, k):
+            first = np.take_along_axis(own, np.argmax(own != 0, axis=2)[:, :, None], axis=2)
+            signs = np.where(first[..., 0] < 0, -1.0, 1.0)
+            own = own * signs[:, :, None]
+        order = np.lexsort(np.moveaxis(own, 2, 0)[::-1], axis=-1)
+        theta = transform(net, theta, k, order=order, signs=signs)
+    if net.loss == "cross_entropy":
+        b, n = net.blocks[-1], theta.shape[0]
+        W = theta[:, b.weights].reshape(n, b.w_shape[0], -1)
+        theta[:, b.weights] = (W - W.mean(axis=1, keepdims=True)).reshape(n, -1)
+        theta[:, b.biases] -= theta[:, b.biases].mean(axis=1, keepdims=True)
+    return theta
+
+
+@functools.cache
+def _cached_mlp(sizes: tuple[int, ...], activation: str, loss: str) -> ConvNet:
+    return ConvNet((sizes[0],), mlp_layers(sizes), activation, loss, mlp_names=True)
+
+
+def mlp(sizes: Sequence[int], activation: str = "tanh", loss: str = "cross_entropy") -> ConvNet:
+    """The report's MLP ``(d, *hidden, k)`` (biases on every layer) as a :class:`ConvNet` of
+    dense layers, its vector and names those of :class:`~lossatlas.model.layout.ParamLayout`."""
+    return _cached_mlp(tuple(int(s) for s in sizes), activation, loss)

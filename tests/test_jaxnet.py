@@ -1,0 +1,163 @@
+"""Networks evaluated by JAX: the report's MLP against the numpy reference, convolutions
+against hand-computed values and finite differences, and the channel symmetries."""
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")  # the optional extra: pip install -e ".[jax]"
+
+from lossatlas.model import MLP, Target  # noqa: E402
+from lossatlas.model import jaxnet as jn  # noqa: E402
+from lossatlas.model.layout import ParamLayout  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("sizes", "activation", "loss"),
+    [((2, 2, 2, 2), "tanh", "cross_entropy"), ((3, 5, 4), "relu", "squared"),
+     ((2, 3, 3, 2), "sigmoid", "cross_entropy")],
+)  # fmt: skip
+def test_mlp_energy_and_gradient_equal_the_numpy_reference(sizes, activation, loss):
+    """Known answer: the report's MLP through JAX gives the numpy backend's U and gradient to
+    1e-12 (float64), on the same flat vector with the same names."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, size=(10, sizes[0]))
+    y = rng.integers(0, sizes[-1], size=10)
+    theta = rng.uniform(-3, 3, size=(6, ParamLayout(sizes).p))
+    reference = Target(MLP(sizes, activation=activation, loss=loss), X, y)
+    net = jn.mlp(sizes, activation, loss)
+    energy = jn.JaxEnergy(net, X, y)
+    assert net.names() == ParamLayout(sizes).names() and net.p == reference.p
+    u, g = energy.U_and_grad(theta)
+    u_ref, g_ref = reference.U_and_grad(theta)
+    np.testing.assert_allclose(u, u_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(energy.U(theta), reference.U(theta), rtol=1e-12, atol=1e-12)
+
+
+def test_convolution_is_the_cross_correlation_computed_by_hand():
+    """Known answer: input 1, 2, 3, 4 under the kernel (1, -1) with bias 0.5 gives -0.5 three
+    times (no kernel flip, valid padding); stride 2 keeps the first and the third."""
+    for stride, want in ((1, [-0.5, -0.5, -0.5]), (2, [-0.5, -0.5])):
+        net = jn.ConvNet(
+            (4, 1),
+            [jn.Conv(1, (2,), stride), jn.Flatten(), jn.Dense(len(want))],
+            "linear",
+            "mse",
+        )
+        k = len(want)
+        theta = np.r_[1.0, -1.0, 0.5, np.eye(k).ravel(), np.zeros(k)]
+        out = net.forward(theta, np.array([[1.0, 2.0, 3.0, 4.0]]))
+        np.testing.assert_allclose(np.asarray(out)[0], want, atol=1e-15)
+        assert net.names()[:3] == ["conv1.w[0,0,0]", "conv1.w[0,0,1]", "conv1.b[0]"]
+
+
+def _conv1d():
+    layers = [
+        jn.Conv(3, (3,)),
+        jn.Pool(2, "avg"),
+        jn.Conv(2, (2,)),
+        jn.Flatten(),
+        jn.Dense(4),
+        jn.Dense(3),
+    ]
+    return jn.ConvNet((12, 1), layers, "tanh", "cross_entropy")
+
+
+def _conv2d():
+    layers = [jn.Conv(2, (3, 3)), jn.Pool(2, "max"), jn.Flatten(), jn.Dense(3), jn.Dense(2)]
+    return jn.ConvNet((6, 6, 1), layers, "tanh", "cross_entropy")
+
+
+def _data(net, n=7, seed=1):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, int(np.prod(net.input_shape))))
+    return X, rng.integers(0, net.n_outputs, size=n)
+
+
+@pytest.mark.parametrize("make", [_conv1d, _conv2d])
+def test_conv_gradient_and_hessian_products_match_finite_differences(make):
+    net = make()
+    X, y = _data(net)
+    energy = jn.JaxEnergy(net, X, y)
+    rng = np.random.default_rng(2)
+    theta = 0.7 * rng.normal(size=(1, net.p))
+    _, g = energy.U_and_grad(theta)
+    h = 1e-6
+    coords = rng.choice(net.p, size=min(net.p, 25), replace=False)
+    for i in coords:
+        e = np.zeros(net.p)
+        e[i] = h
+        fd = (energy.U(theta + e) - energy.U(theta - e))[0] / (2 * h)
+        assert abs(fd - g[0, i]) <= 1e-6 * max(1.0, abs(g[0, i])), (i, fd, g[0, i])
+    v = rng.normal(size=net.p)
+    hv = energy.hvp(theta[0], v)
+    fd = (energy.U_and_grad(theta + h * v)[1] - energy.U_and_grad(theta - h * v)[1])[0] / (2 * h)
+    np.testing.assert_allclose(hv, fd, rtol=1e-5, atol=1e-6)
+
+
+def test_layout_names_and_flops_of_a_conv_net():
+    net = _conv1d()
+    # conv 3x1x3 + 3, pool to 5, conv 2x3x2 + 2 -> 2 x 4, dense 4 x 8 + 4, dense 3 x 4 + 3
+    assert net.p == 12 + 14 + 36 + 15
+    names = net.names()
+    assert len(names) == len(set(names)) == net.p
+    assert names[12] == "conv3.w[0,0,0]" and names[-1] == "dense6.b[2]"
+    assert net.flops_per_point() == 9 * 10 + 12 * 4 + 32 + 12
+
+
+@pytest.mark.parametrize("make", [_conv1d, _conv2d])
+def test_permuted_and_flipped_copies_have_the_same_energy_and_canonical_form(make):
+    """Every hidden block's channels (units) permuted, and sign-flipped where the activation is
+    odd and no max pooling follows: U is unchanged to rounding and the canonical form is the
+    same point."""
+    net = make()
+    X, y = _data(net)
+    energy = jn.JaxEnergy(net, X, y)
+    rng = np.random.default_rng(3)
+    theta = rng.normal(size=(4, net.p))
+    moved = theta
+    for k in range(len(net.blocks) - 1):
+        units = net.blocks[k].w_shape[0]
+        order = np.argsort(rng.random((4, units)), axis=1)
+        signs = np.where(rng.random((4, units)) < 0.5, -1.0, 1.0) if jn.flippable(net, k) else None
+        moved = jn.transform(net, moved, k, order=order, signs=signs)
+    assert not np.allclose(moved, theta)
+    np.testing.assert_allclose(energy.U(moved), energy.U(theta), rtol=1e-12)
+    # the classes' common shift is flat for softmax outputs
+    b = net.blocks[-1]
+    shifted = moved.copy()
+    shifted[:, b.biases] += 0.3
+    np.testing.assert_allclose(energy.U(shifted), energy.U(theta), rtol=1e-12)
+    np.testing.assert_allclose(
+        jn.canonicalize(net, shifted), jn.canonicalize(net, theta), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_max_pooling_keeps_the_signs():
+    """Max pooling does not commute with a sign change: the conv block before it is not
+    flippable, and a flip there changes U."""
+    net = _conv2d()
+    assert not jn.flippable(net, 0) and jn.flippable(net, 1)
+    with pytest.raises(ValueError, match="cannot change sign"):
+        jn.transform(net, np.zeros((1, net.p)), 0, signs=-np.ones((1, 2)))
+    X, y = _data(net)
+    theta = np.random.default_rng(4).normal(size=(1, net.p))
+    flipped = theta.copy()
+    b, after = net.blocks[0], net.blocks[1]
+    flipped[:, b.weights] *= -1
+    flipped[:, b.biases] *= -1
+    flipped[:, after.weights] *= -1
+    energy = jn.JaxEnergy(net, X, y)
+    assert abs(energy.U(flipped)[0] - energy.U(theta)[0]) > 1e-6
+
+
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [([jn.Dense(3)], "Flatten"), ([jn.Conv(2, (3, 3)), jn.Flatten(), jn.Dense(2)], "2-D kernel"),
+     ([jn.Conv(2, (20,)), jn.Flatten(), jn.Dense(2)], "larger than"),
+     ([jn.Flatten(), jn.Dense(2), jn.Pool(2)], "pooling needs positions"),
+     ([jn.Flatten(), jn.Dense(2), jn.Flatten()], "must be Dense")],
+)  # fmt: skip
+def test_a_network_that_cannot_run_on_its_inputs_says_why(layers, message):
+    with pytest.raises(ValueError, match=message):
+        jn.ConvNet((12, 1), layers)
