@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# test files that import JAX (pytest_collection_modifyitems runs them last)
+JAX_TEST_FILES = ("test_jaxnet.py", "test_jax_backend.py")
+
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIGS = REPO / "tests" / "configs"
 SMALL = TEST_CONFIGS / "small.yaml"
@@ -248,3 +251,6 @@ def pytest_collection_modifyitems(config, items):
         seen: set = set()
         if any(f is not None and _starts_processes(f, seen) for f in funcs):
             item.add_marker(slow)
+    # JAX starts threads when it is imported, and a fork after that (the diagnostics' process
+    # pools) may deadlock: the tests that import it run last, after every fork of this process
+    items.sort(key=lambda item: Path(str(item.fspath)).name in JAX_TEST_FILES)

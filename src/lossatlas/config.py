@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import itertools
 import math
 import re
@@ -195,10 +196,16 @@ def _check_model_and_data(cfg: dict) -> None:
             "invalid config: model.bias: sigmoid's sign symmetry moves the next layer's bias; "
             "use model.bias: all with sigmoid"
         )
-    if m["bias"] != "all" and cfg["sampler"]["backend"] == "cuda":
+    backend = cfg["sampler"]["backend"]
+    if m["bias"] != "all" and backend in ("cuda", "jax"):
         raise ConfigError(
-            "invalid config: sampler.backend: cuda runs networks with every bias only; set "
-            "model.bias: all or sampler.backend: numba"
+            f"invalid config: sampler.backend: {backend} runs networks with every bias only; "
+            "set model.bias: all or sampler.backend: numba"
+        )
+    if backend == "jax" and importlib.util.find_spec("jax") is None:
+        raise ConfigError(
+            "invalid config: sampler.backend: jax needs JAX, which is not installed: pip "
+            'install -e ".[jax]", or set sampler.backend: numba'
         )
     if ds["linear_map"] is not None:
         rows = ds["linear_map"]

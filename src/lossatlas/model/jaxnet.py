@@ -46,7 +46,21 @@ try:
 except ImportError:  # the optional extra is not installed: say so where it is asked for
     jax = jnp = None
 
-__all__ = ["Conv", "ConvNet", "Dense", "Flatten", "Pool", "available", "mlp_layers"]
+__all__ = [
+    "Conv",
+    "ConvNet",
+    "Dense",
+    "Flatten",
+    "JaxEnergy",
+    "JaxTarget",
+    "Pool",
+    "available",
+    "canonicalize",
+    "mlp",
+    "mlp_layers",
+    "target_of",
+    "transform",
+]
 
 LOSSES = ("cross_entropy", "squared", "mse")
 
@@ -306,6 +320,40 @@ class JaxEnergy:
         """The Hessian of U at one point ``theta (p,)`` times ``v (p,)``, exactly (forward over
         reverse differentiation), for ``eigsh`` where the Hessian is too large to form."""
         return np.asarray(self._hvp(jnp.asarray(theta, jnp.float64), jnp.asarray(v, jnp.float64)))
+
+
+class JaxTarget(JaxEnergy):
+    """The density ``exp(-beta * U(theta))`` on the box ``[-box, box]^p`` of a :class:`ConvNet`
+    on data: :class:`lossatlas.model.Target`'s interface (``U``, ``U_and_grad``, ``mean_loss``,
+    ``in_box``, ``log_density``, ``box``, ``beta``, ``p``, ``n_points``), so that every kernel
+    of :mod:`lossatlas.sampling` runs on it, and ``energy_of``: U of one vector as a pure JAX
+    function, for the compiled kernels."""
+
+    def __init__(self, net: ConvNet, X, y, box: float = 10.0, beta: float = 1.0, energy="sum"):
+        super().__init__(net, X, y, energy)
+        self.box, self.beta, self.energy = float(box), float(beta), energy
+        self.energy_of = net.energy_fn(X, y, energy)
+
+    def mean_loss(self, U: np.ndarray) -> np.ndarray:
+        """Mean per-point loss of energies ``U``."""
+        return np.asarray(U) / self.n_points if self.energy == "sum" else np.asarray(U)
+
+    def in_box(self, theta: np.ndarray) -> np.ndarray:
+        return np.all(np.abs(theta) <= self.box, axis=-1)
+
+    def log_density(self, theta: np.ndarray) -> np.ndarray:
+        """``-beta * U`` inside the box, ``-inf`` outside (unnormalised)."""
+        return np.where(self.in_box(theta), -self.beta * self.U(theta), -np.inf)
+
+
+def target_of(target) -> JaxTarget:
+    """The JAX twin of an MLP :class:`lossatlas.model.Target`: the same network, data, box,
+    beta and energy, on the same flat vector (every layer with a bias)."""
+    m = target.mlp
+    if m.bias != "all":
+        raise ValueError("the JAX MLP has a bias on every layer; use model.bias: all")
+    net = mlp(m.sizes, m.activation, m.loss)
+    return JaxTarget(net, target.X, target.y, target.box, target.beta, target.energy)
 
 
 # -- symmetries ------------------------------------------------------------------------------

@@ -28,7 +28,10 @@ which parallel tempering (:mod:`.tempering`) uses to run all replicas in one bat
 (:mod:`.fused`) where they are the faster (small networks); other kinds and targets, and wide
 networks, use these numpy kernels, which stay the reference. ``backend: cuda`` runs the same
 fused code on a CUDA GPU (:mod:`.cuda`, RWM and HMC on MLP targets only; anything else is a
-config error, as is a machine without a GPU).
+config error, as is a machine without a GPU). ``backend: jax`` evaluates the network with JAX
+(:mod:`lossatlas.model.jaxnet`) and runs RWM's transitions as one compiled scan
+(:mod:`.jax_rwm`), the numpy kernel's chains to the rounding of U; MALA and HMC take JAX's
+gradients in their numpy kernels.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from lossatlas.sampling.tempering import Tempered
 from lossatlas.schema import section
 
 KINDS = {"rwm": RWM, "mala": MALA, "hmc": HMC}
-BACKENDS = ("numpy", "numba", "cuda")
+BACKENDS = ("numpy", "numba", "cuda", "jax")
 # Enters every checkpoint's settings hash: bump it whenever a kernel's numbers change for the same
 # settings, so an old checkpoint is set aside instead of being continued by different code.
 ALGORITHM_VERSION = 1
@@ -77,6 +80,8 @@ def build(sampler_settings: dict, target):
     rwm_cls, hmc_cls = RWM, HMC
     if backend == "cuda":
         rwm_cls, hmc_cls = _cuda_kernels(kind, target)
+    elif backend == "jax":
+        rwm_cls, target = _jax_kernel(target)
     elif backend == "numba" and kind in ("rwm", "hmc"):
         from lossatlas.sampling import fused  # numba only when asked for
 
@@ -109,6 +114,23 @@ def build(sampler_settings: dict, target):
         adapt_swap_rate=t["adapt_swap_rate"],
         target_swap_rate=t["target_swap_rate"],
     )
+
+
+def _jax_kernel(target):
+    """The compiled RWM of ``backend: jax`` and the JAX twin of ``target`` (an MLP target, or
+    a :class:`~lossatlas.model.jaxnet.JaxTarget` already); MALA and HMC run their numpy
+    kernels on it, with JAX's gradients."""
+    from lossatlas.model import jaxnet
+    from lossatlas.schema import ConfigError
+
+    if not jaxnet.available():
+        raise ConfigError(
+            'invalid config: sampler.backend: jax needs JAX: pip install -e ".[jax]" (or set '
+            "sampler.backend to numba)"
+        )
+    from lossatlas.sampling.jax_rwm import JaxRWM
+
+    return JaxRWM, target if isinstance(target, jaxnet.JaxTarget) else jaxnet.target_of(target)
 
 
 def _cuda_kernels(kind: str, target):
