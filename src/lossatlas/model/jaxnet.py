@@ -41,8 +41,6 @@ from lossatlas.model.activations import ACTIVATIONS, SIGN
 try:
     import jax
     import jax.numpy as jnp
-
-    jax.config.update("jax_enable_x64", True)  # float64 draws, as the other backends
 except ImportError:  # the optional extra is not installed: say so where it is asked for
     jax = jnp = None
 
@@ -73,6 +71,19 @@ def available() -> bool:
 def _need_jax() -> None:
     if jax is None:
         raise ImportError('this network needs JAX: install the extra with pip install -e ".[jax]"')
+
+
+def in_x64(fn):
+    """``fn`` run with JAX's 64-bit types on (float64, as the other backends), for its call
+    only: the process's own JAX code keeps its default of 32 bits."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        _need_jax()
+        with jax.enable_x64(True):
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 @dataclass(frozen=True)
@@ -231,10 +242,10 @@ class ConvNet:
             return 0.5 * (1 + jnp.tanh(0.5 * z))
         return z if a == "linear" else z * z
 
+    @in_x64
     def forward(self, theta, X):
         """Outputs ``(n, k)`` of one parameter vector ``theta (p,)`` on inputs ``X (n, ...)``
         (channels last, or flat rows of ``prod(input_shape)``)."""
-        _need_jax()
         x = jnp.reshape(X, (X.shape[0], *self.input_shape))
         x = jnp.moveaxis(x, -1, 1)  # channels first
         by_index = {b.index: b for b in self.blocks}
@@ -275,10 +286,11 @@ class ConvNet:
         target = y if self.loss == "mse" else jax.nn.one_hot(y, out.shape[1], dtype=out.dtype)
         return jnp.sum((out - target) ** 2, axis=1)
 
+    @in_x64
     def energy_fn(self, X, y, energy: str = "sum"):
         """``U(theta)`` of one parameter vector on the data ``X``, ``y``: the summed
-        (``energy="sum"``) or mean per-point loss, a pure JAX function."""
-        _need_jax()
+        (``energy="sum"``) or mean per-point loss, a pure JAX function of float64 arrays (call
+        and trace it where 64-bit types are on: :func:`in_x64`)."""
         X = jnp.asarray(X, dtype=jnp.float64)
         y = jnp.asarray(y, dtype=jnp.float64 if self.loss == "mse" else jnp.int32)
         scale = 1.0 / X.shape[0] if energy == "mean" else 1.0
@@ -294,8 +306,8 @@ class JaxEnergy:
     and ``hvp``, each compiled once (``jax.jit`` of ``jax.vmap``) and taking and returning
     numpy arrays, as :class:`lossatlas.model.Target`'s do."""
 
+    @in_x64
     def __init__(self, net: ConvNet, X, y, energy: str = "sum"):
-        _need_jax()
         self.net, self.n_points = net, int(np.shape(X)[0])
         U = net.energy_fn(X, y, energy)
         self._U = jax.jit(jax.vmap(U))
@@ -307,15 +319,18 @@ class JaxEnergy:
     def p(self) -> int:
         return self.net.p
 
+    @in_x64
     def U(self, theta: np.ndarray) -> np.ndarray:
         """Energy ``(n_chains,)`` of ``theta (n_chains, p)``."""
         return np.asarray(self._U(jnp.asarray(theta, dtype=jnp.float64)))
 
+    @in_x64
     def U_and_grad(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Energy ``(n_chains,)`` and its gradient ``(n_chains, p)``."""
         u, g = self._U_and_grad(jnp.asarray(theta, dtype=jnp.float64))
         return np.asarray(u), np.asarray(g)
 
+    @in_x64
     def hvp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray:
         """The Hessian of U at one point ``theta (p,)`` times ``v (p,)``, exactly (forward over
         reverse differentiation), for ``eigsh`` where the Hessian is too large to form."""
@@ -329,6 +344,7 @@ class JaxTarget(JaxEnergy):
     of :mod:`lossatlas.sampling` runs on it, and ``energy_of``: U of one vector as a pure JAX
     function, for the compiled kernels."""
 
+    @in_x64
     def __init__(self, net: ConvNet, X, y, box: float = 10.0, beta: float = 1.0, energy="sum"):
         super().__init__(net, X, y, energy)
         self.box, self.beta, self.energy = float(box), float(beta), energy

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lossatlas.model.jaxnet import in_x64
 from lossatlas.sampling.rwm import RWM
 
 # Most MiB of pre-drawn noise one compiled call takes; longer runs go in several calls.
@@ -67,6 +68,7 @@ class JaxRWM(RWM):
     """:class:`~lossatlas.sampling.rwm.RWM` on a :class:`~lossatlas.model.jaxnet.JaxTarget`,
     with :meth:`run` compiled (module docstring)."""
 
+    @in_x64
     def run(self, state, rng: np.random.Generator, n_steps: int, beta=None):
         """``n_steps`` transitions without adaptation, as ``n_steps`` calls of ``step``:
         ``(state, sums)`` with the per-chain sums of ``accept_prob`` and ``accepted``."""
