@@ -200,6 +200,114 @@ def rate_table(cases, n_rounds, per_step, pairs):
     return rates, speedups, load
 
 
+def conv_target(n_points: int = 200, seed: int = 0):
+    """A small 1-D CNN on MNIST-1D-shaped data (40 positions, 1 channel, 10 classes; random
+    here: the speed does not depend on the labels) as a JaxTarget."""
+    from lossatlas.model import jaxnet as jn
+
+    layers = [
+        jn.Conv(8, (5,)), jn.Pool(2), jn.Conv(8, (5,)), jn.Pool(2), jn.Flatten(),
+        jn.Dense(32), jn.Dense(10),
+    ]  # fmt: skip
+    net = jn.ConvNet((40, 1), layers, "tanh", "cross_entropy")
+    rng = np.random.default_rng(seed)
+    X, y = rng.normal(size=(n_points, 40)), rng.integers(0, 10, n_points)
+    return jn.JaxTarget(net, X, y, box=10.0)
+
+
+def jax_rwm_runner(target, n_chains, n_steps):
+    """backend: jax's RWM ``run`` of ``n_steps`` transitions, after compilation."""
+    from lossatlas.sampling.jax_rwm import JaxRWM
+
+    sampler = JaxRWM(target, step_size=0.1)
+    rng = np.random.default_rng(0)
+    state = sampler.end_warmup(sampler.init(rng.uniform(-1, 1, (n_chains, target.p)), rng))
+    sampler.run(state, rng, n_steps)  # compiles
+    return (lambda: sampler.run(state, rng, n_steps)), n_chains * n_steps
+
+
+def blackjax_conv_runner(target, n_chains, n_steps):
+    """BlackJAX's random walk on the same network's log-density (float64, vmap in scan)."""
+    import blackjax
+    import jax
+    import jax.numpy as jnp
+
+    from lossatlas.model.jaxnet import in_x64
+
+    @in_x64
+    def build():
+        U = target.net.energy_fn(target.X, target.y)
+
+        def logdensity(theta):
+            inside = jnp.all(jnp.abs(theta) <= target.box)
+            return jnp.where(inside, -target.beta * U(theta), -jnp.inf)
+
+        kernel = blackjax.additive_step_random_walk(
+            logdensity, blackjax.mcmc.random_walk.normal(0.1)
+        )
+        x0 = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (n_chains, target.p)))
+        states = jax.vmap(kernel.init)(x0)
+
+        @jax.jit
+        def run(states, key):
+            def body(s, k):
+                s, info = jax.vmap(kernel.step)(jax.random.split(k, n_chains), s)
+                return s, info.is_accepted.mean()
+
+            return jax.lax.scan(body, states, jax.random.split(key, n_steps))
+
+        key = jax.random.PRNGKey(0)
+        jax.block_until_ready(run(states, key))
+        return lambda: jax.block_until_ready(run(states, key))
+
+    call = build()
+    return in_x64(call), n_chains * n_steps
+
+
+def jax_main(args):
+    """backend: jax against numba on the report's MLP, and against BlackJAX on a 1-D CNN."""
+    out = [f"{rounds.machine()}; {args.rounds} interleaved rounds, medians; float64 throughout"]
+    mlp = report_target()
+    out += ["", f"RWM chain-steps/s on the report's MLP (p = {mlp.p}): backend jax against numba"]
+    out += [
+        f"{'chains':>8} {'numba':>10} {'jax':>10} {'numba/jax wall':>15} {'cpu':>5} {'load':>5}"
+    ]
+    for c in (8, 64, 1024):
+        n = max(2, int((2e4 if args.quick else 1e5) / c))
+        cases = {
+            "numba": ours_runner(mlp, "rwm", c, n, backend="numba", dtype="float64"),
+            "jax": ours_runner(mlp, "rwm", c, n, backend="jax"),
+        }
+        rates, up, load = rate_table(cases, args.rounds, 1, [("numba", "jax")])
+        w, cpu = up[("numba", "jax")]
+        out.append(
+            f"{c:>8} {rates['numba']:>10.3g} {rates['jax']:>10.3g} {w:>15.1f} {cpu:>5.1f} "
+            f"{load:>5.1f}"
+        )
+        print(out[-1], flush=True)
+    conv = conv_target()
+    out += [
+        "",
+        f"RWM chain-steps/s on a 1-D CNN (p = {conv.p}, {conv.n_points} points of 40 x 1, "
+        "conv 8x5, avg pool 2, conv 8x5, avg pool 2, dense 32, dense 10): backend jax against "
+        "BlackJAX's random walk on the same log-density",
+        f"{'chains':>8} {'jax':>10} {'blackjax':>10} {'time jax/bj':>12} {'cpu':>5} {'load':>5}",
+    ]
+    for c in (8, 64):
+        n = max(2, int((2e3 if args.quick else 1e4) / c))
+        cases = {"jax": jax_rwm_runner(conv, c, n), "blackjax": blackjax_conv_runner(conv, c, n)}
+        rates, up, load = rate_table(cases, args.rounds, 1, [("blackjax", "jax")])
+        w, cpu = up[("blackjax", "jax")]  # time ratio jax / blackjax
+        out.append(
+            f"{c:>8} {rates['jax']:>10.3g} {rates['blackjax']:>10.3g} {w:>12.2f} {cpu:>5.2f} "
+            f"{load:>5.1f}"
+        )
+        print(out[-1], flush=True)
+    table = "\n".join(out)
+    if args.write:
+        rounds.write_section("bench_samplers_jax", f"```\n{table}\n```")
+
+
 def gpu_main(args):
     """Our CUDA kernels against BlackJAX on the GPU (see the module docstring)."""
     # JAX would take 75% of the GPU's memory at start, leaving our kernels too little
@@ -400,6 +508,9 @@ def main():
     ap.add_argument(
         "--device", choices=("cpu", "gpu"), default="cpu", help="gpu: CUDA against BlackJAX"
     )
+    ap.add_argument(
+        "--jax", action="store_true", help="backend jax against numba and BlackJAX (CPU)"
+    )
     ap.add_argument("--chains", help="gpu: comma-separated chain counts (default up to 2^20)")
     ap.add_argument("--steps", type=int, help="gpu: transitions per timed run (default: by size)")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
@@ -407,6 +518,9 @@ def main():
     args = ap.parse_args()
     if args.device == "gpu":
         gpu_main(args)
+        return
+    if args.jax:
+        jax_main(args)
         return
     target = report_target()
     try:
