@@ -347,6 +347,7 @@ class JaxTarget(JaxEnergy):
     @in_x64
     def __init__(self, net: ConvNet, X, y, box: float = 10.0, beta: float = 1.0, energy="sum"):
         super().__init__(net, X, y, energy)
+        self.X, self.y = np.asarray(X, dtype=np.float64), np.asarray(y)
         self.box, self.beta, self.energy = float(box), float(beta), energy
         self.energy_of = net.energy_fn(X, y, energy)
 
