@@ -24,8 +24,10 @@ def test_defaults_unchanged():
     assert ds.X.shape == (10, 2) and ds.X.min() >= -1 and ds.X.max() <= 1
 
 
-# digits has a fixed shape (64 features, 10 classes): tests/test_scale.py covers it.
-CLASSIFIERS = [g for g in data.GENERATORS if g not in ("digits", "file", "regression", "permute3")]
+# digits and mnist1d have fixed shapes (64 or 40 features, 10 classes): tests/test_scale.py and
+# the mnist1d test below cover them.
+FIXED = ("digits", "mnist1d", "file", "regression", "permute3")
+CLASSIFIERS = [g for g in data.GENERATORS if g not in FIXED]
 
 
 @pytest.mark.parametrize("gen", CLASSIFIERS)
@@ -242,3 +244,43 @@ def test_regression_and_bias_configs_are_checked_before_any_job():
         config.validate({"model": {"activation": "sigmoid", "bias": "hidden"}})
     # the layout: 2-3-2 without biases has p = 12, with hidden biases 15
     assert ParamLayout((2, 3, 2), "none").p == 12 and ParamLayout((2, 3, 2), "hidden").p == 15
+
+
+def test_mnist1d_is_the_authors_training_split_and_their_logistic_regression_score():
+    """Known answer: MNIST-1D generated here (seed 42, the authors' set) is their training
+    split of 4,000 40-point sequences of 10 classes, and scikit-learn's logistic regression
+    trained on 3,000 of them scores their 32 % on the other 1,000 (tolerance 4 points: the
+    binomial standard error is 1.5). The generator leaves numpy's global generator as it was."""
+    pytest.importorskip("mnist1d")  # the optional extra: pip install -e ".[mnist1d]"
+    from sklearn.linear_model import LogisticRegression
+
+    np.random.seed(7)  # noqa: NPY002 (the global generator the package seeds)
+    before = np.random.get_state()[1].copy()  # noqa: NPY002
+    ds = data.generate({"generator": "mnist1d", "seed": 42})
+    assert np.array_equal(np.random.get_state()[1], before)  # noqa: NPY002
+    assert (ds.n_points, ds.n_features, ds.n_classes) == (4000, 40, 10)
+    assert data.shape_of(config.validate({"dataset": {"generator": "mnist1d"}})["dataset"]) == (
+        4000, 40, 10,
+    )  # fmt: skip
+    assert np.bincount(ds.y).min() > 300  # every class present
+    fit = LogisticRegression(max_iter=2000).fit(ds.X[:3000], ds.y[:3000])
+    assert abs(fit.score(ds.X[3000:], ds.y[3000:]) - 0.32) < 0.04
+    small = data.generate({"generator": "mnist1d", "seed": 42, "subset": 100})
+    assert np.array_equal(small.X, ds.X[:100]) and np.array_equal(small.y, ds.y[:100])
+
+
+def test_mnist1d_without_its_package_says_how_to_install_it(monkeypatch):
+    """Mocked: the package may be installed here, so its absence is simulated."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mnist1d" else real(name, *a)
+    )
+    with pytest.raises(config.ConfigError, match=r'pip install -e "\.\[mnist1d\]"'):
+        config.validate({"dataset": {"generator": "mnist1d"}, "model": {"hidden": [8]}})
+
+
+def test_digits_subset_above_its_images_is_a_config_error():
+    with pytest.raises(config.ConfigError, match="digits has 1797 images"):
+        config.validate({"dataset": {"generator": "digits", "subset": 2000}})

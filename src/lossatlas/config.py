@@ -172,6 +172,13 @@ def _check_model_and_data(cfg: dict) -> None:
             raise ConfigError(f"invalid config: {err}") from None
     else:
         regression = ds["generator"] in data.REGRESSION_GENERATORS
+    if ds["generator"] == "digits" and (ds["subset"] or 0) > 1797:
+        raise ConfigError("invalid config: dataset.subset: digits has 1797 images; set <= 1797")
+    if ds["generator"] == "mnist1d" and importlib.util.find_spec("mnist1d") is None:
+        raise ConfigError(
+            "invalid config: dataset.generator: mnist1d needs the mnist1d package: pip install "
+            '-e ".[mnist1d]" (it generates the data here, no download)'
+        )
     if regression and m["loss"] != "mse":
         raise ConfigError(
             f"invalid config: model.loss: dataset.generator {ds['generator']} gives float "

@@ -82,9 +82,12 @@ GENERATORS = (
     "regression",
     "permute3",
     "file",
+    "mnist1d",
 )
 TWO_D_TWO_CLASS = ("xor", "moons", "circles")
 DIGITS_FEATURES, DIGITS_CLASSES = 64, 10
+# MNIST-1D's standard set: 5,000 sequences of 40 points, the first 4,000 the training split
+MNIST1D_FEATURES, MNIST1D_CLASSES, MNIST1D_TRAIN = 40, 10, 4000
 
 
 def standardize(X: np.ndarray) -> np.ndarray:
@@ -113,6 +116,34 @@ def digits(subset: int | None = None, seed: int = 0) -> Dataset:
         idx = np.sort(np.random.default_rng(seed).choice(len(y), size=subset, replace=False))
         X, y = X[idx], y[idx]
     return Dataset(X=standardize(X), y=np.asarray(y, dtype=np.int64), n_classes=DIGITS_CLASSES)
+
+
+def mnist1d(subset: int | None = None, seed: int = 42) -> Dataset:
+    """MNIST-1D (Greydanus and Steinbach): 40-point sequences of 10 classes, generated here by
+    the ``mnist1d`` package from its templates (no download, no pickle), with its standard
+    settings and ``seed`` (42 gives the authors' published set); its training split (4,000
+    sequences, already shuffled), the first ``subset`` of them (None: all). The package seeds
+    numpy's and Python's global generators: their states are put back after."""
+    import random
+
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as e:  # config validation says this before any job; a notebook here
+        raise ImportError('dataset.generator mnist1d needs pip install -e ".[mnist1d]"') from e
+    if subset is not None and not 1 <= subset <= MNIST1D_TRAIN:
+        raise ValueError(f"mnist1d subset must be in [1, {MNIST1D_TRAIN}], got {subset}")
+    args = get_dataset_args()
+    args.seed = int(seed)
+    # the package draws from numpy's legacy global generator, which it seeds
+    states = np.random.get_state(), random.getstate()  # noqa: NPY002
+    try:
+        made = make_dataset(args)
+    finally:
+        np.random.set_state(states[0])  # noqa: NPY002
+        random.setstate(states[1])
+    n = MNIST1D_TRAIN if subset is None else subset
+    X, y = np.asarray(made["x"][:n], np.float64), np.asarray(made["y"][:n], np.int64)
+    return Dataset(X=X, y=y, n_classes=MNIST1D_CLASSES)
 
 
 def teacher(n: int, d: int, k: int, seed: int = 0, noise: float = 0.0) -> Dataset:
@@ -271,6 +302,8 @@ def shape_of(settings: dict) -> tuple[int, int, int]:
     gen = settings["generator"]
     if gen == "digits":
         return settings["subset"] or 1797, DIGITS_FEATURES, DIGITS_CLASSES
+    if gen == "mnist1d":
+        return settings["subset"] or MNIST1D_TRAIN, MNIST1D_FEATURES, MNIST1D_CLASSES
     if gen == "permute3":
         return 3, 2, 2
     if gen == "file":
@@ -308,6 +341,8 @@ def generate(settings: dict) -> Dataset:
       dimensions, centres uniform in ``[low, high]``;
     - ``digits``: scikit-learn's 8x8 digits, standardized (:func:`digits`); 64 features and
       10 classes whatever ``n_features`` / ``n_classes`` say, ``subset`` points (None: all);
+    - ``mnist1d``: MNIST-1D's training split (:func:`mnist1d`, the ``mnist1d`` extra); 40
+      features and 10 classes, ``subset`` sequences (None: all 4,000), ``seed`` the generator's;
     - ``teacher``: Gaussian inputs in ``n_features`` dimensions labelled by a random linear
       teacher with logit ``noise`` (:func:`teacher`);
     - ``regression``: float targets of a linear map or teacher network (:func:`regression`);
@@ -323,6 +358,8 @@ def generate(settings: dict) -> Dataset:
         raise ValueError(f"dataset.generator {gen} needs n_features = 2 and n_classes = 2")
     if gen == "digits":
         return digits(cfg["subset"], seed)
+    if gen == "mnist1d":
+        return mnist1d(cfg["subset"], seed)
     if gen == "teacher":
         return teacher(n, d, k, seed, noise)
     if gen == "regression":
