@@ -270,7 +270,7 @@ def jax_main(args):
     mlp = report_target()
     out += ["", f"RWM chain-steps/s on the report's MLP (p = {mlp.p}): backend jax against numba"]
     out += [
-        f"{'chains':>8} {'numba':>10} {'jax':>10} {'numba/jax wall':>15} {'cpu':>5} {'load':>5}"
+        f"{'chains':>8} {'numba':>10} {'jax':>10} {'time jax/numba':>15} {'cpu':>5} {'load':>5}"
     ]
     for c in (8, 64, 1024):
         n = max(2, int((2e4 if args.quick else 1e5) / c))

@@ -82,6 +82,40 @@ def test_jax_backend_samples_the_numba_backends_distribution():
         assert abs(a - b) < Z * np.hypot(sa, sb), (a, sa, b, sb)
 
 
+# HMC's trajectories (10 leapfrog steps, reflecting walls) amplify rounding far faster than
+# MALA's single step: its chains stay numpy's, draw for draw, for fewer transitions
+N_EXACT = {"mala": 200, "hmc": 50}
+
+
+@pytest.mark.parametrize("kind", ["mala", "hmc"])
+def test_mala_and_hmc_take_jax_gradients_in_their_numpy_kernels(kind):
+    """MALA and HMC under backend: jax are the numpy kernels on the JAX target: fixed-step
+    transitions from one state give numpy's chains to 1e-8, the gradients being equal to
+    rounding."""
+    target = _target()
+    out = {}
+    for backend in ("numpy", "jax"):
+        kernel = sampling.build({"kind": kind, "backend": backend, "step_size": 0.05}, target)
+        assert type(kernel.target).__name__ == {"numpy": "Target", "jax": "JaxTarget"}[backend]
+        rng = np.random.default_rng(4)
+        state = kernel.end_warmup(kernel.init(rng.uniform(-3, 3, size=(4, target.p)), rng))
+        out[backend] = kernel.run(state, rng, N_EXACT[kind])
+    np.testing.assert_allclose(out["jax"][0].position, out["numpy"][0].position, atol=1e-8)
+    np.testing.assert_array_equal(out["jax"][1]["accepted"], out["numpy"][1]["accepted"])
+
+
+def test_tempering_wraps_the_jax_kernel():
+    target = _target()
+    kernel = sampling.build(
+        {"kind": "rwm", "backend": "jax", "tempering": {"n_temps": 3, "beta_min": 0.2}}, target
+    )
+    assert type(kernel.base).__name__ == "JaxRWM"
+    rng = np.random.default_rng(0)
+    state = kernel.init(rng.uniform(-10, 10, size=(2, target.p)), rng)
+    state, sums = kernel.run(state, rng, 20)
+    assert np.all(np.isfinite(state.U)) and np.all(np.abs(state.position) <= target.box)
+
+
 def test_a_long_run_is_split_without_changing_it(monkeypatch):
     """A run longer than one call's noise budget goes in several compiled calls: the same
     chains and sums as one call."""
