@@ -77,21 +77,13 @@ def jax_logdensity(target):
     return logdensity
 
 
-def blackjax_runner(target, algo, n_chains, n_steps):
-    """``jax.vmap`` of the kernel's step inside ``jax.lax.scan``, jitted and compiled here:
-    ``(call, chain-steps per call)``."""
-    import blackjax
+def _blackjax_loop(kernel, n_chains: int, p: int, n_steps: int):
+    """``n_steps`` of BlackJAX's ``kernel`` on ``n_chains`` chains: ``jax.vmap`` of its step
+    inside ``jax.lax.scan``, jitted and compiled here; the call."""
     import jax
     import jax.numpy as jnp
 
-    logdensity = jax_logdensity(target)
-    if algo == "rwm":
-        kernel = blackjax.additive_step_random_walk(
-            logdensity, blackjax.mcmc.random_walk.normal(0.1)
-        )
-    else:
-        kernel = blackjax.hmc(logdensity, 0.05, jnp.ones(target.p), num_integration_steps=10)
-    x0 = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (n_chains, target.p)))
+    x0 = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (n_chains, p)))
     states = jax.vmap(kernel.init)(x0)
 
     @jax.jit
@@ -104,7 +96,23 @@ def blackjax_runner(target, algo, n_chains, n_steps):
 
     key = jax.random.PRNGKey(0)
     jax.block_until_ready(run(states, key))  # compile
-    return (lambda: jax.block_until_ready(run(states, key))), n_chains * n_steps
+    return lambda: jax.block_until_ready(run(states, key))
+
+
+def blackjax_runner(target, algo, n_chains, n_steps):
+    """BlackJAX's RWM or HMC on the report's target (:func:`_blackjax_loop`):
+    ``(call, chain-steps per call)``."""
+    import blackjax
+    import jax.numpy as jnp
+
+    logdensity = jax_logdensity(target)
+    if algo == "rwm":
+        kernel = blackjax.additive_step_random_walk(
+            logdensity, blackjax.mcmc.random_walk.normal(0.1)
+        )
+    else:
+        kernel = blackjax.hmc(logdensity, 0.05, jnp.ones(target.p), num_integration_steps=10)
+    return _blackjax_loop(kernel, n_chains, target.p, n_steps), n_chains * n_steps
 
 
 def ess_runner(target, cfg, n_chains, warmup, draws, thin):
@@ -229,7 +237,6 @@ def jax_rwm_runner(target, n_chains, n_steps):
 def blackjax_conv_runner(target, n_chains, n_steps):
     """BlackJAX's random walk on the same network's log-density (float64, vmap in scan)."""
     import blackjax
-    import jax
     import jax.numpy as jnp
 
     from lossatlas.model.jaxnet import in_x64
@@ -245,23 +252,9 @@ def blackjax_conv_runner(target, n_chains, n_steps):
         kernel = blackjax.additive_step_random_walk(
             logdensity, blackjax.mcmc.random_walk.normal(0.1)
         )
-        x0 = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (n_chains, target.p)))
-        states = jax.vmap(kernel.init)(x0)
+        return _blackjax_loop(kernel, n_chains, target.p, n_steps)
 
-        @jax.jit
-        def run(states, key):
-            def body(s, k):
-                s, info = jax.vmap(kernel.step)(jax.random.split(k, n_chains), s)
-                return s, info.is_accepted.mean()
-
-            return jax.lax.scan(body, states, jax.random.split(key, n_steps))
-
-        key = jax.random.PRNGKey(0)
-        jax.block_until_ready(run(states, key))
-        return lambda: jax.block_until_ready(run(states, key))
-
-    call = build()
-    return in_x64(call), n_chains * n_steps
+    return in_x64(build()), n_chains * n_steps
 
 
 def jax_main(args):

@@ -27,14 +27,16 @@ SCALE_DEGREE = {"relu": 1, "linear": 1, "quadratic": 2}
 GRAD_FROM_OUTPUT = ("tanh", "sigmoid", "linear")
 
 
-def act(name: str, z: np.ndarray) -> np.ndarray:
+def act(name: str, z: np.ndarray, xp=np) -> np.ndarray:
+    """The activation ``name`` of ``z``, with the array module ``xp`` (numpy, or
+    ``jax.numpy`` for the networks JAX evaluates)."""
     if name == "tanh":
-        return np.tanh(z)
+        return xp.tanh(z)
     if name == "relu":
-        return np.maximum(z, 0)
+        return xp.maximum(z, 0)
     if name == "sigmoid":
         # tanh form: no overflow warning for large |z|
-        return 0.5 * (1 + np.tanh(0.5 * z))
+        return 0.5 * (1 + xp.tanh(0.5 * z))
     if name == "linear":
         return z
     if name == "quadratic":

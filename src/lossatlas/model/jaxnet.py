@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lossatlas.model.activations import ACTIVATIONS, SIGN
+from lossatlas.model.activations import ACTIVATIONS, SIGN, act
 
 try:
     import jax
@@ -232,16 +232,6 @@ class ConvNet:
 
     # -- evaluation (JAX) -------------------------------------------------------------------
 
-    def _act(self, z):
-        a = self.activation
-        if a == "tanh":
-            return jnp.tanh(z)
-        if a == "relu":
-            return jnp.maximum(z, 0)
-        if a == "sigmoid":
-            return 0.5 * (1 + jnp.tanh(0.5 * z))
-        return z if a == "linear" else z * z
-
     @in_x64
     def forward(self, theta, X):
         """Outputs ``(n, k)`` of one parameter vector ``theta (p,)`` on inputs ``X (n, ...)``
@@ -266,7 +256,7 @@ class ConvNet:
                 else:
                     x = x @ w.T + theta[b.biases]
                 if i != last:
-                    x = self._act(x)
+                    x = act(self.activation, x, jnp)
         return x
 
     def _pool(self, x, layer: Pool):
