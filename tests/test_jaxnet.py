@@ -161,3 +161,27 @@ def test_max_pooling_keeps_the_signs():
 def test_a_network_that_cannot_run_on_its_inputs_says_why(layers, message):
     with pytest.raises(ValueError, match=message):
         jn.ConvNet((12, 1), layers)
+
+
+@pytest.mark.parametrize("make", [_conv1d, _conv2d])
+def test_nearest_copy_undoes_a_permutation_and_flips(make):
+    """Known answer: b is a permuted, sign-flipped (where allowed) and class-shifted copy of a
+    plus noise 1e-3; the nearest copy of b to a is a to within the noise, and it is the same
+    function as b."""
+    net = make()
+    X, y = _data(net)
+    energy = jn.JaxEnergy(net, X, y)
+    rng = np.random.default_rng(8)
+    a = rng.normal(size=(1, net.p))
+    b = a.copy()
+    for k in range(len(net.blocks) - 1):
+        units = net.blocks[k].w_shape[0]
+        signs = np.where(rng.random((1, units)) < 0.5, -1.0, 1.0) if jn.flippable(net, k) else None
+        b = jn.transform(net, b, k, order=rng.permutation(units)[None], signs=signs)
+    b[:, net.blocks[-1].biases] += 0.7
+    b += 1e-3 * rng.normal(size=b.shape)
+    assert np.linalg.norm(b - a) > 1.0
+    copy, method = jn.nearest_copy(net, a[0], b[0])
+    assert method == "assignment per block"
+    assert np.linalg.norm(copy - a[0]) < 1e-3 * np.sqrt(net.p) * 1.5
+    np.testing.assert_allclose(energy.U(copy[None]), energy.U(b), rtol=1e-10)

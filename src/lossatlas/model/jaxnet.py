@@ -438,6 +438,47 @@ def canonicalize(net: ConvNet, theta: np.ndarray) -> np.ndarray:
     return theta
 
 
+def nearest_copy(net: ConvNet, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, str]:
+    """The copy of ``b (p,)`` under the channel and unit symmetries nearest to ``a (p,)`` (the
+    same function as ``b``), and how it was found: block by block, first to last, an optimal
+    assignment (``scipy.optimize.linear_sum_assignment``) of ``b``'s channels to ``a``'s on
+    their incoming weights and bias (and, into the output layer, their outgoing weights), each
+    channel also compared sign-flipped where :func:`flippable`; then, for softmax outputs, the
+    exactly flat shift of every class toward ``a``. As the MLP's
+    :func:`lossatlas.model.symmetry.nearest_copy` does for hidden units."""
+    from scipy.optimize import linear_sum_assignment
+
+    from lossatlas.model.symmetry import unit_cost
+
+    a = np.asarray(a, dtype=np.float64)[None]
+    best = np.asarray(b, dtype=np.float64)[None]
+    last = len(net.blocks) - 2
+    for k in range(last + 1):
+        own_a, next_a = _unit_views(net, a, k)
+        own_b, next_b = _unit_views(net, best, k)
+        # outgoing weights align only into the output layer, whose units never move
+        out_a = next_a[0].transpose(1, 0, 2).reshape(len(own_a[0]), -1) if k == last else None
+        out_b = next_b[0].transpose(1, 0, 2).reshape(len(own_b[0]), -1) if k == last else None
+        if out_a is None:
+            out_a = out_b = np.zeros((len(own_a[0]), 0))
+        cost = unit_cost(own_a[0], out_a, own_b[0], out_b)
+        flipped = unit_cost(own_a[0], out_a, -own_b[0], -out_b) if flippable(net, k) else None
+        rows, cols = linear_sum_assignment(cost if flipped is None else np.minimum(cost, flipped))
+        order = np.empty(len(cols), dtype=np.int64)
+        order[rows] = cols
+        signs = None
+        if flipped is not None:
+            signs = np.where(flipped[rows, cols] < cost[rows, cols], -1.0, 1.0)[None]
+            signs = signs[:, np.argsort(order)]  # by b's channel, as transform applies them
+        best = transform(net, best, k, order=order[None], signs=signs)
+    if net.loss == "cross_entropy":
+        out = net.blocks[-1]
+        for part in (out.weights, out.biases):
+            rows = (a - best)[0, part].reshape(net.n_outputs, -1)
+            best[0, part] += np.broadcast_to(rows.mean(axis=0), rows.shape).ravel()
+    return best[0], "assignment per block"
+
+
 @functools.cache
 def _cached_mlp(sizes: tuple[int, ...], activation: str, loss: str) -> ConvNet:
     return ConvNet((sizes[0],), mlp_layers(sizes), activation, loss, mlp_names=True)

@@ -259,16 +259,16 @@ def _assigned_copy(a, b, layout: ParamLayout, activation: str) -> np.ndarray:
         last = layer == n_hidden - 1
         out_a = Wna[0].T if last else np.zeros((len(inc_a), 0))
         out_b = Wnb[0].T if last else np.zeros((len(inc_b), 0))
-        cost = _unit_cost(inc_a, out_a, inc_b, out_b)
+        cost = unit_cost(inc_a, out_a, inc_b, out_b)
         flipped = None
         if activation in SIGN:
             sign_out = -1.0 if SIGN[activation] in ("odd", "sigmoid") else 1.0
-            flipped = _unit_cost(inc_a, out_a, -inc_b, sign_out * out_b)
+            flipped = unit_cost(inc_a, out_a, -inc_b, sign_out * out_b)
             cost = np.minimum(cost, flipped)
         rows, cols = linear_sum_assignment(cost)
         if flipped is not None:
             flip = np.zeros((1, len(cols)), dtype=bool)
-            flip[0, cols] = flipped[rows, cols] < _unit_cost(inc_a, out_a, inc_b, out_b)[rows, cols]
+            flip[0, cols] = flipped[rows, cols] < unit_cost(inc_a, out_a, inc_b, out_b)[rows, cols]
             _flip(pb, layer, flip, activation)
         order = np.empty(len(cols), dtype=np.int64)
         order[rows] = cols
@@ -276,7 +276,7 @@ def _assigned_copy(a, b, layout: ParamLayout, activation: str) -> np.ndarray:
     return layout.pack(pb)[0]
 
 
-def _unit_cost(inc_a, out_a, inc_b, out_b) -> np.ndarray:
+def unit_cost(inc_a, out_a, inc_b, out_b) -> np.ndarray:
     """Squared distance between unit u of a and unit v of b, incoming and outgoing weights."""
     incoming = ((inc_a[:, None] - inc_b[None]) ** 2).sum(-1)
     return incoming + ((out_a[:, None] - out_b[None]) ** 2).sum(-1)
