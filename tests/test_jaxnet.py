@@ -185,3 +185,84 @@ def test_nearest_copy_undoes_a_permutation_and_flips(make):
     assert method == "assignment per block"
     assert np.linalg.norm(copy - a[0]) < 1e-3 * np.sqrt(net.p) * 1.5
     np.testing.assert_allclose(energy.U(copy[None]), energy.U(b), rtol=1e-10)
+
+
+USER_MODEL = """
+import jax.numpy as jnp
+import numpy as np
+
+
+def _apply(params, X):
+    h = X
+    for name in ("l1", "l2"):
+        h = jnp.tanh(h @ params[name]["W"].T + params[name]["b"])
+    return h @ params["l3"]["W"].T + params["l3"]["b"]
+
+
+def mlp():
+    rng = np.random.default_rng(0)
+    shapes = {"l1": (2, 2), "l2": (2, 2), "l3": (2, 2)}
+    return _apply, {k: {"W": rng.normal(size=s), "b": np.zeros(s[0])} for k, s in shapes.items()}
+
+
+def integer_weights():
+    return _apply, {k: {"W": np.ones((2, 2), int), "b": np.zeros(2)} for k in ("l1", "l2", "l3")}
+
+
+def three_outputs():
+    return (lambda p, X: jnp.zeros((X.shape[0], 3)) + p["w"]), {"w": np.zeros(1)}
+
+
+def not_a_pair():
+    return _apply
+"""
+
+
+@pytest.fixture
+def user_models(tmp_path, monkeypatch):
+    (tmp_path / "user_models.py").write_text(USER_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "user_models"
+
+
+def test_a_users_pytree_model_is_sampled_as_the_numpy_reference(user_models):
+    """Known answer: a user's apply(params, X) of the report's MLP, its parameters a dict of
+    layers, flattens (keys in order, W before b, row-major) to ParamLayout's vector: the same
+    U and gradient as the numpy Target to 1e-12, named from the pytree's paths, and the same
+    chains under the compiled RWM."""
+    rng = np.random.default_rng(0)
+    X, y = rng.uniform(-1, 1, size=(10, 2)), rng.integers(0, 2, size=10)
+    net = jn.load_model(f"{user_models}:mlp", X, n_outputs=2)
+    assert net.p == 18 and net.names()[:5] == [
+        "l1.W[0,0]", "l1.W[0,1]", "l1.W[1,0]", "l1.W[1,1]", "l1.b[0]",
+    ]  # fmt: skip
+    theta = rng.uniform(-3, 3, size=(5, 18))
+    reference = Target(MLP((2, 2, 2, 2)), X, y)
+    u, g = jn.JaxEnergy(net, X, y).U_and_grad(theta)
+    u_ref, g_ref = reference.U_and_grad(theta)
+    np.testing.assert_allclose(u, u_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-12, atol=1e-12)
+    # and backend jax's compiled RWM samples it: numpy's 500 transitions from one state
+    from lossatlas.sampling import RWM
+    from lossatlas.sampling.jax_rwm import JaxRWM
+
+    ends = []
+    for kernel in (JaxRWM(jn.JaxTarget(net, X, y), 0.3), RWM(reference, 0.3)):
+        state = kernel.init(theta[:4], None)
+        ends.append(kernel.run(state, np.random.default_rng(1), 500)[0].position)
+    np.testing.assert_allclose(ends[0], ends[1], atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [("nowhere:mlp", "cannot import it"), ("{m}:missing", "cannot import it"),
+     ("{m}:not_a_pair", r"must return \(apply, params\)"),
+     ("{m}:integer_weights", r"parameter l1\.W is int\d+, not float"),
+     ("{m}:three_outputs", r"outputs of shape \(2, 3\) on 2 points; the data needs \(2, 2\)")],
+)  # fmt: skip
+def test_a_broken_user_model_is_explained_in_one_line(user_models, factory, message):
+    spec = factory.format(m=user_models)
+    X = np.zeros((10, 2))
+    with pytest.raises(ValueError, match=message) as err:
+        jn.load_model(spec, X, n_outputs=2)
+    assert "\n" not in str(err.value) and str(err.value).startswith(f"model.python {spec}")

@@ -51,9 +51,12 @@ __all__ = [
     "Flatten",
     "JaxEnergy",
     "JaxTarget",
+    "Network",
     "Pool",
+    "PytreeNet",
     "available",
     "canonicalize",
+    "load_model",
     "mlp",
     "mlp_layers",
     "target_of",
@@ -131,7 +134,35 @@ def mlp_layers(sizes: Sequence[int]) -> tuple[Dense, ...]:
     return tuple(Dense(int(k)) for k in sizes[1:])
 
 
-class ConvNet:
+class Network:
+    """What every network JAX evaluates shares: its loss on outputs ``(n, k)`` and its energy
+    on data. A subclass gives ``p``, ``names()``, ``forward(theta, X)`` and ``loss``."""
+
+    loss: str
+
+    def point_losses(self, out, y):
+        """Per-point loss ``(n,)`` of outputs ``(n, k)`` against labels (or float targets)."""
+        if self.loss == "cross_entropy":
+            return jax.nn.logsumexp(out, axis=1) - jnp.take_along_axis(out, y[:, None], 1)[:, 0]
+        target = y if self.loss == "mse" else jax.nn.one_hot(y, out.shape[1], dtype=out.dtype)
+        return jnp.sum((out - target) ** 2, axis=1)
+
+    @in_x64
+    def energy_fn(self, X, y, energy: str = "sum"):
+        """``U(theta)`` of one parameter vector on the data ``X``, ``y``: the summed
+        (``energy="sum"``) or mean per-point loss, a pure JAX function of float64 arrays (call
+        and trace it where 64-bit types are on: :func:`in_x64`)."""
+        X = jnp.asarray(X, dtype=jnp.float64)
+        y = jnp.asarray(y, dtype=jnp.float64 if self.loss == "mse" else jnp.int32)
+        scale = 1.0 / X.shape[0] if energy == "mean" else 1.0
+
+        def U(theta):
+            return scale * jnp.sum(self.point_losses(self.forward(theta, X), y))
+
+        return U
+
+
+class ConvNet(Network):
     """The network of ``layers`` on inputs of ``input_shape`` (channels last), with
     ``activation`` after every layer with weights but the last, and ``loss`` on its outputs.
     ``mlp_names``: name the parameters as :class:`~lossatlas.model.layout.ParamLayout` does
@@ -269,35 +300,99 @@ class ConvNet:
         total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, window, "VALID")
         return total / layer.size ** (x.ndim - 2)
 
-    def point_losses(self, out, y):
-        """Per-point loss ``(n,)`` of outputs ``(n, k)`` against labels (or float targets)."""
-        if self.loss == "cross_entropy":
-            return jax.nn.logsumexp(out, axis=1) - jnp.take_along_axis(out, y[:, None], 1)[:, 0]
-        target = y if self.loss == "mse" else jax.nn.one_hot(y, out.shape[1], dtype=out.dtype)
-        return jnp.sum((out - target) ** 2, axis=1)
+
+class PytreeNet(Network):
+    """A user's network: ``apply(params, X) -> outputs (n, k)`` on a parameter pytree, with its
+    initial ``params`` fixing the tree. The flat vector is ``jax.flatten_util.ravel_pytree``'s
+    (leaves in the tree's order, each row-major); each coordinate is named from its leaf's
+    path, ``layer.kernel[0,1]``. A user's network has no known symmetry group."""
 
     @in_x64
-    def energy_fn(self, X, y, energy: str = "sum"):
-        """``U(theta)`` of one parameter vector on the data ``X``, ``y``: the summed
-        (``energy="sum"``) or mean per-point loss, a pure JAX function of float64 arrays (call
-        and trace it where 64-bit types are on: :func:`in_x64`)."""
-        X = jnp.asarray(X, dtype=jnp.float64)
-        y = jnp.asarray(y, dtype=jnp.float64 if self.loss == "mse" else jnp.int32)
-        scale = 1.0 / X.shape[0] if energy == "mean" else 1.0
+    def __init__(self, apply, params, loss: str = "cross_entropy"):
+        from jax.flatten_util import ravel_pytree
 
-        def U(theta):
-            return scale * jnp.sum(self.point_losses(self.forward(theta, X), y))
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; use one of {LOSSES}")
+        leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+        for path, leaf in leaves:
+            if not jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating):
+                raise ValueError(
+                    f"parameter {_path_name(path)} is {jnp.asarray(leaf).dtype}, not float: "
+                    "every leaf of the parameters must be a float array"
+                )
+        flat, self._unravel = ravel_pytree(params)
+        self.apply, self.loss, self.p = apply, loss, int(flat.size)
+        self.initial = np.asarray(flat, dtype=np.float64)
+        self._names = [
+            f"{_path_name(path)}[{','.join(map(str, i))}]" if np.ndim(leaf) else _path_name(path)
+            for path, leaf in leaves
+            for i in np.ndindex(*np.shape(leaf))
+        ]
 
-        return U
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def forward(self, theta, X):
+        return self.apply(self._unravel(theta), X)
+
+
+def _path_name(path) -> str:
+    """``layer.kernel`` for the pytree path of a leaf (dict keys, attributes, indices)."""
+    parts = []
+    for key in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return ".".join(parts)
+
+
+def load_model(spec: str, X, n_outputs: int, loss: str = "cross_entropy") -> PytreeNet:
+    """The user's network ``"package.module:factory"``: ``factory()`` returns ``(apply,
+    params)``. Checked before any sampling, each failure a one-line :class:`ValueError` that
+    names the model and what is wrong: not importable, not a pair, parameters not float, or
+    outputs of another shape than the data's ``(n, n_outputs)``."""
+    import importlib
+
+    _need_jax()
+    where, _, name = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(where), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ValueError(
+            f"model.python {spec}: cannot import it ({e}); give package.module:factory"
+        ) from None
+    made = factory()
+    if not (isinstance(made, tuple) and len(made) == 2 and callable(made[0])):
+        raise ValueError(
+            f"model.python {spec}: the factory must return (apply, params), "
+            f"got {type(made).__name__}"
+        )
+    try:
+        net = PytreeNet(*made, loss=loss)
+    except ValueError as e:
+        raise ValueError(f"model.python {spec}: {e}") from None
+    with jax.enable_x64(True):
+        out = np.shape(net.forward(jnp.asarray(net.initial), jnp.asarray(X[:2], jnp.float64)))
+    want = (min(2, len(X)), int(n_outputs))
+    if out != want:
+        raise ValueError(
+            f"model.python {spec}: outputs of shape {out} on {want[0]} points; the data "
+            f"needs {want}"
+        )
+    return net
 
 
 class JaxEnergy:
-    """The energy of a :class:`ConvNet` on data, over a batch of chains: ``U``, ``U_and_grad``
+    """The energy of a :class:`Network` (a :class:`ConvNet`, or a user's :class:`PytreeNet`) on
+    data, over a batch of chains: ``U``, ``U_and_grad``
     and ``hvp``, each compiled once (``jax.jit`` of ``jax.vmap``) and taking and returning
     numpy arrays, as :class:`lossatlas.model.Target`'s do."""
 
     @in_x64
-    def __init__(self, net: ConvNet, X, y, energy: str = "sum"):
+    def __init__(self, net: Network, X, y, energy: str = "sum"):
         self.net, self.n_points = net, int(np.shape(X)[0])
         U = net.energy_fn(X, y, energy)
         self._U = jax.jit(jax.vmap(U))
@@ -335,7 +430,7 @@ class JaxTarget(JaxEnergy):
     function, for the compiled kernels."""
 
     @in_x64
-    def __init__(self, net: ConvNet, X, y, box: float = 10.0, beta: float = 1.0, energy="sum"):
+    def __init__(self, net: Network, X, y, box: float = 10.0, beta: float = 1.0, energy="sum"):
         super().__init__(net, X, y, energy)
         self.X, self.y = np.asarray(X, dtype=np.float64), np.asarray(y)
         self.box, self.beta, self.energy = float(box), float(beta), energy
