@@ -9,7 +9,7 @@ import math
 import numpy as np
 from arviz_stats.base import array_stats
 
-__all__ = ["TAIL_PROB", "draws_needed", "summary_row", "summary_rows"]
+__all__ = ["TAIL_PROB", "draws_needed", "most_draws_needed", "summary_row", "summary_rows"]
 
 # Tail ESS is min(ESS of the 5% quantile, ESS of the 95% quantile), as in Vehtari et al. (2021).
 TAIL_PROB = (0.05, 0.95)
@@ -71,3 +71,9 @@ def draws_needed(g: dict, n_draws: int, rhat_max: float, ess_min: float) -> int 
         return None
     factor = max(ess_min / ess, (rhat - 1.0) / (rhat_max - 1.0), 1.0)
     return math.ceil(n_draws * factor)
+
+
+def most_draws_needed(groups, n_draws: int, rhat_max: float, ess_min: float) -> int | None:
+    """The largest :func:`draws_needed` over ``groups``; None where one of them cannot say."""
+    needed = [draws_needed(g, n_draws, rhat_max, ess_min) for g in groups]
+    return None if not needed or None in needed else max(needed)

@@ -32,6 +32,7 @@ from lossatlas.analysis import draws, minima
 from lossatlas.mcmc_stats import (  # noqa: F401 (public here)
     TAIL_PROB,
     draws_needed,
+    most_draws_needed,
     summary_row,
     summary_rows,
 )
@@ -380,10 +381,9 @@ def _shortfall(name: str, g: dict, rhat_max: float, ess_min: float) -> str:
 def _what_to_do(failing: list[dict], n_draws: int | None, rhat_max: float, ess_min: float) -> str:
     """The next step for a run that did not converge: how many draws per chain, at the
     measured rate, and the setting that gives them."""
-    needed = [draws_needed(g, n_draws, rhat_max, ess_min) for g in failing]
-    if not n_draws or any(n is None for n in needed):
+    most = most_draws_needed(failing, n_draws, rhat_max, ess_min)
+    if most is None:  # no draw count, or a value that is not finite
         return "run longer chains (sampler.draws, thin)"
-    most = max(needed)
     return (
         f"at the measured rate about {most} draws per chain (now {n_draws}) would meet the "
         f"target: raise sampler.draws to {most} or more (with sampler.until on it is the cap, "

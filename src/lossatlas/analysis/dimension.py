@@ -427,9 +427,7 @@ def pipeline_uniform_null(
     out = np.empty((n_null, n_draws, n_kpca))
     with _one_blas_thread():
         for r in range(n_null):
-            U = null_uniform(n_draws, p, box, _rng([seed, r, 3]))
-            if null_transform is not None:
-                U = np.asarray(null_transform(U))
+            U = null_uniform_in(n_draws, p, box, _rng([seed, r, 3]), null_transform)
             out[r] = _kernel_pca(U, n_kpca, gamma, seed)
     return out
 
@@ -453,9 +451,7 @@ def uniform_cloud_values(
     one network and ``m`` good draws shares them."""
     out: dict[str, list] = {}
     for r in range(n_null):
-        cloud = null_uniform(m, p, box, _rng([seed, r]))
-        if null_transform is not None:
-            cloud = np.asarray(null_transform(cloud))
+        cloud = null_uniform_in(m, p, box, _rng([seed, r]), null_transform)
         fit = (discard, k1, k2)
         for stat, v in _cloud_values(cloud, None, False, True, lagged, {}, k_pca, *fit).items():
             out.setdefault(stat, []).append(v)
@@ -478,6 +474,13 @@ def good_ev(embedding: Callable[[], np.ndarray], good: np.ndarray, n_pca: int = 
 def null_uniform(n: int, p: int, box: float, rng) -> np.ndarray:
     """``n`` draws uniform in ``[-box, box]^p``."""
     return _rng(rng).uniform(-box, box, size=(n, p))
+
+
+def null_uniform_in(n: int, p: int, box: float, rng, null_transform=None) -> np.ndarray:
+    """:func:`null_uniform`'s draws mapped into the analysis coordinates by ``null_transform``
+    (None: raw), as the real draws are."""
+    U = null_uniform(n, p, box, rng)
+    return U if null_transform is None or n == 0 else np.asarray(null_transform(U))
 
 
 def null_gaussian(G: np.ndarray, rng) -> np.ndarray:
@@ -604,14 +607,21 @@ def p_mcse(p: float, n_replicates: int) -> float:
     return float(np.sqrt(p * (2 - p) / n_replicates))
 
 
-def _p_null(value, null_values):
-    """Two-sided rank p-value of ``value`` among null replicates (``+1`` so it is never 0)."""
+def _rank_count(value, null_values) -> tuple[int, int]:
+    """How far into its tail ``value`` lies among the finite null replicates: the fewer of the
+    counts at or below it and at or above it, each ``+1`` for the value itself; and how many
+    finite replicates there are."""
     v = np.asarray(null_values, dtype=float)
     v = v[np.isfinite(v)]
-    if not np.isfinite(value) or len(v) == 0:
+    return int(min((v <= value).sum(), (v >= value).sum())) + 1, len(v)
+
+
+def _p_null(value, null_values):
+    """Two-sided rank p-value of ``value`` among null replicates (``+1`` so it is never 0)."""
+    count, n = _rank_count(value, null_values)
+    if not np.isfinite(value) or n == 0:
         return float("nan")
-    lower, upper = (v <= value).sum() + 1, (v >= value).sum() + 1
-    return float(min(1.0, 2 * min(lower, upper) / (len(v) + 1)))
+    return float(min(1.0, 2 * count / (n + 1)))
 
 
 def _verdict(value, null, nv, nlo, nhi, p, alpha, n_replicates):
@@ -763,9 +773,7 @@ def _settled(real: dict, values: dict, bound: float) -> bool:
     stats = [s for s in values if not s.startswith("pipeline_ev")]
     for stat in stats:
         value = real.get(stat, (np.nan,))[0]
-        v = np.asarray(values[stat], dtype=float)
-        v = v[np.isfinite(v)]
-        if not np.isfinite(value) or min((v <= value).sum(), (v >= value).sum()) + 1 <= bound:
+        if not np.isfinite(value) or _rank_count(value, values[stat])[0] <= bound:
             return False
     return bool(stats)
 
@@ -896,11 +904,6 @@ def dimension_table(
     """
     rng = _rng(seed)
     lagged = chains is not None
-
-    def uniform(size):
-        U = null_uniform(size, p, box, rs)
-        return U if null_transform is None or size == 0 else np.asarray(null_transform(U))
-
     mean_loss = np.asarray(mean_loss, dtype=np.float64)
     n, p = theta.shape
     good = mean_loss < threshold
@@ -971,7 +974,7 @@ def dimension_table(
                         nulls[name].setdefault(stat, []).append(v[r])
                 continue
             if name == "uniform":
-                cloud = uniform(m)
+                cloud = null_uniform_in(m, p, box, rs, null_transform)
             elif name == "gaussian":
                 # its own random stream, so the other nulls stay as they were
                 cloud = null_gaussian(G, _rng([seed, r, 2])) if enough else None

@@ -182,14 +182,14 @@ class ConvNet(Network):
             raise ValueError(f"unknown loss {loss!r}; use one of {LOSSES}")
         self.input_shape = tuple(int(s) for s in input_shape)
         self.layers = tuple(layers)
-        self.activation, self.loss = activation, loss
-        self.blocks = self._plan(mlp_names)
+        self.activation, self.loss, self._mlp_names = activation, loss, mlp_names
+        self.blocks = self._plan()
         if not self.layers or not isinstance(self.layers[-1], Dense):
             raise ValueError("the last layer must be Dense (its outputs are the network's)")
 
     # -- layout -----------------------------------------------------------------------------
 
-    def _plan(self, mlp_names: bool) -> tuple[Block, ...]:
+    def _plan(self) -> tuple[Block, ...]:
         """Walk the layers once: every shape, and the flat slices of the weights."""
         *spatial, channels = self.input_shape
         shape = (channels, *spatial)  # channels first from here on
@@ -228,12 +228,11 @@ class ConvNet(Network):
             else:
                 raise TypeError(f"layer {index}: unknown layer {layer!r}")
             n_w = math.prod(w_shape)
-            if mlp_names:
+            if self._mlp_names:
                 name = str(dense_number)
             weights, biases = slice(off, off + n_w), slice(off + n_w, off + n_w + w_shape[0])
             blocks.append(Block(index - 1, name, weights, biases, w_shape, shape, new))
             off, shape = biases.stop, new
-        self._mlp_names = mlp_names
         return tuple(blocks)
 
     @property
@@ -387,14 +386,15 @@ def load_model(spec: str, X, n_outputs: int, loss: str = "cross_entropy") -> Pyt
 
 class JaxEnergy:
     """The energy of a :class:`Network` (a :class:`ConvNet`, or a user's :class:`PytreeNet`) on
-    data, over a batch of chains: ``U``, ``U_and_grad``
-    and ``hvp``, each compiled once (``jax.jit`` of ``jax.vmap``) and taking and returning
-    numpy arrays, as :class:`lossatlas.model.Target`'s do."""
+    data, over a batch of chains: ``U``, ``U_and_grad`` and ``hvp``, each compiled once
+    (``jax.jit`` of ``jax.vmap``) and taking and returning numpy arrays, as
+    :class:`lossatlas.model.Target`'s do; ``energy_of``: U of one vector, a pure JAX function
+    (for the compiled kernels)."""
 
     @in_x64
     def __init__(self, net: Network, X, y, energy: str = "sum"):
         self.net, self.n_points = net, int(np.shape(X)[0])
-        U = net.energy_fn(X, y, energy)
+        self.energy_of = U = net.energy_fn(X, y, energy)
         self._U = jax.jit(jax.vmap(U))
         self._U_and_grad = jax.jit(jax.vmap(jax.value_and_grad(U)))
         grad = jax.grad(U)
@@ -426,15 +426,13 @@ class JaxTarget(JaxEnergy):
     """The density ``exp(-beta * U(theta))`` on the box ``[-box, box]^p`` of a :class:`ConvNet`
     on data: :class:`lossatlas.model.Target`'s interface (``U``, ``U_and_grad``, ``mean_loss``,
     ``in_box``, ``log_density``, ``box``, ``beta``, ``p``, ``n_points``), so that every kernel
-    of :mod:`lossatlas.sampling` runs on it, and ``energy_of``: U of one vector as a pure JAX
-    function, for the compiled kernels."""
+    of :mod:`lossatlas.sampling` runs on it."""
 
     @in_x64
     def __init__(self, net: Network, X, y, box: float = 10.0, beta: float = 1.0, energy="sum"):
         super().__init__(net, X, y, energy)
         self.X, self.y = np.asarray(X, dtype=np.float64), np.asarray(y)
         self.box, self.beta, self.energy = float(box), float(beta), energy
-        self.energy_of = net.energy_fn(X, y, energy)
 
     def mean_loss(self, U: np.ndarray) -> np.ndarray:
         """Mean per-point loss of energies ``U``."""
@@ -509,6 +507,19 @@ def transform(net: ConvNet, theta: np.ndarray, k: int, order=None, signs=None) -
     return theta
 
 
+def _class_shift(net: ConvNet, d: np.ndarray) -> np.ndarray:
+    """The part of ``d (n, p)`` along the softmax's flat directions: each output layer row
+    and bias replaced by their mean over the classes, zero elsewhere (the loss does not see a
+    shift common to every class)."""
+    shift, out, n = np.zeros_like(d), net.blocks[-1], d.shape[0]
+    for part in (out.weights, out.biases):
+        rows = d[:, part].reshape(n, net.n_outputs, -1)
+        shift[:, part] = np.broadcast_to(rows.mean(axis=1, keepdims=True), rows.shape).reshape(
+            n, -1
+        )
+    return shift
+
+
 def canonicalize(net: ConvNet, theta: np.ndarray) -> np.ndarray:
     """One representative per orbit of the channel and unit symmetries, for ``theta (n, p)``:
     per hidden block, first to last, each unit's incoming vector (weights, bias) gets its first
@@ -526,10 +537,7 @@ def canonicalize(net: ConvNet, theta: np.ndarray) -> np.ndarray:
         order = np.lexsort(np.moveaxis(own, 2, 0)[::-1], axis=-1)
         theta = transform(net, theta, k, order=order, signs=signs)
     if net.loss == "cross_entropy":
-        b, n = net.blocks[-1], theta.shape[0]
-        W = theta[:, b.weights].reshape(n, b.w_shape[0], -1)
-        theta[:, b.weights] = (W - W.mean(axis=1, keepdims=True)).reshape(n, -1)
-        theta[:, b.biases] -= theta[:, b.biases].mean(axis=1, keepdims=True)
+        theta -= _class_shift(net, theta)
     return theta
 
 
@@ -567,10 +575,7 @@ def nearest_copy(net: ConvNet, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray
             signs = signs[:, np.argsort(order)]  # by b's channel, as transform applies them
         best = transform(net, best, k, order=order[None], signs=signs)
     if net.loss == "cross_entropy":
-        out = net.blocks[-1]
-        for part in (out.weights, out.biases):
-            rows = (a - best)[0, part].reshape(net.n_outputs, -1)
-            best[0, part] += np.broadcast_to(rows.mean(axis=0), rows.shape).ravel()
+        best += _class_shift(net, a - best)
     return best[0], "assignment per block"
 
 

@@ -10,16 +10,16 @@ DA_T0 = 10.0
 DA_KAPPA = 0.75
 
 
-def reflect(y: np.ndarray, box: float) -> np.ndarray:
+def reflect(y: np.ndarray, box: float, xp=np) -> np.ndarray:
     """Fold ``y`` into ``[-box, box]`` by mirror reflections at the walls (any number of them).
 
     The fold is a deterministic map applied to a symmetric proposal, and the reflected density
     q(x -> y) = sum over images of N(y_image; x, s) is symmetric in (x, y), so RWM needs no
-    Hastings correction.
+    Hastings correction. ``xp``: the array module (numpy, or ``jax.numpy`` in the compiled RWM).
     """
-    L = np.asarray(box, dtype=y.dtype)
-    t = np.mod(y + L, 4 * L)
-    return L - np.abs(t - 2 * L)
+    L = xp.asarray(box, dtype=y.dtype)
+    t = xp.mod(y + L, 4 * L)
+    return L - xp.abs(t - 2 * L)
 
 
 def da_init(step_size, n: int) -> dict[str, np.ndarray]:
@@ -60,11 +60,14 @@ def da_finish(state) -> dict[str, np.ndarray]:
 
 def metropolis(log_ratio: np.ndarray, rng: np.random.Generator):
     """Accept with probability min(1, exp(log_ratio)); NaN counts as a rejection."""
-    log_ratio = np.where(np.isnan(log_ratio), -np.inf, log_ratio)
-    accept_prob = np.exp(np.minimum(log_ratio, 0.0))
-    u = rng.random(log_ratio.shape[0])
-    accepted = np.log(u) < log_ratio
-    return accept_prob, accepted
+    return accept(log_ratio, rng.random(log_ratio.shape[0]))
+
+
+def accept(log_ratio, uniform, xp=np):
+    """``(accept_prob, accepted)`` of log acceptance ratios given one uniform number per chain:
+    accepted where ``log(uniform) < log_ratio``, NaN a rejection. ``xp``: the array module."""
+    log_ratio = xp.where(xp.isnan(log_ratio), -xp.inf, log_ratio)
+    return xp.exp(xp.minimum(log_ratio, 0.0)), xp.log(uniform) < log_ratio
 
 
 def beta_column(beta, ndim: int = 2):

@@ -24,16 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from lossatlas.model.jaxnet import in_x64
+from lossatlas.sampling._common import accept, reflect
 from lossatlas.sampling.rwm import RWM
 
 # Most MiB of pre-drawn noise one compiled call takes; longer runs go in several calls.
 NOISE_MB = 64
-
-
-def _reflect(y, box: float):
-    """:func:`lossatlas.sampling._common.reflect` in JAX: the same arithmetic."""
-    t = jnp.mod(y + box, 4 * box)
-    return box - jnp.abs(t - 2 * box)
 
 
 @functools.cache
@@ -44,12 +39,9 @@ def _scan(energy_of, box: float):
     def transition(carry, noise):
         x, u_x, eps, beta, prob_sum, acc_sum = carry
         z, uniform = noise
-        y = _reflect(x + eps[:, None] * z, box)
+        y = reflect(x + eps[:, None] * z, box, jnp)
         u_y = energies(y)
-        log_ratio = -beta * (u_y - u_x)
-        log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
-        prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
-        accepted = jnp.log(uniform) < log_ratio
+        prob, accepted = accept(-beta * (u_y - u_x), uniform, jnp)
         x = jnp.where(accepted[:, None], y, x)
         u_x = jnp.where(accepted, u_y, u_x)
         carry = (x, u_x, eps, beta, prob_sum + prob, acc_sum + accepted)

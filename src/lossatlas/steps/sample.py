@@ -204,11 +204,10 @@ def _identifiable(view, ds, the_target, threads: int, args: dict) -> dict:
 def _draws_needed(inv: dict, n_draws: int, until: Mapping) -> int | None:
     """The draws per chain at which every space checked (U alone until it passes) would meet
     ``until`` at its measured rate; None where one of them cannot say."""
-    from lossatlas.mcmc_stats import draws_needed
+    from lossatlas.mcmc_stats import most_draws_needed
 
     checked = [g for g in inv.values() if isinstance(g, dict) and "max_r_hat" in g]
-    needed = [draws_needed(g, n_draws, until["r_hat"], until["ess"]) for g in checked]
-    return None if not needed or None in needed else max(needed)
+    return most_draws_needed(checked, n_draws, until["r_hat"], until["ess"])
 
 
 def until_check(s: Mapping, ds, threads: int, view_path):
