@@ -60,6 +60,21 @@ def test_local_cluster_sizes_binds_and_pins_threads(monkeypatch, caplog):
     assert "Dask dashboard: http://127.0.0.1:" in caplog.text
 
 
+def _loaded_modules() -> list[str]:
+    return sorted(m for m in cluster.WORKER_PRELOAD if m in sys.modules)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no forkserver on Windows")
+def test_local_workers_start_with_the_sampling_code_loaded():
+    # Forked from a server that imported it once, rather than each importing it afresh: the
+    # job's fixed cost. A worker that was spawned has none of it until a task imports it.
+    with cluster.connect(_dask_cfg(n_workers=2), threads=2) as client:
+        loaded = client.run(_loaded_modules)
+        methods = client.run(lambda: __import__("multiprocessing").get_start_method())
+    assert all(m == sorted(cluster.WORKER_PRELOAD) for m in loaded.values()), loaded
+    assert set(methods.values()) == {"forkserver"}
+
+
 def test_local_cluster_refuses_clients_without_its_credentials():
     """Another user of the machine cannot reach the sampling job's scheduler: not in plain TCP,
     not without credentials, not with TLS credentials of their own."""

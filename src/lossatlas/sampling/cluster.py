@@ -12,9 +12,11 @@ docs/cluster.md describes the placements and the config fields.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import ipaddress
 import json
 import logging
+import multiprocessing
 import os
 import socket
 import sys
@@ -24,8 +26,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dask
 from distributed import Client, LocalCluster
 from distributed.security import Security
+from distributed.utils import get_mp_context
 
 from lossatlas.schema import section
 
@@ -41,6 +45,17 @@ THREAD_ENV = {
     "OPENBLAS_NUM_THREADS": "1",
     "NUMBA_NUM_THREADS": "1",
 }
+
+
+# What a sampling task imports, loaded once in the forkserver that forks the local workers
+# rather than once per spawned worker (:func:`_forked_workers`). Nothing that starts threads
+# at import (JAX does) may be here: the server forks after loading them.
+WORKER_PRELOAD = (
+    "numpy",
+    "lossatlas.sampling.engine",
+    "lossatlas.sampling.fused",
+    "threadpoolctl",
+)
 
 
 class ClusterError(RuntimeError):
@@ -97,6 +112,28 @@ def _main_not_reimported() -> Iterator[None]:
         main.__file__ = path
 
 
+@contextlib.contextmanager
+def _forked_workers() -> Iterator[None]:
+    """Start local workers from a forkserver that has already imported the sampling code.
+
+    A spawned worker imports distributed, numpy, numba and lossatlas afresh, about 2 CPU-s
+    each. The forkserver pays that once per process (a job, a notebook, a test session); its
+    forks start with the modules loaded and no threads. The server inherits the environment
+    in force when it starts, so callers hold :data:`THREAD_ENV` around this. Where there is
+    no forkserver (Windows), workers are spawned as before.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        yield
+        return
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        ctx = get_mp_context()
+        # in force when the server starts, i.e. at the first worker; later calls leave it
+        ctx.set_forkserver_preload(
+            ["distributed", *(m for m in WORKER_PRELOAD if importlib.util.find_spec(m))]
+        )
+        yield
+
+
 def _dashboard_line(client: Client) -> str:
     try:
         link = client.dashboard_link
@@ -147,7 +184,7 @@ def _local(dask_cfg: dict, threads: int, say) -> Iterator[Client]:
     # machine could connect and run code as this user. Temporary TLS credentials, held in this
     # process and passed to the workers it starts, make the scheduler refuse everyone else.
     security = Security.temporary()
-    with _main_not_reimported():
+    with _main_not_reimported(), _forked_workers():
         with _environ(THREAD_ENV):
             cluster = LocalCluster(
                 n_workers=n_workers,
