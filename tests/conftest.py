@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 # test files that import JAX (pytest_collection_modifyitems runs them last)
-JAX_TEST_FILES = ("test_jaxnet.py", "test_jax_backend.py")
+JAX_TEST_FILES = ("test_jaxnet.py", "test_jax_backend.py", "test_jax_workflow.py")
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIGS = REPO / "tests" / "configs"

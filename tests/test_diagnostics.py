@@ -219,3 +219,12 @@ def test_a_run_that_did_not_converge_is_told_how_many_draws_it_needs():
     reading = dg.identifiable_verdict(summary, invariant)["reading"]
     assert reading.startswith("not converged: canonical parameters: R-hat 1.011 (b3[0])")
     assert "about 688 draws per chain (now 625)" in reading and "sampler.draws to 688" in reading
+
+
+def test_outputs_are_judged_on_evenly_spread_data_points():
+    from lossatlas.analysis import draws
+
+    assert draws.spread_points(10, 100) is None and draws.spread_points(10, None) is None
+    picked = draws.spread_points(1000, 100)
+    assert len(picked) == 100 and picked[0] == 0 and picked[-1] == 999
+    assert np.all(np.diff(picked) >= 10)

@@ -265,4 +265,130 @@ def test_a_broken_user_model_is_explained_in_one_line(user_models, factory, mess
     X = np.zeros((10, 2))
     with pytest.raises(ValueError, match=message) as err:
         jn.load_model(spec, X, n_outputs=2)
-    assert "\n" not in str(err.value) and str(err.value).startswith(f"model.python {spec}")
+    assert "\n" not in str(err.value) and str(err.value).startswith(f"model.python: {spec}: ")
+
+
+FRAMEWORK_MODELS = """
+import jax
+import jax.numpy as jnp
+
+
+def equinox_mlp():
+    import equinox as eqx
+
+    return eqx.nn.MLP(2, 2, 2, 2, activation=jnp.tanh, key=jax.random.key(0))
+
+
+def linen_mlp():
+    from flax import linen
+
+    class MLP(linen.Module):
+        @linen.compact
+        def __call__(self, x):
+            for _ in range(2):
+                x = jnp.tanh(linen.Dense(2)(x))
+            return linen.Dense(2)(x)
+
+    return MLP()
+
+
+def nnx_mlp():
+    from flax import nnx
+
+    class MLP(nnx.Module):
+        def __init__(self, rngs):
+            self.l1, self.l2, self.l3 = (nnx.Linear(2, 2, rngs=rngs) for _ in range(3))
+
+        def __call__(self, x):
+            return self.l3(jnp.tanh(self.l2(jnp.tanh(self.l1(x)))))
+
+    return MLP(nnx.Rngs(0))
+
+
+def broken():
+    raise RuntimeError("weights file missing")
+"""
+
+
+def _dense_order(names: list[str]) -> np.ndarray:
+    """Where each of ParamLayout's coordinates (W1 (out, in), b1, W2, ...) sits in a Flax
+    vector: Flax names kernels (in, out) and sorts bias before kernel."""
+    index = {n: i for i, n in enumerate(names)}
+    order = []
+    for layer in sorted({n.split(".kernel")[0].split(".bias")[0] for n in names}):
+        order += [index[f"{layer}.kernel[{j},{i}]"] for i in range(2) for j in range(2)]
+        order += [index[f"{layer}.bias[{i}]"] for i in range(2)]
+    return np.asarray(order)
+
+
+@pytest.mark.parametrize(
+    ("factory", "package"),
+    [("equinox_mlp", "equinox"), ("linen_mlp", "flax"), ("nnx_mlp", "flax")],
+)
+def test_a_framework_model_is_the_numpy_reference(tmp_path, monkeypatch, factory, package):
+    """Known answer: the report's MLP written in Equinox or Flax (Linen, NNX), flattened and
+    named from its pytree, then mapped onto ParamLayout's vector, gives the numpy Target's U and
+    gradient to 1e-12 (float64, whatever the framework initialised)."""
+    pytest.importorskip(package)
+    (tmp_path / "framework_models.py").write_text(FRAMEWORK_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rng = np.random.default_rng(0)
+    X, y = rng.uniform(-1, 1, size=(10, 2)), rng.integers(0, 2, size=10)
+    net = jn.load_model(f"framework_models:{factory}", X, n_outputs=2)
+    assert net.p == 18
+    names = net.names()
+    # Equinox's leaves are already (out, in) weights then biases, layer by layer
+    order = np.arange(18) if package == "equinox" else _dense_order(names)
+    assert len(set(order)) == 18
+    theta = rng.uniform(-3, 3, size=(5, 18))
+    ours = np.empty_like(theta)
+    ours[:, order] = theta  # ours[:, order[k]] is ParamLayout's coordinate k
+    u, g = jn.JaxEnergy(net, X, y).U_and_grad(ours)
+    u_ref, g_ref = Target(MLP((2, 2, 2, 2)), X, y).U_and_grad(theta)
+    np.testing.assert_allclose(u, u_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(g[:, order], g_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_a_failing_factory_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "framework_models.py").write_text(FRAMEWORK_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError) as err:
+        jn.load_model("framework_models:broken", np.zeros((4, 2)), n_outputs=2)
+    assert str(err.value) == (
+        "model.python: framework_models:broken: RuntimeError: weights file missing"
+    )
+
+
+@pytest.mark.parametrize(("dims", "stride"), [(1, 1), (1, 3), (2, 1), (2, 2)])
+def test_convolution_equals_xla_convolution(dims, stride):
+    """The convolution as one contraction over shifted views equals XLA's own convolution,
+    in 1-D and 2-D, with and without stride."""
+    import jax
+    import jax.numpy as jnp
+
+    from lossatlas.model.jaxnet import _conv
+
+    rng = np.random.default_rng(dims * 10 + stride)
+    shape = (11,) if dims == 1 else (9, 8)
+    kernel = (3,) if dims == 1 else (3, 2)
+    x = rng.normal(size=(4, 2, *shape))
+    w = rng.normal(size=(3, 2, *kernel))
+    out = tuple((s - k) // stride + 1 for s, k in zip(shape, kernel, strict=True))
+    with jax.enable_x64(True):
+        ours = np.asarray(_conv(jnp.asarray(x), jnp.asarray(w), stride, out))
+        xla = np.asarray(jax.lax.conv_general_dilated(x, w, (stride,) * dims, "VALID"))
+    np.testing.assert_allclose(ours, xla, rtol=1e-12, atol=1e-12)
+
+
+def test_a_network_without_a_symmetry_group_has_no_canonical_form(user_models):
+    rng = np.random.default_rng(0)
+    X, y = rng.uniform(-1, 1, size=(10, 2)), rng.integers(0, 2, size=10)
+    network = jn.JaxTarget(jn.load_model(f"{user_models}:mlp", X, n_outputs=2), X, y).network
+    assert network.symmetry is None and network.canonical_transform() is None
+    a, b = rng.normal(size=(2, 18))
+    copy, method = network.nearest_copy(a, b)
+    np.testing.assert_array_equal(copy, b)
+    assert method.startswith("none")
+    conv = jn.JaxTarget(_conv1d(), *_data(_conv1d())).network
+    assert conv.symmetry and conv.canonical_transform() is not None
+    assert conv.forward(rng.normal(size=(3, conv.p)), _data(_conv1d())[0]).shape[::2] == (3, 3)

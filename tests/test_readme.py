@@ -78,6 +78,12 @@ COMMANDS = {
     ".venv/bin/python benchmarks/rule_memory.py results-digits": [
         *(sys.executable, str(REPO / "benchmarks" / "rule_memory.py"), "results"),
     ],
+    '.venv/bin/pip install -e ".[jax,models,mnist1d]" && .venv/bin/snakemake --configfile '
+    "config/mnist1d.yaml": (
+        "installs the optional extras (the network) and samples for minutes: "
+        "tests/test_jax_workflow.py runs the whole DAG of a smaller convolutional config on "
+        "MNIST-1D (test_a_conv_net_runs_every_rule) with the extras .ci/run installs"
+    ),
     "snakemake --profile slurm": (
         "needs the installed profile and a SLURM controller: tests/test_profiles.py dry-runs it "
         "as typed (test_slurm_command_dry_run), tests/test_slurm.py runs it on a real one-node "

@@ -15,6 +15,7 @@ from lossatlas._version import __version__
 
 def _validate(args) -> int:
     from lossatlas import preflight
+    from lossatlas.model import spec
 
     try:
         cfg = lacfg.load(args.config)
@@ -35,7 +36,12 @@ def _validate(args) -> int:
     print(f"{args.config}: valid")
     print(f"  experiments: {len(names)} ({', '.join(names)}), reference {lacfg.reference(cfg)}")
     largest = "largest network" if "hidden" in cfg["experiments"]["sweep"] else "network"
-    print(f"  {largest}: {' -> '.join(map(str, sizes))} {cfg['model']['activation']}, p = {p}")
+    kind = spec.kind(cfg["model"])
+    shape = {"mlp": "", "conv": "convolutional, outputs per layer ", "python": "model.python, "}
+    print(
+        f"  {largest}: {shape[kind]}{' -> '.join(map(str, sizes))} "
+        f"{cfg['model']['activation'] if kind != 'python' else cfg['model']['python']}, p = {p}"
+    )
     print(
         f"  sampler: {s['kind']} ({s['backend']}), {s['n_chains']} chains in batches of "
         f"{s['chains_per_batch']}, {s['warmup']} warm-up steps, {s['draws']} draws "

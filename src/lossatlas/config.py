@@ -124,6 +124,7 @@ def _check_semantics(cfg: dict) -> None:
                     f"{ds['generator']} (got {ds[key]})"
                 )
     _check_model_and_data(cfg)
+    _check_network(cfg)
     _check_expected(cfg)
     if cfg["landscape"]["cells"]["when"] == "always":
         for name in experiments(cfg):
@@ -221,6 +222,53 @@ def _check_model_and_data(cfg: dict) -> None:
                 f"invalid config: dataset.linear_map: must be {ds['n_targets']} rows "
                 f"(n_targets) of {ds['n_features']} numbers (n_features)"
             )
+
+
+def _check_network(cfg: dict) -> None:
+    """A convolutional network (``model.layers``) or a user's (``model.python``): JAX runs it,
+    and its layers fit the data. A user's model is imported by :func:`lossatlas.preflight.
+    check_environment`, not here."""
+    from lossatlas import data
+    from lossatlas.model import spec
+
+    m, sweep = cfg["model"], cfg["experiments"]["sweep"]
+    which = spec.kind(m)
+    if m["layers"] and m["python"]:
+        raise ConfigError(
+            "invalid config: model.python: model.layers also describes the network; keep one"
+        )
+    if m["input_shape"] and which != "conv":
+        raise ConfigError("invalid config: model.input_shape: only model.layers reads it")
+    if which == "mlp":
+        return
+    field = "model.layers" if which == "conv" else "model.python"
+    if cfg["sampler"]["backend"] != "jax":
+        raise ConfigError(
+            f"invalid config: {field}: JAX evaluates this network; set sampler.backend: jax "
+            '(pip install -e ".[jax]")'
+        )
+    if "hidden" in sweep:
+        raise ConfigError(
+            f"invalid config: experiments.sweep.hidden: sweeps the MLP's widths, and {field} "
+            "describes another network; sweep with one config per network instead"
+        )
+    if which == "python":
+        # a user's network has no known symmetry group, hence no canonical parameters
+        for key, value in (
+            ("coordinates", cfg["coordinates"]),
+            ("landscape.census.key", cfg["landscape"]["census"]["key"]),
+        ):
+            if value == "canonical":
+                raise ConfigError(
+                    f"invalid config: {key}: canonical needs a known symmetry group, and "
+                    "model.python's network has none; use raw (coordinates) or logits (census)"
+                )
+    if which == "conv":
+        n_features, n_outputs = data.feature_and_class_counts(cfg["dataset"])
+        try:
+            spec.conv_net(m, n_features, n_outputs)
+        except ValueError as e:
+            raise ConfigError(f"invalid config: {e}") from None
 
 
 def _check_expected(cfg: dict) -> None:
@@ -332,6 +380,8 @@ def cells_unmet(cfg: Mapping, name: str) -> str | None:
     if cfg["landscape"]["cells"]["when"] == "never":
         return "landscape.cells.when: never"
     m = cfg["model"]
+    if m["layers"] or m["python"]:
+        return "a fully connected network (model.hidden; Liu's cells are an MLP's)"
     sizes = (0, *hidden_of(cfg, name), data.shape_of(cfg["dataset"])[2])
     return cells.unmet_requirement(sizes, m["activation"], m["loss"], m["bias"])
 
@@ -350,6 +400,16 @@ def band_unmet(cfg: Mapping) -> str | None:
             "gradient; a ReLU network's ends sit on kinks, its Hessian piecewise constant)"
         )
     return None
+
+
+def network_name(cfg: Mapping, name: str) -> str:
+    """A file name for experiment ``name``'s network: the experiments with one network share
+    what does not depend on their data. A convolutional or user's network is the config's one
+    (only the MLP's widths are swept)."""
+    m = cfg["model"]
+    if m["layers"] or m["python"]:
+        return "conv" if m["layers"] else "python"
+    return "hidden-" + ("-".join(map(str, hidden_of(cfg, name))) or "none")
 
 
 def for_experiment(cfg: dict, name: str) -> dict:

@@ -4,6 +4,7 @@ machine or the stated ``limits``, and the checks that depend on the environment 
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -63,17 +64,28 @@ def _parse_size(text: str) -> int | None:
 
 
 def largest_network(cfg: dict) -> tuple[tuple[int, ...], int]:
-    """Layer widths and parameter count of the run's largest network (a sweep may vary the
-    hidden widths)."""
+    """Widths and parameter count of the run's largest network (a sweep may vary the hidden
+    widths): the MLP's layer widths, or the numbers each layer of a convolutional network
+    outputs per point (a user's model: its inputs and outputs)."""
     from lossatlas import config as lacfg
     from lossatlas import data
+    from lossatlas.model import spec
     from lossatlas.model.layout import ParamLayout
 
+    m = cfg["model"]
     n_features, n_outputs = data.feature_and_class_counts(cfg["dataset"])
+    if spec.kind(m) == "conv":
+        net = spec.conv_net(m, n_features, n_outputs)
+        return (n_features, *(math.prod(b.out_shape) for b in net.blocks)), net.p
+    if spec.kind(m) == "python":
+        from lossatlas.model import jaxnet
+
+        net = jaxnet.load_model(m["python"], np.zeros((2, n_features)), n_outputs, m["loss"])
+        return (n_features, n_outputs), net.p
     networks = []
     for name in lacfg.experiments(cfg):
         sizes = (n_features, *lacfg.hidden_of(cfg, name), n_outputs)
-        networks.append((ParamLayout(sizes, cfg["model"]["bias"]).p, sizes))
+        networks.append((ParamLayout(sizes, m["bias"]).p, sizes))
     p, sizes = max(networks)
     return sizes, p
 
@@ -178,7 +190,10 @@ def check_resources(cfg: dict) -> Estimate:
 
 def check_environment(cfg: dict, *, local: bool) -> None:
     """What the config needs of where it runs: a GPU for ``backend: cuda`` when the jobs run on
-    this machine (``local``), and a usable scheduler address and TLS files for joining one."""
+    this machine (``local``), a user's model (``model.python``) that imports and fits the data,
+    and a usable scheduler address and TLS files for joining one."""
+    if cfg["model"]["python"]:
+        _check_user_model(cfg)
     if cfg["sampler"]["backend"] == "cuda" and local:
         from lossatlas.sampling import cuda
 
@@ -195,6 +210,21 @@ def check_environment(cfg: dict, *, local: bool) -> None:
         _join_check(dask, address, "dask.address")
     elif dask["placement"] == "scheduler_file" and any(dask["tls"].values()):
         _join_check(dask, "tls://", "dask.tls")
+
+
+def _check_user_model(cfg: dict) -> None:
+    """Import ``model.python`` and run it on two inputs of the data's width: every failure is
+    one line naming the model (:func:`lossatlas.model.jaxnet.load_model`)."""
+    from lossatlas import data
+    from lossatlas.model import jaxnet
+
+    n_features, n_outputs = data.feature_and_class_counts(cfg["dataset"])
+    try:
+        jaxnet.load_model(
+            cfg["model"]["python"], np.zeros((2, n_features)), n_outputs, cfg["model"]["loss"]
+        )
+    except ValueError as e:
+        raise ConfigError(f"invalid config: {e}") from None
 
 
 def _join_check(dask: dict, address: str, field: str) -> None:

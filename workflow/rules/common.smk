@@ -13,9 +13,8 @@ LOGS = f"{RESULTS}/logs"
 
 
 def network_name(exp):
-    """A file name for ``exp``'s hidden widths: the experiments with one network share what
-    does not depend on their data."""
-    return "hidden-" + ("-".join(map(str, lacfg.hidden_of(CFG, exp))) or "none")
+    """A file name for ``exp``'s network (lossatlas.config.network_name)."""
+    return lacfg.network_name(CFG, exp)
 
 
 # network name -> the first experiment with that network, whose dataset gives its sizes

@@ -14,7 +14,6 @@ from sklearn.decomposition import PCA
 
 from lossatlas import canvas, model
 from lossatlas.analysis import draws, minima
-from lossatlas.model import symmetry
 from lossatlas.storage import streaming
 
 
@@ -76,13 +75,10 @@ N_FLAT_MEANING = (
 
 def _merge_key(target, key: str, seed: int):
     """What two ends must share to be one critical point (``landscape.census.key``)."""
-    mlp = target.mlp
     return {
         "logits": lambda: minima.target_logits(target, seed=seed),
         "outputs": lambda: minima.target_outputs(target),
-        "canonical": lambda: symmetry.canonical_transform(
-            mlp.sizes, mlp.activation, mlp.loss, mlp.bias
-        ),
+        "canonical": target.network.canonical_transform,
     }[key]()
 
 
@@ -175,7 +171,7 @@ def run_census(
         key=merge_key,
         merge_tol=merge_tol,
         mean_loss=target.mean_loss,
-        accuracy=minima.target_accuracy(target) if target.mlp.loss != "mse" else None,
+        accuracy=minima.target_accuracy(target) if target.network.loss != "mse" else None,
         gtol=gtol,
         maxiter=maxiter,
         n_restarts=n_restarts,
@@ -224,20 +220,20 @@ def _cooper_columns(table: pd.DataFrame, points, target, dense_max: int) -> str:
     ``cooper_dim`` (p - rank_J: the dimension of the zero-loss manifold through a point where
     a squared loss is 0, Cooper 2018; ``n_zero`` should equal it there, the Hessian being
     2 J'J); say what they mean for this network."""
-    mlp, X = target.mlp, target.X
-    p, rN = target.p, X.shape[0] * mlp.sizes[-1]
+    net, X = target.network, target.X
+    p, rN = target.p, X.shape[0] * net.n_outputs
     if p > dense_max or not len(table):
         table["rank_J"] = table["cooper_dim"] = np.nan
         return f"not computed: p = {p} > dense_max = {dense_max}" if len(table) else "no points"
 
     def outputs(theta):
-        return mlp.forward(theta, X).reshape(len(theta), -1)
+        return net.forward(theta, X).reshape(len(theta), -1)
 
     at = np.asarray(points)[table["id"].to_numpy()]
     ranks = [minima.jacobian_rank(outputs, x)[0] for x in at]
     table["rank_J"] = ranks
     table["cooper_dim"] = p - np.asarray(ranks)
-    if mlp.loss == "cross_entropy":
+    if net.loss == "cross_entropy":
         return (
             f"cross-entropy is never 0 at finite parameters, so no point interpolates and no "
             f"zero-loss manifold exists (p = {p}, rN = {rN}); rank_J is the local rank of the "

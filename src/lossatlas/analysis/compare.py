@@ -259,9 +259,17 @@ def map_back(
     ``exact`` (False when label noise was applied: no parameter map makes the problems equal)
     and ``frac_outside_box`` (mapped draws leaving ``[-box, box]^p``)."""
     A, t, exact = data.experiment_affine(transforms, int(sizes[0]))
-    mapped = data.to_reference(theta, sizes, A, t)
+    if is_identity(A, t):  # nothing to map (e.g. label noise), whatever the network
+        mapped = np.array(theta, dtype=np.float64)
+    else:
+        mapped = data.to_reference(theta, sizes, A, t)
     outside = float(np.mean(np.abs(mapped).max(axis=1) > box)) if box is not None else np.nan
     return mapped, {"exact": exact, "frac_outside_box": outside}
+
+
+def is_identity(A: np.ndarray, t: np.ndarray) -> bool:
+    """Whether the input map ``x' = A x + t`` leaves every input as it is."""
+    return bool(np.array_equal(A, np.eye(len(A))) and not np.any(t))
 
 
 def inside_box_of(theta, sizes: Sequence[int], transforms, box: float) -> np.ndarray:
@@ -269,7 +277,9 @@ def inside_box_of(theta, sizes: Sequence[int], transforms, box: float) -> np.nda
     experiment with ``transforms``: ``M^-1(theta)`` in ``[-box, box]^p``."""
     A, t, _ = data.experiment_affine(transforms, int(sizes[0]))
     A_inv = np.linalg.inv(A)
-    there = data.to_reference(np.asarray(theta, dtype=np.float64), sizes, A_inv, -A_inv @ t)
+    there = np.asarray(theta, dtype=np.float64)
+    if not is_identity(A, t):
+        there = data.to_reference(there, sizes, A_inv, -A_inv @ t)
     return np.abs(there).max(axis=1) <= box * (1 + 1e-12)
 
 

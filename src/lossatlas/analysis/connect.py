@@ -37,7 +37,6 @@ from scipy.sparse.csgraph import connected_components
 
 from lossatlas import canvas, model
 from lossatlas.analysis import draws, minima
-from lossatlas.model import symmetry
 
 BatchedUGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -381,10 +380,7 @@ def _refine_pair(target, a, b, straight: float, level_U: float, dss_budget: dict
     best = min(straight, string["path_max"])
     if dss["connected"]:
         best = min(best, dss["path_max"])
-    mlp = target.mlp
-    copy, sym_method = symmetry.nearest_copy(
-        a, b, mlp.sizes, activation=mlp.activation, loss=mlp.loss, bias=mlp.bias
-    )
+    copy, sym_method = target.network.nearest_copy(a, b)
     sym = dynamic_string(U_and_grad, a, copy, level_U, box, **dss_budget)
     row = {
         "connected": dss["connected"],

@@ -36,7 +36,6 @@ from lossatlas.mcmc_stats import (  # noqa: F401 (public here)
     summary_row,
     summary_rows,
 )
-from lossatlas.model import symmetry
 from lossatlas.storage import streaming
 from lossatlas.storage.streaming import iter_param_blocks
 
@@ -363,6 +362,11 @@ def verdict(
 # to the network's symmetries. Raw parameters are not: a hidden-unit permutation or a sign flip
 # gives another point with the same loss, so chains in different copies never "mix" in them.
 IDENTIFIABLE = ("U", "outputs on the data", "canonical parameters")
+# a network with no known symmetry group (a user's model) has no canonical parameters
+NO_CANONICAL = (
+    "not available: the network has no known symmetry group, so convergence is judged on U "
+    "and the outputs on the data"
+)
 
 
 def _shortfall(name: str, g: dict, rhat_max: float, ess_min: float) -> str:
@@ -471,37 +475,45 @@ def invariant_diagnostics(
     max_block_mb: float,
     workers: int = 1,
     tmp_dir=None,
+    output_points: int | None = None,
 ):
     """(table, summary). Table: summarize rows of U (``space`` energy), the canonical
     parameters (canonical) and the outputs on the data (outputs) of ``target``'s network.
     Summary: per space, raw parameters included from ``raw_table`` (None: left out), the
     worst R-hat, smallest ESS and pass/fail against ``rhat_max`` and ``ess_min``. ``tmp_dir``: where
     a derived view wider than one parameter block is written once (:func:`streaming.materialized`)
-    instead of being recomputed per block; ``workers``: processes of the diagnostics."""
+    instead of being recomputed per block; ``workers``: processes of the diagnostics;
+    ``output_points``: the outputs on at most this many data points, evenly spaced (None:
+    all)."""
     energy = store.potential()
     blocks = {"draw_block": draw_block, "max_block_mb": max_block_mb}
-    mlp = target.mlp
-    canonical = symmetry.canonical_transform(mlp.sizes, mlp.activation, mlp.loss, mlp.bias)
-    canon = streaming.DrawView(store.theta, canonical, **blocks)
-    outs = streaming.DrawView(store.theta, minima.target_outputs(target), **blocks)
+    canonical = target.network.canonical_transform()
+    on = draws.spread_points(dataset.n_points, output_points)
+    outs = streaming.DrawView(store.theta, minima.target_outputs(target, on), **blocks)
+    # U once: with the canonical parameters, or with the outputs where there are none
+    out_names = draws.output_names(dataset, on)
+    if canonical is None:
+        views = [(outs, out_names, energy, "outputs")]
+    else:
+        canon = streaming.DrawView(store.theta, canonical, **blocks)
+        views = [
+            (canon, store.param_names, energy, "canonical"),
+            (outs, out_names, None, "outputs"),
+        ]
     tables = []
-    # U once, with the canonical parameters; the outputs' table has no U row
-    for view, names, u in (
-        (canon, store.param_names, energy),
-        (outs, draws.output_names(dataset), None),
-    ):
+    for view, names, u, space in views:
         # more than one column block: transform every draw once, not once per block
         with (
             streaming.materialized(view, tmp_dir, param_block)
             if tmp_dir is not None and view.shape[2] > param_block
             else contextlib.nullcontext(view)
         ) as x:
-            tables.append(summarize(x, u, names, param_block, workers))
-    t_can, t_out = tables
-    t_can.insert(0, "space", np.where(t_can["kind"] == "energy", "energy", "canonical"))
-    t_out = t_out[t_out["kind"] != "energy"]
-    t_out.insert(0, "space", "outputs")
-    table = pd.concat([t_can, t_out], ignore_index=True)
+            t = summarize(x, u, names, param_block, workers)
+        if u is None:
+            t = t[t["kind"] != "energy"]
+        t.insert(0, "space", np.where(t["kind"] == "energy", "energy", space))
+        tables.append(t)
+    table = pd.concat(tables, ignore_index=True)
     spaces = [
         ("U", table[table["space"] == "energy"]),
         ("canonical parameters", table[table["space"] == "canonical"]),
@@ -513,6 +525,8 @@ def invariant_diagnostics(
     summary = {"thresholds": {"r_hat_max": rhat_max, "ess_min": ess_min}}
     for space, t in spaces:
         summary[space] = space_verdict(t, rhat_max, ess_min)
+    if canonical is None:
+        summary["canonical parameters"] = {"n": 0, "pass": True, "note": NO_CANONICAL}
     return table, summary
 
 

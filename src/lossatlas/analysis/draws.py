@@ -42,11 +42,20 @@ def row_budget(p: int, max_mb: float, **wanted: int) -> dict:
     }
 
 
-def output_names(dataset) -> list[str]:
+def output_names(dataset, points=None) -> list[str]:
     """``p[i,k]``: the network's probability of class k on data point i (``f[i,k]``: its
-    output k, for regression)."""
+    output k, for regression), for the data points ``points`` (None: all)."""
     name = "f" if dataset.is_regression else "p"
-    return [f"{name}[{i},{k}]" for i in range(dataset.n_points) for k in range(dataset.n_outputs)]
+    points = range(dataset.n_points) if points is None else points
+    return [f"{name}[{i},{k}]" for i in points for k in range(dataset.n_outputs)]
+
+
+def spread_points(n_points: int, most: int | None) -> np.ndarray | None:
+    """At most ``most`` of ``n_points`` data points, evenly spaced and first and last included
+    (None: all of them, as when there are no more than ``most``)."""
+    if most is None or n_points <= most:
+        return None
+    return np.unique(np.linspace(0, n_points - 1, most).round().astype(np.int64))
 
 
 def autocorrelation_window(store) -> dict:

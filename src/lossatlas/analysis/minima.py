@@ -521,7 +521,7 @@ def target_accuracy(target) -> Callable[[np.ndarray], np.ndarray]:
     """``points (m, p) -> accuracy (m,)`` on ``target``'s data (argmax of the outputs)."""
 
     def acc(points):
-        out = target.mlp.forward(np.asarray(points, dtype=np.float64), target.X)
+        out = target.network.forward(np.asarray(points, dtype=np.float64), target.X)
         return (out.argmax(axis=2) == target.y[None]).mean(axis=1)
 
     return acc
@@ -551,23 +551,25 @@ def target_logits(target, n_probe: int = 64, seed: int = 0) -> Callable[[np.ndar
     inputs = np.vstack([X, probes])
 
     def key(points):
-        out = target.mlp.forward(np.asarray(points, dtype=np.float64), inputs)
-        if target.mlp.loss == "cross_entropy":
+        out = target.network.forward(np.asarray(points, dtype=np.float64), inputs)
+        if target.network.loss == "cross_entropy":
             out = out - out.mean(axis=2, keepdims=True)
         return out.reshape(len(out), -1)
 
     return key
 
 
-def target_outputs(target) -> Callable[[np.ndarray], np.ndarray]:
+def target_outputs(target, data_points=None) -> Callable[[np.ndarray], np.ndarray]:
     """``points (m, p) -> (m, n * k)``: the network's function on the data (softmax
-    probabilities for cross-entropy, raw outputs for squared loss). As a merge ``key`` it treats
-    points computing the same function on the data as one, e.g. the far ends of one flat
-    valley of cross-entropy near the walls."""
+    probabilities for cross-entropy, raw outputs for squared loss), on the data points
+    ``data_points`` (None: all). As a merge ``key`` it treats points computing the same
+    function on the data as one, e.g. the far ends of one flat valley of cross-entropy near
+    the walls."""
+    X = target.X if data_points is None else target.X[data_points]
 
     def key(points):
-        out = target.mlp.forward(np.asarray(points, dtype=np.float64), target.X)
-        if target.mlp.loss == "cross_entropy":
+        out = target.network.forward(np.asarray(points, dtype=np.float64), X)
+        if target.network.loss == "cross_entropy":
             out = np.exp(out - out.max(axis=2, keepdims=True))
             out /= out.sum(axis=2, keepdims=True)
         return out.reshape(len(out), -1)

@@ -106,6 +106,31 @@ class MLP:
     def n_layers(self) -> int:
         return len(self._layers)
 
+    # -- what the analyses ask of any network (also :class:`.jaxnet.NetworkOnChains`) --------
+
+    symmetry = "hidden-unit permutations and sign flips"
+
+    @property
+    def n_outputs(self) -> int:
+        return self.sizes[-1]
+
+    def names(self) -> list[str]:
+        return self.layout.names()
+
+    def canonical_transform(self):
+        """``points (m, p) -> (m, p)``: one representative per orbit of the symmetry group."""
+        from lossatlas.model import symmetry
+
+        return symmetry.canonical_transform(self.sizes, self.activation, self.loss, self.bias)
+
+    def nearest_copy(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, str]:
+        """The copy of ``b`` under the symmetry group nearest to ``a``, and how it was found."""
+        from lossatlas.model import symmetry
+
+        return symmetry.nearest_copy(
+            a, b, self.sizes, activation=self.activation, loss=self.loss, bias=self.bias
+        )
+
     def param_names(self) -> list[str]:
         """Names in flat order: ``W1[i,j]`` (row i = output unit, column j = input), ``b1[i]``."""
         return self.layout.names()
@@ -315,6 +340,12 @@ class Target:
         return self.mlp.p
 
     @property
+    def network(self) -> MLP:
+        """The network, as every analysis sees one: ``forward``, ``loss``, ``n_outputs``,
+        ``names``, ``symmetry``, ``canonical_transform`` and ``nearest_copy``."""
+        return self.mlp
+
+    @property
     def n_points(self) -> int:
         return self.X.shape[0]
 
@@ -358,10 +389,12 @@ def layer_sizes(dataset, hidden: Sequence[int]) -> tuple[int, ...]:
     return (int(dataset.n_features), *map(int, hidden), int(dataset.n_outputs))
 
 
-def model_layout(dataset, model_settings: dict) -> ParamLayout:
-    """The parameter layout of the ``model`` settings' network on ``dataset``."""
-    sizes = layer_sizes(dataset, model_settings["hidden"])
-    return ParamLayout(sizes, model_settings.get("bias", "all"))
+def model_layout(dataset, model_settings: dict):
+    """The parameter layout of the ``model`` settings' network on ``dataset``: ``p`` and
+    ``names()`` (:func:`lossatlas.model.spec.layout`)."""
+    from lossatlas.model import spec
+
+    return spec.layout(dataset, model_settings)
 
 
 def target_for(
@@ -374,14 +407,25 @@ def target_for(
     beta: float,
     energy: str,
     bias: str = "all",
-) -> Target:
+    layers: Sequence | None = None,
+    input_shape: Sequence[int] | None = None,
+    python: str | None = None,
+):
     """The target of the network ``(d, *hidden, k)`` on ``dataset`` (a ``data.Dataset``):
-    its labels, or its float targets ``Y`` for ``loss="mse"``."""
-    mlp = MLP(layer_sizes(dataset, hidden), activation=activation, loss=loss, bias=bias)
+    its labels, or its float targets ``Y`` for ``loss="mse"``. With ``layers`` (a
+    convolutional network) or ``python`` (a user's model) it is JAX's
+    (:func:`lossatlas.model.spec.jax_target`)."""
     if (loss == "mse") != (dataset.Y is not None):
         raise ValueError(
             "model.loss mse needs a regression dataset (float targets), and a regression "
             "dataset needs model.loss mse"
         )
+    if layers or python:
+        from lossatlas.model import spec
+
+        model = {"layers": layers, "input_shape": input_shape, "python": python}
+        model.update(activation=activation, loss=loss)
+        return spec.jax_target(dataset, model, box=box, beta=beta, energy=energy)
+    mlp = MLP(layer_sizes(dataset, hidden), activation=activation, loss=loss, bias=bias)
     labels = dataset.Y if loss == "mse" else dataset.y
     return Target(mlp, dataset.X, labels, box=box, beta=beta, energy=energy)

@@ -191,15 +191,6 @@ def canonical_transform(sizes: Sequence[int], activation: str, loss: str, bias: 
     return partial(canonicalize, sizes=tuple(sizes), activation=activation, loss=loss, bias=bias)
 
 
-def coordinate_transform(
-    coordinates: str, sizes: Sequence[int], activation: str, loss: str, bias: str = "all"
-):
-    """The analysis coordinates ``coordinates``: None (raw) or :func:`canonical_transform`."""
-    if coordinates == "raw":
-        return None
-    return canonical_transform(sizes, activation, loss, bias)
-
-
 def _discrete_options(h: int, activation: str):
     """Per hidden layer of width ``h``: every (order, flip) pair of the discrete group."""
     flips = itertools.product([False, True], repeat=h) if activation in SIGN else [(False,) * h]

@@ -29,6 +29,7 @@ import numpy as np
 from lossatlas import lifecycle, mcmc_stats, model, sampling
 from lossatlas._version import __version__
 from lossatlas.data import Dataset
+from lossatlas.model import spec as spec_of_model
 from lossatlas.model import target_for
 from lossatlas.model.network import model_layout
 from lossatlas.sampling.base import AT_DRAW
@@ -72,20 +73,13 @@ class BatchFailed(RuntimeError):
 _NOT_HASHED = ("draws", "checkpoint_every", "n_chains", "compression", "until")
 
 
-# Model settings added after batch files were first written: left out of the hash at their
-# default, so that those files still resume.
-_HASHED_UNLESS_DEFAULT = {"bias": "all"}
-
-
 def settings_for(spec: dict) -> dict:
     """Everything that determines a batch's numbers (hashed into its checkpoint)."""
     return {
         "format": store.FORMAT,
         "algorithm": sampling.ALGORITHM_VERSION,
         "dataset": spec["dataset"],
-        "model": {
-            k: v for k, v in spec["model"].items() if _HASHED_UNLESS_DEFAULT.get(k, object()) != v
-        },
+        "model": spec_of_model.key(spec["model"]),
         "target": {k: spec["target"][k] for k in ("box", "beta", "energy")},
         "sampler": {k: v for k, v in spec["sampler"].items() if k not in _NOT_HASHED},
         "seed": spec["seed"],

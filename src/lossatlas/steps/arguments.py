@@ -18,17 +18,8 @@ def target(s: Mapping, dataset):
     """The :class:`lossatlas.model.Target` of the settings' model and target on ``dataset``."""
     from lossatlas import model
 
-    m, t = s["model"], s["target"]
-    return model.target_for(
-        dataset,
-        hidden=m["hidden"],
-        activation=m["activation"],
-        loss=m["loss"],
-        bias=m["bias"],
-        box=t["box"],
-        beta=t["beta"],
-        energy=t["energy"],
-    )
+    t = s["target"]
+    return model.target_for(dataset, **s["model"], box=t["box"], beta=t["beta"], energy=t["energy"])
 
 
 def point_target(s: Mapping, dataset):
@@ -40,19 +31,22 @@ def point_target(s: Mapping, dataset):
 
 
 def sizes(s: Mapping, dataset) -> tuple[int, ...]:
+    """The MLP's layer widths ``(d, *hidden, k)``; for another network its inputs and outputs
+    ``(d, k)`` (what an input map and a file key need of it)."""
     from lossatlas import model
+    from lossatlas.model import spec
 
+    if spec.kind(s["model"]) != "mlp":
+        return (int(dataset.n_features), int(dataset.n_outputs))
     return model.layer_sizes(dataset, s["model"]["hidden"])
 
 
 def coordinates(s: Mapping, dataset):
-    """The analysis coordinates' transform of ``coordinates`` (None: raw)."""
-    from lossatlas.model import symmetry
-
-    m = s["model"]
-    return symmetry.coordinate_transform(
-        s["coordinates"], sizes(s, dataset), m["activation"], m["loss"], m["bias"]
-    )
+    """The analysis coordinates' transform of ``coordinates`` (None: raw); canonical ones are
+    the network's (:meth:`lossatlas.model.MLP.canonical_transform`)."""
+    if s["coordinates"] == "raw":
+        return None
+    return target(s, dataset).network.canonical_transform()
 
 
 def blocks(s: Mapping) -> dict[str, Any]:

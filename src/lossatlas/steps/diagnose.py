@@ -23,6 +23,7 @@ def invariant_arguments(s: Mapping) -> dict[str, Any]:
         "param_block": c["param_block"],
         "rhat_max": c["rhat_max"],
         "ess_min": c["ess_min"],
+        "output_points": c["output_points"],
         **blocks(s),
     }
 

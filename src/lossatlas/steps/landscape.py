@@ -101,7 +101,8 @@ def pipeline_null_key(s: Mapping, dataset) -> dict[str, Any]:
     dc, kpca = s["landscape"]["dimension"], s["reduce"]["kpca"]
     return {
         "sizes": list(sizes(s, dataset)),
-        "model": plain(s["model"]),
+        # the network fields left at null (the MLP's) keep the key files written before them had
+        "model": {k: v for k, v in plain(s["model"]).items() if v is not None},
         "coordinates": s["coordinates"],
         "box": s["target"]["box"],
         "seed": s["seed"],

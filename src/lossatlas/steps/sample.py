@@ -21,6 +21,7 @@ READS: dict[str, tuple[str, ...]] = {
         *NETWORK,
         "sampler",
         "diagnose.param_block",
+        "diagnose.output_points",
         "reduce.draw_block",
         "reduce.max_block_mb",
     ),
@@ -224,6 +225,7 @@ def until_check(s: Mapping, ds, threads: int, view_path):
     names = model_layout(ds, s["model"]).names()
     args = {
         "param_block": s["diagnose"]["param_block"],
+        "output_points": s["diagnose"]["output_points"],
         "rhat_max": u["r_hat"],
         "ess_min": u["ess"],
         **blocks(s),
