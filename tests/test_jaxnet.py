@@ -392,3 +392,21 @@ def test_a_network_without_a_symmetry_group_has_no_canonical_form(user_models):
     conv = jn.JaxTarget(_conv1d(), *_data(_conv1d())).network
     assert conv.symmetry and conv.canonical_transform() is not None
     assert conv.forward(rng.normal(size=(3, conv.p)), _data(_conv1d())[0]).shape[::2] == (3, 3)
+
+
+def test_many_chains_are_evaluated_in_chunks_of_bounded_memory(monkeypatch):
+    """More chains than one compiled call may hold: evaluated in padded chunks, each chain's
+    energy, gradient and outputs as a call of its own gives them (to rounding)."""
+    net = _conv1d()
+    X, y = _data(net)
+    target = jn.JaxTarget(net, X, y)
+    monkeypatch.setattr(jn, "CHUNK_BYTES", 8 * len(X) * 200 * 3)  # a few chains per call
+    assert 1 < jn.chunk_of(net, len(X), grad=True) < 10
+    theta = np.random.default_rng(0).normal(size=(23, net.p))
+    u, g = target.U_and_grad(theta)
+    one = [target.U_and_grad(t[None]) for t in theta]
+    np.testing.assert_allclose(u, [o[0][0] for o in one], rtol=1e-12)
+    np.testing.assert_allclose(g, np.concatenate([o[1] for o in one]), rtol=1e-10, atol=1e-12)
+    out = target.network.forward(theta, X)
+    assert out.shape == (23, len(X), 3)
+    np.testing.assert_allclose(out[5], target.network.forward(theta[5:6], X)[0], rtol=1e-12)

@@ -451,6 +451,42 @@ def _is_instance(obj, module: str, name: str) -> bool:
     return cls is not None and isinstance(obj, cls)
 
 
+# What one compiled call over chains may hold in activations (a Laplace null asks U of 32,768
+# points at once: 38 GB on MNIST-1D in one call).
+CHUNK_BYTES = 256 << 20
+
+
+def chunk_of(net: Network, n_points: int, grad: bool = False) -> int:
+    """Chains per compiled call within :data:`CHUNK_BYTES`: a chain's activations on the data
+    in float64, kept again for the backward pass when ``grad`` (for a user's network, whose
+    activations are not known, twice its parameter count per point: a guess)."""
+    if isinstance(net, ConvNet):
+        per_point = math.prod(net.input_shape) + sum(math.prod(b.out_shape) for b in net.blocks)
+    else:
+        per_point = 2 * int(np.shape(getattr(net, "initial", ()))[0] or 1)
+    per_chain = 8 * n_points * per_point * (3 if grad else 1)
+    return max(1, CHUNK_BYTES // per_chain)
+
+
+def on_chunks(fn, theta: np.ndarray, chunk: int, *args):
+    """``fn`` (compiled over a leading chain axis) of ``theta (m, ...)`` in chunks of ``chunk``
+    chains, the last padded to a full chunk so that one compiled shape serves every call; numpy
+    results, as one call's would be."""
+    theta = np.asarray(theta, dtype=np.float64)
+    m = len(theta)
+    if m <= chunk:
+        return jax.tree_util.tree_map(np.asarray, fn(jnp.asarray(theta), *args))
+    parts = []
+    for start in range(0, m, chunk):
+        part = theta[start : start + chunk]
+        short = chunk - len(part)
+        if short:
+            part = np.concatenate([part, np.repeat(part[-1:], short, axis=0)])
+        out = jax.tree_util.tree_map(np.asarray, fn(jnp.asarray(part), *args))
+        parts.append(jax.tree_util.tree_map(lambda a, n=chunk - short: a[:n], out))
+    return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *parts)
+
+
 class JaxEnergy:
     """The energy of a :class:`Network` (a :class:`ConvNet`, or a user's :class:`PytreeNet`) on
     data, over a batch of chains: ``U``, ``U_and_grad`` and ``hvp``, each compiled once
@@ -474,13 +510,12 @@ class JaxEnergy:
     @in_x64
     def U(self, theta: np.ndarray) -> np.ndarray:
         """Energy ``(n_chains,)`` of ``theta (n_chains, p)``."""
-        return np.asarray(self._U(jnp.asarray(theta, dtype=jnp.float64)))
+        return on_chunks(self._U, theta, chunk_of(self.net, self.n_points))
 
     @in_x64
     def U_and_grad(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Energy ``(n_chains,)`` and its gradient ``(n_chains, p)``."""
-        u, g = self._U_and_grad(jnp.asarray(theta, dtype=jnp.float64))
-        return np.asarray(u), np.asarray(g)
+        return on_chunks(self._U_and_grad, theta, chunk_of(self.net, self.n_points, grad=True))
 
     @in_x64
     def hvp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -515,8 +550,8 @@ class NetworkOnChains:
 
     @in_x64
     def forward(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
-        return np.asarray(
-            self._forward(jnp.asarray(theta, jnp.float64), jnp.asarray(X, jnp.float64))
+        return on_chunks(
+            self._forward, theta, chunk_of(self.net, len(X)), jnp.asarray(X, jnp.float64)
         )
 
     def canonical_transform(self):
