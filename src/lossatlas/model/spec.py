@@ -27,13 +27,14 @@ __all__ = ["KINDS", "conv_net", "jax_target", "key", "kind", "layout", "parse_la
 # what a model section can describe
 KINDS = ("mlp", "conv", "python")
 
-# Model settings added after files keyed by the model were first written (batch checkpoints,
-# shared nulls): left out of a key at their default, so that those files still resume.
+# Model settings added after batch checkpoints were first keyed by the model: left out of the
+# key at their default, so that those files still resume.
 _KEYED_UNLESS_DEFAULT = {"bias": "all", "layers": None, "input_shape": None, "python": None}
 
 
 def key(model: Mapping) -> dict:
-    """The ``model`` settings as a file's key: those added later left out at their default."""
+    """The ``model`` settings as a batch checkpoint's key: those added later left out at their
+    default."""
     return {k: v for k, v in model.items() if _KEYED_UNLESS_DEFAULT.get(k, object()) != v}
 
 
