@@ -44,6 +44,7 @@ def run_tier(args: list[str]) -> dict:
             "-q",
             "-p",
             "no:cacheprovider",
+            "-rfE",  # a failed tier names its failures and errors
             "--deselect",
             SELF_CHECK,
             *args,
@@ -56,7 +57,15 @@ def run_tier(args: list[str]) -> dict:
     seconds = time.monotonic() - t0
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     counts = dict((k, int(n)) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", last))
-    return {"seconds": seconds, "load": load, "counts": counts, "rc": proc.returncode, "tail": last}
+    failures = [ln for ln in proc.stdout.splitlines() if ln.startswith(("FAILED ", "ERROR "))]
+    return {
+        "seconds": seconds,
+        "load": load,
+        "counts": counts,
+        "rc": proc.returncode,
+        "tail": last,
+        "failures": failures,
+    }
 
 
 def lines(results: dict[str, dict]) -> str:
@@ -70,6 +79,7 @@ def lines(results: dict[str, dict]) -> str:
             f"- {tier}: {minutes} min {seconds:02d} s, {c.get('passed', 0):,} passed"
             + (f", {c['skipped']} skipped" if c.get("skipped") else "")
             + (f", {c['failed']} FAILED" if c.get("failed") else "")
+            + (f", {c['error']} ERRORS" if c.get("error") else "")
             + f" ({os.cpu_count()} cores, load {r['load']:.1f} at the start, {day})"
         )
     return "\n".join(out) + "\n"
@@ -96,6 +106,8 @@ def main(argv=None) -> int:
     block = lines(results)
     print(block, end="")
     if any(r["rc"] != 0 for r in results.values()):
+        for r in results.values():
+            print("\n".join(r["failures"]), file=sys.stderr)
         print("a tier failed: README.md left as it is", file=sys.stderr)
         return 1
     if args.write:

@@ -524,7 +524,8 @@ class JaxEnergy:
         return np.asarray(self._hvp(jnp.asarray(theta, jnp.float64), jnp.asarray(v, jnp.float64)))
 
 
-def _n_outputs(net: Network, X: np.ndarray) -> int:
+def n_outputs_of(net: Network, X: np.ndarray) -> int:
+    """Outputs per point of ``net`` on inputs like ``X``."""
     if isinstance(net, ConvNet):
         return net.n_outputs
     return int(np.shape(net.forward(jnp.asarray(net.initial), jnp.asarray(X[:1])))[-1])
@@ -576,7 +577,7 @@ class JaxTarget(JaxEnergy):
         super().__init__(net, X, y, energy)
         self.X, self.y = np.asarray(X, dtype=np.float64), np.asarray(y)
         self.box, self.beta, self.energy = float(box), float(beta), energy
-        self.network = NetworkOnChains(net, _n_outputs(net, self.X))
+        self.network = NetworkOnChains(net, n_outputs_of(net, self.X))
 
     def mean_loss(self, U: np.ndarray) -> np.ndarray:
         """Mean per-point loss of energies ``U``."""

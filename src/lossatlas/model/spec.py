@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["KINDS", "conv_net", "jax_target", "key", "kind", "layout", "parse_layers"]
+__all__ = ["KINDS", "conv_net", "jax_target", "key", "kind", "layout", "network", "parse_layers"]
 
 # what a model section can describe
 KINDS = ("mlp", "conv", "python")
@@ -138,6 +138,21 @@ def layout(dataset, model: Mapping):
     if k == "conv":
         return conv_net(model, dataset.n_features, dataset.n_outputs)
     return _python_net(dataset, model)
+
+
+def network(dataset, model: Mapping):
+    """The ``model`` section's network on ``dataset`` as every analysis sees one (``forward``,
+    ``canonical_transform``, ...), without a target: an :class:`~lossatlas.model.MLP`, or a
+    JAX network in :class:`~lossatlas.model.jaxnet.NetworkOnChains`."""
+    if kind(model) == "mlp":
+        from lossatlas.model.network import MLP, layer_sizes
+
+        sizes = layer_sizes(dataset, model["hidden"])
+        return MLP(sizes, model["activation"], model["loss"], model.get("bias", "all"))
+    from lossatlas.model import jaxnet
+
+    net = layout(dataset, model)
+    return jaxnet.NetworkOnChains(net, jaxnet.n_outputs_of(net, dataset.X))
 
 
 def _python_net(dataset, model: Mapping):

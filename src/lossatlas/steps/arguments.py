@@ -44,9 +44,11 @@ def sizes(s: Mapping, dataset) -> tuple[int, ...]:
 def coordinates(s: Mapping, dataset):
     """The analysis coordinates' transform of ``coordinates`` (None: raw); canonical ones are
     the network's (:meth:`lossatlas.model.MLP.canonical_transform`)."""
+    from lossatlas.model import spec
+
     if s["coordinates"] == "raw":
         return None
-    return target(s, dataset).network.canonical_transform()
+    return spec.network(dataset, s["model"]).canonical_transform()
 
 
 def blocks(s: Mapping) -> dict[str, Any]:
