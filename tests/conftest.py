@@ -143,6 +143,13 @@ def install_profile_for(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def dask_workers(job) -> list:
+    """The LocalCluster worker processes of a sample job: forked by the forkserver the job
+    started (lossatlas.sampling.cluster), so the job's grandchildren."""
+    servers = [p for p in job.children() if "forkserver" in " ".join(p.cmdline())]
+    return [w for server in servers for w in server.children()]
+
+
 def runs_rule(process, rule: str) -> bool:
     """Whether ``process`` is a job of ``rule``: every rule runs workflow/scripts/step.py,
     and a job holds its own log, ``logs/.../<rule>.log``, open while it runs."""

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from conftest import (
     TEST_CONFIGS,
+    dask_workers,
     install_profile_for,
     make_workdir,
     output_of,
@@ -387,9 +388,8 @@ def test_sigkill_dask_worker_inside_the_sample_job(clean_queue, tmp_path, resume
         job_id = wait_until(lambda: sample_job(slurm), 120, "the sample job in squeue")
         wait_for_draws(wd, proc)
         script = job_script(job_id)
-        # LocalCluster worker processes are spawned children of the job's python.
-        workers = [p for p in script.children() if "spawn_main" in " ".join(p.cmdline())]
-        assert len(workers) == 2, [p.cmdline() for p in script.children()]
+        workers = dask_workers(script)
+        assert len(workers) == 2, [p.cmdline() for p in script.children(recursive=True)]
         workers[0].send_signal(signal.SIGKILL)
         watch_until_exit(proc, slurm, 400)
     finally:

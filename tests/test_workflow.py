@@ -26,6 +26,7 @@ from conftest import (
     REPO,
     SMALL,
     TEST_CONFIGS,
+    dask_workers,
     make_workdir,
     output_of,
     run_snakemake,
@@ -577,9 +578,8 @@ def test_sigkill_dask_worker_run_completes_bit_identical(tmp_path, resume_refere
             p for p in psutil.Process(proc.pid).children(recursive=True) if runs_rule(p, "sample")
         ]
         assert len(job) == 1, "expected one running sample job"
-        # LocalCluster worker processes are spawned children of the job (the nanny lives in it).
-        workers = [p for p in job[0].children() if "spawn_main" in " ".join(p.cmdline())]
-        assert len(workers) == 2, [p.cmdline() for p in job[0].children()]
+        workers = dask_workers(job[0])
+        assert len(workers) == 2, [p.cmdline() for p in job[0].children(recursive=True)]
         workers[0].send_signal(signal.SIGKILL)
         assert proc.wait(timeout=600) == 0, (wd / "snakemake.out").read_text()
     finally:
