@@ -379,8 +379,10 @@ def cells_unmet(cfg: Mapping, name: str) -> str | None:
 
     if cfg["landscape"]["cells"]["when"] == "never":
         return "landscape.cells.when: never"
+    from lossatlas.model import spec
+
     m = cfg["model"]
-    if m["layers"] or m["python"]:
+    if spec.kind(m) != "mlp":
         return "a fully connected network (model.hidden; Liu's cells are an MLP's)"
     sizes = (0, *hidden_of(cfg, name), data.shape_of(cfg["dataset"])[2])
     return cells.unmet_requirement(sizes, m["activation"], m["loss"], m["bias"])
@@ -406,9 +408,10 @@ def network_name(cfg: Mapping, name: str) -> str:
     """A file name for experiment ``name``'s network: the experiments with one network share
     what does not depend on their data. A convolutional or user's network is the config's one
     (only the MLP's widths are swept)."""
-    m = cfg["model"]
-    if m["layers"] or m["python"]:
-        return "conv" if m["layers"] else "python"
+    from lossatlas.model import spec
+
+    if spec.kind(cfg["model"]) != "mlp":
+        return spec.kind(cfg["model"])
     return "hidden-" + ("-".join(map(str, hidden_of(cfg, name))) or "none")
 
 

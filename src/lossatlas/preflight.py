@@ -4,6 +4,7 @@ machine or the stated ``limits``, and the checks that depend on the environment 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -78,10 +79,7 @@ def largest_network(cfg: dict) -> tuple[tuple[int, ...], int]:
         net = spec.conv_net(m, n_features, n_outputs)
         return (n_features, *(math.prod(b.out_shape) for b in net.blocks)), net.p
     if spec.kind(m) == "python":
-        from lossatlas.model import jaxnet
-
-        net = jaxnet.load_model(m["python"], np.zeros((2, n_features)), n_outputs, m["loss"])
-        return (n_features, n_outputs), net.p
+        return (n_features, n_outputs), _user_model(m["python"], n_features, n_outputs, m["loss"])
     networks = []
     for name in lacfg.experiments(cfg):
         sizes = (n_features, *lacfg.hidden_of(cfg, name), n_outputs)
@@ -216,13 +214,19 @@ def _check_user_model(cfg: dict) -> None:
     """Import ``model.python`` and run it on two inputs of the data's width: every failure is
     one line naming the model (:func:`lossatlas.model.jaxnet.load_model`)."""
     from lossatlas import data
+
+    m = cfg["model"]
+    _user_model(m["python"], *data.feature_and_class_counts(cfg["dataset"]), m["loss"])
+
+
+@functools.cache
+def _user_model(spec: str, n_features: int, n_outputs: int, loss: str) -> int:
+    """The parameter count of the user's model, loaded and checked once per process (the
+    environment check and the estimates both ask); a broken one is a ConfigError."""
     from lossatlas.model import jaxnet
 
-    n_features, n_outputs = data.feature_and_class_counts(cfg["dataset"])
     try:
-        jaxnet.load_model(
-            cfg["model"]["python"], np.zeros((2, n_features)), n_outputs, cfg["model"]["loss"]
-        )
+        return jaxnet.load_model(spec, np.zeros((2, n_features)), n_outputs, loss).p
     except ValueError as e:
         raise ConfigError(f"invalid config: {e}") from None
 

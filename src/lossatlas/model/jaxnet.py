@@ -463,7 +463,7 @@ def chunk_of(net: Network, n_points: int, grad: bool = False) -> int:
     if isinstance(net, ConvNet):
         per_point = math.prod(net.input_shape) + sum(math.prod(b.out_shape) for b in net.blocks)
     else:
-        per_point = 2 * int(np.shape(getattr(net, "initial", ()))[0] or 1)
+        per_point = 2 * net.p
     per_chain = 8 * n_points * per_point * (3 if grad else 1)
     return max(1, CHUNK_BYTES // per_chain)
 
@@ -502,6 +502,9 @@ class JaxEnergy:
         self._U_and_grad = jax.jit(jax.vmap(jax.value_and_grad(U)))
         grad = jax.grad(U)
         self._hvp = jax.jit(lambda t, v: jax.jvp(grad, (t,), (v,))[1])
+        # chains per compiled call, the data being fixed
+        self._chunk = chunk_of(net, self.n_points)
+        self._chunk_grad = chunk_of(net, self.n_points, grad=True)
 
     @property
     def p(self) -> int:
@@ -510,12 +513,12 @@ class JaxEnergy:
     @in_x64
     def U(self, theta: np.ndarray) -> np.ndarray:
         """Energy ``(n_chains,)`` of ``theta (n_chains, p)``."""
-        return on_chunks(self._U, theta, chunk_of(self.net, self.n_points))
+        return on_chunks(self._U, theta, self._chunk)
 
     @in_x64
     def U_and_grad(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Energy ``(n_chains,)`` and its gradient ``(n_chains, p)``."""
-        return on_chunks(self._U_and_grad, theta, chunk_of(self.net, self.n_points, grad=True))
+        return on_chunks(self._U_and_grad, theta, self._chunk_grad)
 
     @in_x64
     def hvp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray:

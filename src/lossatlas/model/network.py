@@ -114,9 +114,6 @@ class MLP:
     def n_outputs(self) -> int:
         return self.sizes[-1]
 
-    def names(self) -> list[str]:
-        return self.layout.names()
-
     def canonical_transform(self):
         """``points (m, p) -> (m, p)``: one representative per orbit of the symmetry group."""
         from lossatlas.model import symmetry
@@ -134,6 +131,8 @@ class MLP:
     def param_names(self) -> list[str]:
         """Names in flat order: ``W1[i,j]`` (row i = output unit, column j = input), ``b1[i]``."""
         return self.layout.names()
+
+    names = param_names  # as every network names its parameters
 
     def unflatten(self, theta: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Views ``[(W (C, out, in), b (C, out)), ...]`` of ``theta (C, p)``."""

@@ -19,6 +19,7 @@ layer leaves positions. Each item is one of::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -98,9 +99,7 @@ def parse_layers(items: Sequence) -> tuple:
 def input_shape(model: Mapping, n_features: int) -> tuple[int, ...]:
     """One input's shape, channels last: ``model.input_shape`` or ``(n_features, 1)``."""
     shape = tuple(model.get("input_shape") or (n_features, 1))
-    size = 1
-    for s in shape:
-        size *= int(s)
+    size = math.prod(shape)
     if size != n_features:
         raise ValueError(
             f"model.input_shape: {list(shape)} holds {size} numbers, the data's inputs "
@@ -169,6 +168,6 @@ def jax_target(dataset, model: Mapping, box: float, beta: float, energy: str):
 
     if kind(model) == "mlp":
         raise ValueError("the MLP's target is lossatlas.model.target_for's")
-    net = _python_net(dataset, model) if kind(model) == "python" else layout(dataset, model)
+    net = layout(dataset, model)
     labels = dataset.Y if model["loss"] == "mse" else dataset.y
     return jaxnet.JaxTarget(net, dataset.X, labels, box=box, beta=beta, energy=energy)
