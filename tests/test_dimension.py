@@ -294,6 +294,27 @@ def test_lagged_neighbours_recover_the_dimension_an_autocorrelated_chain_hides()
     assert all(abs(d - 2) < 0.35 for d in scale["dimension"][4:])
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_lag_window_pairs_are_the_pairs_the_definition_names(seed):
+    """The lag window is found by sorting once on (chain, step); it must be every pair of the
+    same chain within ``window`` draws, and no other, in any row order (shuffled chains and
+    steps, repeated steps, one chain, a window wider than the chains)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(20, 400))
+    chains = rng.integers(0, [1, 3, 40][seed % 3], n)
+    steps = rng.integers(0, [1, 30, 3000][seed // 2], n)
+    window = int(rng.integers(0, 50))
+    lo = int(rng.integers(0, n // 2))
+    rows, cols = dimension._within_window(chains, steps, window, lo, n - lo)
+    mine = slice(lo, n)
+    want = (chains[mine, None] == chains[None, :]) & (
+        np.abs(steps[mine, None] - steps[None, :]) <= window
+    )
+    got = np.zeros_like(want)
+    got[rows, cols] = True
+    assert len(rows) == want.sum() and np.array_equal(got, want)
+
+
 def test_gram_stats_agree_with_the_lagged_estimates():
     X, chains, steps = coordinate_walk(n_chains=8, n_draws=40)
     got = dimension.gram_stats(X @ X.T, chains=chains, steps=steps, window=5)

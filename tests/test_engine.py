@@ -434,6 +434,62 @@ def _reversed_stop(verdicts: list[dict], confirm: int) -> tuple[bool, bool]:
     return False, False
 
 
+def test_until_rechecks_what_failed_first(one_worker, exp_cfg, tmp_path):
+    """After a check that failed, the next one measures only the quantities that failed
+    (a recheck costs a few quantities, not every one): while one of them still fails, the
+    verdict is the full check's, and its worst R-hat the same; once they pass, every
+    quantity is measured again, so a pass is always a full check."""
+    from lossatlas.analysis import diagnostics
+    from lossatlas.steps.sample import _identifiable
+
+    out = one_worker[0]
+    paths = sorted(str(p) for p in (out / "chains").glob("batch-*.h5"))
+    base = config.validate({**exp_cfg, "sampler": {**exp_cfg["sampler"], "until": {}}})
+    s = steps.settings("diagnose", base)
+    exp = next(iter(config.experiments(base).values()))
+    ds = data.for_experiment(base["dataset"], exp.transforms)
+    with store.SampleStore(out / "samples.h5") as sample:
+        table, _ = diagnostics.invariant_diagnostics(
+            sample, ds, steps.target(s, ds), None, **steps.invariant_arguments(s)
+        )
+    r = table.set_index("name")["r_hat"]
+    canonical = table[table["space"] == "canonical"].sort_values("r_hat")
+    # a threshold U and some canonical parameters meet, and the others do not
+    above = canonical["r_hat"][canonical["r_hat"] > r["U"]].to_numpy()
+    k = len(above) // 2
+    assert k >= 1
+    cut = float(above[k - 1] + above[k]) / 2
+    until = {"r_hat": cut, "ess": 1, "confirm": 2}
+    cfg = config.validate({**base, "sampler": {**base["sampler"], "until": until}})
+    view = tmp_path / ".until-view.h5"
+    check = steps.until_check(steps.settings("sample", cfg), ds, 1, view)
+    full = check(paths, 150)
+    again = check(paths, 150)  # the same draws: only what failed is measured
+    assert not full["converged"] and not again["converged"]
+    worst = canonical["r_hat"].max()
+    for verdict in (full, again):
+        assert verdict["canonical parameters"]["max_r_hat"] == pytest.approx(worst, rel=1e-12)
+
+    args = {**steps.invariant_arguments(s), "rhat_max": cut, "ess_min": 1}
+    args.pop("tmp_dir", None)
+    target = steps.target(s, ds)
+    with store.SampleStore(out / "samples.h5") as sample:
+        inv, failed = _identifiable(sample, ds, target, 1, args, {})
+        names = failed["canonical parameters"]
+        assert sorted(names) == sorted(canonical["name"][canonical["r_hat"] >= cut])
+        # the recheck measures exactly those quantities, with the full check's numbers
+        part, spaces = diagnostics.recheck(sample, ds, target, failed, **args)
+        assert list(part["name"]) == [n for n in table["name"] if n in set(part["name"])]
+        assert set(part["name"]) == {n for group in failed.values() for n in group}
+        assert part["r_hat"].tolist() == r[list(part["name"])].tolist()
+        recheck, still = _identifiable(sample, ds, target, 1, args, failed)
+        assert still == failed
+        assert recheck["canonical parameters"]["n"] == len(names)
+        # quantities that pass now: every quantity is measured again, as at the first check
+        passing = {"canonical parameters": list(canonical["name"][:2])}
+        assert _identifiable(sample, ds, target, 1, args, passing) == (inv, failed)
+
+
 def test_until_next_skips_towards_the_measured_rate():
     b = list(range(100, 3001, 100))
     fail = {"converged": False, "draws": 200}

@@ -95,7 +95,8 @@ def summarize(theta, energy, param_names=None, block: int = 256, workers: int = 
     rows = []
     blocks = _blocks(theta, energy, param_names, block)
     total = theta.shape[2] + 1
-    for s_rows in _map_blocks(blocks, int(workers), summary_rows, (), total):
+    workers = _pool_size(workers, theta, block)
+    for s_rows in _map_blocks(blocks, workers, summary_rows, (), total):
         rows.extend(s_rows)
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
@@ -202,6 +203,12 @@ def _block_rows(names, kind, x, n_batches, alpha) -> tuple[list[dict], list[dict
     return summary_rows(names, kind, x), _normality_rows(names, kind, x, n_batches, alpha)
 
 
+def _pool_size(workers: int, theta, block: int) -> int:
+    """``workers``, but no more than the parameter blocks :func:`_blocks` yields: a pool for
+    one block (and U, a single quantity) is a fork and a copy of them for nothing."""
+    return min(int(workers), -(-theta.shape[2] // block))
+
+
 def _map_blocks(blocks, workers: int, fn=_block_rows, args=(), total: int | None = None):
     """``fn(names, kind, x, *args)`` of every block, in block order, on ``workers`` processes;
     a progress line every ``PROGRESS_EVERY`` s when ``total`` (quantities) is given.
@@ -275,7 +282,8 @@ def diagnose(
     srows, nrows = [], []
     blocks = _blocks(theta, energy, param_names, block)
     total = theta.shape[2] + 1
-    for s_rows, n_rows in _map_blocks(blocks, int(workers), _block_rows, (nb, alpha), total):
+    workers = _pool_size(workers, theta, block)
+    for s_rows, n_rows in _map_blocks(blocks, workers, _block_rows, (nb, alpha), total):
         srows.extend(s_rows)
         nrows.extend(n_rows)
     table = pd.DataFrame(srows, columns=SUMMARY_COLUMNS)
@@ -284,14 +292,22 @@ def diagnose(
     return table, norm, verdict(table, norm, rhat_max, ess_min, alpha, info)
 
 
+def _fails(t: pd.DataFrame, rhat_max: float, ess_min: float) -> np.ndarray:
+    """Which rows of ``t`` (summarize rows) miss the targets."""
+    r = t["r_hat"].to_numpy()
+    eb = t["ess_bulk"].to_numpy()
+    et = t["ess_tail"].to_numpy()
+    # NaN (e.g. a parameter that never moved) counts as a failure: nothing shows it mixed.
+    return ~(np.isfinite(r) & (r < rhat_max) & (eb > ess_min) & (et > ess_min))
+
+
 def _group(t: pd.DataFrame, rhat_max: float, ess_min: float) -> dict:
     if len(t) == 0:
         return {"n": 0, "pass": True}
     r = t["r_hat"].to_numpy()
     eb = t["ess_bulk"].to_numpy()
     et = t["ess_tail"].to_numpy()
-    # NaN (e.g. a parameter that never moved) counts as a failure: nothing shows it mixed.
-    bad = ~(np.isfinite(r) & (r < rhat_max) & (eb > ess_min) & (et > ess_min))
+    bad = _fails(t, rhat_max, ess_min)
     i_r = int(np.nanargmax(r)) if np.isfinite(r).any() else 0
     return {
         "n": len(t),
@@ -462,6 +478,23 @@ def write(out_dir, table: pd.DataFrame, norm: pd.DataFrame, summary: dict) -> di
 # --- from the store ----------------------------------------------------------------------
 
 
+# invariant_diagnostics's table labels its spaces shorter than its summary does
+_SPACES = {"energy": "U", "canonical": "canonical parameters", "outputs": "outputs on the data"}
+
+
+def _views(store, dataset, target: model.Target, blocks: dict, output_points: int | None):
+    """``[(view, names, space)]``: the canonical parameters of ``target``'s network (where it
+    has a symmetry group) and its outputs on the data, as views of ``store.theta``."""
+    on = draws.spread_points(dataset.n_points, output_points)
+    outs = streaming.DrawView(store.theta, minima.target_outputs(target, on), **blocks)
+    out_names = draws.output_names(dataset, on)
+    canonical = target.network.canonical_transform()
+    if canonical is None:
+        return [(outs, out_names, "outputs")]
+    canon = streaming.DrawView(store.theta, canonical, **blocks)
+    return [(canon, list(store.param_names), "canonical"), (outs, out_names, "outputs")]
+
+
 def invariant_diagnostics(
     store,
     dataset,
@@ -487,21 +520,12 @@ def invariant_diagnostics(
     all)."""
     energy = store.potential()
     blocks = {"draw_block": draw_block, "max_block_mb": max_block_mb}
-    canonical = target.network.canonical_transform()
-    on = draws.spread_points(dataset.n_points, output_points)
-    outs = streaming.DrawView(store.theta, minima.target_outputs(target, on), **blocks)
-    # U once: with the canonical parameters, or with the outputs where there are none
-    out_names = draws.output_names(dataset, on)
-    if canonical is None:
-        views = [(outs, out_names, energy, "outputs")]
-    else:
-        canon = streaming.DrawView(store.theta, canonical, **blocks)
-        views = [
-            (canon, store.param_names, energy, "canonical"),
-            (outs, out_names, None, "outputs"),
-        ]
+    views = _views(store, dataset, target, blocks, output_points)
     tables = []
-    for view, names, u, space in views:
+    # U once: with the first space (the canonical parameters, or the outputs where there
+    # are none)
+    for k, (view, names, space) in enumerate(views):
+        u = energy if k == 0 else None
         # more than one column block: transform every draw once, not once per block
         with (
             streaming.materialized(view, tmp_dir, param_block)
@@ -514,20 +538,58 @@ def invariant_diagnostics(
         t.insert(0, "space", np.where(t["kind"] == "energy", "energy", space))
         tables.append(t)
     table = pd.concat(tables, ignore_index=True)
-    spaces = [
-        ("U", table[table["space"] == "energy"]),
-        ("canonical parameters", table[table["space"] == "canonical"]),
-        ("outputs on the data", table[table["space"] == "outputs"]),
-    ]
+    spaces = [(_SPACES[k], table[table["space"] == k]) for k in ("energy", "canonical", "outputs")]
     if raw_table is not None:
         raw = raw_table.assign(space=np.where(raw_table["kind"] == "energy", "energy", "raw"))
         spaces.insert(1, ("raw parameters", raw[raw["space"] == "raw"]))
     summary = {"thresholds": {"r_hat_max": rhat_max, "ess_min": ess_min}}
     for space, t in spaces:
         summary[space] = space_verdict(t, rhat_max, ess_min)
-    if canonical is None:
+    if len(views) == 1:
         summary["canonical parameters"] = {"n": 0, "pass": True, "note": NO_CANONICAL}
     return table, summary
+
+
+def failing_quantities(table: pd.DataFrame, rhat_max: float, ess_min: float) -> dict:
+    """``{space: [name, ...]}`` of the canonical parameters and outputs on the data in
+    ``table`` (:func:`invariant_diagnostics` or :func:`recheck`) that miss the targets."""
+    bad = table[_fails(table, rhat_max, ess_min) & (table["space"] != "energy")]
+    return {_SPACES[k]: list(t["name"]) for k, t in bad.groupby("space", sort=False)}
+
+
+def recheck(
+    store,
+    dataset,
+    target: model.Target,
+    quantities: dict,
+    *,
+    param_block: int,
+    rhat_max: float,
+    ess_min: float,
+    draw_block: int,
+    max_block_mb: float,
+    workers: int = 1,
+    output_points: int | None = None,
+):
+    """(table, summary) of :func:`invariant_diagnostics` for only the ``quantities``
+    (``{space: [name, ...]}``, :func:`failing_quantities` of an earlier check), without U:
+    while one of them still misses the targets, the run has not converged, and measuring
+    the others would not change that."""
+    blocks = {"draw_block": draw_block, "max_block_mb": max_block_mb}
+    tables, summary = [], {}
+    for view, names, space in _views(store, dataset, target, blocks, output_points):
+        wanted = quantities.get(_SPACES[space])
+        if not wanted:
+            continue
+        cols = [names.index(n) for n in wanted]
+        picked = streaming.DrawView(
+            store.theta, lambda x, f=view.transform, c=cols: f(x)[:, c], **blocks
+        )
+        t = summarize(picked, None, wanted, param_block, workers)
+        t.insert(0, "space", space)
+        tables.append(t)
+        summary[_SPACES[space]] = space_verdict(t, rhat_max, ess_min)
+    return pd.concat(tables, ignore_index=True), summary
 
 
 def space_verdict(table: pd.DataFrame, rhat_max: float, ess_min: float) -> dict:

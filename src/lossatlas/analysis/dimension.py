@@ -197,13 +197,33 @@ def _far(X, k: int, chains, steps, window: int, block: int = 512) -> np.ndarray:
 def _nearest_outside_window(d2, chains, steps, window: int, lo: int, k: int) -> np.ndarray:
     """Sorted distances ``(rows, k)`` from rows ``lo, lo + 1, ...`` of the points to their
     ``k`` nearest points outside their lag window: ``d2`` holds those rows' squared distances
-    to every point; points of the same chain within ``window`` draws do not count."""
-    rows = slice(lo, lo + len(d2))
-    near = (chains[rows, None] == chains[None, :]) & (
-        np.abs(steps[rows, None] - steps[None, :]) <= window
-    )
-    part = np.partition(np.where(near, np.inf, d2), k - 1, axis=1)[:, :k]
+    to every point (overwritten); points of the same chain within ``window`` draws do not
+    count."""
+    rows, cols = _within_window(chains, steps, window, lo, len(d2))
+    d2[rows, cols] = np.inf
+    part = np.partition(d2, k - 1, axis=1)[:, :k]
     return np.sqrt(np.sort(part, axis=1))
+
+
+def _within_window(chains, steps, window: int, lo: int, n_rows: int):
+    """``(rows, cols)``: for rows ``lo .. lo + n_rows - 1`` of the points (numbered from 0),
+    every point of the same chain within ``window`` draws, itself included. Found by sorting
+    once on (chain, step), where each row's window is one run: O(rows x window) pairs, not a
+    mask of every pair."""
+    chains = np.asarray(chains, dtype=np.int64)
+    steps = np.asarray(steps, dtype=np.int64)
+    # a chain's keys span less than `span`, so a window never reaches into the next chain's
+    span = int(steps.max() - steps.min()) + 2 * window + 1
+    key = (chains - chains.min()) * span + (steps - steps.min())
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    mine = key[lo : lo + n_rows]
+    first = np.searchsorted(ordered, mine - window, side="left")
+    counts = np.searchsorted(ordered, mine + window, side="right") - first
+    rows = np.repeat(np.arange(n_rows), counts)
+    # positions first[i], first[i] + 1, ... of each row's run, all runs end to end
+    starts = np.repeat(first - (np.cumsum(counts) - counts), counts)
+    return rows, order[starts + np.arange(counts.sum())]
 
 
 def _self_first(nearest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -183,11 +183,16 @@ def restore(
     )
 
 
-def _identifiable(view, ds, the_target, threads: int, args: dict) -> dict:
-    """What :func:`until_check` judges, as the diagnose rule measures it: U first, alone (the
-    verdict fails with it, so the outputs and canonical parameters wait until U passes), then
-    U, the canonical parameters and the outputs on the data (not the raw parameters, which
-    it does not judge)."""
+def _identifiable(view, ds, the_target, threads: int, args: dict, failed: dict):
+    """(summary, failing): what :func:`until_check` judges, as the diagnose rule measures it,
+    and the quantities that miss the targets (:func:`diagnostics.failing_quantities`).
+
+    U first, alone: the verdict fails with it, so the outputs and canonical parameters wait
+    until U passes. Then, where an earlier check named ``failed`` quantities, those alone
+    (:func:`diagnostics.recheck`): while one still fails the run has not converged, whatever
+    the rest say. Otherwise, or once they pass, U, the canonical parameters and the outputs
+    on the data (not the raw parameters, which it does not judge). A pass is always a check
+    of every quantity; a fail is the same fail the full check gives."""
     from lossatlas.analysis import diagnostics
 
     rhat_max, ess_min = args["rhat_max"], args["ess_min"]
@@ -197,9 +202,19 @@ def _identifiable(view, ds, the_target, threads: int, args: dict) -> dict:
     inv["U"] = diagnostics.space_verdict(u, rhat_max, ess_min)
     if not inv["U"]["pass"]:
         waiting = {"n": 0, "pass": True, "note": "checked once U passes"}
-        return {**inv, "outputs on the data": waiting, "canonical parameters": waiting}
-    _, inv = diagnostics.invariant_diagnostics(view, ds, the_target, None, workers=threads, **args)
-    return inv
+        return {**inv, "outputs on the data": waiting, "canonical parameters": waiting}, {}
+    if failed:
+        table, spaces = diagnostics.recheck(view, ds, the_target, failed, workers=threads, **args)
+        still = diagnostics.failing_quantities(table, rhat_max, ess_min)
+        if still:
+            names = ", ".join(n for group in still.values() for n in group)
+            waiting = {"n": 0, "pass": True, "note": f"checked once {names} pass"}
+            rest = {k: spaces.get(k, waiting) for k in diagnostics.IDENTIFIABLE[1:]}
+            return {**inv, **rest}, still
+    table, inv = diagnostics.invariant_diagnostics(
+        view, ds, the_target, None, workers=threads, **args
+    )
+    return inv, diagnostics.failing_quantities(table, rhat_max, ess_min)
 
 
 def _draws_needed(inv: dict, n_draws: int, until: Mapping) -> int | None:
@@ -232,12 +247,14 @@ def until_check(s: Mapping, ds, threads: int, view_path):
     }
     view_path = Path(view_path)
     the_target = target(s, ds)
+    failed: dict = {}  # the quantities the last check found short of the targets
 
     def check(paths, n_draws: int) -> dict:
+        nonlocal failed
         store.build(paths, view_path, names, n_draws=n_draws)
         try:
             with store.SampleStore(view_path) as view:
-                inv = _identifiable(view, ds, the_target, threads, args)
+                inv, failed = _identifiable(view, ds, the_target, threads, args, failed)
         finally:
             view_path.unlink(missing_ok=True)
         short = diagnostics.identifiable_shortfalls(inv)
