@@ -313,6 +313,14 @@ def test_until_stops_where_its_checks_first_pass_twice_running(one_worker, exp_c
     assert len(checked) < len(range(10, n + 1, 10))  # it skipped some: the point of until_next
     again = engine.until_verdict(paths, n, until)
     assert again["U"]["r_hat"] == summary["until"]["U"]["r_hat"] < 1.3
+    # the batches go on while a check that cannot stop the run computes (until_may_stop),
+    # never past the stop: every batch file's checkpoint is at the stop
+    assert engine.until_may_stop([every[n - 10]], 2) and not engine.until_may_stop([], 2)
+    for path in (out / "chains").glob("batch-*.h5"):
+        with h5py.File(path, "r") as f:
+            slot = int(f["checkpoint/active"][()])
+            assert int(f["checkpoint/draws_done"][slot]) == n, path.name
+    assert summary["draws_computed"] == 4 * n
     # the same stop and the same bytes on two workers, and after a batch that ran ahead
     out2 = tmp_path / "two" / "rotate-0"
     exp = next(iter(config.experiments(exp_cfg).values()))

@@ -3,7 +3,7 @@
 import functools
 import re
 
-from lossatlas import lifecycle, steps
+from lossatlas import lifecycle, preflight, steps
 from lossatlas.storage import maintenance
 
 EXPERIMENTS = lacfg.experiments(CFG)
@@ -65,6 +65,15 @@ def experiment_of(wildcards):
 def experiment_params(wildcards):
     """Name, sweep index (it seeds the chains) and transforms of one experiment."""
     return steps.experiment_param(EXPERIMENTS[wildcards.exp])
+
+
+@functools.cache
+def diagnose_threads():
+    """The diagnose rule's processes: one per block of parameters (diagnose.param_block) of
+    the largest network, at most all cores; more would sit idle, holding cores another job
+    could use."""
+    p = preflight.largest_network(CFG)[1]
+    return max(1, min(workflow.cores, -(-p // CFG["diagnose"]["param_block"])))
 
 
 def user_data_file():

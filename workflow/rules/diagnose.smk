@@ -67,7 +67,7 @@ rule diagnose:
     conda:
         "../../envs/lossatlas.yaml"
     # Parameter blocks are diagnosed on a process pool of this size (p ~ 1e5 takes ~30 min on one).
-    threads: workflow.cores
+    threads: diagnose_threads()
     resources:
         mem_mb=2048,
         runtime=60,

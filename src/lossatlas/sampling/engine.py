@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
+import functools
 import json
 import logging
 import math
@@ -411,6 +412,11 @@ def until_next(verdict: dict, boundaries: list[int]) -> int | None:
     return next((b for b in later if b >= aim), later[-1])
 
 
+def until_may_stop(verdicts: list[dict], confirm: int) -> bool:
+    """Whether the next check can stop the run: it would, were it to pass."""
+    return until_stops([*verdicts, {"converged": True}], confirm)
+
+
 def until_stops(verdicts: list[dict], confirm: int) -> bool:
     """Whether ``sampler.until`` stops after ``verdicts`` (one per boundary so far): the last
     ``confirm`` of them all converged. A single pass is optional stopping: a verdict that
@@ -419,15 +425,18 @@ def until_stops(verdicts: list[dict], confirm: int) -> bool:
     return len(last) == int(confirm) and all(v["converged"] for v in last)
 
 
-def until_verdict(paths: list[str], n_draws: int, until: dict) -> dict:
+def until_verdict(paths: list[str], n_draws: int, until: dict, on_read=None) -> dict:
     """Whether the first ``n_draws`` draws of the batch files ``paths`` (every chain of an
     experiment) meet ``sampler.until``: U's rank-normalised split R-hat below ``r_hat`` and its
     bulk and tail ESS above ``ess``, computed as the diagnose rule does. Reads the draws'
-    energies only (``samples.h5`` is built from verified blocks only, once the run stops)."""
+    energies only (``samples.h5`` is built from verified blocks only, once the run stops).
+    ``on_read()`` is called once the batch files are read and closed (every check takes it)."""
     energies = []
     for path in paths:
         with h5py.File(path, "r") as f:
             energies.append(f["sample_stats/energy"][:, :n_draws])
+    if on_read is not None:
+        on_read()
     row = mcmc_stats.summary_row("U", np.concatenate(energies))
     converged = bool(
         row["r_hat"] < until["r_hat"] and min(row["ess_bulk"], row["ess_tail"]) > until["ess"]
@@ -519,8 +528,9 @@ def run_experiment(
     A run that finds the lock held waits for its holder up to ``lock_timeout`` seconds, then
     resumes from the checkpoints the holder left; see :func:`_run_experiment`. ``locked``: the
     caller already holds it (:func:`experiment_lock`). ``seed``, ``model``, ``target``,
-    ``sampler`` as in :func:`batch_specs`. ``until_check(paths, n_draws) -> dict`` decides
-    ``sampler.until`` (default :func:`until_verdict`, U alone). ``store_path``: where the
+    ``sampler`` as in :func:`batch_specs`. ``until_check(paths, n_draws, on_read=None) -> dict``
+    decides ``sampler.until`` (default :func:`until_verdict`, U alone), calling ``on_read()``
+    once it has read the batch files, so the batches may go on meanwhile. ``store_path``: where the
     store is written, in ``out_dir`` (default ``samples.h5``).
     """
     log = log or logger
@@ -641,12 +651,16 @@ def _sample_round(
     """Every batch of ``specs`` to ``n_draws`` draws on ``client``, saying how far they have
     got every ``interval`` seconds; their summaries. A batch that failed raises
     :class:`BatchFailed` (not retried: a retry would fail the same way)."""
-    from distributed import wait
+    futures = _start_round(client, specs, name, n_draws, key, progress)
+    return _finish_round(client, futures, progress, warnings, interval)
 
+
+def _start_round(client, specs, name: str, n_draws: int, key: str, progress: _RoundProgress):
+    """The futures of :func:`_sample_round`'s batches, submitted."""
     s = specs[0]["sampler"]
     n_chains = s["n_chains"]
     progress.start(n_draws, n_chains * (s["warmup"] + n_draws * s["thin"]), n_chains * n_draws)
-    futures = [
+    return [
         client.submit(
             run_batch,
             {**spec, "sampler": {**spec["sampler"], "draws": n_draws}},
@@ -656,6 +670,12 @@ def _sample_round(
         )
         for spec in specs
     ]
+
+
+def _finish_round(client, futures, progress: _RoundProgress, warnings, interval) -> list[dict]:
+    """The summaries of a round :func:`_start_round` submitted, once every batch is done."""
+    from distributed import wait
+
     while True:
         try:
             wait(futures, timeout=interval)
@@ -742,31 +762,45 @@ def _run_experiment(
     key = uuid.uuid4().hex[:8]
     progress, warnings = _RoundProgress(name, log), _WorkerWarnings(name, log)
     until = s.get("until")
-    check = until_check or (lambda paths, n: until_verdict(paths, n, until))
+    check = until_check or functools.partial(until_verdict, until=until)
     t_start = time.monotonic()
     rounds: list[list[dict]] = []
     verdicts: list[dict] = []
     client.subscribe_topic(PROGRESS_TOPIC, progress.on_event)
     client.subscribe_topic(LOG_TOPIC, warnings.on_log)
+    paths = [spec["path"] for spec in specs]
+    ahead: tuple[int, list] | None = None  # a round started while a check ran, and its draws
+
+    def finish(futures):
+        return _finish_round(client, futures, progress, warnings, float(progress_interval))
+
+    def start(n):
+        return _start_round(client, specs, name, n, key, progress)
+
     try:
         boundaries = until_boundaries(s) if until else [s["draws"]]
         n_draws = boundaries[0]
         while n_draws is not None:
-            rounds.append(
-                _sample_round(
-                    client,
-                    specs,
-                    name,
-                    n_draws,
-                    key,
-                    progress,
-                    warnings,
-                    float(progress_interval),
-                )  # fmt: skip
-            )
+            if ahead is not None:
+                rounds.append(finish(ahead[1]))
+            if ahead is None or ahead[0] != n_draws:
+                rounds.append(finish(start(n_draws)))
+            ahead = None
             if not until:
                 break
-            verdicts.append(check([spec["path"] for spec in specs], n_draws))
+            # While a check that cannot stop the run computes, the batches go on to the next
+            # boundary, which the run reaches whatever the check says: once the check has read
+            # the batch files (HDF5 files are not read while written).
+            later = [b for b in boundaries if b > n_draws]
+            on_read = {}
+            if later and not until_may_stop(verdicts, until["confirm"]):
+
+                def read(n=later[0]):
+                    nonlocal ahead
+                    ahead = (n, start(n))
+
+                on_read = {"on_read": read}
+            verdicts.append(check(paths, n_draws, **on_read))
             log.info("%s: %s", name, verdicts[-1]["reading"])
             if until_stops(verdicts, until["confirm"]):
                 break

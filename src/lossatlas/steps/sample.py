@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,27 @@ def restore(
     )
 
 
+@dataclass(frozen=True)
+class _Held:
+    """A store's draws read into memory (the :class:`~lossatlas.storage.store.SampleStore`
+    attributes the checks read): the batch files behind it may then be written."""
+
+    theta: np.ndarray
+    param_names: list[str]
+    energy: np.ndarray
+
+    @classmethod
+    def of(cls, view, max_mb: float) -> _Held | None:
+        """``view``'s draws, or None where they take more than ``max_mb`` MiB."""
+        if view.theta.size * 8 > max_mb * 2**20:
+            return None
+        theta = np.asarray(view.theta[()], dtype=np.float64)
+        return cls(theta, list(view.param_names), view.potential())
+
+    def potential(self) -> np.ndarray:
+        return self.energy
+
+
 def _identifiable(view, ds, the_target, threads: int, args: dict, failed: dict):
     """(summary, failing): what :func:`until_check` judges, as the diagnose rule measures it,
     and the quantities that miss the targets (:func:`diagnostics.failing_quantities`).
@@ -249,14 +271,20 @@ def until_check(s: Mapping, ds, threads: int, view_path):
     the_target = target(s, ds)
     failed: dict = {}  # the quantities the last check found short of the targets
 
-    def check(paths, n_draws: int) -> dict:
+    def check(paths, n_draws: int, on_read=None) -> dict:
         nonlocal failed
         store.build(paths, view_path, names, n_draws=n_draws)
         try:
             with store.SampleStore(view_path) as view:
-                inv, failed = _identifiable(view, ds, the_target, threads, args, failed)
+                held = _Held.of(view, args["max_block_mb"]) if on_read is not None else None
+                if held is None:
+                    inv, failed = _identifiable(view, ds, the_target, threads, args, failed)
         finally:
             view_path.unlink(missing_ok=True)
+        if held is not None:
+            # the draws are in memory and the view is closed: the batches may go on meanwhile
+            on_read()
+            inv, failed = _identifiable(held, ds, the_target, threads, args, failed)
         short = diagnostics.identifiable_shortfalls(inv)
         reading = (
             f"not converged at {n_draws} draws per chain: {'; '.join(short)}"
