@@ -75,6 +75,23 @@ def test_local_workers_start_with_the_sampling_code_loaded():
     assert set(methods.values()) == {"forkserver"}
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no forkserver on Windows")
+def test_prestart_starts_the_server_the_workers_fork_from():
+    # A sample job starts the server first, so its imports overlap the job's own start-up;
+    # the cluster's workers are then its children, not a second server's.
+    import multiprocessing.forkserver
+    import os
+
+    cluster.prestart(_dask_cfg(n_workers=1))
+    server = multiprocessing.forkserver._forkserver._forkserver_pid  # no public accessor
+    assert server is not None
+    with cluster.connect(_dask_cfg(n_workers=2, dashboard=False), threads=2) as client:
+        parents = client.run(os.getppid)
+    assert set(parents.values()) == {server}
+    cluster.prestart(_dask_cfg(placement="slurm"))  # nothing to start for other placements
+    assert multiprocessing.forkserver._forkserver._forkserver_pid == server
+
+
 def test_local_cluster_refuses_clients_without_its_credentials():
     """Another user of the machine cannot reach the sampling job's scheduler: not in plain TCP,
     not without credentials, not with TLS credentials of their own."""
