@@ -108,20 +108,31 @@ def test_simultaneous_starts_never_remove_a_live_runs_lock(tmp_path):
 
 
 def test_a_job_logs_its_peak_memory_and_its_children_cpu_time(tmp_path):
-    """Known answer: a job that spins 0.4 CPU-s itself and waits for a child that spins 0.4
-    logs at least 0.8 s of CPU time (and not much more: the imports cost well under 3 s)."""
+    """Known answer: a job that spins 0.4 CPU-s itself, waits for a child that spins 0.4, and
+    exits while another child runs, which waited for a grandchild that spun 0.4 (a
+    forkserver and its Dask workers), logs at least 1.2 s of CPU time (and not much more:
+    the imports of three interpreters cost well under 3 s)."""
     log = tmp_path / "job.log"
     spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\n"
+    middle = (
+        "import subprocess, sys, time\n"
+        f"subprocess.run([sys.executable, '-c', {spin!r}], check=True)\n"
+        "print('ready', flush=True)\ntime.sleep(60)\n"
+    )
     script = textwrap.dedent(f"""
-        import logging, subprocess, sys
+        import atexit, logging, subprocess, sys
         from lossatlas import lifecycle
+        running = []
+        atexit.register(lambda: [p.kill() for p in running])  # after the report (LIFO)
         logging.basicConfig(filename={str(log)!r}, level=logging.INFO)
         lifecycle.track_peak_rss(logging.getLogger("job"))
         subprocess.run([sys.executable, "-c", {spin!r}], check=True)
+        running.append(subprocess.Popen([sys.executable, "-c", {middle!r}], stdout=subprocess.PIPE))
+        running[0].stdout.readline()
         exec({spin!r})
     """)
     subprocess.run([sys.executable, "-c", script], check=True)
     text = log.read_text()
     assert "peak RSS:" in text
     cpu = float(text.split("CPU time: ")[1].split(" s")[0])
-    assert 0.8 <= cpu < 3.8, text
+    assert 1.2 <= cpu < 4.2, text

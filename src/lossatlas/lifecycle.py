@@ -196,19 +196,28 @@ def track_peak_rss(log: logging.Logger, interval: float = 0.25) -> None:
             interval,
             own,
         )
-        log.info("CPU time: %.2f s (job process and the children it waited for)", cpu_seconds())
+        log.info("CPU time: %.2f s (job process and every process it started)", cpu_seconds())
 
     threading.Thread(target=sample, name="peak-rss", daemon=True).start()
     atexit.register(report)
 
 
 def cpu_seconds() -> float:
-    """User and system CPU seconds of this process (all its threads) and of the children it
-    waited for, theirs included."""
+    """User and system CPU seconds of this process (all its threads), of the children it
+    waited for, theirs included, and of the descendants still running with those they waited
+    for: a forkserver lives until this process exits, and the Dask workers it forked are its
+    children, not this process's."""
     own, children = (
         resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
     )
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    running = 0.0
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:  # it ended meanwhile: whoever waited for it counts it
+            continue
+        running += t.user + t.system + t.children_user + t.children_system
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime + running
 
 
 def _snakemake_ancestor():
