@@ -223,6 +223,33 @@ def test_parameter_map_algebra(steps):
     np.testing.assert_allclose(new.U(theta_t), ref.U(theta), rtol=1e-12)
 
 
+def test_shuffle_permutes_the_inputs_and_the_first_layer_maps_it_back():
+    """shuffle: every point's coordinates in one seeded order (0: as they are). A fully
+    connected network on the shuffled inputs, with its first layer's columns permuted the
+    same way (the transform's parameter map), has the same energy to rounding."""
+    ds = data.generate(_ds_cfg(n_features=6, n_points=30))
+    order = data.feature_permutation(3, 6)
+    assert sorted(order) == list(range(6)) and not np.array_equal(order, np.arange(6))
+    assert np.array_equal(data.feature_permutation(3, 6), order)  # seeded
+    assert np.array_equal(data.feature_permutation(0, 6), np.arange(6))
+    moved = data.apply(ds, [("shuffle", 3)])
+    np.testing.assert_array_equal(moved.X, ds.X[:, order])
+    np.testing.assert_array_equal(moved.y, ds.y)
+    sizes = (6, 3, 2)
+    theta = np.random.default_rng(2).uniform(-3, 3, size=(8, ParamLayout(sizes).p))
+    A, t, exact = data.experiment_affine([("shuffle", 3)], 6)
+    assert exact
+    theta_t = ParamLayout(sizes).map_first_layer(theta, A, t)
+    ref = Target(MLP(sizes, "tanh", "cross_entropy"), ds.X, ds.y)
+    new = Target(MLP(sizes, "tanh", "cross_entropy"), moved.X, moved.y)
+    np.testing.assert_allclose(new.U(theta_t), ref.U(theta), rtol=1e-12)
+    for bad in (1.5, -1):
+        with pytest.raises(ValueError, match="shuffle takes a non-negative integer seed"):
+            data.feature_permutation(bad, 6)
+    with pytest.raises(config.ConfigError, match="shuffle"):
+        config.validate({"experiments": {"sweep": {"shuffle": [0, 0.5]}}})
+
+
 def test_rotation_map_is_w1_r():
     sizes = (2, 3, 2)
     R = data.rotation_matrix(240)

@@ -425,7 +425,11 @@ def affine(name: str, value: float, d: int) -> tuple[np.ndarray, np.ndarray] | N
     - ``reflect``: mirror across the line through the origin at ``value`` degrees from the
       first axis (first two coordinates);
     - ``shear``: ``x'_0 = x_0 + value * x_1`` (first two coordinates);
-    - ``translate``: ``x' = x + value`` in every coordinate.
+    - ``translate``: ``x' = x + value`` in every coordinate;
+    - ``shuffle``: the inputs' coordinates in an order drawn at random, seeded by ``value``
+      (0: as they are), the same for every point: a sequence or an image loses its
+      neighbourhoods, which a fully connected network never used (its first layer maps it
+      back: :func:`feature_permutation`) and a convolution needs.
     """
     if name == "rotate":
         if d != 2:
@@ -442,9 +446,22 @@ def affine(name: str, value: float, d: int) -> tuple[np.ndarray, np.ndarray] | N
         return _embed2(np.array([[1.0, value], [0.0, 1.0]]), d), np.zeros(d)
     if name == "translate":
         return np.eye(d), np.full(d, float(value))
+    if name == "shuffle":
+        return np.eye(d)[feature_permutation(value, d)], np.zeros(d)
     if name == "label_noise":
         return None
     raise ValueError(f"unknown transform {name!r}; use one of {', '.join(TRANSFORMS)}")
+
+
+def feature_permutation(value, d: int) -> np.ndarray:
+    """The order ``shuffle`` puts ``d`` input coordinates in: coordinate ``i`` of a shuffled
+    point is coordinate ``order[i]`` of the point. ``value`` 0 keeps the order; any other
+    non-negative integer seeds it."""
+    if value != int(value) or value < 0:
+        raise ValueError(f"shuffle takes a non-negative integer seed, got {value}")
+    if value == 0:
+        return np.arange(d)
+    return np.random.default_rng([int(value), d]).permutation(d)
 
 
 def _affine_transform(name):
@@ -462,6 +479,7 @@ scale = _affine_transform("scale")
 reflect = _affine_transform("reflect")
 shear = _affine_transform("shear")
 translate = _affine_transform("translate")
+shuffle = _affine_transform("shuffle")
 
 
 def label_noise(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
@@ -483,6 +501,7 @@ TRANSFORMS = {
     "reflect": reflect,
     "shear": shear,
     "translate": translate,
+    "shuffle": shuffle,
     "label_noise": label_noise,
 }
 
