@@ -16,8 +16,8 @@ rule sample:
         f"{LOGS}/{{exp}}/sample.benchmark.tsv"
     conda:
         "../../envs/lossatlas.yaml"
-    # One Dask worker per thread; more workers than batches would sit idle.
-    threads: max(1, min(workflow.cores, n_batches()))
+    # One Dask worker per thread (common.smk: sample_threads).
+    threads: sample_threads()
     resources:
         mem_mb=lambda wildcards, threads: 1024 + 512 * threads,
         runtime=120,
@@ -43,7 +43,7 @@ rule restore:
         f"{LOGS}/{{exp}}/restore.log",
     conda:
         "../../envs/lossatlas.yaml"
-    threads: max(1, min(workflow.cores, n_batches()))
+    threads: sample_threads()
     resources:
         mem_mb=lambda wildcards, threads: 1024 + 512 * threads,
         runtime=120,
