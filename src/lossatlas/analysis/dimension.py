@@ -507,9 +507,8 @@ def null_gaussian(G: np.ndarray, rng, factor=None) -> np.ndarray:
     """As many independent draws as ``G (m, p)`` has rows from the Gaussian with its mean and
     covariance, ``mean + Z F``, ``Z`` standard normal, ``F`` :func:`gaussian_factor` of
     ``G`` (pass it as ``factor`` to draw many replicates from one factorisation)."""
-    m, p = G.shape
     mean, F = gaussian_factor(G) if factor is None else factor
-    return mean + _rng(rng).standard_normal((m, F.shape[0])) @ F
+    return mean + _rng(rng).standard_normal((len(G), F.shape[0])) @ F
 
 
 def gaussian_factor(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -781,11 +781,13 @@ def _run_experiment(
         boundaries = until_boundaries(s) if until else [s["draws"]]
         n_draws = boundaries[0]
         while n_draws is not None:
+            reached = None
             if ahead is not None:
-                rounds.append(finish(ahead[1]))
-            if ahead is None or ahead[0] != n_draws:
+                reached, futures = ahead
+                rounds.append(finish(futures))
+                ahead = None
+            if reached != n_draws:
                 rounds.append(finish(start(n_draws)))
-            ahead = None
             if not until:
                 break
             # While a check that cannot stop the run computes, the batches go on to the next
