@@ -70,6 +70,32 @@ def _kernels():
     return add_bias, backward
 
 
+def loss_and_dout(loss: str, out: np.ndarray, y: np.ndarray, need_grad: bool):
+    """Per-point loss ``(C, n)`` of outputs ``(C, n, k)`` under ``loss`` (``model.loss``) and,
+    with ``need_grad``, its gradient in the outputs (else None)."""
+    n, k = out.shape[1], out.shape[2]
+    idx = np.arange(n)
+    if loss == "cross_entropy":
+        m = out.max(axis=2, keepdims=True)
+        e = np.exp(out - m)
+        s = e.sum(axis=2, keepdims=True)
+        lse = m[..., 0] + np.log(s[..., 0])
+        point = lse - out[:, idx, y]
+        if not need_grad:
+            return point, None
+        dout = e / s
+        dout[:, idx, y] -= 1
+        return point, dout
+    if loss == "mse":
+        r = out - y.astype(out.dtype, copy=False)
+    else:
+        onehot = np.zeros((n, k), dtype=out.dtype)
+        onehot[idx, y] = 1
+        r = out - onehot
+    point = (r * r).sum(axis=2)
+    return point, (2 * r if need_grad else None)
+
+
 class MLP:
     """Fully connected network ``sizes = (d, *hidden, k)``; hidden layers use ``activation``,
     the output layer is linear (logits).
@@ -209,30 +235,7 @@ class MLP:
     def point_losses(self, out: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Per-point loss ``(C, n)`` of outputs ``(C, n, k)`` against labels ``y (n,)`` (or
         float targets ``y (n, k)`` for ``mse``)."""
-        return self._loss_and_dout(out, y, need_grad=False)[0]
-
-    def _loss_and_dout(self, out, y, need_grad):
-        n, k = out.shape[1], out.shape[2]
-        idx = np.arange(n)
-        if self.loss == "cross_entropy":
-            m = out.max(axis=2, keepdims=True)
-            e = np.exp(out - m)
-            s = e.sum(axis=2, keepdims=True)
-            lse = m[..., 0] + np.log(s[..., 0])
-            loss = lse - out[:, idx, y]
-            if not need_grad:
-                return loss, None
-            dout = e / s
-            dout[:, idx, y] -= 1
-            return loss, dout
-        if self.loss == "mse":
-            r = out - y.astype(out.dtype, copy=False)
-        else:
-            onehot = np.zeros((n, k), dtype=out.dtype)
-            onehot[idx, y] = 1
-            r = out - onehot
-        loss = (r * r).sum(axis=2)
-        return loss, (2 * r if need_grad else None)
+        return loss_and_dout(self.loss, out, y, need_grad=False)[0]
 
     def loss_and_grad(self, theta: np.ndarray, X: np.ndarray, y: np.ndarray, weights=None):
         """Summed loss ``(C,)`` over the points (each weighted by ``weights (n,)`` if given)
@@ -240,7 +243,7 @@ class MLP:
         if self._chainwise(X, CHAINWISE_MIN_GRAD):
             return self._chain_loss_and_grad(theta, X, y, weights)
         out, cache, params = self._forward(theta, X)
-        loss, dout = self._loss_and_dout(out, y, need_grad=True)
+        loss, dout = loss_and_dout(self.loss, out, y, need_grad=True)
         if weights is not None:
             w = np.asarray(weights, dtype=theta.dtype)
             loss = loss * w
@@ -273,7 +276,7 @@ class MLP:
         for c in range(C):
             th, g = theta[c], grad[c]
             out, cache = self._chain_forward(th, X, keep=True)
-            point_loss, dz = self._loss_and_dout(out[None], y, need_grad=True)
+            point_loss, dz = loss_and_dout(self.loss, out[None], y, need_grad=True)
             if w is not None:
                 point_loss = point_loss * w
                 dz = dz * w[None, :, None]
