@@ -1,9 +1,13 @@
+import importlib.util
+
 import numpy as np
 import pytest
+from sklearn.neighbors import KNeighborsClassifier
 
 from lossatlas import config, data
 from lossatlas.model import MLP, Target
 from lossatlas.model.layout import ParamLayout
+from lossatlas.schema import section
 
 
 def _ds_cfg(**kw):
@@ -311,3 +315,92 @@ def test_mnist1d_without_its_package_says_how_to_install_it(monkeypatch):
 def test_digits_subset_above_its_images_is_a_config_error():
     with pytest.raises(config.ConfigError, match="digits has 1797 images"):
         config.validate({"dataset": {"generator": "digits", "subset": 2000}})
+
+
+# --- test splits (predict.n_test) ---------------------------------------------------------
+
+LEARNABLE = [
+    ("xor", {}),
+    ("moons", {}),
+    ("circles", {}),
+    ("blobs", {"n_features": 3, "n_classes": 4}),
+    ("digits", {"subset": 500}),
+    ("teacher", {"n_features": 5, "n_classes": 3}),
+    pytest.param(
+        "mnist1d", {"subset": 1000},
+        marks=pytest.mark.skipif(importlib.util.find_spec("mnist1d") is None, reason="mnist1d"),
+    ),
+]  # fmt: skip
+
+
+def _settings(generator: str, seed: int = 0, **extra) -> dict:
+    return section("dataset", {"generator": generator, "n_points": 300, "seed": seed, **extra})
+
+
+@pytest.mark.parametrize(("generator", "extra"), LEARNABLE)
+def test_a_test_split_is_new_points_of_the_same_problem(generator, extra):
+    """5 nearest training neighbours classify the test points far above chance (1-NN on
+    MNIST-1D is weak: 44-46 % here against 12 %), and no test point is a training point."""
+    for seed in (0, 1):
+        cfg = _settings(generator, seed, **extra)
+        train, test = data.generate(cfg), data.heldout(cfg, 400)
+        assert test.n_points == 400 and test.n_features == train.n_features
+        gaps = np.abs(test.X[:, None, :] - train.X[None, :, :]).sum(axis=2)
+        assert gaps.min() > 1e-9, "a training point among the test points"
+        chance = np.bincount(test.y).max() / test.n_points
+        knn = KNeighborsClassifier(5).fit(train.X, train.y).score(test.X, test.y)
+        assert knn > chance + 0.25, (seed, knn, chance)
+
+
+def test_random_labels_cannot_be_predicted():
+    """uniform's labels are drawn independently of its points: the test labels too, so a
+    predictor fit on the training points scores chance, within 3 binomial standard errors
+    (2 classes, 2,000 test points), at every seed."""
+    n = 2000
+    for seed in range(5):
+        cfg = _settings("uniform", seed)
+        train, test = data.generate(cfg), data.heldout(cfg, n)
+        knn = KNeighborsClassifier(1).fit(train.X, train.y).score(test.X, test.y)
+        assert abs(knn - 0.5) < 3 * np.sqrt(0.25 / n), (seed, knn)
+
+
+def test_the_training_points_do_not_move_and_the_split_is_seeded():
+    cfg = _settings("teacher", n_features=4, n_classes=3)
+    a, b = data.heldout(cfg, 50), data.heldout(cfg, 80)
+    np.testing.assert_array_equal(a.X, b.X[:50])
+    assert not np.array_equal(a.X, data.heldout(_settings("teacher", 1, n_features=4), 50).X)
+    # what a test split is drawn from never changes the training points
+    np.testing.assert_array_equal(data.generate(cfg).X, data.teacher(300, 4, 3, 0).X)
+
+
+def test_digits_test_images_are_scaled_as_the_subset_is():
+    cfg = _settings("digits", subset=400)
+    test = data.heldout(cfg, 1397)  # every other image: the whole set, in two parts
+    train = data.generate(cfg)
+    X = np.vstack([train.X, test.X])
+    assert np.abs(train.X.mean(axis=0)).max() < 1e-12
+    assert np.abs(X.mean(axis=0)).max() > 1e-3  # the test part is not standardized alone
+    with pytest.raises(ValueError, match="outside the subset"):
+        data.heldout(cfg, 1398)
+
+
+def test_test_transforms_move_inputs_and_never_labels():
+    cfg = _settings("teacher", n_features=4, n_classes=3)
+    base = data.heldout(cfg, 100)
+    moved = data.test_for_experiment(cfg, [("scale", 2.0), ("label_noise", 0.5)], 100)
+    np.testing.assert_allclose(moved.X, 2 * base.X)
+    np.testing.assert_array_equal(moved.y, base.y)
+
+
+def test_a_users_file_gives_its_own_test_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.npz"
+    np.savez(path, X=rng.normal(size=(20, 3)), y=np.arange(20) % 2,
+             X_test=rng.normal(size=(7, 3)), y_test=np.arange(7) % 2)  # fmt: skip
+    cfg = section("dataset", {"generator": "file", "path": str(path)})
+    test = data.heldout(cfg, 5)
+    assert test.X.shape == (5, 3) and data.heldout_available(cfg) == 7
+    np.savez(path, X=rng.normal(size=(20, 3)), y=np.arange(20) % 2)
+    with pytest.raises(ValueError, match="X_test"):
+        data.heldout(cfg, 5)
+    assert data.heldout_available(cfg) == 0

@@ -180,6 +180,18 @@ def _check_model_and_data(cfg: dict) -> None:
             "invalid config: dataset.generator: mnist1d needs the mnist1d package: pip install "
             '-e ".[mnist1d]" (it generates the data here, no download)'
         )
+    n_test = cfg["predict"]["n_test"]
+    if n_test and (available := data.heldout_available(ds)) is not None and n_test > available:
+        where = {
+            "permute3": "permute3 has no test points (its 3 are the task)",
+            "mnist1d": f"mnist1d's test split has {available} sequences",
+            "digits": f"digits has {available} images outside dataset.subset",
+            "file": f"dataset.path has {available} test points (arrays X_test, y_test or Y_test)",
+        }[ds["generator"]]
+        raise ConfigError(
+            f"invalid config: predict.n_test: {n_test}, but {where}; set predict.n_test: "
+            f"{available}" + (" or lower" if available else "")
+        )
     if regression and m["loss"] != "mse":
         raise ConfigError(
             f"invalid config: model.loss: dataset.generator {ds['generator']} gives float "

@@ -85,27 +85,31 @@ GENERATORS = (
     "mnist1d",
 )
 TWO_D_TWO_CLASS = ("xor", "moons", "circles")
-DIGITS_FEATURES, DIGITS_CLASSES = 64, 10
-# MNIST-1D's standard set: 5,000 sequences of 40 points, the first 4,000 the training split
-MNIST1D_FEATURES, MNIST1D_CLASSES, MNIST1D_TRAIN = 40, 10, 4000
+DIGITS_IMAGES, DIGITS_FEATURES, DIGITS_CLASSES = 1797, 64, 10
+# MNIST-1D's standard set: 5,000 sequences of 40 points, 4,000 for training, 1,000 for test
+MNIST1D_FEATURES, MNIST1D_CLASSES, MNIST1D_TRAIN, MNIST1D_TEST = 40, 10, 4000, 1000
 
 
-def standardize(X: np.ndarray) -> np.ndarray:
-    """Each column to mean 0 and standard deviation 1; constant columns become 0.
+def standardize(X: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Each column to mean 0 and standard deviation 1 over ``reference`` (None: ``X``), so
+    that held-out points are scaled as their training points are; constant columns become 0.
 
     The digits' border pixels are constant (0), and dividing them by their zero spread would
     give NaN inputs.
     """
     X = np.asarray(X, dtype=np.float64)
-    sd = X.std(axis=0)
-    return (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    ref = X if reference is None else np.asarray(reference, dtype=np.float64)
+    sd = ref.std(axis=0)
+    return (X - ref.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
 
 
-def digits(subset: int | None = None, seed: int = 0) -> Dataset:
+def digits(subset: int | None = None, seed: int = 0, n_heldout: int = 0) -> Dataset:
     """scikit-learn's 8x8 digits (1797 images, 64 pixel features, 10 classes), standardized.
 
     ``subset``: that many images drawn without replacement (seeded by ``seed``, kept in their
-    original order), standardized over the subset; None takes all 1797.
+    original order), standardized over the subset; None takes all 1797. ``n_heldout > 0``
+    returns instead that many of the other images (a seeded draw), standardized as the subset
+    is (a held-out set).
     """
     from sklearn import datasets as skd  # imported where used: see generate
 
@@ -114,15 +118,24 @@ def digits(subset: int | None = None, seed: int = 0) -> Dataset:
         if not 1 <= subset <= len(y):
             raise ValueError(f"digits subset must be in [1, {len(y)}], got {subset}")
         idx = np.sort(np.random.default_rng(seed).choice(len(y), size=subset, replace=False))
-        X, y = X[idx], y[idx]
-    return Dataset(X=standardize(X), y=np.asarray(y, dtype=np.int64), n_classes=DIGITS_CLASSES)
+    else:
+        idx = np.arange(len(y))
+    train = X[idx]
+    if n_heldout:
+        rest = np.setdiff1d(np.arange(len(y)), idx)
+        if n_heldout > len(rest):
+            raise ValueError(f"digits has {len(rest)} images outside the subset, not {n_heldout}")
+        idx = np.sort(np.random.default_rng([seed, 1]).choice(rest, n_heldout, replace=False))
+    Xs = standardize(X[idx], train)
+    return Dataset(X=Xs, y=np.asarray(y[idx], dtype=np.int64), n_classes=DIGITS_CLASSES)
 
 
-def mnist1d(subset: int | None = None, seed: int = 42) -> Dataset:
+def mnist1d(subset: int | None = None, seed: int = 42, n_heldout: int = 0) -> Dataset:
     """MNIST-1D (Greydanus and Steinbach): 40-point sequences of 10 classes, generated here by
     the ``mnist1d`` package from its templates (no download, no pickle), with its standard
     settings and ``seed`` (42 gives the authors' published set); its training split (4,000
-    sequences, already shuffled), the first ``subset`` of them (None: all). The package seeds
+    sequences, already shuffled), the first ``subset`` of them (None: all). ``n_heldout > 0``
+    returns instead the first that many of its test split (1,000 sequences). The package seeds
     numpy's and Python's global generators: their states are put back after."""
     import random
 
@@ -132,6 +145,8 @@ def mnist1d(subset: int | None = None, seed: int = 42) -> Dataset:
         raise ImportError('dataset.generator mnist1d needs pip install -e ".[mnist1d]"') from e
     if subset is not None and not 1 <= subset <= MNIST1D_TRAIN:
         raise ValueError(f"mnist1d subset must be in [1, {MNIST1D_TRAIN}], got {subset}")
+    if not 0 <= n_heldout <= MNIST1D_TEST:
+        raise ValueError(f"mnist1d has {MNIST1D_TEST} test sequences, not {n_heldout}")
     args = get_dataset_args()
     args.seed = int(seed)
     # the package draws from numpy's legacy global generator, which it seeds
@@ -141,22 +156,29 @@ def mnist1d(subset: int | None = None, seed: int = 42) -> Dataset:
     finally:
         np.random.set_state(states[0])  # noqa: NPY002
         random.setstate(states[1])
-    n = MNIST1D_TRAIN if subset is None else subset
-    X, y = np.asarray(made["x"][:n], np.float64), np.asarray(made["y"][:n], np.int64)
+    X, y = (made["x_test"], made["y_test"]) if n_heldout else (made["x"], made["y"])
+    n = n_heldout or (MNIST1D_TRAIN if subset is None else subset)
+    X, y = np.asarray(X[:n], np.float64), np.asarray(y[:n], np.int64)
     return Dataset(X=X, y=y, n_classes=MNIST1D_CLASSES)
 
 
-def teacher(n: int, d: int, k: int, seed: int = 0, noise: float = 0.0) -> Dataset:
+def teacher(
+    n: int, d: int, k: int, seed: int = 0, noise: float = 0.0, n_heldout: int = 0
+) -> Dataset:
     """Synthetic inputs of any dimension: ``X ~ N(0, I_d)``, labels from a random linear teacher,
     ``y = argmax(X T / sqrt(d) + noise * e)`` with ``T, e`` standard normal.
 
     Unlike uniform random labels, these are learnable by the network, at any ``d``, so wide
-    inputs (and a large p) come with a landscape that has good minima.
+    inputs (and a large p) come with a landscape that has good minima. ``n_heldout > 0``
+    returns instead that many new points of the same teacher (a held-out set).
     """
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d))
     T = rng.standard_normal((d, k))
-    logits = X @ T / np.sqrt(d) + noise * rng.standard_normal((n, k))
+    if n_heldout:
+        rng = np.random.default_rng([seed, 1])
+        X = rng.standard_normal((n_heldout, d))
+    logits = X @ T / np.sqrt(d) + noise * rng.standard_normal((len(X), k))
     return Dataset(X=X, y=np.argmax(logits, axis=1).astype(np.int64), n_classes=k)
 
 
@@ -232,11 +254,12 @@ def permute3() -> Dataset:
     return Dataset(X=X, y=None, n_classes=0, Y=np.roll(X, -1, axis=0))
 
 
-def from_file(path) -> Dataset:
+def from_file(path, heldout: bool = False) -> Dataset:
     """A user's dataset: ``.npz`` with ``X`` (n, d) and either ``y`` (n,) integer labels or
     ``Y`` (n, r) float targets; or ``.csv`` with a header naming input columns ``x...`` and
-    either one label column ``y`` or target columns ``Y...``. Never unpickles; every problem
-    is a ``ValueError`` that names ``dataset.path``."""
+    either one label column ``y`` or target columns ``Y...``. ``heldout``: instead the test
+    split of an ``.npz``, its arrays ``X_test`` and ``y_test`` (or ``Y_test``). Never
+    unpickles; every problem is a ``ValueError`` that names ``dataset.path``."""
     from pathlib import Path
 
     path = Path(path)
@@ -253,6 +276,13 @@ def from_file(path) -> Dataset:
             raise ValueError("the file must end in .npz or .csv")
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"{where}: cannot be read ({err})") from None
+    if heldout:
+        if "X_test" not in arrays:
+            raise ValueError(
+                f"{where}: has no test split; save X_test and y_test (or Y_test) in the .npz"
+            )
+        where += " (its test split)"
+        arrays = {k.removesuffix("_test"): v for k, v in arrays.items() if k.endswith("_test")}
     if "X" not in arrays or ("y" in arrays) == ("Y" in arrays):
         raise ValueError(f"{where}: needs X and exactly one of y (labels) or Y (targets)")
     X = np.asarray(arrays["X"], dtype=np.float64)
@@ -301,7 +331,7 @@ def shape_of(settings: dict) -> tuple[int, int, int]:
     user's file is read to know it."""
     gen = settings["generator"]
     if gen == "digits":
-        return settings["subset"] or 1797, DIGITS_FEATURES, DIGITS_CLASSES
+        return settings["subset"] or DIGITS_IMAGES, DIGITS_FEATURES, DIGITS_CLASSES
     if gen == "mnist1d":
         return settings["subset"] or MNIST1D_TRAIN, MNIST1D_FEATURES, MNIST1D_CLASSES
     if gen == "permute3":
@@ -350,56 +380,94 @@ def generate(settings: dict) -> Dataset:
     - ``file``: the user's arrays at ``path`` (:func:`from_file`).
     xor, moons and circles are 2-D, 2-class.
     """
-    cfg = section("dataset", settings)
+    return _generate(section("dataset", settings))
+
+
+def heldout(settings: dict, n: int) -> Dataset:
+    """``n`` test points of the ``dataset`` settings, drawn as the training points of
+    :func:`generate` are and never among them (``predict.n_test``): MNIST-1D's test split;
+    digits' images outside the subset, scaled as the subset is; a user's ``X_test`` and
+    ``y_test``; new points of the other generators from a second seeded stream, with the same
+    teacher, map or blob centres. permute3 has none: its three points are the task."""
+    if n < 1:
+        raise ValueError(f"a test split needs at least 1 point, got {n}")
+    made = _generate(section("dataset", settings), n_heldout=n)
+    if made.n_points < n:
+        raise ValueError(f"dataset.path holds {made.n_points} test points, not {n}")
+    return dataclasses.replace(
+        made, X=made.X[:n], **({"Y": made.Y[:n]} if made.is_regression else {"y": made.y[:n]})
+    )
+
+
+def heldout_available(settings: dict) -> int | None:
+    """How many test points :func:`heldout` can give for the ``dataset`` settings (None: any
+    number); 0 where there are none."""
+    gen = settings["generator"]
+    if gen == "permute3":
+        return 0
+    if gen == "mnist1d":
+        return MNIST1D_TEST
+    if gen == "digits":
+        return DIGITS_IMAGES - (settings["subset"] or DIGITS_IMAGES)
+    if gen == "file":
+        try:
+            return from_file(settings["path"], heldout=True).n_points
+        except ValueError:
+            return 0
+    return None
+
+
+def _generate(cfg: dict, n_heldout: int = 0) -> Dataset:
     gen, n, d, k = cfg["generator"], cfg["n_points"], cfg["n_features"], cfg["n_classes"]
     seed = cfg["seed"]
     noise = cfg["noise"]
     if gen in TWO_D_TWO_CLASS and (d != 2 or k != 2):
         raise ValueError(f"dataset.generator {gen} needs n_features = 2 and n_classes = 2")
     if gen == "digits":
-        return digits(cfg["subset"], seed)
+        return digits(cfg["subset"], seed, n_heldout)
     if gen == "mnist1d":
-        return mnist1d(cfg["subset"], seed)
+        return mnist1d(cfg["subset"], seed, n_heldout)
     if gen == "teacher":
-        return teacher(n, d, k, seed, noise)
+        return teacher(n, d, k, seed, noise, n_heldout)
     if gen == "regression":
-        return _regression_of(cfg)
+        return _regression_of(cfg, n_heldout)
     if gen == "permute3":
+        if n_heldout:
+            raise ValueError("dataset.generator permute3 has no test points: its 3 are the task")
         return permute3()
     if gen == "file":
-        return from_file(cfg["path"])
+        return from_file(cfg["path"], heldout=bool(n_heldout))
     if gen in ("moons", "circles", "blobs"):
         # scikit-learn takes over a CPU-second to import: only its generators pay for it
         from sklearn import datasets as skd
+    # held-out points come from a second stream of the same seed
+    stream = [seed, 1] if n_heldout else seed
+    state = int(np.random.SeedSequence(stream).generate_state(1)[0]) if n_heldout else seed
+    n = n_heldout or n
     if gen == "uniform":
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(stream)
         X = rng.uniform(cfg["low"], cfg["high"], size=(n, d))
         y = rng.integers(0, k, size=n)
     elif gen == "xor":
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(stream)
         X = rng.uniform(cfg["low"], cfg["high"], size=(n, 2))
         c = X - (cfg["low"] + cfg["high"]) / 2
         y = (c[:, 0] * c[:, 1] > 0).astype(np.int64)
     elif gen == "moons":
-        X, y = skd.make_moons(n_samples=n, noise=noise, random_state=seed)
+        X, y = skd.make_moons(n_samples=n, noise=noise, random_state=state)
     elif gen == "circles":
         factor = cfg["factor"]
-        X, y = skd.make_circles(n_samples=n, noise=noise, factor=factor, random_state=seed)
+        X, y = skd.make_circles(n_samples=n, noise=noise, factor=factor, random_state=state)
     elif gen == "blobs":
-        X, y = skd.make_blobs(
-            n_samples=n,
-            n_features=d,
-            centers=k,
-            cluster_std=noise,
-            center_box=(cfg["low"], cfg["high"]),
-            random_state=seed,
+        blobs = {"n_features": d, "cluster_std": noise, "center_box": (cfg["low"], cfg["high"])}
+        X, y, centers = skd.make_blobs(
+            n_samples=cfg["n_points"], centers=k, random_state=seed, return_centers=True, **blobs
         )
+        if n_heldout:  # new points about the training points' centres
+            X, y = skd.make_blobs(n_samples=n, centers=centers, random_state=state, **blobs)
     else:
         raise ValueError(f"unknown dataset generator {gen!r}; use one of {', '.join(GENERATORS)}")
     return Dataset(X=np.asarray(X, dtype=np.float64), y=np.asarray(y, dtype=np.int64), n_classes=k)
-
-
-# --- input transforms: each is x' = A x + t ------------------------------------------------
 
 
 def rotation_matrix(degrees: float) -> np.ndarray:
@@ -527,10 +595,17 @@ def heldout_for_experiment(settings: dict, transforms, n: int) -> Dataset | None
     """``n`` held-out points of a regression dataset (new inputs, the same map and noise)
     with an experiment's ``transforms``; None when ``n`` is 0 or the dataset has no
     generating map."""
-    cfg = section("dataset", settings)
-    if n < 1 or cfg["generator"] != "regression":
+    if n < 1 or section("dataset", settings)["generator"] != "regression":
         return None
-    return apply(_regression_of(cfg, n_heldout=n), transforms, seed=cfg["seed"])
+    return test_for_experiment(settings, transforms, n)
+
+
+def test_for_experiment(settings: dict, transforms, n: int) -> Dataset:
+    """:func:`heldout`'s ``n`` test points with an experiment's input transforms; its label
+    transforms are left out, so that a network is tested on the true labels."""
+    cfg = section("dataset", settings)
+    inputs = [(name, value) for name, value in transforms if name != "label_noise"]
+    return apply(heldout(cfg, n), inputs, seed=cfg["seed"])
 
 
 def experiment_affine(transforms, d: int) -> tuple[np.ndarray, np.ndarray, bool]:
