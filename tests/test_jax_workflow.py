@@ -58,8 +58,8 @@ def conv_run(tmp_path_factory):
 
 def test_a_conv_net_runs_every_rule(conv_run):
     """Every rule's outputs exist, the store names the conv parameters, the canonical
-    parameters are judged, and the label-noise experiment is compared with the reference
-    (no input transform to map)."""
+    parameters are judged, the draws are scored on test sequences, and the label-noise
+    experiment is compared with the reference (no input transform to map)."""
     findings = json.loads((conv_run / "findings.json").read_text())
     assert [e["experiment"] for e in findings["experiments"]] == list(EXPS)
     with SampleStore(conv_run / EXPS[0] / "samples.h5") as store:
@@ -73,6 +73,12 @@ def test_a_conv_net_runs_every_rule(conv_run):
         assert inv["outputs on the data"]["n"] == 100
         for table in ("census.csv", "connect.csv", "dimension.csv", "hessian.csv"):
             assert (conv_run / exp / "landscape" / table).exists(), (exp, table)
+        # the conv net's draws on 200 of MNIST-1D's test sequences, 20 draws of each chain
+        predicted = json.loads((conv_run / exp / "predict" / "predict.json").read_text())
+        assert predicted["n_test"] == 200 and predicted["all"]["n_draws"] == 4 * 20
+        assert 0 <= predicted["all"]["ensemble_accuracy"] <= 1
+    analyses = {a["analysis"] for a in findings["experiments"][0]["analyses"]}
+    assert "posterior predictive on test points" in analyses
     compare = pd.read_csv(conv_run / "landscape" / "compare.csv")
     assert set(compare["experiment"]) == {EXPS[1]}
 

@@ -113,6 +113,8 @@ WHEN = {
     # Choromanska's band, when the config sweeps the width (landscape.band.when)
     "critical_points": lambda exp: lacfg.band_unmet(CFG) is None,
     "band": lambda: lacfg.band_unmet(CFG) is None,
+    # the draws on test points, when the config holds some out (predict.n_test)
+    "predict": lambda exp: CFG["predict"]["n_test"] > 0,
     # the checks against known answers, when the config expects some
     "theory": lambda: bool(CFG["expected"]),
     # the comparison with the reference, when there is another experiment to compare
