@@ -74,7 +74,7 @@ def test_a_conv_net_runs_every_rule(conv_run):
         for table in ("census.csv", "connect.csv", "dimension.csv", "hessian.csv"):
             assert (conv_run / exp / "landscape" / table).exists(), (exp, table)
         # the conv net's draws on 200 of MNIST-1D's test sequences, 20 draws of each chain
-        predicted = json.loads((conv_run / exp / "predict" / "predict.json").read_text())
+        predicted = json.loads((conv_run / exp / "landscape" / "predict.json").read_text())
         assert predicted["n_test"] == 200 and predicted["all"]["n_draws"] == 4 * 20
         assert 0 <= predicted["all"]["ensemble_accuracy"] <= 1
     analyses = {a["analysis"] for a in findings["experiments"][0]["analyses"]}
