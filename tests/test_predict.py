@@ -98,3 +98,21 @@ def test_at_most_max_draws_evenly_spaced_and_a_regression_scores_its_loss():
     mean_out = net.forward(used.reshape(-1, net.layout.p), X).mean(axis=0)
     assert r.summary["good"]["ensemble_loss"] == pytest.approx(((mean_out - Y) ** 2).sum(1).mean())
     assert np.isnan(r.accuracy).all() and "test loss" in r.summary["finding"]
+
+
+def test_a_test_split_the_data_lacks_is_refused_before_any_job(tmp_path):
+    """A file without X_test, or more test points than it holds, names predict.n_test and
+    says what to do."""
+    from lossatlas import config
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.npz"
+    np.savez(path, X=rng.normal(size=(20, 2)), y=np.arange(20) % 2,
+             X_test=rng.normal(size=(7, 2)), y_test=np.arange(7) % 2)  # fmt: skip
+    cfg = {"dataset": {"generator": "file", "path": str(path)}, "predict": {"n_test": 7}}
+    assert config.validate(cfg)["predict"]["n_test"] == 7
+    with pytest.raises(config.ConfigError, match=r"^invalid config: predict.n_test: 8, .* 7"):
+        config.validate({**cfg, "predict": {"n_test": 8}})
+    np.savez(path, X=rng.normal(size=(20, 2)), y=np.arange(20) % 2)
+    with pytest.raises(config.ConfigError, match="X_test"):
+        config.validate(cfg)
