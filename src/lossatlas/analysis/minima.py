@@ -49,8 +49,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.optimize import minimize
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
-from sklearn.cluster import AgglomerativeClustering, KMeans
-from sklearn.metrics import pairwise_distances_argmin
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -124,6 +122,10 @@ def select_starts(
     e.g. canonical coordinates) plus ``n_random`` draws at random. Returns ``(idx, source)``
     with ``source`` "cluster" or "random". At most ``max_points`` draws (random subset) are
     clustered."""
+    # scikit-learn takes half a CPU-second to import: only the jobs that cluster pay for it
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import pairwise_distances_argmin
+
     rng = np.random.default_rng(seed)
     n = theta.shape[0]
     pool = np.sort(rng.choice(n, size=min(n, max_points), replace=False))
@@ -372,6 +374,8 @@ def merge(keys: np.ndarray, tol: float) -> np.ndarray:
     """Group labels ``(m,)`` for points ``keys (m, q)``: complete-linkage clusters of diameter at
     most ``tol`` in the max-norm (scikit-learn AgglomerativeClustering). Labels are ordered by
     first appearance."""
+    from sklearn.cluster import AgglomerativeClustering  # imported where used: see select_starts
+
     keys = np.asarray(keys, dtype=np.float64)
     if len(keys) < 2:
         return np.zeros(len(keys), dtype=np.int64)
