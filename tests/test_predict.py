@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pandas.testing import assert_frame_equal
 
 from lossatlas import data
 from lossatlas.analysis import predict as pp
@@ -116,3 +117,24 @@ def test_a_test_split_the_data_lacks_is_refused_before_any_job(tmp_path):
     np.savez(path, X=rng.normal(size=(20, 2)), y=np.arange(20) % 2)
     with pytest.raises(config.ConfigError, match="X_test"):
         config.validate(cfg)
+
+
+@pytest.mark.parametrize("max_draws", [7, 20])
+def test_a_store_on_disk_gives_what_the_array_gives(tmp_path, max_draws):
+    """Read from a real HDF5 dataset, as a slice (every draw) or a list of draws (evenly
+    spaced), the tallies are those of the same draws in memory."""
+    import h5py
+
+    rng = np.random.default_rng(5)
+    net = MLP((3, 4, 2), "tanh", "cross_entropy")
+    theta = rng.normal(size=(2, 20, net.layout.p))
+    train_loss = rng.uniform(0, 2, size=(2, 20))
+    X, y = rng.normal(size=(25, 3)), rng.integers(0, 2, size=25)
+    with h5py.File(tmp_path / "theta.h5", "w") as f:
+        f["theta"] = theta
+    args = {"good_threshold": 1.0, "max_draws": max_draws, "draw_block": 6}
+    want = pp.posterior_predictive(theta, train_loss, net, X, y, **args)
+    with h5py.File(tmp_path / "theta.h5", "r") as f:
+        got = pp.posterior_predictive(f["theta"], train_loss, net, X, y, **args)
+    assert_frame_equal(got.table, want.table)
+    assert got.summary["draws_per_chain"] == min(max_draws, 20)

@@ -9,7 +9,7 @@ and chain by chain: a chain's own ensemble tells a basin's predictions apart.
 
 Memory: draws are read in blocks (``draw_block``, ``max_block_mb``, and at most ``max_block_mb``
 of outputs at once); what is kept is one prediction sum ``(n_test, k)`` per chain and set, and
-two numbers per draw used.
+three numbers per draw used.
 """
 
 from __future__ import annotations
@@ -98,7 +98,10 @@ def posterior_predictive(
                      out_rows // n_chains))  # fmt: skip
     for b0 in range(0, len(picked), dpb):
         cols = picked[b0 : b0 + dpb]
-        x = np.asarray(theta[:, cols, :], dtype=np.float64).reshape(-1, p)
+        # consecutive draws as one slice: HDF5 reads a list of indices one by one
+        run = cols[-1] - cols[0] + 1 == len(cols)
+        x = np.asarray(theta[:, slice(cols[0], cols[-1] + 1) if run else cols, :], np.float64)
+        x = x.reshape(-1, p)
         out = network.forward(x, X_test).reshape(n_chains, len(cols), n, k)
         point = loss_and_dout(loss, out.reshape(-1, n, k), y_test, need_grad=False)[0]
         test_loss[:, b0 : b0 + len(cols)] = point.mean(axis=1).reshape(n_chains, len(cols))
