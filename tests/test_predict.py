@@ -138,3 +138,21 @@ def test_a_store_on_disk_gives_what_the_array_gives(tmp_path, max_draws):
         got = pp.posterior_predictive(f["theta"], train_loss, net, X, y, **args)
     assert_frame_equal(got.table, want.table)
     assert got.summary["draws_per_chain"] == min(max_draws, 20)
+
+
+def test_calibration_error_reads_zero_when_calibrated_and_the_gap_when_not():
+    """Known answers: labels right with exactly the stated probability give an expected
+    calibration error near 0 (binomial noise over 15 bins: below 0.02 at 20,000 points, at
+    every seed); stated certainty that is right 70 % of the time gives 0.3 (within 3 binomial
+    standard errors)."""
+    n = 20_000
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        conf = rng.uniform(0.5, 1.0, size=n)
+        y = np.where(rng.uniform(size=n) < conf, 0, 1)  # class 0 is right with prob conf
+        prob = np.column_stack([conf, 1 - conf])
+        assert pp.calibration_error(prob, y) < 0.02, seed
+        right = rng.uniform(size=n) < 0.7
+        sure = np.column_stack([np.ones(n), np.zeros(n)])
+        gap = pp.calibration_error(sure, np.where(right, 0, 1))
+        assert abs(gap - 0.3) < 3 * np.sqrt(0.21 / n), (seed, gap)

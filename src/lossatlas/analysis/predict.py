@@ -26,9 +26,10 @@ from lossatlas.storage import streaming
 
 SETS = ("good", "all")
 COLUMNS = [
-    "chain", "draws", "n_draws", "ensemble_accuracy", "ensemble_loss", "mean_accuracy",
-    "mean_test_loss", "mean_train_loss",
+    "chain", "draws", "n_draws", "ensemble_accuracy", "ensemble_loss", "ensemble_ece",
+    "mean_accuracy", "mean_test_loss", "mean_train_loss",
 ]  # fmt: skip
+ECE_BINS = 15  # the usual count (Guo et al. 2017)
 
 
 @dataclass
@@ -59,6 +60,17 @@ def _ensemble_loss(loss: str, mean_prediction: np.ndarray, y: np.ndarray) -> flo
         true = mean_prediction[np.arange(len(y)), y]
         return float(-np.log(np.maximum(true, np.finfo(np.float64).tiny)).mean())
     return float(loss_and_dout(loss, mean_prediction[None], y, need_grad=False)[0].mean())
+
+
+def calibration_error(prob: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Expected calibration error of class probabilities ``(n, k)``: over ``bins`` equal-width
+    bins of the top probability, the gap between accuracy and confidence, weighted by the share
+    of the points in the bin."""
+    confidence = prob.max(axis=1)
+    correct = (prob.argmax(axis=1) == y).astype(np.float64)
+    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    gaps = np.bincount(which, correct, bins) - np.bincount(which, confidence, bins)
+    return float(np.abs(gaps).sum() / len(y))
 
 
 def _accuracy(prediction: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -124,6 +136,8 @@ def posterior_predictive(
                 "ensemble_accuracy": float(_accuracy(mean_pred, y_test))
                 if count and classes else np.nan,
                 "ensemble_loss": _ensemble_loss(loss, mean_pred, y_test) if count else np.nan,
+                "ensemble_ece": calibration_error(mean_pred, y_test)
+                if count and loss == "cross_entropy" else np.nan,
                 "mean_accuracy": float(accuracy[sel][m].mean()) if count and classes else np.nan,
                 "mean_test_loss": float(test_loss[sel][m].mean()) if count else np.nan,
                 "mean_train_loss": float(train[sel][m].mean()) if count else np.nan,
