@@ -319,12 +319,16 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, cells_run, tmp_
 
     # sample reads the diagnose rule's blocks for sampler.until's check: run it with until on
     until_cfg = lacfg.validate({**cfg, "sampler": {**cfg["sampler"], "until": {}}})
+    # predict runs where test points are held out
+    predict_cfg = lacfg.validate({**cfg, "predict": {"n_test": 50, "max_draws": 10}})
 
     def declared(step):
         if step in ("cells", "critical_points", "band"):
             s = steps.settings_of_experiment(step, cells_cfg, "hidden-3")
         elif step in ("sample", "restore"):
             s = steps.settings(step, until_cfg)
+        elif step == "predict":
+            s = steps.settings(step, predict_cfg)
         else:
             s = steps.settings(step, cfg)
         yield s
@@ -414,6 +418,13 @@ def test_each_step_reads_exactly_what_it_declares(landscape_run, cells_run, tmp_
             Files(table=out / "hessian.csv", finding=out / "hessian.json", figure=out / "h.png"),
             s,
             name,
+            log,
+        ),
+        "predict": lambda s: steps.predict(
+            into,
+            Files(table=out / "predict.csv", finding=out / "predict.json", figure=out / "p.png"),
+            s,
+            exp_param,
             log,
         ),
         "census": lambda s: steps.census(

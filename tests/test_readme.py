@@ -205,7 +205,7 @@ def _braces(name: str) -> list[str]:
 
 # written only by some configs or after a repair (tests/test_cells.py, test_band.py,
 # test_theory.py and test_workflow.py check those)
-CONDITIONAL = ("cells.", "band.", "checks.csv", "restored.json")
+CONDITIONAL = ("cells.", "band.", "predict.", "checks.csv", "restored.json")
 
 
 def test_what_lands_where_lists_every_file_a_run_writes(small_run):

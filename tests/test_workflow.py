@@ -62,6 +62,8 @@ def expected_jobs(cfg_path: Path) -> dict[str, int]:
         jobs["cells"] = cells
     if lacfg.band_unmet(cfg) is None:
         jobs.update(critical_points=n, band=1)
+    if cfg["predict"]["n_test"]:
+        jobs["predict"] = n
     return jobs
 
 
