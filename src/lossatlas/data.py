@@ -470,6 +470,9 @@ def _generate(cfg: dict, n_heldout: int = 0) -> Dataset:
     return Dataset(X=np.asarray(X, dtype=np.float64), y=np.asarray(y, dtype=np.int64), n_classes=k)
 
 
+# --- input transforms: each is x' = A x + t ------------------------------------------------
+
+
 def rotation_matrix(degrees: float) -> np.ndarray:
     t = np.deg2rad(degrees)
     return np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])

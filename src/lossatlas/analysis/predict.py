@@ -97,7 +97,8 @@ def posterior_predictive(
     n_chains, n_draws, p = theta.shape
     picked = spread_points(n_draws, max_draws)
     picked = np.arange(n_draws) if picked is None else picked
-    good = np.asarray(train_mean_loss, dtype=np.float64)[:, picked] < good_threshold
+    train = np.asarray(train_mean_loss, dtype=np.float64)[:, picked]
+    good = train < good_threshold
     n, loss = len(X_test), network.loss
     classes = loss != "mse"
     k = int(network.n_outputs)
@@ -122,7 +123,6 @@ def posterior_predictive(
             accuracy[:, b0 : b0 + len(cols)] = _accuracy(pred, y_test)
         sums["all"] += pred.sum(axis=1)
         sums["good"] += np.einsum("cd,cdnk->cnk", good[:, b0 : b0 + len(cols)], pred)
-    train = np.asarray(train_mean_loss, dtype=np.float64)[:, picked]
     counts = {"good": good.sum(axis=1), "all": np.full(n_chains, len(picked))}
     masks = {"good": good, "all": np.ones_like(good)}
     rows = []
