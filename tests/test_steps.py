@@ -52,7 +52,7 @@ def test_settings_repr_ignores_the_config_order_and_survives_pickling():
 def test_reads_are_recorded_through_unpacking():
     s = steps.settings("dimension", config.validate({}))
     kw = steps.dimension_arguments(s)
-    assert kw["n_null"] == 99
+    assert kw["n_null"] == 49
     assert "landscape.dimension.n_null" in s.reads and "target.box" in s.reads
     assert "reduce.kpca.max_exact" not in s  # declared leaves only
 

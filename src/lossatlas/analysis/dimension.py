@@ -877,7 +877,7 @@ def dimension_table(
     *,
     seed: int = 0,
     n_boot: int = 200,
-    n_null: int = 99,
+    n_null: int = 49,
     alpha: float = 0.05,
     k_pca: int = 2,
     discard: float = 0.1,
