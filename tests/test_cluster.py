@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -82,14 +83,36 @@ def test_prestart_starts_the_server_the_workers_fork_from():
     import multiprocessing.forkserver
     import os
 
-    cluster.prestart(_dask_cfg(n_workers=1))
+    cluster.prestart(_dask_cfg(n_workers=2), threads=2)
     server = multiprocessing.forkserver._forkserver._forkserver_pid  # no public accessor
     assert server is not None
     with cluster.connect(_dask_cfg(n_workers=2, dashboard=False), threads=2) as client:
         parents = client.run(os.getppid)
     assert set(parents.values()) == {server}
-    cluster.prestart(_dask_cfg(placement="slurm"))  # nothing to start for other placements
+    cluster.prestart(_dask_cfg(placement="slurm"), threads=2)  # nothing for other placements
     assert multiprocessing.forkserver._forkserver._forkserver_pid == server
+
+
+def test_one_local_worker_is_a_thread_of_the_job_reached_from_it_alone():
+    """One worker runs in the job's process: no forkserver or worker process to import the
+    sampling code again, and a scheduler that talks in-process (inproc://) and listens on no
+    port; only its HTTP server, on loopback, as for processes."""
+    script = textwrap.dedent("""
+        import multiprocessing.forkserver, os
+        from lossatlas import config
+        from lossatlas.sampling import cluster
+        d = config.validate({"dask": {"dashboard": False}})["dask"]
+        cluster.prestart(d, threads=1)
+        assert multiprocessing.forkserver._forkserver._forkserver_pid is None
+        with cluster.connect(d, threads=1) as client:
+            assert client.scheduler.address.startswith("inproc://"), client.scheduler.address
+            assert set(client.run(os.getpid).values()) == {os.getpid()}
+            assert client.submit(sum, [1, 2]).result() == 3
+        assert multiprocessing.forkserver._forkserver._forkserver_pid is None
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
 def test_local_cluster_refuses_clients_without_its_credentials():
@@ -98,7 +121,7 @@ def test_local_cluster_refuses_clients_without_its_credentials():
     from distributed import Client
     from distributed.security import Security
 
-    with cluster.connect(_dask_cfg(n_workers=1, dashboard=False), threads=1) as client:
+    with cluster.connect(_dask_cfg(n_workers=2, dashboard=False), threads=2) as client:
         address = client.scheduler.address
         assert address.startswith("tls://127.0.0.1:")
         attempts = [

@@ -242,6 +242,27 @@ def test_two_workers_same_samples(one_worker, exp_cfg, tmp_path):
     assert samples(out) == samples(one_worker[0])
 
 
+def test_a_worker_thread_of_the_job_gives_the_same_samples(one_worker, exp_cfg, tmp_path):
+    """One local worker runs as a thread of the job's process (cluster.connect): the same
+    draws, bit for bit, as a worker process, and numba's parallel kernels kept to its one
+    thread while the caller's setting stays its own."""
+    import numba
+
+    from lossatlas.sampling import cluster
+
+    out = tmp_path / "rotate-0"
+    exp = next(iter(config.experiments(exp_cfg).values()))
+    ds = data.for_experiment(exp_cfg["dataset"], exp.transforms)
+    kw = {**steps.sampling_arguments(exp_cfg), **timing(exp_cfg)}
+    mine = numba.get_num_threads()
+    with cluster.connect(exp_cfg["dask"], threads=1) as client:
+        assert set(client.run(os.getpid).values()) == {os.getpid()}
+        engine.run_experiment(exp, ds, out, client, logging.getLogger("test.thread"), **kw)
+        theirs = client.submit(numba.get_num_threads, pure=False).result()  # the task thread
+    assert samples(out) == samples(one_worker[0])
+    assert theirs == 1 and numba.get_num_threads() == mine
+
+
 def test_killed_worker_same_samples(one_worker, exp_cfg, tmp_path, caplog):
     out = tmp_path / "rotate-0"
     killed = {}

@@ -2,7 +2,8 @@
 
 ``connect(cfg["dask"], threads, log)`` is a context manager yielding a ``distributed.Client``:
 
-- ``local``: a LocalCluster of single-threaded worker processes inside the job, on loopback.
+- ``local``: a LocalCluster inside the job: single-threaded worker processes on loopback, or,
+  for one worker, a worker thread in the job's own process.
 - ``slurm``: Dask workers as SLURM jobs (dask-jobqueue's SLURMCluster), over TLS.
 - ``address`` / ``scheduler_file``: join a running cluster, over TLS unless explicitly allowed.
 
@@ -136,12 +137,17 @@ def _forked_workers() -> Iterator[bool]:
         yield True
 
 
-def prestart(dask_cfg: dict) -> None:
+def local_workers(dask_cfg: dict, threads: int) -> int:
+    """The worker count of a ``local`` placement: ``n_workers``, else the job's threads."""
+    return int(section("dask", dask_cfg)["n_workers"] or threads or 1)
+
+
+def prestart(dask_cfg: dict, threads: int) -> None:
     """Start the server that :func:`connect`'s local workers fork from now, in the
     background: its imports (about 1.5 s) then overlap whatever the job does before it
-    connects, instead of delaying the first worker. Nothing for the other placements, or
-    where workers are spawned."""
-    if section("dask", dask_cfg)["placement"] != "local":
+    connects, instead of delaying the first worker. Nothing for the other placements, for
+    one local worker (a thread of this process), or where workers are spawned."""
+    if section("dask", dask_cfg)["placement"] != "local" or local_workers(dask_cfg, threads) == 1:
         return
     with _main_not_reimported(), _forked_workers() as forked, _environ(THREAD_ENV):
         if forked:
@@ -192,8 +198,12 @@ def connect(dask_cfg: dict, threads: int, log=None) -> Iterator[Client]:
 
 @contextlib.contextmanager
 def _local(dask_cfg: dict, threads: int, say) -> Iterator[Client]:
-    n_workers = int(dask_cfg["n_workers"] or threads or 1)
+    n_workers = local_workers(dask_cfg, threads)
     dashboard = bool(dask_cfg["dashboard"])
+    if n_workers == 1:
+        with _in_process(dashboard, say) as client:
+            yield client
+        return
     # Loopback alone does not keep other users of a shared login node out: anyone on the
     # machine could connect and run code as this user. Temporary TLS credentials, held in this
     # process and passed to the workers it starts, make the scheduler refuse everyone else.
@@ -227,6 +237,35 @@ def _local(dask_cfg: dict, threads: int, say) -> Iterator[Client]:
                 yield client
         finally:
             cluster.close()
+
+
+@contextlib.contextmanager
+def _in_process(dashboard: bool, say) -> Iterator[Client]:
+    """One worker thread in this process. A worker process would add only costs: its server's
+    and its own imports (about 2 CPU-s a job) and a copy of every task and result; the
+    kernels it runs are compiled once, here. Its scheduler talks in-process (``inproc://``)
+    and listens on no port, so nothing outside this process can reach it."""
+    cluster = LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        protocol="inproc://",
+        dashboard_address="127.0.0.1:0",
+        scheduler_kwargs={"dashboard": dashboard},
+        # a worker in this process always serves HTTP (health, metrics): on loopback, not on
+        # every interface as None would have it
+        worker_dashboard_address="127.0.0.1:0",
+    )
+    # the dashboard listens on loopback; the link would name the host of the inproc address
+    link = {"distributed.dashboard.link": "{scheme}://127.0.0.1:{port}/status"}
+    try:
+        with Client(cluster) as client, dask.config.set(link):
+            say(f"Dask: in-process cluster of 1 worker thread at {cluster.scheduler_address}")
+            if dashboard:
+                say(_dashboard_line(client))
+            yield client
+    finally:
+        cluster.close()
 
 
 def _is_loopback(host: str) -> bool:

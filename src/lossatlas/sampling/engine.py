@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import threading
 import time
 import uuid
@@ -183,6 +184,7 @@ def run_batch(spec: dict) -> dict:
     else:
         # one BLAS thread: the workers already use one core each
         limits = threadpool_limits(1)
+    _one_numba_thread()
     forward = _ForwardWarnings(_worker(), spec)
     lossatlas_log = logging.getLogger("lossatlas")
     lossatlas_log.addHandler(forward)
@@ -199,6 +201,15 @@ def run_batch(spec: dict) -> dict:
     finally:
         lossatlas_log.removeHandler(forward)
     return {**out, "pid": os.getpid(), "warnings": forward.messages}
+
+
+def _one_numba_thread() -> None:
+    """Run numba's parallel kernels on one thread in this thread (numba keeps the setting per
+    thread): a worker has one core, and a worker thread in the job's process
+    (``cluster``'s one local worker) would otherwise fan out over the machine's."""
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        numba.set_num_threads(1)
 
 
 def _identify(spec: dict) -> dict:

@@ -36,8 +36,10 @@ BLOCK = 128  # chains per block: fixed, so results never depend on the thread co
 _ACT = {name: i for i, name in enumerate(ACTIVATIONS)}  # tanh relu sigmoid linear quadratic
 _LOSS = {name: i for i, name in enumerate(LABEL_LOSSES)}  # cross_entropy squared
 
-_jit = njit(fastmath=fm.FASTMATH, cache=True, error_model="numpy")
-_pjit = njit(fastmath=fm.FASTMATH, cache=True, error_model="numpy", parallel=True)
+# nogil: a worker thread in the sampling job's process (one local worker) leaves the job's
+# other threads (the Dask event loop, sampler.until's check) running while it samples
+_jit = njit(fastmath=fm.FASTMATH, cache=True, error_model="numpy", nogil=True)
+_pjit = njit(fastmath=fm.FASTMATH, cache=True, error_model="numpy", parallel=True, nogil=True)
 _inl = njit(fastmath=fm.FASTMATH, cache=True, error_model="numpy", inline="always")
 
 

@@ -87,7 +87,7 @@ def sample_chains(
     d = plain(run["dask"])
     # The local workers' server starts first, in the background: its imports (about 1.5 s)
     # overlap this job's until the cluster starts (cluster.prestart). It holds no workers.
-    cluster.prestart(d)
+    cluster.prestart(d, threads)
 
     from lossatlas.data import Dataset
     from lossatlas.sampling import engine
