@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from conftest import TEST_CONFIGS, make_workdir, output_of, run_snakemake
@@ -105,6 +106,44 @@ def test_simultaneous_starts_never_remove_a_live_runs_lock(tmp_path):
     assert late.stdout.readline().strip() == "removed"
     late.communicate("", timeout=30)
     assert not list(locks.iterdir())
+
+
+@pytest.mark.parametrize("hdf5_open", [False, True])
+def test_a_finished_job_exits_with_everything_written(tmp_path, hdf5_open):
+    """exit_finished skips the interpreter's teardown, not what it would have done that
+    matters: a file still open has all its bytes, exit handlers ran (a temporary folder is
+    gone, the job's CPU line is logged), and an HDF5 file left open for writing is closed
+    the usual way, readable afterwards."""
+    log, data, h5 = tmp_path / "job.log", tmp_path / "left-open.txt", tmp_path / "open.h5"
+    script = textwrap.dedent(f"""
+        import atexit, logging, tempfile
+        import h5py, numpy as np
+        from lossatlas import lifecycle
+        logging.basicConfig(filename={str(log)!r}, level=logging.INFO)
+        lifecycle.track_peak_rss(logging.getLogger("job"))
+        left_open = open({str(data)!r}, "w")
+        for _ in range(1000):  # small writes: the last few kB wait in its buffer
+            left_open.write("x" * 100)
+        folder = tempfile.TemporaryDirectory()
+        print(folder.name, flush=True)
+        atexit.register(lambda: print("handlers ran", flush=True))
+        if {hdf5_open!r}:
+            f = h5py.File({str(h5)!r}, "w")
+            f["a"] = np.arange(1000)
+        lifecycle.exit_finished()
+        raise SystemExit(3)  # not reached
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    folder, ran = out.stdout.split("\n")[:2]
+    assert ran == "handlers ran" and not Path(folder).exists()
+    assert data.read_text() == "x" * 100_000
+    assert "CPU time: " in log.read_text()
+    if hdf5_open:
+        import h5py
+
+        with h5py.File(h5, "r") as f:
+            assert f["a"][-1] == 999
 
 
 def test_a_job_logs_its_peak_memory_and_its_children_cpu_time(tmp_path):

@@ -7,16 +7,19 @@ and the removal of a killed snakemake's lock.
 - :func:`exit_with_snakemake`: a job stops, and its Dask workers with it, when its snakemake is
   gone (kill -9) or it is signalled.
 - :func:`track_peak_rss`: the job's peak memory, logged on exit.
+- :func:`exit_finished`: a job that has done its work ends without tearing down its imports.
 - :func:`clear_stale_snakemake_lock`: the same command resumes after snakemake was killed,
   without ``--unlock``; only on a run that executes jobs.
 """
 
 from __future__ import annotations
 
+import _io
 import atexit
 import contextlib
 import errno
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -274,6 +277,32 @@ def exit_with_snakemake(log: logging.Logger, interval: float = 0.2) -> None:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     threading.Thread(target=watch, name="exit-with-snakemake", daemon=True).start()
+
+
+def exit_finished() -> None:
+    """End a job whose work is done and written, without the interpreter's teardown.
+
+    Tearing down what a job imported (numpy, SciPy, scikit-learn, pandas, matplotlib, h5py)
+    costs about 0.3 CPU-s, paid by each of a run's jobs for nothing. What of it matters runs
+    first: the exit handlers (the job's CPU and memory line, temporary folders, Dask's and
+    multiprocessing's clean-up), every Python file still open for writing flushed, logging
+    shut down. Where an HDF5 file is still open (the library caches its metadata), the usual
+    exit closes it instead.
+    """
+    # private, but the one way to run the handlers the interpreter would run at exit; it
+    # clears them, so the usual exit below does not run them twice
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    # io.IOBase's C base: the same files without the ABC's slow check (10 ms, not 90)
+    for obj in gc.get_objects():
+        if isinstance(obj, _io._IOBase):
+            with contextlib.suppress(Exception):
+                if not obj.closed and obj.writable():
+                    obj.flush()
+    h5py = sys.modules.get("h5py")
+    if h5py is not None and h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        sys.exit(0)
+    os._exit(0)
 
 
 # --- snakemake's own lock ------------------------------------------------------------------------

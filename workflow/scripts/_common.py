@@ -8,9 +8,9 @@ import os
 import sys
 import warnings
 
-from lossatlas.lifecycle import exit_with_snakemake, track_peak_rss
+from lossatlas.lifecycle import exit_finished, exit_with_snakemake, track_peak_rss
 
-__all__ = ["exit_with_snakemake", "setup_logging"]
+__all__ = ["exit_finished", "exit_with_snakemake", "setup_logging"]
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

@@ -1,6 +1,6 @@
 """Every rule's script: run the step named after the rule (lossatlas.steps.run_job)."""
 
-from _common import exit_with_snakemake, setup_logging
+from _common import exit_finished, exit_with_snakemake, setup_logging
 
 from lossatlas import steps
 
@@ -10,3 +10,4 @@ if sm.rule in steps.RUNTIME:
     # a step that runs Dask workers stops with Snakemake (none is left writing batch files)
     exit_with_snakemake(log)
 steps.run_job(sm, log)
+exit_finished()
