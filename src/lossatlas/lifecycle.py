@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import psutil
 
@@ -279,7 +280,7 @@ def exit_with_snakemake(log: logging.Logger, interval: float = 0.2) -> None:
     threading.Thread(target=watch, name="exit-with-snakemake", daemon=True).start()
 
 
-def exit_finished() -> None:
+def exit_finished() -> NoReturn:
     """End a job whose work is done and written, without the interpreter's teardown.
 
     Tearing down what a job imported (numpy, SciPy, scikit-learn, pandas, matplotlib, h5py)
