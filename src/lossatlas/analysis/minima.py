@@ -50,6 +50,8 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
+from lossatlas.model.network import predictions
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -573,10 +575,7 @@ def target_outputs(target, data_points=None) -> Callable[[np.ndarray], np.ndarra
 
     def key(points):
         out = target.network.forward(np.asarray(points, dtype=np.float64), X)
-        if target.network.loss == "cross_entropy":
-            out = np.exp(out - out.max(axis=2, keepdims=True))
-            out /= out.sum(axis=2, keepdims=True)
-        return out.reshape(len(out), -1)
+        return predictions(target.network.loss, out).reshape(len(out), -1)
 
     return key
 

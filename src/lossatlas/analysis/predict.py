@@ -21,7 +21,7 @@ import pandas as pd
 
 from lossatlas import canvas
 from lossatlas.analysis.draws import spread_points
-from lossatlas.model.network import loss_and_dout
+from lossatlas.model.network import loss_and_dout, predictions
 from lossatlas.storage import streaming
 
 SETS = ("good", "all")
@@ -42,15 +42,6 @@ class Predictions:
     test_loss: np.ndarray  # (chain, draws used): mean test loss of each draw
     accuracy: np.ndarray  # (chain, draws used): test accuracy of each draw (NaN: regression)
     summary: dict
-
-
-def _predictions(loss: str, out: np.ndarray) -> np.ndarray:
-    """What a draw predicts from its outputs ``(..., n, k)``: softmax probabilities under
-    cross-entropy, the outputs under a squared loss."""
-    if loss != "cross_entropy":
-        return out
-    e = np.exp(out - out.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _ensemble_loss(loss: str, mean_prediction: np.ndarray, y: np.ndarray) -> float:
@@ -118,7 +109,7 @@ def posterior_predictive(
         out = network.forward(x, X_test).reshape(n_chains, len(cols), n, k)
         point = loss_and_dout(loss, out.reshape(-1, n, k), y_test, need_grad=False)[0]
         test_loss[:, b0 : b0 + len(cols)] = point.mean(axis=1).reshape(n_chains, len(cols))
-        pred = _predictions(loss, out)
+        pred = predictions(loss, out)
         if classes:
             accuracy[:, b0 : b0 + len(cols)] = _accuracy(pred, y_test)
         sums["all"] += pred.sum(axis=1)
@@ -157,17 +148,16 @@ def _summary(table: pd.DataFrame, good_accuracy: np.ndarray, y_test, k: int, **a
     pooled = table[table["chain"] < 0].set_index("draws")
     chains = table[(table["chain"] >= 0) & (table["n_draws"] > 0)]
     out: dict = dict(about)
-    out |= {name: pooled.loc[name].drop("chain").to_dict() for name in SETS}
     for name in SETS:
-        out[name]["n_draws"] = int(out[name]["n_draws"])
-    n = len(y_test) if y_test is not None else None
-    for name in SETS:
+        row = pooled.loc[name].drop("chain").to_dict()
+        row["n_draws"] = int(row["n_draws"])
         by_chain = chains[chains["draws"] == name]["ensemble_accuracy"].dropna()
-        out[name]["chain_ensemble_accuracy_range"] = (
+        row["chain_ensemble_accuracy_range"] = (
             [float(by_chain.min()), float(by_chain.max())] if len(by_chain) else None
         )
-    for name in SETS:  # JSON has no NaN: a set without draws has no scores
-        out[name] = {key: None if v != v else v for key, v in out[name].items()}
+        # JSON has no NaN: a set without draws has no scores
+        out[name] = {key: None if v != v else v for key, v in row.items()}
+    n = len(y_test) if y_test is not None else None
     if y_test is None:
         out["finding"] = _regression_finding(out)
         return out

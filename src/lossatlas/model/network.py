@@ -96,6 +96,15 @@ def loss_and_dout(loss: str, out: np.ndarray, y: np.ndarray, need_grad: bool):
     return point, (2 * r if need_grad else None)
 
 
+def predictions(loss: str, out: np.ndarray) -> np.ndarray:
+    """What a network computes from its outputs ``(..., n, k)`` under ``loss``: the softmax
+    probabilities for cross-entropy, the outputs themselves for squared losses."""
+    if loss != "cross_entropy":
+        return out
+    e = np.exp(out - out.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 class MLP:
     """Fully connected network ``sizes = (d, *hidden, k)``; hidden layers use ``activation``,
     the output layer is linear (logits).
