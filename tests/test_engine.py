@@ -173,7 +173,7 @@ def timing(cfg) -> dict:
     return {"lock_timeout": d["lock_timeout"], "progress_interval": d["progress_interval"]}
 
 
-def run_on(cluster_workers, cfg, out_dir, log, during=None):
+def run_on(cluster_workers, cfg, out_dir, log, during=None, until_check=None):
     from distributed import Client, LocalCluster
 
     with (
@@ -188,7 +188,7 @@ def run_on(cluster_workers, cfg, out_dir, log, during=None):
     ):
         exp = next(iter(config.experiments(cfg).values()))
         ds = data.for_experiment(cfg["dataset"], exp.transforms)
-        kw = {**steps.sampling_arguments(cfg), **timing(cfg)}
+        kw = {**steps.sampling_arguments(cfg), **timing(cfg), "until_check": until_check}
         if during is None:
             summary = engine.run_experiment(exp, ds, out_dir, client, log, **kw)
         else:
@@ -404,6 +404,42 @@ def test_workflow_until_check_is_the_diagnose_verdict(one_worker, exp_cfg, tmp_p
     assert not early["converged"] and "not converged at 10 draws per chain" in early["reading"]
 
 
+def test_the_store_keeps_the_stopping_checks_table_for_diagnose(exp_cfg, tmp_path):
+    """The workflow's sampler.until check keeps with the draws the table it measured where the
+    run stopped (U, the canonical parameters, the outputs on the data): the diagnose rule's
+    table on that store, number for number, so diagnose reads it instead of measuring the same
+    draws again. Of other quantities (another diagnose.output_points) it is not used, and the
+    verdicts recorded in the store hold no table."""
+    from lossatlas.analysis import diagnostics
+
+    until = {"r_hat": 1.5, "ess": 10, "confirm": 2}
+    cfg = config.validate({**exp_cfg, "sampler": {**exp_cfg["sampler"], "until": until}})
+    exp = next(iter(config.experiments(cfg).values()))
+    ds = data.for_experiment(cfg["dataset"], exp.transforms)
+    out = tmp_path / "rotate-0"
+    check = steps.until_check(steps.settings("sample", cfg), ds, 1, tmp_path / ".view.h5")
+    summary, _ = run_on(1, cfg, out, logging.getLogger("test.kept"), until_check=check)
+    assert summary["until"]["converged"] and summary["until"]["draws"] < 150
+    assert engine.STORE_GROUPS not in summary["until"]
+    s = steps.settings("diagnose", cfg)
+    target, args = steps.target(s, ds), steps.table_arguments(s)
+    assert args["output_points"] != 3
+    with store.SampleStore(out / "samples.h5") as sample:
+        kept = diagnostics.kept_invariant_table(sample, ds, target, args["output_points"])
+        measured = diagnostics.invariant_table(sample, ds, target, **args)
+        assert diagnostics.kept_invariant_table(sample, ds, target, 3) is None
+    assert kept.to_csv(index=False) == measured.to_csv(index=False)
+    assert set(kept["space"]) == {"energy", "canonical", "outputs"}
+    with h5py.File(out / "samples.h5", "r") as f:
+        verdicts = json.loads(f.attrs["until"])["verdicts"]
+    assert verdicts and all(engine.STORE_GROUPS not in v for v in verdicts)
+    # a fixed-length run keeps none: diagnose measures
+    fixed = tmp_path / "fixed" / "rotate-0"
+    run_on(1, exp_cfg, fixed, logging.getLogger("test.kept"))
+    with store.SampleStore(fixed / "samples.h5") as sample:
+        assert diagnostics.kept_invariant_table(sample, ds, target, args["output_points"]) is None
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_an_hmc_store_shows_the_hamiltonian_as_its_energy(tmp_path, backend):
     """ArviZ's layout on an HMC store: `energy` is the Hamiltonian at each draw (the last of
@@ -503,7 +539,8 @@ def test_until_rechecks_what_failed_first(one_worker, exp_cfg, tmp_path):
     args.pop("tmp_dir", None)
     target = steps.target(s, ds)
     with store.SampleStore(out / "samples.h5") as sample:
-        inv, failed = _identifiable(sample, ds, target, 1, args, {})
+        inv, failed, measured = _identifiable(sample, ds, target, 1, args, {})
+        assert measured["r_hat"].tolist() == table["r_hat"].tolist()
         names = failed["canonical parameters"]
         assert sorted(names) == sorted(canonical["name"][canonical["r_hat"] >= cut])
         # the recheck measures exactly those quantities, with the full check's numbers
@@ -511,12 +548,13 @@ def test_until_rechecks_what_failed_first(one_worker, exp_cfg, tmp_path):
         assert list(part["name"]) == [n for n in table["name"] if n in set(part["name"])]
         assert set(part["name"]) == {n for group in failed.values() for n in group}
         assert part["r_hat"].tolist() == r[list(part["name"])].tolist()
-        recheck, still = _identifiable(sample, ds, target, 1, args, failed)
-        assert still == failed
+        recheck, still, partial = _identifiable(sample, ds, target, 1, args, failed)
+        assert still == failed and partial is None  # no table of every quantity to keep
         assert recheck["canonical parameters"]["n"] == len(names)
         # quantities that pass now: every quantity is measured again, as at the first check
         passing = {"canonical parameters": list(canonical["name"][:2])}
-        assert _identifiable(sample, ds, target, 1, args, passing) == (inv, failed)
+        again, failed_again, _ = _identifiable(sample, ds, target, 1, args, passing)
+        assert (again, failed_again) == (inv, failed)
 
 
 def test_until_next_skips_towards_the_measured_rate():

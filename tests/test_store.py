@@ -199,6 +199,32 @@ def test_store_follows_arviz_sample_stats(tmp_path):
         np.testing.assert_array_equal(f["sample_stats/lp"][()], -0.5 * energy)
 
 
+def test_a_group_kept_with_the_draws_reads_back_and_a_damaged_number_is_refused(tmp_path):
+    """``build``'s real groups read back as written (text as str, numbers bit for bit) and
+    load with xarray; a number damaged on disk fails its checksum instead of being read."""
+    path = tmp_path / "chains" / "batch-0000.h5"
+    write(path, {"b": 0}, blocks(BLOCK, 1))
+    values = np.array([0.1, np.nan, 1 / 3, 1e300])
+    groups = {"kept": {"name": (("q",), np.array(["U", "w[0]", "p[1,0]", "x"], dtype=object)),
+                       "value": (("q",), values)}}  # fmt: skip
+    out = store.build([path], tmp_path / "samples.h5", [f"w[{i}]" for i in range(P)],
+                      groups=groups)  # fmt: skip
+    with store.SampleStore(out) as s:
+        kept = s.group("kept")
+        assert s.group("absent") is None and s.group("posterior") is not None
+    assert list(kept) == ["name", "value"] and list(kept["name"]) == ["U", "w[0]", "p[1,0]", "x"]
+    assert kept["value"].tobytes() == values.tobytes()
+    with xr.open_dataset(out, group="kept", engine="h5netcdf") as ds:
+        assert list(ds["name"].values) == ["U", "w[0]", "p[1,0]", "x"]
+    with h5py.File(out, "r") as f:
+        at = f["kept/value"].id.get_chunk_info(0).byte_offset
+    raw = bytearray(out.read_bytes())
+    raw[at + 9] ^= 0xFF  # one bit pattern of the second half of 0.1
+    out.write_bytes(bytes(raw))
+    with store.SampleStore(out) as s, pytest.raises(OSError):
+        s.group("kept")
+
+
 @pytest.fixture
 def results(tmp_path):
     """A results dir with two batch files and samples.h5 over them; returns (dir, theta)."""

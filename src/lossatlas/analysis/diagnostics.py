@@ -484,49 +484,53 @@ def write(out_dir, table: pd.DataFrame, norm: pd.DataFrame, summary: dict) -> di
 _SPACES = {"energy": "U", "canonical": "canonical parameters", "outputs": "outputs on the data"}
 
 
+def _space_names(store, dataset, target: model.Target, output_points: int | None):
+    """``[(space, names)]``: the canonical parameters of ``target``'s network (where it has a
+    symmetry group) and its outputs on (at most ``output_points`` of) the data."""
+    out_names = draws.output_names(dataset, draws.spread_points(dataset.n_points, output_points))
+    if target.network.canonical_transform() is None:
+        return [("outputs", out_names)]
+    return [("canonical", list(store.param_names)), ("outputs", out_names)]
+
+
 def _views(store, dataset, target: model.Target, blocks: dict, output_points: int | None):
-    """``[(view, names, space)]``: the canonical parameters of ``target``'s network (where it
-    has a symmetry group) and its outputs on the data, as views of ``store.theta``."""
-    on = draws.spread_points(dataset.n_points, output_points)
-    outs = streaming.DrawView(store.theta, minima.target_outputs(target, on), **blocks)
-    out_names = draws.output_names(dataset, on)
-    canonical = target.network.canonical_transform()
-    if canonical is None:
-        return [(outs, out_names, "outputs")]
-    canon = streaming.DrawView(store.theta, canonical, **blocks)
-    return [(canon, list(store.param_names), "canonical"), (outs, out_names, "outputs")]
+    """``[(view, names, space)]`` of :func:`_space_names`, as views of ``store.theta``."""
+    transforms = {
+        "canonical": target.network.canonical_transform,
+        "outputs": lambda: minima.target_outputs(
+            target, draws.spread_points(dataset.n_points, output_points)
+        ),
+    }
+    return [
+        (streaming.DrawView(store.theta, transforms[space](), **blocks), names, space)
+        for space, names in _space_names(store, dataset, target, output_points)
+    ]
 
 
-def invariant_diagnostics(
+def invariant_table(
     store,
     dataset,
     target: model.Target,
-    raw_table: pd.DataFrame | None,
     *,
     param_block: int,
-    rhat_max: float,
-    ess_min: float,
     draw_block: int,
     max_block_mb: float,
     workers: int = 1,
     tmp_dir=None,
     output_points: int | None = None,
-):
-    """(table, summary). Table: summarize rows of U (``space`` energy), the canonical
-    parameters (canonical) and the outputs on the data (outputs) of ``target``'s network.
-    Summary: per space, raw parameters included from ``raw_table`` (None: left out), the
-    worst R-hat, smallest ESS and pass/fail against ``rhat_max`` and ``ess_min``. ``tmp_dir``: where
-    a derived view wider than one parameter block is written once (:func:`streaming.materialized`)
-    instead of being recomputed per block; ``workers``: processes of the diagnostics;
+) -> pd.DataFrame:
+    """Summarize rows of U (``space`` energy), the canonical parameters (canonical) and the
+    outputs on the data (outputs) of ``target``'s network. ``tmp_dir``: where a derived view
+    wider than one parameter block is written once (:func:`streaming.materialized`) instead
+    of being recomputed per block; ``workers``: processes of the diagnostics;
     ``output_points``: the outputs on at most this many data points, evenly spaced (None:
     all)."""
     energy = store.potential()
     blocks = {"draw_block": draw_block, "max_block_mb": max_block_mb}
-    views = _views(store, dataset, target, blocks, output_points)
     tables = []
     # U once: with the first space (the canonical parameters, or the outputs where there
     # are none)
-    for k, (view, names, space) in enumerate(views):
+    for k, (view, names, space) in enumerate(_views(store, dataset, target, blocks, output_points)):
         u = energy if k == 0 else None
         # more than one column block: transform every draw once, not once per block
         with (
@@ -539,7 +543,15 @@ def invariant_diagnostics(
             t = t[t["kind"] != "energy"]
         t.insert(0, "space", np.where(t["kind"] == "energy", "energy", space))
         tables.append(t)
-    table = pd.concat(tables, ignore_index=True)
+    return pd.concat(tables, ignore_index=True)
+
+
+def invariant_summary(
+    table: pd.DataFrame, raw_table: pd.DataFrame | None, rhat_max: float, ess_min: float
+) -> dict:
+    """Per space of :func:`invariant_table`'s ``table``, raw parameters included from
+    ``raw_table`` (None: left out): the worst R-hat, smallest ESS and pass/fail against
+    ``rhat_max`` and ``ess_min``."""
     spaces = [(_SPACES[k], table[table["space"] == k]) for k in ("energy", "canonical", "outputs")]
     if raw_table is not None:
         raw = raw_table.assign(space=np.where(raw_table["kind"] == "energy", "energy", "raw"))
@@ -547,9 +559,54 @@ def invariant_diagnostics(
     summary = {"thresholds": {"r_hat_max": rhat_max, "ess_min": ess_min}}
     for space, t in spaces:
         summary[space] = space_verdict(t, rhat_max, ess_min)
-    if len(views) == 1:
+    if not (table["space"] == "canonical").any():
         summary["canonical parameters"] = {"n": 0, "pass": True, "note": NO_CANONICAL}
-    return table, summary
+    return summary
+
+
+def invariant_diagnostics(
+    store,
+    dataset,
+    target: model.Target,
+    raw_table: pd.DataFrame | None,
+    *,
+    rhat_max: float,
+    ess_min: float,
+    **table_args,
+):
+    """(table, summary): :func:`invariant_table` and its :func:`invariant_summary`."""
+    table = invariant_table(store, dataset, target, **table_args)
+    return table, invariant_summary(table, raw_table, rhat_max, ess_min)
+
+
+# The group of samples.h5 that holds sampler.until's table at the draws the run stopped at
+UNTIL_GROUP = "until_check"
+
+
+def table_group(table: pd.DataFrame) -> dict:
+    """:func:`invariant_table`'s ``table`` as a store group (variable -> (dims, array)),
+    one column a variable."""
+    return {c: (("quantity",), table[c].to_numpy()) for c in table.columns}
+
+
+def kept_invariant_table(store, dataset, target: model.Target, output_points: int | None):
+    """The :func:`invariant_table` that ``sampler.until``'s stopping check measured on the
+    store's draws and kept in it (:data:`UNTIL_GROUP`), or None where the store holds none,
+    or one of other quantities than ``target``'s on ``dataset`` (then compute it)."""
+    kept = store.group(UNTIL_GROUP)
+    if kept is None:
+        return None
+    table = pd.DataFrame({c: kept[c] for c in ("space", *SUMMARY_COLUMNS) if c in kept})
+    expected = [("energy", ENERGY_NAME)] + [
+        (space, n)
+        for space, names in _space_names(store, dataset, target, output_points)
+        for n in names
+    ]
+    if list(table.columns) != ["space", *SUMMARY_COLUMNS] or expected != list(
+        zip(table["space"], table["name"], strict=True)
+    ):
+        return None
+    return table
 
 
 def failing_quantities(table: pd.DataFrame, rhat_max: float, ess_min: float) -> dict:

@@ -53,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 PROGRESS_TOPIC = "lossatlas-progress"
 LOG_TOPIC = "lossatlas-log"
+# A check's verdict may hold, under this key, groups of arrays (name -> variable -> (dims,
+# array)) that it measured on the draws: the store keeps those of the check the run stops at.
+STORE_GROUPS = "store_groups"
 # Retries are for what a rerun can fix (a lost worker, a transient error); a full disk or a
 # damaged file fails the same way on every try, so run_batch returns those as "error" instead.
 RETRIES = 3
@@ -541,7 +544,8 @@ def run_experiment(
     caller already holds it (:func:`experiment_lock`). ``seed``, ``model``, ``target``,
     ``sampler`` as in :func:`batch_specs`. ``until_check(paths, n_draws, on_read=None) -> dict``
     decides ``sampler.until`` (default :func:`until_verdict`, U alone), calling ``on_read()``
-    once it has read the batch files, so the batches may go on meanwhile. ``store_path``: where the
+    once it has read the batch files, so the batches may go on meanwhile; the store keeps the
+    :data:`STORE_GROUPS` of the verdict the run stops at. ``store_path``: where the
     store is written, in ``out_dir`` (default ``samples.h5``).
     """
     log = log or logger
@@ -706,9 +710,12 @@ def _finish_round(client, futures, progress: _RoundProgress, warnings, interval)
     return summaries
 
 
-def _write_store(specs, store_path: Path, param_names, name: str, n_draws: int, stop: dict):
-    """The store of the batches' first ``n_draws`` draws at ``store_path``, with the data and
-    the provenance (``stop``: how ``sampler.until`` stopped, if it did)."""
+def _write_store(
+    specs, store_path: Path, param_names, name: str, n_draws: int, stop: dict, kept: dict
+):
+    """The store of the batches' first ``n_draws`` draws at ``store_path``, with the data,
+    the provenance (``stop``: how ``sampler.until`` stopped, if it did) and the groups the
+    stopping check ``kept`` (name -> variable -> (dims, array))."""
     data = specs[0]["dataset"]
     return store.build(
         [spec["path"] for spec in specs],
@@ -732,6 +739,7 @@ def _write_store(specs, store_path: Path, param_names, name: str, n_draws: int, 
                 else {"y": (("point",), data["y"])}
             ),
             "constant_data": {"X": (("point", "feature"), data["X"])},
+            **kept,
         },
     )
 
@@ -781,6 +789,7 @@ def _run_experiment(
     client.subscribe_topic(LOG_TOPIC, warnings.on_log)
     paths = [spec["path"] for spec in specs]
     ahead: tuple[int, list] | None = None  # a round started while a check ran, and its draws
+    kept: dict = {}  # the groups the last check would keep with the draws (STORE_GROUPS)
 
     def finish(futures):
         return _finish_round(client, futures, progress, warnings, float(progress_interval))
@@ -814,6 +823,7 @@ def _run_experiment(
 
                 on_read = {"on_read": read}
             verdicts.append(check(paths, n_draws, **on_read))
+            kept = verdicts[-1].pop(STORE_GROUPS, None) or {}
             log.info("%s: %s", name, verdicts[-1]["reading"])
             if until_stops(verdicts, until["confirm"]):
                 break
@@ -826,7 +836,7 @@ def _run_experiment(
     draws_total = s["n_chains"] * n_draws
     # provenance of the stop, kept with the draws
     stop = {"until": json.dumps({**until, "verdicts": verdicts})} if until else {}
-    out = _write_store(specs, store_path, param_names, name, n_draws, stop)
+    out = _write_store(specs, store_path, param_names, name, n_draws, stop, kept)
     computed = sum(x["draws_computed"] * x["n_chains"] for r in rounds for x in r)
     # what the checkpoints held before this run: with sampler.until a later round also
     # "resumes" the draws an earlier round of this run computed

@@ -19,13 +19,13 @@ READS: dict[str, tuple[str, ...]] = {
 def invariant_arguments(s: Mapping) -> dict[str, Any]:
     """Keyword arguments of :func:`lossatlas.analysis.diagnostics.invariant_diagnostics`."""
     c = s["diagnose"]
-    return {
-        "param_block": c["param_block"],
-        "rhat_max": c["rhat_max"],
-        "ess_min": c["ess_min"],
-        "output_points": c["output_points"],
-        **blocks(s),
-    }
+    return {"rhat_max": c["rhat_max"], "ess_min": c["ess_min"], **table_arguments(s)}
+
+
+def table_arguments(s: Mapping) -> dict[str, Any]:
+    """Keyword arguments of :func:`lossatlas.analysis.diagnostics.invariant_table`."""
+    c = s["diagnose"]
+    return {"param_block": c["param_block"], "output_points": c["output_points"], **blocks(s)}
 
 
 def diagnose(inputs, outputs, s: Mapping, name: str, threads: int, log: logging.Logger) -> None:
@@ -54,15 +54,20 @@ def diagnose(inputs, outputs, s: Mapping, name: str, threads: int, log: logging.
         )
         # Symmetric copies of one network look like unmixed modes in raw coordinates; canonical
         # parameters and the outputs on the data do not change under the symmetries.
-        inv, inv_summary = diagnostics.invariant_diagnostics(
-            store,
-            ds,
-            target(s, ds),
-            table,
-            workers=threads,
-            tmp_dir=Path(outputs.summary).parent,
-            **invariant_arguments(s),
-        )
+        the_target, args = target(s, ds), table_arguments(s)
+        inv = diagnostics.kept_invariant_table(store, ds, the_target, args["output_points"])
+        if inv is None:
+            inv = diagnostics.invariant_table(
+                store, ds, the_target, workers=threads, tmp_dir=Path(outputs.summary).parent, **args
+            )
+        else:
+            log.info(
+                "%s: U, the canonical parameters and the outputs on the data as sampler.until's "
+                "stopping check measured them on these draws (kept in %s)",
+                name,
+                inputs.samples,
+            )
+    inv_summary = diagnostics.invariant_summary(inv, table, c["rhat_max"], c["ess_min"])
     inv.to_csv(outputs.invariant, index=False)
     Path(outputs.invariant_summary).write_text(json.dumps(inv_summary, indent=2) + "\n")
     verdict = diagnostics.identifiable_verdict(verdict, inv_summary)

@@ -213,8 +213,9 @@ class _Held:
 
 
 def _identifiable(view, ds, the_target, threads: int, args: dict, failed: dict):
-    """(summary, failing): what :func:`until_check` judges, as the diagnose rule measures it,
-    and the quantities that miss the targets (:func:`diagnostics.failing_quantities`).
+    """(summary, failing, table): what :func:`until_check` judges, as the diagnose rule
+    measures it, the quantities that miss the targets (:func:`diagnostics.failing_quantities`)
+    and, where every quantity was measured, their table (else None).
 
     U first, alone: the verdict fails with it, so the outputs and canonical parameters wait
     until U passes. Then, where an earlier check named ``failed`` quantities, those alone
@@ -231,7 +232,7 @@ def _identifiable(view, ds, the_target, threads: int, args: dict, failed: dict):
     inv["U"] = diagnostics.space_verdict(u, rhat_max, ess_min)
     if not inv["U"]["pass"]:
         waiting = {"n": 0, "pass": True, "note": "checked once U passes"}
-        return {**inv, "outputs on the data": waiting, "canonical parameters": waiting}, {}
+        return {**inv, "outputs on the data": waiting, "canonical parameters": waiting}, {}, None
     if failed:
         table, spaces = diagnostics.recheck(view, ds, the_target, failed, workers=threads, **args)
         still = diagnostics.failing_quantities(table, rhat_max, ess_min)
@@ -239,11 +240,11 @@ def _identifiable(view, ds, the_target, threads: int, args: dict, failed: dict):
             names = ", ".join(n for group in still.values() for n in group)
             waiting = {"n": 0, "pass": True, "note": f"checked once {names} pass"}
             rest = {k: spaces.get(k, waiting) for k in diagnostics.IDENTIFIABLE[1:]}
-            return {**inv, **rest}, still
+            return {**inv, **rest}, still, None
     table, inv = diagnostics.invariant_diagnostics(
         view, ds, the_target, None, workers=threads, **args
     )
-    return inv, diagnostics.failing_quantities(table, rhat_max, ess_min)
+    return inv, diagnostics.failing_quantities(table, rhat_max, ess_min), table
 
 
 def _draws_needed(inv: dict, n_draws: int, until: Mapping) -> int | None:
@@ -263,6 +264,7 @@ def until_check(s: Mapping, ds, threads: int, view_path):
     ``samples.h5`` is, and removed after)."""
     from lossatlas.analysis import diagnostics
     from lossatlas.model.network import model_layout
+    from lossatlas.sampling import engine
     from lossatlas.storage import store
 
     u = s["sampler"]["until"]
@@ -285,13 +287,13 @@ def until_check(s: Mapping, ds, threads: int, view_path):
             with store.SampleStore(view_path) as view:
                 held = _Held.of(view, args["max_block_mb"]) if on_read is not None else None
                 if held is None:
-                    inv, failed = _identifiable(view, ds, the_target, threads, args, failed)
+                    inv, failed, table = _identifiable(view, ds, the_target, threads, args, failed)
         finally:
             view_path.unlink(missing_ok=True)
         if held is not None:
             # the draws are in memory and the view is closed: the batches may go on meanwhile
             on_read()
-            inv, failed = _identifiable(held, ds, the_target, threads, args, failed)
+            inv, failed, table = _identifiable(held, ds, the_target, threads, args, failed)
         short = diagnostics.identifiable_shortfalls(inv)
         reading = (
             f"not converged at {n_draws} draws per chain: {'; '.join(short)}"
@@ -310,6 +312,11 @@ def until_check(s: Mapping, ds, threads: int, view_path):
                         for k in worst}
                 for space in diagnostics.IDENTIFIABLE
             },
+            # the diagnose rule reads the table of the check the run stops at from the store
+            # instead of measuring the same draws again
+            **({} if table is None else {
+                engine.STORE_GROUPS: {diagnostics.UNTIL_GROUP: diagnostics.table_group(table)}
+            }),
         }  # fmt: skip
 
     return check

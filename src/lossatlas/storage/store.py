@@ -830,7 +830,12 @@ def _real_group(g: h5py.Group, variables: Mapping[str, tuple[tuple[str, ...], np
             if dim not in scales:
                 scales[dim] = _scale(g, dim, np.arange(size, dtype=np.int64))
     for name, (dims, data) in variables.items():
-        ds = g.create_dataset(name, data=np.asarray(data))
+        data = np.asarray(data)
+        if data.dtype.kind in "UO":  # text
+            ds = g.create_dataset(name, data=data.astype(object), dtype=h5py.string_dtype())
+        else:
+            # a checksum per chunk: HDF5 refuses to read a damaged number rather than show it
+            ds = g.create_dataset(name, data=data, fletcher32=data.size > 0)
         for i, dim in enumerate(dims):
             ds.dims[i].attach_scale(scales[dim])
 
@@ -907,6 +912,19 @@ class SampleStore:
         had its own name holds it as ``energy``)."""
         ss = self._f["sample_stats"]
         return ss[POTENTIAL if POTENTIAL in ss else "energy"][()]
+
+    def group(self, name: str) -> dict[str, np.ndarray] | None:
+        """The variables of the real group ``name`` written by :func:`build` (``groups``), text
+        as ``str``, or None where the store has none. A damaged number raises (checksums)."""
+        g = self._f.get(name)
+        if not isinstance(g, h5py.Group):
+            return None
+        out = {}
+        for k, ds in g.items():
+            if ds.is_scale:
+                continue
+            out[k] = ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()]
+        return out
 
     def iter_param_blocks(self, size: int) -> Iterator[tuple[slice, np.ndarray]]:
         """``(slice, theta[:, :, slice])`` for consecutive blocks of ``size`` parameters."""
