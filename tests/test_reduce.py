@@ -141,6 +141,18 @@ def test_top_eigenpairs_equal_a_full_decomposition(spectrum):
     np.testing.assert_allclose(sym @ vecs, vecs * vals, atol=1e-8 * vals.max())
 
 
+@pytest.mark.parametrize("n", [4, 5, 60])
+def test_top_eigenpairs_of_a_null_or_small_matrix(n):
+    """Where Lanczos cannot run (a null matrix: identical draws; k within one of n) every
+    pair comes from LAPACK: eigenvalues 0 for the null matrix; a diagonal one's largest, either
+    way."""
+    vals, vecs = rd.top_eigenpairs(np.zeros((n, n)), 3)
+    assert vals.tolist() == [0.0, 0.0, 0.0] and vecs.shape == (n, 3)
+    sym = np.diag(np.arange(1.0, n + 1))
+    vals, _ = rd.top_eigenpairs(sym, 3)
+    np.testing.assert_allclose(vals, [n, n - 1, n - 2], rtol=1e-13)
+
+
 def test_streaming_from_h5py_equals_numpy(tmp_path):
     x = _curved(4)
     with h5py.File(tmp_path / "t.h5", "w") as f:

@@ -44,7 +44,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import scipy.linalg
 from sklearn.decomposition import PCA, IncrementalPCA, KernelPCA
 from sklearn.kernel_approximation import Nystroem
 from sklearn.metrics.pairwise import rbf_kernel
@@ -364,17 +363,26 @@ def _nystroem(theta, ref_rows, flat_emb, k, gamma, dpb, seed, kernel_error=None)
 
 def top_eigenpairs(sym: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` largest eigenvalues of the symmetric ``sym``, clipped at 0 and descending, and
-    their eigenvectors ``(n, k)``: bisection and inverse iteration for those alone, a fraction
-    of a full decomposition's cost (all pairs where that driver does not return ``k``)."""
+    their eigenvectors ``(n, k)``: Lanczos iterations (ARPACK), as scikit-learn's
+    ``KernelPCA`` finds a few components of a large kernel, from a fixed start vector and on
+    one BLAS thread, so the bits depend on ``sym`` alone; every pair by LAPACK where ARPACK
+    cannot give them (``k`` within one of ``n``, no convergence, a null matrix)."""
+    from scipy.sparse.linalg import ArpackError, eigsh
+    from threadpoolctl import threadpool_limits
+
     n = len(sym)
     k = min(int(k), n)
-    try:
-        evals, evecs = scipy.linalg.eigh(sym, subset_by_index=[n - k, n - 1], driver="evx")
-    except np.linalg.LinAlgError:
-        evals = np.empty(0)
-    if len(evals) != k:
-        evals, evecs = np.linalg.eigh(sym)
-        evals, evecs = evals[n - k :], evecs[:, n - k :]
+    evals = None
+    with threadpool_limits(limits=1):
+        if k < n - 1:
+            start = np.random.default_rng(0).uniform(-1.0, 1.0, n)
+            try:
+                evals, evecs = eigsh(sym, k, which="LA", v0=start)
+            except ArpackError:  # no convergence, or a null matrix (every start vector dies)
+                evals = None
+        if evals is None:
+            evals, evecs = np.linalg.eigh(sym)
+            evals, evecs = evals[n - k :], evecs[:, n - k :]
     return np.clip(evals[::-1], 0, None), evecs[:, ::-1]
 
 
@@ -395,7 +403,6 @@ def gamma_scan(
     ``n_components``-D embedding (scikit-learn, ``n_neighbors``: 1 = every neighbour kept),
     and the gamma, if any, at which the error falls below the report's :data:`REPORT_ERROR`."""
     from sklearn.manifold import trustworthiness
-    from threadpoolctl import threadpool_limits
 
     X = np.asarray(X, dtype=np.float64)
     m = len(X)
@@ -403,9 +410,7 @@ def gamma_scan(
     for f in multipliers:
         K = rbf_kernel(X, gamma=gamma0 * f)
         Kc = K - K.mean(0) - K.mean(1)[:, None] + K.mean()
-        # on one thread: the LAPACK drivers' bits depend on the thread count
-        with threadpool_limits(limits=1):
-            w, V = top_eigenpairs(Kc, n_components)
+        w, V = top_eigenpairs(Kc, n_components)
         errors.append(_explained_error(w, float(np.trace(Kc))))
         emb = V * np.sqrt(w)
         trust.append(float(trustworthiness(X, emb, n_neighbors=min(n_neighbors, m // 2 - 1))))
