@@ -403,17 +403,23 @@ def gamma_scan(
     ``n_components``-D embedding (scikit-learn, ``n_neighbors``: 1 = every neighbour kept),
     and the gamma, if any, at which the error falls below the report's :data:`REPORT_ERROR`."""
     from sklearn.manifold import trustworthiness
+    from sklearn.metrics import pairwise_distances
+    from sklearn.metrics.pairwise import euclidean_distances
 
     X = np.asarray(X, dtype=np.float64)
     m = len(X)
+    # the distances once, not once per gamma: rbf_kernel is exp(-gamma * these squared), and
+    # trustworthiness ranks these; the same numbers as computing them in every call
+    squared, dist = euclidean_distances(X, squared=True), pairwise_distances(X)
     errors, trust = [], []
     for f in multipliers:
-        K = rbf_kernel(X, gamma=gamma0 * f)
+        K = np.exp(squared * -(gamma0 * f))
         Kc = K - K.mean(0) - K.mean(1)[:, None] + K.mean()
         w, V = top_eigenpairs(Kc, n_components)
         errors.append(_explained_error(w, float(np.trace(Kc))))
         emb = V * np.sqrt(w)
-        trust.append(float(trustworthiness(X, emb, n_neighbors=min(n_neighbors, m // 2 - 1))))
+        k = min(n_neighbors, m // 2 - 1)
+        trust.append(float(trustworthiness(dist, emb, n_neighbors=k, metric="precomputed")))
     gammas = [float(gamma0 * f) for f in multipliers]
     reached = [g for g, e in zip(gammas, errors, strict=True) if e < REPORT_ERROR]
     best = int(np.argmin(errors))
