@@ -7,6 +7,9 @@ and how long ``snakemake -n`` takes to plan a 1,080-experiment sweep.
 - ``plan``: ``snakemake -n`` on rotate 0..359 x scale 1, 1.5, 2 (1,080 experiments): wall time
   and the peak memory of the planning process.
 
+The sweep holds the default's experiments: their own jobs' CPU in both runs is the same work,
+which shows what a sweep adds to an experiment (the other experiments' landscapes differ).
+
 Each run starts from a fresh results folder with numba's compile cache warm. Prints wall and
 CPU per experiment of each run, their ratio, the per-rule CPU per experiment (the rules that
 run once per network or per sweep are where sharing shows), and the plan; ``--write`` puts the
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import rounds
-from bench_e2e import per_rule, snakemake
+from bench_e2e import job_cpu, per_rule, snakemake
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -43,9 +46,20 @@ def _configfile(work: Path, name: str, cfg: dict) -> Path:
     return path
 
 
+# the default's experiments, which the sweep holds too
+SHARED = ("rotate-0", "rotate-120", "rotate-240")
+
+
 def _run(results: Path, configfile: Path | None) -> dict:
     snakemake(results, configfiles=[configfile] if configfile else [])
     return per_rule(results)
+
+
+def _shared_cpu(results: Path) -> float:
+    """CPU-seconds of the jobs of :data:`SHARED`'s experiments alone, as each logged it: the
+    same work in both runs, so what a sweep adds to an experiment's own jobs shows."""
+    logs = [log for e in SHARED for log in (results / "logs" / e).glob("*.log")]
+    return sum(c for c in map(job_cpu, logs) if c is not None)
 
 
 def _plan(configfile: Path) -> tuple[float, float]:
@@ -68,6 +82,7 @@ def main():
     sweep_cfg = _configfile(work, "sweep", SWEEP)
     n_exp = {"default": 3, "sweep": len(SWEEP["experiments"]["sweep"]["rotate"])}
     rules: dict[str, list[dict]] = {"default": [], "sweep": []}
+    shared: dict[str, list[float]] = {"default": [], "sweep": []}
     print(rounds.machine())
     # first, while this process has waited for no other child: the peak RSS is the plan's
     plan_wall, plan_rss = _plan(_configfile(work, "plan", PLAN))
@@ -79,6 +94,7 @@ def main():
         def run():
             results = work / f"{name}-{len(rules[name])}"
             rules[name].append(_run(results, configfile))
+            shared[name].append(_shared_cpu(results))
             shutil.rmtree(results)
 
         return run
@@ -109,6 +125,12 @@ def main():
         "",
         f"Per experiment, sweep / default: wall {r['wall'] * scale:.2f}, "
         f"CPU {r['cpu'] * scale:.2f}.",
+        "",
+        f"The default's experiments ({', '.join(SHARED)}) in both runs, their own jobs' CPU "
+        f"(the same work): {np.median(shared['default']):.1f} s in the default, "
+        f"{np.median(shared['sweep']):.1f} s within the sweep "
+        f"({np.median(shared['sweep']) / np.median(shared['default']):.2f}). The sweep's other "
+        "experiments are other landscapes: their jobs cost what their chains and minima need.",
         "",
         "CPU per experiment by rule (seconds; a rule that runs once per network or per sweep is "
         "divided by the experiments it serves):",
