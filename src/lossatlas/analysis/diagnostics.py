@@ -495,14 +495,13 @@ def _space_names(store, dataset, target: model.Target, output_points: int | None
 
 def _views(store, dataset, target: model.Target, blocks: dict, output_points: int | None):
     """``[(view, names, space)]`` of :func:`_space_names`, as views of ``store.theta``."""
+    on = draws.spread_points(dataset.n_points, output_points)
     transforms = {
-        "canonical": target.network.canonical_transform,
-        "outputs": lambda: minima.target_outputs(
-            target, draws.spread_points(dataset.n_points, output_points)
-        ),
+        "canonical": target.network.canonical_transform(),
+        "outputs": minima.target_outputs(target, on),
     }
     return [
-        (streaming.DrawView(store.theta, transforms[space](), **blocks), names, space)
+        (streaming.DrawView(store.theta, transforms[space], **blocks), names, space)
         for space, names in _space_names(store, dataset, target, output_points)
     ]
 

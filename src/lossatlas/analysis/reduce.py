@@ -411,6 +411,7 @@ def gamma_scan(
     # the distances once, not once per gamma: rbf_kernel is exp(-gamma * these squared), and
     # trustworthiness ranks these; the same numbers as computing them in every call
     squared, dist = euclidean_distances(X, squared=True), pairwise_distances(X)
+    neighbours = min(n_neighbors, m // 2 - 1)
     errors, trust = [], []
     for f in multipliers:
         K = np.exp(squared * -(gamma0 * f))
@@ -418,8 +419,9 @@ def gamma_scan(
         w, V = top_eigenpairs(Kc, n_components)
         errors.append(_explained_error(w, float(np.trace(Kc))))
         emb = V * np.sqrt(w)
-        k = min(n_neighbors, m // 2 - 1)
-        trust.append(float(trustworthiness(dist, emb, n_neighbors=k, metric="precomputed")))
+        trust.append(
+            float(trustworthiness(dist, emb, n_neighbors=neighbours, metric="precomputed"))
+        )
     gammas = [float(gamma0 * f) for f in multipliers]
     reached = [g for g, e in zip(gammas, errors, strict=True) if e < REPORT_ERROR]
     best = int(np.argmin(errors))
