@@ -65,6 +65,31 @@ def test_streaming_matches_in_memory(draws, tmp_path, block, backend):
         np.testing.assert_allclose(table[col].to_numpy()[:1], ref_u[col], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("n_chains", [1, 2, 8])
+@pytest.mark.parametrize("n_draws", [5, 8, 9, 125, 300])
+def test_shared_rank_normalisation_gives_arviz_stats_bits(n_chains, n_draws):
+    """R-hat and bulk ESS from one rank normalisation equal arviz-stats' own, bit for bit:
+    ties (rounded values, a wall), a constant, a NaN and an infinite quantity, odd and short
+    chains, one chain."""
+    from lossatlas.mcmc_stats import rank_rhat_and_bulk_ess
+
+    rng = np.random.default_rng(n_chains * 1000 + n_draws)
+    x = _ar1(rng, (n_chains, n_draws, 8))
+    x[:, :, 1] = np.round(x[:, :, 1], 1)  # many ties
+    x[:, :, 2] = np.clip(x[:, :, 2], -0.3, 10.0)  # a third of the draws tied at a wall
+    x[:, :, 3] = 2.5  # never moves
+    x[0, 1, 4] = np.nan
+    x[-1, -1, 5] = np.inf
+    x[:, :, 6] = x[:, :, 6] * 1e-300  # subnormal scale, no ties
+    xt = np.ascontiguousarray(np.moveaxis(x, 2, 0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rhat, ess = rank_rhat_and_bulk_ess(xt)
+        ref_rhat = array_stats.rhat(xt, chain_axis=-2, draw_axis=-1, method="rank")
+        ref_ess = array_stats.ess(xt, chain_axis=-2, draw_axis=-1, method="bulk")
+    np.testing.assert_array_equal(rhat, ref_rhat)
+    np.testing.assert_array_equal(ess, ref_ess)
+
+
 def test_rhat_flags_shifted_chains_and_passes_iid():
     rng = np.random.default_rng(3)
     iid = rng.normal(size=(4, 2000, 3))

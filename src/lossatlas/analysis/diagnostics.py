@@ -2,7 +2,8 @@
 
 The primary criteria are the rank-normalised split R-hat and the bulk and tail effective sample
 sizes of Vehtari et al. (2021), computed by arviz-stats' ``array_stats`` (nothing here
-reimplements them). The report's own check, "the chain means look Gaussian", is kept as an
+reimplements them; :mod:`lossatlas.mcmc_stats` hands them the rank normalisation they share,
+the same bits computed once). The report's own check, "the chain means look Gaussian", is kept as an
 informative extra: see :func:`normality`.
 
 Inputs are array-likes sliceable like numpy: ``theta`` (chain, draw, param), for example the
