@@ -217,7 +217,7 @@ def dimension(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> No
 
 def census(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     """Critical points from many starts, classified; their figures."""
-    from lossatlas.analysis import reduce as rd
+    from lossatlas.analysis import reduction
     from lossatlas.analysis.census import (
         good_plane,
         plot_census_loss_index,
@@ -233,8 +233,8 @@ def census(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     with SampleStore(inputs.samples) as store:
         c, table, meta = run_census(store, point_target(s, ds), transform, **census_arguments(s))
         meta["settings"] = plain(cc)
-        reduction = rd.load(inputs.reduction)
-        plane = good_plane(store, transform, reduction, c.points, **plane_arguments(s))
+        reduced = reduction.load(inputs.reduction)
+        plane = good_plane(store, transform, reduced, c.points, **plane_arguments(s))
     table.insert(0, "experiment", name)
     table.to_csv(outputs.table, index=False)
     meta["plane"] = (

@@ -97,7 +97,7 @@ def _titles(s: Mapping, names) -> dict[str, str]:
 def figures(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
     """The report's Figure 1 (datasets) and Figure 2 (good minima), one panel each."""
     from lossatlas import plots
-    from lossatlas.analysis import reduce as rd
+    from lossatlas.analysis import reduction
     from lossatlas.data import Dataset
 
     names = list(names)
@@ -105,7 +105,7 @@ def figures(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
     titles = _titles(s, names)
     datasets = {n: Dataset.load(p) for n, p in zip(names, inputs.datasets, strict=True)}
     plots.plot_datasets(datasets, outputs.fig1, titles=titles, dpi=dpi)
-    reductions = {n: rd.load(p) for n, p in zip(names, inputs.reductions, strict=True)}
+    reductions = {n: reduction.load(p) for n, p in zip(names, inputs.reductions, strict=True)}
     threshold = s["target"]["good_threshold"]
     plots.plot_good_minima(reductions, outputs.fig2, titles=titles, threshold=threshold, dpi=dpi)
     log.info("wrote %s and %s", outputs.fig1, outputs.fig2)
