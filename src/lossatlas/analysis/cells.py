@@ -330,16 +330,6 @@ def incidence_unseen(chains_per_cell: np.ndarray, n_chains: int) -> float:
     return float(q1 / U * ratio)
 
 
-def unmet_requirement(sizes, activation: str, loss: str, bias: str) -> str | None:
-    """What a network lacks for Liu's cells, or None: one hidden ReLU layer with a bias, one
-    output, squared loss."""
-    if activation != "relu" or loss != "mse" or len(sizes) != 3 or sizes[-1] != 1:
-        return "model.activation: relu, model.loss: mse, one hidden layer and one output"
-    if bias == "none":
-        return "a hidden-layer bias (model.bias: all or hidden)"
-    return None
-
-
 def unit_weights(theta: np.ndarray, layout) -> tuple[np.ndarray, np.ndarray]:
     """Hidden weights with their bias ``W~ (n, K, d + 1)`` and output weights ``z (n, K)``
     of draws ``theta (n, p)`` of a one-hidden-layer network."""
