@@ -141,6 +141,23 @@ def test_top_eigenpairs_equal_a_full_decomposition(spectrum):
     np.testing.assert_allclose(sym @ vecs, vecs * vals, atol=1e-8 * vals.max())
 
 
+def test_top_eigenpairs_of_tied_eigenvalues_are_the_same_bits_every_call():
+    """A kernel near the identity (a gamma far above the draws' scale) has tied top eigenvalues,
+    whose eigenvectors the matrix does not determine; Lanczos restarts from random vectors there
+    and returned other ones in every call. The pairs must depend on the matrix alone."""
+    n = 300
+    x = np.random.default_rng(2).normal(size=(n, 18))
+    kernel = np.exp(-100.0 * ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+    centred = kernel - kernel.mean(0) - kernel.mean(1)[:, None] + kernel.mean()
+    first = rd.top_eigenpairs(centred, 3)
+    for _ in range(3):
+        again = rd.top_eigenpairs(centred.copy(), 3)
+        np.testing.assert_array_equal(again[0], first[0])
+        np.testing.assert_array_equal(again[1], first[1])
+    np.testing.assert_allclose(first[0], 1.0, rtol=1e-9)
+    np.testing.assert_allclose(centred @ first[1], first[1] * first[0], atol=1e-9)
+
+
 @pytest.mark.parametrize("n", [4, 5, 60])
 def test_top_eigenpairs_of_a_null_or_small_matrix(n):
     """Where Lanczos cannot run (a null matrix: identical draws; k within one of n) every

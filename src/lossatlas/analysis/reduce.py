@@ -43,6 +43,7 @@ import numpy as np
 from sklearn.decomposition import PCA, IncrementalPCA, KernelPCA
 from sklearn.kernel_approximation import Nystroem
 from sklearn.metrics.pairwise import rbf_kernel
+from threadpoolctl import threadpool_limits
 
 from lossatlas.analysis.reduction import Reduction, load  # noqa: F401 (public here)
 from lossatlas.storage.streaming import (
@@ -358,29 +359,50 @@ def _nystroem(theta, ref_rows, flat_emb, k, gamma, dpb, seed, kernel_error=None)
     )
 
 
+# Top eigenvalues closer than this (relative to the largest) are tied: their eigenvectors are
+# not determined by the matrix, and Lanczos, which restarts from random vectors on a degenerate
+# spectrum, returns other ones in every call.
+TIED = 1e-6
+
+
 def top_eigenpairs(sym: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` largest eigenvalues of the symmetric ``sym``, clipped at 0 and descending, and
-    their eigenvectors ``(n, k)``: Lanczos iterations (ARPACK), as scikit-learn's
-    ``KernelPCA`` finds a few components of a large kernel, from a fixed start vector and on
-    one BLAS thread, so the bits depend on ``sym`` alone; every pair by LAPACK where ARPACK
-    cannot give them (``k`` within one of ``n``, no convergence, a null matrix)."""
-    from scipy.sparse.linalg import ArpackError, eigsh
-    from threadpoolctl import threadpool_limits
-
+    their eigenvectors ``(n, k)``, on one BLAS thread, so the bits depend on ``sym`` alone:
+    Lanczos iterations (ARPACK, as scikit-learn's ``KernelPCA`` finds a few components of a
+    large kernel) from a fixed start vector where the top ``k + 1`` eigenvalues are apart;
+    LAPACK where they are :data:`TIED` (a kernel near the identity), where ARPACK cannot
+    answer (a null matrix, no convergence) and where ``k`` is within two of ``n``."""
     n = len(sym)
     k = min(int(k), n)
-    evals = None
     with threadpool_limits(limits=1):
-        if k < n - 1:
-            start = np.random.default_rng(0).uniform(-1.0, 1.0, n)
-            try:
-                evals, evecs = eigsh(sym, k, which="LA", v0=start)
-            except ArpackError:  # no convergence, or a null matrix (every start vector dies)
-                evals = None
-        if evals is None:
-            evals, evecs = np.linalg.eigh(sym)
-            evals, evecs = evals[n - k :], evecs[:, n - k :]
-    return np.clip(evals[::-1], 0, None), evecs[:, ::-1]
+        pairs = _lanczos_pairs(sym, k) if k + 1 < n - 1 else None
+        evals, evecs = _lapack_pairs(sym, k) if pairs is None else pairs
+    return np.clip(evals, 0, None), evecs
+
+
+def _lanczos_pairs(sym: np.ndarray, k: int):
+    """The top ``k`` pairs, descending, by ARPACK; None where the top ``k + 1`` eigenvalues
+    are not all apart, or ARPACK fails."""
+    from scipy.sparse.linalg import ArpackError, eigsh
+
+    start = np.random.default_rng(0).uniform(-1.0, 1.0, len(sym))
+    try:
+        evals, evecs = eigsh(sym, k + 1, which="LA", v0=start)
+    except ArpackError:  # no convergence, or a null matrix (every start vector dies)
+        return None
+    evals, evecs = evals[::-1], evecs[:, ::-1]
+    scale = max(abs(float(evals[0])), np.finfo(float).tiny)
+    if np.any(-np.diff(evals) <= TIED * scale):
+        return None
+    return evals[:k], evecs[:, :k]
+
+
+def _lapack_pairs(sym: np.ndarray, k: int):
+    """The top ``k`` pairs, descending, by LAPACK's full decomposition (deterministic for ties;
+    its bisection for a few pairs returns none or fails on a kernel near the identity)."""
+    n = len(sym)
+    evals, evecs = np.linalg.eigh(sym)
+    return evals[n - k :][::-1], evecs[:, n - k :][:, ::-1]
 
 
 # The report's stated kernel-PCA error; its gamma is not given.
