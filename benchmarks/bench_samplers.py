@@ -13,6 +13,11 @@ default batch against that bare kernel. ``--write`` puts the tables into benchma
 
     python benchmarks/bench_samplers.py [--quick] [--rounds 5] [--write]
 
+``--batches`` times the engine on the default experiment split into batches of 8, 16 and 32
+chains (``sampler.chains_per_batch``), what the choice of that default rests on:
+
+    python benchmarks/bench_samplers.py --batches [--rounds 5] [--write]
+
 ``--device gpu`` compares our CUDA kernels (``backend: cuda``, float32, ``run``: many
 transitions per launch, the state on the GPU) with BlackJAX on JAX's GPU backend (the same
 jitted ``lax.scan`` of a ``vmap``-ed step), up to 1,048,576 chains: RWM chain-steps/s and HMC
@@ -495,6 +500,49 @@ def engine_table(n_rounds):
     ]
 
 
+def batches_table(n_rounds: int, sizes=(8, 16, 32), draws: int = 1500) -> list[str]:
+    """The default experiment's chains sampled by the engine (warm-up, draws, batch files) as
+    batches of each size, for a fixed ``draws``: a batch's chains share every kernel call, so
+    its fixed cost per transition is paid once per batch."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from lossatlas.sampling import engine
+
+    work = Path(tempfile.mkdtemp(prefix="bench-batches-"))
+    made = itertools.count()
+
+    def case(per: int):
+        cfg = config.validate({"sampler": {"chains_per_batch": per, "until": None, "draws": draws}})
+        ds = data.generate(cfg["dataset"])
+        exp = next(iter(config.experiments(cfg).values()))
+        args = steps.sampling_arguments(steps.settings("sample", cfg))
+        engine.compile_kernels(ds, **args)
+
+        def run():
+            for spec in engine.batch_specs(exp, ds, work / str(next(made)), **args):
+                Path(spec["path"]).parent.mkdir(parents=True, exist_ok=True)
+                engine.run_batch(spec)
+
+        return run, cfg["sampler"]["n_chains"]
+
+    cases = {per: case(per) for per in sizes}
+    runs = rounds.interleave({str(per): run for per, (run, _) in cases.items()}, n_rounds)
+    shutil.rmtree(work, ignore_errors=True)
+    base = runs[str(sizes[0])]
+    lines = [f"chains per batch  batches  wall (s)  CPU (s)  CPU / {sizes[0]}-chain batches  load"]
+    for per, (_, n_chains) in cases.items():
+        ts = runs[str(per)]
+        r = rounds.ratios(ts, base)
+        lines.append(
+            f"{per:>16} {-(-n_chains // per):>8} {rounds.median(ts):>9.2f} "
+            f"{rounds.median(ts, 'cpu'):>8.2f} {r['cpu']:>24.2f} {r['load']:>5.1f}"
+        )
+        print(lines[-1], flush=True)
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs (noisier numbers)")
@@ -506,6 +554,9 @@ def main():
     )
     ap.add_argument("--chains", help="gpu: comma-separated chain counts (default up to 2^20)")
     ap.add_argument("--steps", type=int, help="gpu: transitions per timed run (default: by size)")
+    ap.add_argument(
+        "--batches", action="store_true", help="the default experiment in batches of 8, 16, 32"
+    )
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     ap.add_argument("--write", action="store_true", help="tables into benchmarks/README.md")
     args = ap.parse_args()
@@ -514,6 +565,16 @@ def main():
         return
     if args.jax:
         jax_main(args)
+        return
+    if args.batches:
+        intro = (
+            "The default experiment's 32 chains, warm-up and 1,500 draws each, sampled by "
+            f"engine.run_batch as batches of 8, 16 and 32 chains; {rounds.machine()}; "
+            f"{args.rounds} interleaved rounds, medians:"
+        )
+        lines = batches_table(args.rounds)
+        if args.write:
+            rounds.write_preformatted("bench_samplers_batches", intro, lines)
         return
     target = report_target()
     try:

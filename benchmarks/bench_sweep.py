@@ -85,7 +85,9 @@ def main():
     shared: dict[str, list[float]] = {"default": [], "sweep": []}
     print(rounds.machine())
     # first, while this process has waited for no other child: the peak RSS is the plan's
-    plan_wall, plan_rss = _plan(_configfile(work, "plan", PLAN))
+    # a results folder of its own: the dry run must not meet a default run's results/
+    plan_cfg = {**PLAN, "results": str(work / "plan-results")}
+    plan_wall, plan_rss = _plan(_configfile(work, "plan", plan_cfg))
     warm = work / "warm"  # numba's cache holds the kernels after one experiment's chains
     snakemake(warm, [warm / "rotate-0" / "samples.h5"])
     shutil.rmtree(warm)
