@@ -65,13 +65,20 @@ def test_streaming_matches_in_memory(draws, tmp_path, block, backend):
         np.testing.assert_allclose(table[col].to_numpy()[:1], ref_u[col], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("ranked_values", [None, 1])  # the default; one quantity at a time
 @pytest.mark.parametrize("n_chains", [1, 2, 8])
 @pytest.mark.parametrize("n_draws", [5, 8, 9, 125, 300])
-def test_shared_rank_normalisation_gives_arviz_stats_bits(n_chains, n_draws):
+def test_shared_rank_normalisation_gives_arviz_stats_bits(
+    n_chains, n_draws, ranked_values, monkeypatch
+):
     """R-hat and bulk ESS from one rank normalisation equal arviz-stats' own, bit for bit:
     ties (rounded values, a wall), a constant, a NaN and an infinite quantity, odd and short
-    chains, one chain."""
+    chains, one chain; whether the quantities are ranked together or one by one."""
+    from lossatlas import mcmc_stats
     from lossatlas.mcmc_stats import rank_rhat_and_bulk_ess
+
+    if ranked_values is not None:
+        monkeypatch.setattr(mcmc_stats, "RANKED_VALUES", ranked_values)
 
     rng = np.random.default_rng(n_chains * 1000 + n_draws)
     x = _ar1(rng, (n_chains, n_draws, 8))

@@ -31,6 +31,7 @@ __all__ = [
 TAIL_PROB = (0.05, 0.95)
 BLOM = 3 / 8  # the fractional offset of arviz-stats' rank normalisation (Blom 1958)
 _AXES = {"chain_axis": -2, "draw_axis": -1}
+RANKED_VALUES = 1 << 22  # values rank-normalised at once (32 MiB per float64 temporary)
 
 
 @functools.lru_cache(maxsize=4)
@@ -85,18 +86,28 @@ def rank_rhat_and_bulk_ess(xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rest = xt[~finite]
         rhat[~finite] = np.atleast_1d(array_stats.rhat(rest, method="rank", **_AXES))
         ess[~finite] = np.atleast_1d(array_stats.ess(rest, method="bulk", **_AXES))
-    if finite.any():
-        half = n_draws // 2
-        split = np.concatenate((xt[finite, :, :half], xt[finite, :, -half:]), axis=1)
-        flat = split.reshape(split.shape[0], -1)
-        scores = normal_scores(flat).reshape(split.shape)
-        folded = np.abs(flat - np.median(flat, axis=-1, keepdims=True))
-        folded_scores = normal_scores(folded).reshape(split.shape)
-        bulk = np.atleast_1d(array_stats.rhat(scores, method="identity", **_AXES))
-        tail = np.atleast_1d(array_stats.rhat(folded_scores, method="identity", **_AXES))
-        rhat[finite] = np.where(tail > bulk, tail, bulk)  # max(bulk, tail), as arviz-stats
-        ess[finite] = np.atleast_1d(array_stats.ess(scores, method="identity", **_AXES))
+    rows = np.flatnonzero(finite)
+    # quantities ranked together: enough values for the sort's loops to run long, few enough
+    # that its half a dozen temporaries stay small next to the block of draws they come from
+    together = max(1, RANKED_VALUES // (n_chains * n_draws))
+    for at in range(0, len(rows), together):
+        some = rows[at : at + together]
+        rhat[some], ess[some] = _split_rank_rhat_and_bulk_ess(xt[some])
     return rhat, ess
+
+
+def _split_rank_rhat_and_bulk_ess(xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`rank_rhat_and_bulk_ess` of finite quantities of at least 2 chains x 8 draws."""
+    half = xt.shape[2] // 2
+    split = np.concatenate((xt[:, :, :half], xt[:, :, -half:]), axis=1)
+    flat = split.reshape(split.shape[0], -1)
+    scores = normal_scores(flat).reshape(split.shape)
+    folded = np.abs(flat - np.median(flat, axis=-1, keepdims=True))
+    folded_scores = normal_scores(folded).reshape(split.shape)
+    bulk = np.atleast_1d(array_stats.rhat(scores, method="identity", **_AXES))
+    tail = np.atleast_1d(array_stats.rhat(folded_scores, method="identity", **_AXES))
+    rhat = np.where(tail > bulk, tail, bulk)  # max(bulk, tail), as arviz-stats takes it
+    return rhat, np.atleast_1d(array_stats.ess(scores, method="identity", **_AXES))
 
 
 def summary_rows(names, kind, x) -> list[dict]:
