@@ -152,9 +152,12 @@ def test_streamed_pca_equals_in_memory(scale_store):
 
     The gathered exact path equals PCA of the in-memory array to 1e-8. The IncrementalPCA path
     (max_gather_mb 2 forces it) keeps only its leading components between batches, so it is
-    close, not equal: explained-variance ratios to 1e-2 relative, and the same plane (its
-    coordinates are a linear map of the exact ones up to 2% relative residual; the two leading
-    variances are nearly equal here, so single components are not comparable).
+    close, not equal: explained-variance ratios to 1e-2 relative, and the same plane up to
+    what the spectrum determines: its coordinates are a linear map of the exact leading
+    components up to 2% relative residual, taking every component down to the first clear gap
+    (a variance more than twice the next). The leading variances of these draws are nearly
+    equal (two or three of them, depending on the rounding of the sampler's build), and within
+    a nearly degenerate eigenspace no plane is better determined than the others.
     """
     cfg, path = scale_store
     with SampleStore(path) as st:
@@ -173,8 +176,11 @@ def test_streamed_pca_equals_in_memory(scale_store):
     np.testing.assert_allclose(
         streamed["explained_variance_ratio"], ref.explained_variance_ratio_, rtol=1e-2
     )
-    fit, *_ = np.linalg.lstsq(want, c_s, rcond=None)
-    assert np.linalg.norm(want @ fit - c_s) < 0.02 * np.linalg.norm(c_s)
+    variances = PCA(n_components=10, svd_solver="full").fit(x).explained_variance_
+    gap = next(k for k in range(2, 10) if variances[k - 1] > 2 * variances[k])
+    span = PCA(n_components=gap, svd_solver="full").fit(x).transform(x)
+    fit, *_ = np.linalg.lstsq(span, c_s, rcond=None)
+    assert np.linalg.norm(span @ fit - c_s) < 0.02 * np.linalg.norm(c_s)
 
 
 def test_streamed_kernel_pca_equals_in_memory_and_reference_cap(scale_store):
@@ -196,3 +202,31 @@ def test_streamed_kernel_pca_equals_in_memory_and_reference_cap(scale_store):
     assert k["n_landmarks"] + k["nystroem_kernel_error"]["n_heldout"] <= cap
     assert k["n_landmarks_requested"] == 300 and k["n_landmarks"] == 74
     assert res.summary["pca_param"]["method"] == "IncrementalPCA (streamed)"
+
+
+def test_streamed_pca_keeps_the_directions_later_batches_need():
+    """Known answer where IncrementalPCA carrying only the k = 2 components it reports loses
+    variance for good: the early draws vary along e1, e2 and e3 (variances 2, 1, 0.9), the later
+    ones along e3 (2), so after the early batches e3 is the third direction, dropped at k = 2,
+    and later the second. Carrying IPCA_KEEP components, the streamed fit gives the exact
+    plane to 4% and its variance ratios to 5% (at k = 2: 9% and 14%)."""
+    rng = np.random.default_rng(0)
+    n_chains, n_draws, p = 4, 100, 50
+    early, late = np.zeros(p), np.zeros(p)
+    early[:3], late[:3] = [2.0, 1.0, 0.9], [0.01, 0.01, 2.0]
+    sd = np.where(np.arange(n_draws)[:, None] < n_draws // 2, np.sqrt(early), np.sqrt(late))
+    theta = rng.standard_normal((n_chains, n_draws, p)) * sd
+    theta += 1e-3 * rng.standard_normal(theta.shape)
+    x = theta.reshape(-1, p)
+    ref = PCA(n_components=2, svd_solver="full").fit(x)
+    streamed, coords = reduce.pca_of_rows(
+        theta, np.ones((n_chains, n_draws), bool), 2, draw_block=64, max_block_mb=1,
+        max_gather_mb=0.05,
+    )  # fmt: skip
+    assert streamed["method"] == "IncrementalPCA (streamed)"
+    np.testing.assert_allclose(
+        streamed["explained_variance_ratio"], ref.explained_variance_ratio_, rtol=5e-2
+    )
+    want = ref.transform(x)
+    fit, *_ = np.linalg.lstsq(want, coords, rcond=None)
+    assert np.linalg.norm(want @ fit - coords) < 0.04 * np.linalg.norm(coords)
