@@ -97,6 +97,21 @@ def test_rowview_reads_rows_in_chain_major_order(theta):
     assert v[np.array([], dtype=int)].shape == (0, P)
 
 
+def test_rowview_reads_a_small_store_once_and_gives_the_same_rows(theta, tmp_path):
+    """Within one block's budget the whole of theta is read at the first request and indexed
+    after; over it, every request reads its blocks. Both give the same bits."""
+    import h5py
+
+    with h5py.File(tmp_path / "t.h5", "w") as f:
+        f["theta"] = theta
+    with h5py.File(tmp_path / "t.h5", "r") as f:
+        whole = streaming.RowView(f["theta"], draw_block=8)
+        blocked = streaming.RowView(f["theta"], draw_block=8, max_block_mb=theta.nbytes / 2**21)
+        for idx in (np.array([199, 3, 57, 57, 120]), np.arange(0, 200, 7), slice(10, 20)):
+            np.testing.assert_array_equal(whole[idx], blocked[idx])
+        assert whole._held is not None and blocked._held is None
+
+
 def test_rowview_and_drawview_apply_the_transform_by_blocks(theta, ds):
     cfg = cfg_for(coordinates="canonical")
     canon = steps.coordinates(cfg, ds)

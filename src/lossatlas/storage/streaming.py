@@ -115,7 +115,12 @@ def _apply(transform: Transform | None, x: np.ndarray) -> np.ndarray:
 class RowView:
     """``theta (chain, draw, p)`` as rows ``(chain * draw, q)``; ``view[idx]`` reads only the
     blocks of draws holding rows ``idx`` (an integer array or a slice; returned in sorted
-    order) and applies ``transform`` to them."""
+    order) and applies ``transform`` to them.
+
+    Where all of ``theta`` takes no more than ``max_block_mb`` (one block's budget), it is read
+    once, at the first request, and later requests index it: the null replicates ask for
+    random rows dozens of times, and each request would otherwise read every block holding one.
+    """
 
     def __init__(
         self,
@@ -132,6 +137,8 @@ class RowView:
         self.shape = (self.n_chains * self.n_draws, q)
         self.ndim = 2
         self.dpb = draws_per_block(theta.shape, draw_block, max_block_mb)
+        self._whole = 8 * theta.size <= max_block_mb * MiB
+        self._held: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -141,6 +148,10 @@ class RowView:
             idx = np.arange(*key.indices(self.shape[0]))
         else:
             idx = np.sort(np.asarray(key, dtype=np.int64).ravel())
+        if self._whole:
+            if self._held is None:
+                self._held = np.asarray(self.source[()], dtype=np.float64)
+            return _apply(self.transform, self._held.reshape(-1, self._held.shape[2])[idx])
         p = self.source.shape[2]
         out = np.empty((len(idx), p))
         c, d = np.divmod(idx, self.n_draws)
