@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from lossatlas.schema import (  # noqa: F401 (ConfigError, section: the public names here too)
     ConfigError,
-    Validator,
+    best_match,
     describe,
     field_name,
     load_schema,
     section,
+    validator,
 )
 
 
@@ -47,10 +47,10 @@ def validate(
             f"invalid config: {field_name(path)}: {value} is not a finite number; give a number"
         )
     errors = sorted(
-        Validator(schema).iter_errors(cfg), key=lambda e: (len(e.absolute_path), e.path)
+        validator(schema).iter_errors(cfg), key=lambda e: (len(e.absolute_path), e.path)
     )
     if errors:
-        best = jsonschema.exceptions.best_match(errors)
+        best = best_match(errors)
         raise ConfigError(f"invalid config: {describe(best)}; see config/README.md")
     _check_semantics(cfg)
     return cfg

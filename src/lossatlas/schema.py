@@ -9,13 +9,12 @@ import functools
 from importlib import resources
 from pathlib import Path
 
-import jsonschema
 import yaml
 
 __all__ = [
     "SCHEMA_RESOURCE",
     "ConfigError",
-    "Validator",
+    "validator",
     "describe",
     "field_name",
     "load_schema",
@@ -32,7 +31,13 @@ class ConfigError(ValueError):
     """A config field is wrong; the message names the field and the fix."""
 
 
-def _with_defaults(validator_class):
+@functools.cache
+def _validator_class():
+    """Draft 2020-12 validation that fills in the schema's defaults. Built at the first
+    validation: most jobs never validate, and jsonschema costs every process that imports it."""
+    import jsonschema
+
+    validator_class = jsonschema.Draft202012Validator
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
@@ -45,7 +50,9 @@ def _with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
-Validator = _with_defaults(jsonschema.Draft202012Validator)
+def validator(schema: dict):
+    """A validator of ``schema`` that fills in its defaults as it validates."""
+    return _validator_class()(schema)
 
 
 def load_schema(path: str | Path | None = None) -> dict:
@@ -61,7 +68,7 @@ def field_name(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
-def describe(error: jsonschema.ValidationError) -> str:
+def describe(error) -> str:
     """One line on a validation error: the field, what is wrong, the field's description."""
     field = field_name(error.absolute_path)
     if error.validator == "additionalProperties":
@@ -72,6 +79,13 @@ def describe(error: jsonschema.ValidationError) -> str:
     desc = error.schema.get("description") if isinstance(error.schema, dict) else None
     hint = f" ({desc.strip()})" if desc else ""
     return f"{field}: {error.message}{hint}"
+
+
+def best_match(errors):
+    """The error jsonschema judges most relevant among ``errors``."""
+    import jsonschema
+
+    return jsonschema.exceptions.best_match(errors)
 
 
 @functools.cache
@@ -90,8 +104,8 @@ def section(name: str, values: dict | None = None) -> dict:
     schema = package_schema()  # read only: the validator fills defaults into copies
     sub = {**schema, "properties": {name: schema["properties"][name]}, "required": []}
     cfg = {name: copy.deepcopy(values or {})}
-    errors = list(Validator(sub).iter_errors(cfg))
+    errors = list(validator(sub).iter_errors(cfg))
     if errors:
-        best = jsonschema.exceptions.best_match(errors)
+        best = best_match(errors)
         raise ConfigError(f"invalid {name} settings: {describe(best)}; see config/README.md")
     return cfg[name]

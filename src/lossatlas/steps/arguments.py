@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def with_hidden(s: Mapping, hidden) -> Mapping:
@@ -58,5 +60,7 @@ def blocks(s: Mapping) -> dict[str, Any]:
 
 def census_points(inputs) -> tuple[pd.DataFrame, np.ndarray]:
     """The census table and its points' raw coordinates (row ``id``), from the census rule."""
+    import pandas as pd
+
     with np.load(inputs.census_points) as f:
         return pd.read_csv(inputs.census), f["points"]

@@ -6,7 +6,6 @@ import logging
 from collections.abc import Mapping
 
 import numpy as np
-import pandas as pd
 
 from lossatlas import config as lacfg
 from lossatlas.steps.arguments import target
@@ -34,6 +33,8 @@ CRITICAL_COLUMNS = [
 
 def critical_points(inputs, outputs, s: Mapping, exp: Mapping, log: logging.Logger) -> None:
     """One network's critical points from random starts: loss, index, held-out loss."""
+    import pandas as pd
+
     from lossatlas import data
     from lossatlas.analysis import band
 
@@ -84,6 +85,8 @@ def critical_points(inputs, outputs, s: Mapping, exp: Mapping, log: logging.Logg
 def band(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
     """Choromanska's band across the width sweep: per network, the 5-95 % range of its
     minima's losses, the held-out range, the rank correlation of index and loss."""
+    import pandas as pd
+
     from lossatlas.analysis import band as choromanska
 
     ends = [pd.read_csv(path) for path in inputs.tables]

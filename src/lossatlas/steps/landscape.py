@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from lossatlas.steps.arguments import (
     blocks,
@@ -184,6 +183,8 @@ def _shared_nulls(inputs, s: Mapping, dataset, log) -> dict[str, Any]:
 
 def dimension(inputs, outputs, s: Mapping, name: str, log: logging.Logger) -> None:
     """Dimension statistics of the good draws against null models."""
+    import pandas as pd
+
     from lossatlas.analysis import dimension_run
     from lossatlas.data import Dataset
     from lossatlas.storage.store import SampleStore

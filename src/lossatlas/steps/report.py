@@ -8,8 +8,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from lossatlas import config as lacfg
 from lossatlas.steps.arguments import blocks, coordinates, sizes, target, with_hidden
 from lossatlas.steps.settings import DRAWS, NETWORK, plain, write_json
@@ -65,6 +63,8 @@ def compare_arguments(s: Mapping) -> dict[str, Any]:
 
 def theory(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
     """The config's ``expected`` checks on every experiment, against the theorems' answers."""
+    import pandas as pd
+
     from lossatlas.analysis import theory as known
     from lossatlas.data import Dataset
 
@@ -124,6 +124,8 @@ def _no_parameter_map(s: Mapping, ds, exp) -> str | None:
 def compare(inputs, outputs, s: Mapping, names, log: logging.Logger) -> None:
     """Each experiment's good draws against the reference's, before and after mapping them
     back through the dataset transform."""
+    import pandas as pd
+
     from lossatlas.analysis.compare import compare_projection, compare_rows, plot_compare
     from lossatlas.analysis.draws import good_rows
     from lossatlas.data import Dataset
