@@ -175,3 +175,32 @@ def test_a_job_logs_its_peak_memory_and_its_children_cpu_time(tmp_path):
     assert "peak RSS:" in text
     cpu = float(text.split("CPU time: ")[1].split(" s")[0])
     assert 1.2 <= cpu < 4.2, text
+
+
+def test_descendants_are_the_process_tree_psutil_walks():
+    """The /proc children listing finds what psutil's walk over every process finds: children
+    of the main thread and of another thread, and a grandchild."""
+    import threading
+
+    import psutil
+
+    sleeper = [sys.executable, "-c", "import subprocess, sys, time; "
+               "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); "
+               "time.sleep(30)"]  # fmt: skip
+    procs = [subprocess.Popen(sleeper)]
+    other = threading.Thread(target=lambda: procs.append(subprocess.Popen(sleeper)))
+    other.start()
+    other.join()
+    try:
+        me = psutil.Process()
+        deadline = time.monotonic() + 20
+        while len(me.children(recursive=True)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        want = sorted(p.pid for p in me.children(recursive=True))
+        assert len(want) == 4
+        assert sorted(p.pid for p in lifecycle.descendants(me)) == want
+    finally:
+        for p in psutil.Process().children(recursive=True):
+            p.kill()
+        for p in procs:
+            p.wait()
