@@ -211,7 +211,12 @@ def test_connect_tables(landscape_run):
         assert (best >= ends - 1e-12).all() and (t["barrier"] >= -1e-12).all()
         joined = t[t["connected"]]
         assert (joined["dss_path_max"] <= joined["level"] + 1e-12).all()
-        assert t.loc[~t["connected"], "status"].str.startswith("not connected within").all()
+        # a pair apart says why: DSS ran out of budget, or an end lies above the level (then
+        # no path below the level exists, and DSS does not try)
+        apart = t[~t["connected"]]
+        above = apart["status"].str.startswith("an end lies above the level")
+        assert apart.loc[~above, "status"].str.startswith("not connected within").all()
+        assert (ends[apart.index][above] > apart.loc[above, "level"]).all()
         counts = np.asarray(meta["n_components"])
         assert counts[-1] == 1 and counts.max() <= len(meta["nodes"])
         # modulo symmetry: the nearest copy is never farther than the second node itself
