@@ -71,6 +71,7 @@ def test_slurm_command_gets_exactly_the_slurm_profile(wd, user, argv, monkeypatc
     for key in SCALARS:  # none from the laptop settings: cores is the profile's, not this box's
         assert getattr(args, option(key)) == want[key], key
     assert args.slurm_status_command == "squeue"
+    assert args.scheduler == "greedy"  # the workflow profile's, under every other profile
     assert {k: v.value for k, v in args.set_threads.items()} == want["set-threads"]
     sample = {k: r.value for k, r in args.set_resources["sample"].items()}
     assert sample == want["set-resources"]["sample"]
@@ -82,6 +83,7 @@ def test_laptop_commands_get_the_laptop_settings(wd, monkeypatch):
         assert args.executor in (None, "local") and args.cores == os.cpu_count()
         assert args.keep_going is False and args.rerun_incomplete is True
         assert args.latency_wait == 10
+        assert args.scheduler == "greedy"  # no CBC solver process per scheduling round
 
 
 @pytest.mark.parametrize(
