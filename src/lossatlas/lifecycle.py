@@ -211,20 +211,17 @@ def descendants(proc: psutil.Process) -> list[psutil.Process]:
     ``/proc/<pid>/task/<tid>/children``: a few small reads, where psutil reads the parent of
     every process on the machine (thousands on a cluster node) four times a second. Elsewhere,
     psutil's walk."""
+    if not os.path.exists(f"/proc/{proc.pid}/task/{proc.pid}/children"):
+        return proc.children(recursive=True)  # no such listing on this system
     found, todo = [], [proc.pid]
     while todo:
         pid = todo.pop()
         try:
-            tasks = os.listdir(f"/proc/{pid}/task")
             kids = []
-            for tid in tasks:
+            for tid in os.listdir(f"/proc/{pid}/task"):
                 with open(f"/proc/{pid}/task/{tid}/children") as fh:
                     kids += map(int, fh.read().split())
-        except FileNotFoundError:
-            if pid == proc.pid and not os.path.exists(f"/proc/{pid}/task/{pid}/children"):
-                return proc.children(recursive=True)  # no such listing on this system
-            continue  # the process or a thread ended meanwhile
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # the process or a thread ended meanwhile
             continue
         for kid in kids:
             try:
@@ -244,7 +241,7 @@ def cpu_seconds() -> float:
         resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
     )
     running = 0.0
-    for proc in psutil.Process().children(recursive=True):
+    for proc in descendants(psutil.Process()):
         try:
             t = proc.cpu_times()
         except psutil.Error:  # it ended meanwhile: whoever waited for it counts it
@@ -280,7 +277,7 @@ def exit_with_snakemake(log: logging.Logger, interval: float = 0.2) -> None:
     log.info("exiting if snakemake (pid %d) exits", watched.pid)
 
     def stop(code: int):
-        for child in psutil.Process().children(recursive=True):
+        for child in descendants(psutil.Process()):
             try:
                 child.kill()
             except psutil.Error:

@@ -14,6 +14,7 @@ import yaml
 __all__ = [
     "SCHEMA_RESOURCE",
     "ConfigError",
+    "best_match",
     "validator",
     "describe",
     "field_name",
