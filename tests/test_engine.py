@@ -14,6 +14,7 @@ import time
 import tracemalloc
 
 import h5py
+import numpy as np
 import pytest
 
 from lossatlas import config, data, steps
@@ -409,8 +410,11 @@ def test_the_store_keeps_the_stopping_checks_table_for_diagnose(one_worker, exp_
     run stopped (U, the canonical parameters, the outputs on the data): the diagnose rule's
     table on that store, number for number, so diagnose reads it instead of measuring the same
     draws again. Of other quantities (another diagnose.output_points) it is not used, and the
-    verdicts recorded in the store hold no table."""
-    from lossatlas.analysis import diagnostics
+    verdicts recorded in the store hold no table. The dimension rule's lag window reads its
+    bulk ESS of U, the same bits as arviz-stats gives."""
+    from arviz_stats.base import array_stats
+
+    from lossatlas.analysis import diagnostics, draws
 
     until = {"r_hat": 1.5, "ess": 10, "confirm": 2}
     cfg = config.validate({**exp_cfg, "sampler": {**exp_cfg["sampler"], "until": until}})
@@ -433,9 +437,19 @@ def test_the_store_keeps_the_stopping_checks_table_for_diagnose(one_worker, exp_
     with h5py.File(out / "samples.h5", "r") as f:
         verdicts = json.loads(f.attrs["until"])["verdicts"]
     assert verdicts and all(engine.STORE_GROUPS not in v for v in verdicts)
-    # a fixed-length run keeps none: diagnose measures
+    # the dimension rule's lag window reads the kept bulk ESS of U: arviz-stats' bit for bit
+    with store.SampleStore(out / "samples.h5") as sample:
+        energy = np.asarray(sample.potential(), dtype=np.float64)
+        computed = float(array_stats.ess(energy, method="bulk", chain_axis=0, draw_axis=1))
+        assert draws.kept_energy_ess(sample) == computed
+        assert draws.autocorrelation_window(sample)["ess_bulk_U"] == computed
+    # a fixed-length run keeps none: diagnose and the lag window measure
     with store.SampleStore(one_worker[0] / "samples.h5") as sample:
         assert diagnostics.kept_invariant_table(sample, ds, target, args["output_points"]) is None
+        assert draws.kept_energy_ess(sample) is None
+        energy = np.asarray(sample.potential(), dtype=np.float64)
+        computed = float(array_stats.ess(energy, method="bulk", chain_axis=0, draw_axis=1))
+        assert draws.autocorrelation_window(sample)["ess_bulk_U"] == computed
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])

@@ -579,8 +579,7 @@ def invariant_diagnostics(
     return table, invariant_summary(table, raw_table, rhat_max, ess_min)
 
 
-# The group of samples.h5 that holds sampler.until's table at the draws the run stopped at
-UNTIL_GROUP = "until_check"
+UNTIL_GROUP = draws.UNTIL_GROUP
 
 
 def table_group(table: pd.DataFrame) -> dict:

@@ -58,14 +58,33 @@ def spread_points(n_points: int, most: int | None) -> np.ndarray | None:
     return np.unique(np.linspace(0, n_points - 1, most).round().astype(np.int64))
 
 
+# The group of samples.h5 that holds sampler.until's table at the draws the run stopped at
+UNTIL_GROUP = "until_check"
+
+
+def kept_energy_ess(store) -> float | None:
+    """The bulk ESS of U that ``sampler.until``'s stopping check measured on the store's draws
+    and kept in it (:data:`UNTIL_GROUP`), or None where the store keeps no such table."""
+    kept = store.group(UNTIL_GROUP)
+    if kept is None or not {"space", "ess_bulk"} <= kept.keys():
+        return None
+    energy = np.flatnonzero(np.asarray(kept["space"]) == "energy")
+    return float(kept["ess_bulk"][energy[0]]) if len(energy) == 1 else None
+
+
 def autocorrelation_window(store) -> dict:
     """The lag window within which draws of one chain are not each other's neighbours: the
-    draws per effective draw, ``chains * draws / ESS_bulk(U)``, rounded up (at most a chain)."""
-    from arviz_stats.base import array_stats
+    draws per effective draw, ``chains * draws / ESS_bulk(U)``, rounded up (at most a chain).
 
-    energy = np.asarray(store.potential(), dtype=np.float64)
-    n_chains, n_draws = energy.shape
-    ess = float(array_stats.ess(energy, method="bulk", chain_axis=0, draw_axis=1))
+    The ESS is the one ``sampler.until`` kept where it stopped the run (the same bits as
+    arviz-stats' bulk ESS of these draws, :mod:`lossatlas.mcmc_stats`), else computed."""
+    n_chains, n_draws = store.theta.shape[:2]
+    ess = kept_energy_ess(store)
+    if ess is None:
+        from arviz_stats.base import array_stats
+
+        energy = np.asarray(store.potential(), dtype=np.float64)
+        ess = float(array_stats.ess(energy, method="bulk", chain_axis=0, draw_axis=1))
     tau = n_chains * n_draws / ess if np.isfinite(ess) and ess > 0 else float(n_draws)
     return {
         "window": int(min(n_draws, np.ceil(tau))),
