@@ -521,13 +521,16 @@ def test_interrupted_snakemake_then_rerun_is_bit_identical(tmp_path, resume_refe
 
 def damage(path: Path, how: str) -> None:
     """Truncate ``path`` to half, or write random bytes over its middle chunk of committed draws
-    (per ``how``)."""
+    (per ``how``). Only a committed chunk: one written after the last checkpoint, as a kill can
+    leave it, is not damage (the rerun writes those draws again)."""
     if how.endswith("truncated"):
         os.truncate(path, path.stat().st_size // 2)
     elif how.endswith("scribbled"):
+        committed = store.read_progress(path)[0]
         with h5py.File(path, "r", swmr=True) as f:
-            theta = f["posterior/theta"].id
-            chunk = theta.get_chunk_info(theta.get_num_chunks() // 2)
+            per_chunk = f["posterior/theta"].chunks[1]
+            middle = (committed - 1) // 2 // per_chunk * per_chunk
+            chunk = f["posterior/theta"].id.get_chunk_info_by_coord((0, middle, 0))
         with open(path, "r+b") as fh:
             fh.seek(chunk.byte_offset)
             fh.write(np.random.default_rng(1).bytes(min(4096, chunk.size)))
