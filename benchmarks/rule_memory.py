@@ -4,7 +4,9 @@ Reads, under a run's results folder, each ``logs/**/<rule>.benchmark.tsv`` (Snak
 ``benchmark:``: wall seconds, ``max_rss`` and ``max_pss`` of the job's process tree, sampled
 once a second for 30 s and every 30 s after) and the last ``peak RSS:`` line of the matching
 ``<rule>.log`` (the tree's RSS sampled every 0.25 s by the job itself, and the job process's
-kernel-recorded peak). The job's peak is the larger of the two tree RSS figures: a sum of RSS
+kernel-recorded peak). A local run's jobs fork from a warm interpreter (lossatlas.warm_jobs),
+and their ``benchmark.tsv`` sees only the waiting process: the log's figure is the job's. The
+job's peak is the larger of the two tree RSS figures: a sum of RSS
 counts pages that forked workers share with their parent once per process, so it is an upper
 bound; PSS splits shared pages between their processes and is the tree's actual footprint.
 

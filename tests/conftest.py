@@ -152,11 +152,12 @@ def dask_workers(job) -> list:
 
 def runs_rule(process, rule: str) -> bool:
     """Whether ``process`` is a job of ``rule``: every rule runs workflow/scripts/step.py,
+    in its own process or in a child of the run's warm interpreter (lossatlas.warm_jobs),
     and a job holds its own log, ``logs/.../<rule>.log``, open while it runs."""
     import psutil
 
     try:
-        if "step.py" not in " ".join(process.cmdline()):
+        if not any(s in " ".join(process.cmdline()) for s in ("step.py", "lossatlas.warm_jobs")):
             return False
         return any(f.path.endswith(f"/{rule}.log") for f in process.open_files())
     except psutil.Error:

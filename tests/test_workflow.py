@@ -36,6 +36,7 @@ from conftest import (
 )
 
 from lossatlas import config as lacfg
+from lossatlas import warm_jobs
 from lossatlas.storage import store
 
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"
@@ -307,6 +308,19 @@ def test_small_run_records_every_jobs_peak_memory(small_run):
     assert rule_memory.main([str(wd / "results"), "--limit-mb", "1"]) == 1
 
 
+def test_small_run_forks_every_job_from_one_warm_interpreter(small_run):
+    wd, _ = small_run
+    logs = sorted((wd / "results" / "logs").rglob("*.log"))
+    servers = set()
+    for log in logs:
+        started = re.findall(r"job for .* started \(pid \d+(.*)\)", log.read_text())
+        assert len(started) == 1, (log, started)
+        found = re.fullmatch(r", forked from the run's warm interpreter, pid (\d+)", started[0])
+        assert found, (log, started)
+        servers.add(found[1])
+    assert len(logs) > 10 and len(servers) == 1, servers
+
+
 def test_small_run_store_opens_with_named_dims(small_run):
     import xarray as xr
 
@@ -422,9 +436,18 @@ def read_samples(path: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def resume_reference(tmp_path_factory):
-    """An uninterrupted run, on ONE core (one Dask worker): the killed runs use two."""
+    """An uninterrupted run, on ONE core (one Dask worker), each job in a process of its own:
+    the killed runs use two cores and fork their jobs from the warm interpreter."""
     wd = make_workdir(tmp_path_factory.mktemp("reference"), RESUME)
-    proc = run_snakemake(wd, "--profile", "profiles/default", "--cores", "1", RESUME_TARGET)
+    proc = run_snakemake(
+        wd,
+        "--profile",
+        "profiles/default",
+        "--cores",
+        "1",
+        RESUME_TARGET,
+        env={**os.environ, warm_jobs.SOCKET_ENV: "0"},
+    )
     assert proc.returncode == 0, output_of(proc)
     arrays = read_samples(wd / RESUME_TARGET)
     assert {"posterior/theta", "sample_stats/energy"} <= set(arrays)

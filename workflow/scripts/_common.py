@@ -9,6 +9,7 @@ import sys
 import warnings
 
 from lossatlas.lifecycle import exit_finished, exit_with_snakemake, track_peak_rss
+from lossatlas.warm_jobs import FORKED_ENV
 
 __all__ = ["exit_finished", "exit_with_snakemake", "setup_logging"]
 
@@ -28,7 +29,14 @@ def setup_logging(snakemake, name: str) -> logging.Logger:
     logging.captureWarnings(True)
     warnings.simplefilter("default")
     log = logging.getLogger(f"lossatlas.{name}")
-    log.info("---- %s job for %s started (pid %d)", name, dict(snakemake.wildcards), os.getpid())
+    forked = os.environ.get(FORKED_ENV)
+    log.info(
+        "---- %s job for %s started (pid %d%s)",
+        name,
+        dict(snakemake.wildcards),
+        os.getpid(),
+        f", forked from the run's warm interpreter, pid {forked}" if forked else "",
+    )
 
     def excepthook(kind, value, tb):
         log.critical("failed", exc_info=(kind, value, tb))

@@ -1,8 +1,16 @@
 """Every rule's script: run the step named after the rule (lossatlas.steps.run_job)."""
 
-from _common import exit_finished, exit_with_snakemake, setup_logging
+import sys
 
-from lossatlas import steps
+from lossatlas.warm_jobs import hand_over
+
+# on a local run, in a child of the interpreter that has imported the libraries (returns
+# where none serves this run)
+hand_over(sys.argv[0])
+
+from _common import exit_finished, exit_with_snakemake, setup_logging  # noqa: E402
+
+from lossatlas import steps  # noqa: E402
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 log = setup_logging(sm, sm.rule)
