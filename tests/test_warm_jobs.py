@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import pytest
 from lossatlas import warm_jobs
 
 JOB = """
-import os, sys
+import os, sys, tempfile
 from lossatlas.warm_jobs import hand_over
 
 hand_over(sys.argv[0])
@@ -27,6 +28,7 @@ from threadpoolctl import threadpool_info
 
 print("cwd", os.getcwd())
 print("x", os.environ.get("JOB_X"))
+print("tmp", tempfile.gettempdir())
 print("forked", os.environ.get("LOSSATLAS_FORKED_FROM"))
 print("blas", max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
 print("to stderr", file=sys.stderr)
@@ -64,13 +66,15 @@ def lines(out: str) -> dict[str, str]:
 def test_a_handed_over_job_runs_forked_with_its_streams_directory_environment_and_status(
     tmp_path, server
 ):
-    cmd, env = job(tmp_path, JOB_X="value", JOB_EXIT="3")
+    (tmp_path / "job-tmp").mkdir()
+    cmd, env = job(tmp_path, JOB_X="value", JOB_EXIT="3", TMPDIR=str(tmp_path / "job-tmp"))
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     out = lines(done.stdout)
     assert done.returncode == 3, done.stderr
     assert out["forked"] == str(server.pid)
     assert out["cwd"] == str(tmp_path)
     assert out["x"] == "value"
+    assert out["tmp"] == str(tmp_path / "job-tmp")  # Snakemake sets TMPDIR per job
     assert out["blas"] == "1"  # the job's thread limit, though the server loaded BLAS unlimited
     assert "to stderr" in done.stderr
 
@@ -133,6 +137,18 @@ def test_stop_waits_for_running_jobs_and_then_jobs_run_themselves(tmp_path, serv
         assert done.returncode == 4 and lines(done.stdout)["forked"] == "None", done.stderr
 
 
-def test_no_server_where_the_user_turned_it_off(monkeypatch):
+def test_a_job_of_another_interpreter_is_refused(server):
+    """A conda environment's or a container's Python did not import what the server has."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(os.environ[warm_jobs.SOCKET_ENV])
+    with open(os.devnull) as null:
+        request = {"script": "job.py", "cwd": "/", "env": {}, "python": ["/other/python", ""]}
+        warm_jobs._send(conn, request, fds=[null.fileno()] * 3)
+        assert warm_jobs._receive(conn)[0] == {"refused": "another Python"}
+    conn.close()
+
+
+def test_no_server_for_a_few_jobs_or_where_the_user_turned_it_off(monkeypatch):
+    assert warm_jobs.start(n_jobs=warm_jobs.MIN_JOBS - 1) is None
     monkeypatch.setenv(warm_jobs.SOCKET_ENV, "0")
     assert warm_jobs.start() is None

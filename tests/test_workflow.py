@@ -506,7 +506,10 @@ def test_interrupted_snakemake_then_rerun_is_bit_identical(tmp_path, resume_refe
     try:
         at_kill = wait_for_draws(wd, proc, n_batches=s["n_chains"] // s["chains_per_batch"])
         job = psutil.Process(proc.pid).children(recursive=True)
-        assert any(runs_rule(p, "sample") for p in job), "no sample job running"
+        sampling = [p for p in job if runs_rule(p, "sample")]
+        assert sampling, "no sample job running"
+        # as a local run's jobs do, it runs forked from the warm interpreter
+        assert "lossatlas.warm_jobs" in " ".join(sampling[0].cmdline())
         if how == "kill-9":
             proc.send_signal(signal.SIGKILL)
         else:

@@ -65,6 +65,8 @@ PRELOAD = (
 # the thread counts Snakemake sets for a job; read by the libraries when they load, so the
 # forked child applies them itself
 THREAD_ENV = {"OMP_NUM_THREADS": "openmp", "OPENBLAS_NUM_THREADS": "blas"}
+# A job alone gains nothing from a server that imports for it: it runs in its own process.
+MIN_JOBS = 2
 _HEADER = struct.Struct("!I")
 _server: subprocess.Popen | None = None
 
@@ -72,11 +74,17 @@ _server: subprocess.Popen | None = None
 # --- snakemake's side --------------------------------------------------------------------------
 
 
-def start() -> subprocess.Popen | None:
-    """Start the server for the jobs of this snakemake process, once; None where this system
-    cannot (no ``os.pidfd_open``) or the user turned it off (``LOSSATLAS_WARM_JOBS=0``)."""
+def start(n_jobs: int = MIN_JOBS) -> subprocess.Popen | None:
+    """Start the server for the ``n_jobs`` jobs of this snakemake process, once; None where
+    they are fewer than :data:`MIN_JOBS`, this system cannot (no ``os.pidfd_open``) or the
+    user turned it off (``LOSSATLAS_WARM_JOBS=0``)."""
     global _server
-    if _server is not None or os.environ.get(SOCKET_ENV) == "0" or not hasattr(os, "pidfd_open"):
+    if (
+        _server is not None
+        or n_jobs < MIN_JOBS
+        or os.environ.get(SOCKET_ENV) == "0"
+        or not hasattr(os, "pidfd_open")
+    ):
         return _server
     # a short path (sockets take 107 bytes) without "snakemake" in it, which the jobs look for
     # in their ancestors' command lines (lifecycle.exit_with_snakemake)
@@ -121,9 +129,14 @@ def hand_over(script: str) -> None:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
-        request = {"script": script, "cwd": os.getcwd(), "env": dict(os.environ)}
+        request = {
+            "script": script,
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+            "python": [sys.executable, sys.version],
+        }
         _send(conn, request, fds=[0, 1, 2])
-        pid = int(_receive(conn)[0]["pid"])
+        pid = int(_receive(conn)[0]["pid"])  # no pid: the server refused, the job runs here
     except (OSError, ValueError, KeyError, TypeError):
         conn.close()
         return
@@ -222,6 +235,13 @@ def _fork_job(conn: socket.socket, inherited: list, fds_inherited: list[int]) ->
             raise ValueError("a job sends its standard streams")
     except (OSError, ValueError):
         return None
+    if request.get("python") != [sys.executable, sys.version]:
+        # another interpreter (a conda environment, a container): not what was imported here
+        for fd in fds:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            _send(conn, {"refused": "another Python"})
+        return None
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -261,6 +281,7 @@ def _run_child(conn: socket.socket, request: dict, fds: list[int], inherited: li
     os.environ.clear()
     os.environ.update(request["env"])
     os.environ[FORKED_ENV] = str(os.getppid())
+    tempfile.tempdir = None  # found again from the job's TMPDIR, not the server's
     _limit_threads()
     # the job's process is gone (killed): so is the job, as a job's children would be
     threading.Thread(target=_end_with, args=(conn,), name="job-process", daemon=True).start()
