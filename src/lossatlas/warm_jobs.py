@@ -235,6 +235,8 @@ def _fork_job(conn: socket.socket, inherited: list, fds_inherited: list[int]) ->
             raise ValueError("a job sends its standard streams")
     except (OSError, ValueError):
         return None
+    # from here the connection waits as long as the job runs: the child's watch on it too
+    conn.settimeout(None)
     if request.get("python") != [sys.executable, sys.version]:
         # another interpreter (a conda environment, a container): not what was imported here
         for fd in fds:
@@ -257,7 +259,6 @@ def _fork_job(conn: socket.socket, inherited: list, fds_inherited: list[int]) ->
         _send(conn, {"pid": pid})
     except OSError:
         os.kill(pid, signal.SIGKILL)
-    conn.settimeout(None)
     return pid
 
 
@@ -269,7 +270,6 @@ def _run_child(conn: socket.socket, request: dict, fds: list[int], inherited: li
 
     for obj in inherited:
         obj.close()
-    conn.settimeout(None)  # the watch on the job's process waits as long as the job runs
     # a process group of its own: signals reach it once, through the job's process
     os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -325,7 +325,9 @@ def _end_with(conn: socket.socket) -> None:
             pass
     import psutil
 
-    for child in psutil.Process().children(recursive=True):
+    from lossatlas.lifecycle import descendants
+
+    for child in descendants(psutil.Process()):
         with contextlib.suppress(psutil.Error):
             child.kill()
     os._exit(1)
